@@ -1,1 +1,147 @@
-//! ironscale-types
+//! Domain types of the tailnet. These types are deliberately **not** serde
+//! serialisable: each boundary (database rows in `store`, REST DTOs in `api`,
+//! Tailscale JSON in `wire`) converts explicitly in one tested module.
+
+use std::net::{Ipv4Addr, Ipv6Addr, IpAddr};
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+pub use ironscale_keys::{DiscoPublic, MachinePublic, NodePublic};
+
+pub type Timestamp = DateTime<Utc>;
+
+/// A user id (> 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(pub u64);
+
+/// A node id (> 0, never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u64);
+
+/// A tailnet user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    /// Unique user name (Headscale's `name`).
+    pub name: String,
+    pub display_name: String,
+    pub email: String,
+    pub provider: String,
+    pub provider_id: String,
+    pub profile_pic_url: String,
+    pub created_at: Timestamp,
+}
+
+impl User {
+    /// Login name shown to clients: the e-mail if known, else `name@`-less name.
+    pub fn login_name(&self) -> &str {
+        if self.email.is_empty() { &self.name } else { &self.email }
+    }
+    pub fn display(&self) -> &str {
+        if self.display_name.is_empty() { &self.name } else { &self.display_name }
+    }
+}
+
+/// How a node was registered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterMethod {
+    AuthKey,
+    Cli,
+    Oidc,
+    Unspecified,
+}
+
+impl RegisterMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegisterMethod::AuthKey => "authkey",
+            RegisterMethod::Cli => "cli",
+            RegisterMethod::Oidc => "oidc",
+            RegisterMethod::Unspecified => "unspecified",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "authkey" => RegisterMethod::AuthKey,
+            "cli" => RegisterMethod::Cli,
+            "oidc" => RegisterMethod::Oidc,
+            _ => RegisterMethod::Unspecified,
+        }
+    }
+}
+
+/// A machine in the tailnet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub id: NodeId,
+    pub machine_key: MachinePublic,
+    pub node_key: NodePublic,
+    pub disco_key: DiscoPublic,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// Hostname reported by the client.
+    pub hostname: String,
+    /// Unique DNS label used in MagicDNS (`given_name.base_domain`).
+    pub given_name: String,
+    /// Owner; `None` for tagged nodes (tags are the identity).
+    pub user_id: Option<UserId>,
+    pub tags: Vec<String>,
+    /// The client's last Hostinfo, as raw JSON text (opaque to the domain).
+    pub hostinfo_json: Option<String>,
+    /// Derived from Hostinfo: the node's home DERP region (0 = unknown).
+    pub home_derp: i32,
+    /// Derived from Hostinfo.RoutableIPs: routes the node advertises.
+    pub announced_routes: Vec<IpNet>,
+    /// Routes an admin (or autoApprovers) approved.
+    pub approved_routes: Vec<IpNet>,
+    /// The node's UDP endpoints ("ip:port").
+    pub endpoints: Vec<String>,
+    pub expiry: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub last_seen: Option<Timestamp>,
+    pub register_method: RegisterMethod,
+    pub auth_key_id: Option<u64>,
+    pub ephemeral: bool,
+    /// The capability version of the client (from its last MapRequest).
+    pub capver: u32,
+}
+
+impl Node {
+    pub fn ips(&self) -> Vec<IpAddr> {
+        let mut v = Vec::with_capacity(2);
+        if let Some(a) = self.ipv4 { v.push(IpAddr::V4(a)); }
+        if let Some(a) = self.ipv6 { v.push(IpAddr::V6(a)); }
+        v
+    }
+    pub fn is_tagged(&self) -> bool { !self.tags.is_empty() }
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        matches!(self.expiry, Some(e) if e <= now)
+    }
+    /// Whether the node advertises an exit route (0.0.0.0/0 or ::/0).
+    pub fn announces_exit(&self) -> bool {
+        self.announced_routes.iter().any(|r| r.prefix_len() == 0)
+    }
+}
+
+/// A pre-authentication key. Only the hash of the secret part is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreAuthKey {
+    pub id: u64,
+    /// The public prefix of the key (shown in listings; not secret).
+    pub prefix: String,
+    /// SHA-256 of the full key text, hex.
+    pub hash: String,
+    pub user_id: Option<UserId>,
+    pub reusable: bool,
+    pub ephemeral: bool,
+    pub used: bool,
+    pub tags: Vec<String>,
+    pub expiration: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl PreAuthKey {
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        matches!(self.expiration, Some(e) if e <= now)
+    }
+}
