@@ -1,0 +1,386 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ironscale_types::{Node, NodeId, Timestamp};
+use ironscale_wire as wire;
+use serde_json::Value;
+
+use crate::{Tailnet, TAGGED_DEVICES_USER_ID};
+
+/// Everything one node has been told (or is about to be told).
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    pub node_id: NodeId,
+    pub capver: u32,
+    pub self_node: wire::Node,
+    pub peers: BTreeMap<i64, wire::Node>,
+    pub filter: Vec<wire::FilterRule>,
+    pub ssh: Option<Value>,
+    pub dns: wire::DnsConfig,
+    pub derp: Arc<wire::DerpMap>,
+    pub profiles: BTreeMap<i64, wire::UserProfile>,
+    pub domain: String,
+}
+
+fn wire_id(id: NodeId) -> i64 {
+    id.0 as i64
+}
+
+fn user_wire_id(node: &Node) -> i64 {
+    match (node.is_tagged(), node.user_id) {
+        (false, Some(u)) => u.0 as i64,
+        _ => TAGGED_DEVICES_USER_ID as i64,
+    }
+}
+
+fn addresses(node: &Node) -> Vec<String> {
+    let mut v = Vec::with_capacity(2);
+    if let Some(a) = node.ipv4 {
+        v.push(format!("{a}/32"));
+    }
+    if let Some(a) = node.ipv6 {
+        v.push(format!("{a}/128"));
+    }
+    v
+}
+
+fn hostinfo_value(node: &Node) -> Value {
+    node.hostinfo_json
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_else(|| serde_json::json!({ "Hostname": node.hostname }))
+}
+
+/// The wire form of `node` as seen by `viewer` (or by itself when `viewer` is `node`).
+fn wire_node(t: &Tailnet, viewer: &Node, node: &Node, now: Timestamp) -> wire::Node {
+    let is_self = viewer.id == node.id;
+    let addrs = addresses(node);
+    let mut allowed = addrs.clone();
+    if !is_self {
+        allowed.extend(t.policy.peer_routes(t, viewer, node).iter().map(|r| r.to_string()));
+    }
+    let online = t.is_online(node.id);
+    let home = node.home_derp;
+    let mut primary: Vec<String> = t.primary_routes(node.id).iter().map(|r| r.to_string()).collect();
+    primary.sort();
+    let cap_map = if is_self {
+        let m = t.policy.node_cap_map(t, node);
+        Some(m.into_iter().collect())
+    } else {
+        None
+    };
+    wire::Node {
+        id: wire_id(node.id),
+        stable_id: node.id.0.to_string(),
+        name: t.fqdn(node),
+        user: user_wire_id(node),
+        key: node.node_key,
+        key_expiry: node.expiry,
+        machine: node.machine_key,
+        disco_key: node.disco_key,
+        addresses: addrs,
+        allowed_ips: allowed,
+        endpoints: node.endpoints.clone(),
+        derp: if home > 0 { format!("127.3.3.40:{home}") } else { String::new() },
+        home_derp: home,
+        hostinfo: hostinfo_value(node),
+        created: Some(node.created_at),
+        cap: node.capver,
+        tags: node.tags.clone(),
+        primary_routes: primary,
+        last_seen: if online { None } else { node.last_seen },
+        online: Some(online),
+        machine_authorized: true,
+        cap_map,
+        expired: node.is_expired(now),
+    }
+}
+
+fn profile_for(t: &Tailnet, node: &Node) -> wire::UserProfile {
+    match t.user_of(node).filter(|_| !node.is_tagged()) {
+        Some(u) => wire::UserProfile {
+            id: u.id.0 as i64,
+            login_name: u.login_name().to_string(),
+            display_name: u.display().to_string(),
+            profile_pic_url: u.profile_pic_url.clone(),
+        },
+        None => wire::UserProfile {
+            id: TAGGED_DEVICES_USER_ID as i64,
+            login_name: "tagged-devices".into(),
+            display_name: "Tagged Devices".into(),
+            profile_pic_url: String::new(),
+        },
+    }
+}
+
+fn dns_config(t: &Tailnet, viewer: &Node) -> wire::DnsConfig {
+    let d = &t.dns;
+    let resolvers: Vec<wire::DnsResolver> =
+        d.nameservers.iter().map(|a| wire::DnsResolver { addr: a.clone() }).collect();
+    let mut domains = Vec::new();
+    if d.magic_dns && !d.base_domain.is_empty() {
+        domains.push(d.base_domain.clone());
+    }
+    domains.extend(d.search_domains.iter().cloned());
+    let routes = d
+        .split
+        .iter()
+        .map(|(dom, ns)| {
+            let key = if dom.ends_with('.') { dom.clone() } else { format!("{dom}.") };
+            (key, ns.iter().map(|a| wire::DnsResolver { addr: a.clone() }).collect())
+        })
+        .collect();
+    let _ = viewer;
+    wire::DnsConfig {
+        resolvers: if d.override_local_dns { resolvers.clone() } else { vec![] },
+        fallback_resolvers: if d.override_local_dns { vec![] } else { resolvers },
+        routes,
+        domains,
+        proxied: d.magic_dns,
+        extra_records: d
+            .extra_records
+            .iter()
+            .map(|r| wire::DnsRecord { name: r.name.clone(), r#type: r.r#type.clone(), value: r.value.clone() })
+            .collect(),
+    }
+}
+
+/// Build the complete view of `node_id`. `None` if the node does not exist.
+pub fn build_view(t: &Tailnet, node_id: NodeId, capver: u32, now: Timestamp) -> Option<View> {
+    let me = t.nodes.get(&node_id)?;
+    let mut peers = BTreeMap::new();
+    let mut profiles = BTreeMap::new();
+    let p = profile_for(t, me);
+    profiles.insert(p.id, p);
+    for peer in t.nodes.values() {
+        if peer.id != me.id && t.policy.can_see(t, me, peer) {
+            let w = wire_node(t, me, peer, now);
+            let p = profile_for(t, peer);
+            profiles.insert(p.id, p);
+            peers.insert(w.id, w);
+        }
+    }
+    Some(View {
+        node_id,
+        capver,
+        self_node: wire_node(t, me, me, now),
+        peers,
+        filter: t.policy.packet_filter(t, me),
+        ssh: t.policy.ssh_policy(t, me),
+        dns: dns_config(t, me),
+        derp: t.derp_map.clone(),
+        profiles,
+        domain: t.dns.base_domain.clone(),
+    })
+}
+
+impl View {
+    /// The first frame of a map session: everything.
+    pub fn full_response(&self, now: Timestamp) -> wire::MapResponse {
+        let peers: Vec<wire::Node> = self.peers.values().cloned().collect();
+        wire::MapResponse {
+            node: Some(self.self_node.clone()),
+            derp_map: Some((*self.derp).clone()),
+            peers: Some(peers),
+            dns_config: Some(self.dns.clone()),
+            domain: self.domain.clone(),
+            collect_services: Some(false),
+            packet_filter: Some(self.filter.clone()),
+            user_profiles: Some(self.profiles.values().cloned().collect()),
+            ssh_policy: self.ssh.clone(),
+            control_time: Some(now),
+            debug: Some(wire::Debug { disable_log_tail: true }),
+            ..Default::default()
+        }
+    }
+
+    /// Update this view for changes to the given nodes only (endpoint, online,
+    /// key, hostinfo, add, remove...), returning the delta to send. Cost is
+    /// O(|changed| · log peers), independent of the tailnet's size.
+    pub fn apply_node_changes(
+        &mut self,
+        t: &Tailnet,
+        changed: &BTreeSet<NodeId>,
+        now: Timestamp,
+    ) -> Option<wire::MapResponse> {
+        let me = t.nodes.get(&self.node_id)?.clone();
+        let mut out = wire::MapResponse::default();
+        if changed.contains(&self.node_id) {
+            let s = wire_node(t, &me, &me, now);
+            if s != self.self_node {
+                self.self_node = s.clone();
+                out.node = Some(s);
+            }
+            let f = t.policy.packet_filter(t, &me);
+            if f != self.filter {
+                self.filter = f.clone();
+                out.packet_filter = Some(f);
+            }
+        }
+        let mut new_profiles = Vec::new();
+        if changed.contains(&self.node_id) {
+            let prof = profile_for(t, &me);
+            if self.profiles.get(&prof.id) != Some(&prof) {
+                self.profiles.insert(prof.id, prof.clone());
+                new_profiles.push(prof);
+            }
+        }
+        for id in changed {
+            if *id == self.node_id {
+                continue;
+            }
+            let wid = wire_id(*id);
+            let next = t
+                .nodes
+                .get(id)
+                .filter(|p| t.policy.can_see(t, &me, p))
+                .map(|p| (wire_node(t, &me, p, now), profile_for(t, p)));
+            let prev = self.peers.get(&wid);
+            match (prev, next) {
+                (None, None) => {}
+                (Some(_), None) => {
+                    self.peers.remove(&wid);
+                    out.peers_removed.get_or_insert_with(Vec::new).push(wid);
+                }
+                (prev, Some((n, prof))) => {
+                    if self.profiles.get(&prof.id) != Some(&prof) {
+                        self.profiles.insert(prof.id, prof.clone());
+                        new_profiles.push(prof);
+                    }
+                    if prev != Some(&n) {
+                        push_peer_delta(&mut out, prev, &n);
+                        self.peers.insert(wid, n);
+                    }
+                }
+            }
+        }
+        if !new_profiles.is_empty() {
+            out.user_profiles = Some(new_profiles);
+        }
+        if out.is_empty() {
+            None
+        } else {
+            Some(out)
+        }
+    }
+}
+
+/// Append the delta that turns `prev` into `next` for one peer: a patch when
+/// only patchable fields differ, else the complete node.
+fn push_peer_delta(out: &mut wire::MapResponse, prev: Option<&wire::Node>, next: &wire::Node) {
+    if let Some(prev) = prev {
+        if let Some(patch) = patch_between(prev, next) {
+            out.peers_changed_patch.get_or_insert_with(Vec::new).push(patch);
+            return;
+        }
+    }
+    out.peers_changed.get_or_insert_with(Vec::new).push(next.clone());
+}
+
+/// A `PeerChange` turning `prev` into `next`, if the difference is limited to
+/// fields a patch can carry without clearing anything by accident.
+fn patch_between(prev: &wire::Node, next: &wire::Node) -> Option<wire::PeerChange> {
+    let mut a = prev.clone();
+    let mut p = wire::PeerChange { node_id: next.id, ..Default::default() };
+    if a.endpoints != next.endpoints {
+        if next.endpoints.is_empty() {
+            return None; // an empty list would not survive Go's omitempty semantics
+        }
+        p.endpoints = Some(next.endpoints.clone());
+        a.endpoints = next.endpoints.clone();
+    }
+    if a.home_derp != next.home_derp {
+        if next.home_derp == 0 {
+            return None;
+        }
+        p.derp_region = Some(next.home_derp);
+        a.home_derp = next.home_derp;
+        a.derp = next.derp.clone();
+    }
+    if a.disco_key != next.disco_key {
+        p.disco_key = Some(next.disco_key);
+        a.disco_key = next.disco_key;
+    }
+    if a.key != next.key {
+        p.key = Some(next.key);
+        a.key = next.key;
+    }
+    if a.cap != next.cap {
+        p.cap = Some(next.cap);
+        a.cap = next.cap;
+    }
+    if a.key_expiry != next.key_expiry {
+        next.key_expiry?;
+        p.key_expiry = next.key_expiry;
+        a.key_expiry = next.key_expiry;
+    }
+    if a.online != next.online || a.last_seen != next.last_seen {
+        // Online true clears LastSeen on the client only via a full node; going
+        // offline sets both.
+        match (next.online, next.last_seen) {
+            (Some(o), ls) => {
+                if ls.is_none() && a.last_seen.is_some() {
+                    return None;
+                }
+                p.online = Some(o);
+                p.last_seen = ls;
+                a.online = next.online;
+                a.last_seen = ls;
+            }
+            (None, _) => return None,
+        }
+    }
+    if a.expired != next.expired {
+        return None;
+    }
+    (a == *next && !p.is_empty()).then_some(p)
+}
+
+/// The delta from `prev` to `next` (both views of the same node). `None` when
+/// nothing changed. Applying the result to `prev` with the client's algorithm
+/// yields `next`.
+pub fn diff(prev: &View, next: &View) -> Option<wire::MapResponse> {
+    let mut out = wire::MapResponse::default();
+    if prev.self_node != next.self_node {
+        out.node = Some(next.self_node.clone());
+    }
+    if prev.derp != next.derp {
+        out.derp_map = Some((*next.derp).clone());
+    }
+    if prev.dns != next.dns {
+        out.dns_config = Some(next.dns.clone());
+    }
+    if prev.filter != next.filter {
+        out.packet_filter = Some(next.filter.clone());
+    }
+    if prev.ssh != next.ssh {
+        out.ssh_policy = Some(next.ssh.clone().unwrap_or_else(|| serde_json::json!({ "rules": [] })));
+    }
+    if prev.domain != next.domain && !next.domain.is_empty() {
+        out.domain = next.domain.clone();
+    }
+    let new_profiles: Vec<_> =
+        next.profiles.values().filter(|p| prev.profiles.get(&p.id) != Some(*p)).cloned().collect();
+    if !new_profiles.is_empty() {
+        out.user_profiles = Some(new_profiles);
+    }
+    for id in prev.peers.keys() {
+        if !next.peers.contains_key(id) {
+            out.peers_removed.get_or_insert_with(Vec::new).push(*id);
+        }
+    }
+    for (id, n) in &next.peers {
+        let p = prev.peers.get(id);
+        if p != Some(n) {
+            push_peer_delta(&mut out, p, n);
+        }
+    }
+    if out.is_empty() {
+        None
+    } else {
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;
