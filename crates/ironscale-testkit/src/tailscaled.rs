@@ -1,0 +1,291 @@
+//! The official `tailscaled` daemon (real TUN device `tailscale0`) and `tailscale` CLI, one node
+//! per call, inside a lab namespace.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::install::Clients;
+use crate::lab::{Host, Proc};
+use crate::util::{self, grep_file, output_text, run, tail_file, wait_until};
+
+/// A peer as seen in `tailscale status --json`.
+#[derive(Clone, Debug)]
+pub struct PeerStatus {
+    /// `HostName`
+    pub host_name: String,
+    /// `DNSName`
+    pub dns_name: String,
+    /// `TailscaleIPs`
+    pub ips: Vec<String>,
+    /// `Online`
+    pub online: bool,
+    /// `Relay` (home DERP region code)
+    pub relay: String,
+    /// `CurAddr` (current direct address, empty when relayed)
+    pub cur_addr: String,
+}
+
+/// A `tailscaled` process plus its CLI.
+pub struct Tailscaled {
+    host: Host,
+    clients: Clients,
+    name: String,
+    dir: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+    proc: Option<Proc>,
+}
+
+impl Tailscaled {
+    /// Starts `tailscaled --no-logs-no-support` in `host`'s namespace with state, socket and logs
+    /// under `<host dir>/<name>`, UDP port 41641, real TUN `tailscale0`. `extra_env` is passed
+    /// on top of the safety defaults (e.g. `TS_DEBUG_ALWAYS_USE_DERP=1`). Waits until the local
+    /// API answers.
+    pub fn start(host: &Host, clients: &Clients, name: &str, extra_env: &[(&str, &str)]) -> Result<Tailscaled> {
+        let dir = host.dir().join(name);
+        util::mkdir_private(&dir)?;
+        let mut t = Tailscaled {
+            host: host.clone(),
+            clients: clients.clone(),
+            name: name.to_owned(),
+            socket: dir.join("tailscaled.sock"),
+            log: dir.join("tailscaled.log"),
+            dir,
+            env: extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            proc: None,
+        };
+        t.spawn_and_wait()?;
+        Ok(t)
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<()> {
+        let _ = std::fs::remove_file(&self.socket);
+        let mut cmd = self.host.command_with_home(&self.clients.tailscaled, &self.dir);
+        cmd.arg("--no-logs-no-support")
+            .arg(format!("--state={}", self.dir.join("tailscaled.state").display()))
+            .arg(format!("--statedir={}", self.dir.display()))
+            .arg(format!("--socket={}", self.socket.display()))
+            .arg("--port=41641")
+            .arg("--tun=tailscale0");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let (proc, _, _) = self.host.spawn_logged(&format!("tailscaled {}", self.name), cmd, &self.log, false, false)?;
+        let res = wait_until(
+            &format!("tailscaled {} local API", self.name),
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                if !proc.is_running() {
+                    bail!("tailscaled exited ({:?})", proc.exit_status());
+                }
+                if !self.socket.exists() {
+                    return Ok(None);
+                }
+                let out = self.cli(&["status", "--json"])?;
+                Ok(serde_json::from_slice::<Value>(&out.stdout).is_ok().then_some(()))
+            },
+        );
+        self.proc = Some(proc);
+        res.map_err(|e| self.err(e.to_string()))
+    }
+
+    /// Node name given at start.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace host this node runs in.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The node's working directory (state, socket, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The daemon's log.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Last `n` daemon log lines.
+    pub fn log_tail(&self, n: usize) -> String {
+        tail_file(&self.log, n)
+    }
+
+    /// Daemon log lines containing any of `needles` (last `max`).
+    pub fn log_grep(&self, needles: &[&str], max: usize) -> Vec<String> {
+        grep_file(&self.log, needles, max)
+    }
+
+    /// An error message with the log tail attached.
+    pub fn err(&self, msg: impl std::fmt::Display) -> Error {
+        Error::msg(format!("[{}] {msg}\n--- tailscaled {} log tail ---\n{}", self.name, self.name, self.log_tail(40)))
+    }
+
+    /// True while the daemon process is alive.
+    pub fn is_running(&self) -> bool {
+        self.proc.as_ref().is_some_and(Proc::is_running)
+    }
+
+    /// Stops the daemon (SIGTERM lets it remove its TUN and rules).
+    pub fn stop(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.stop();
+        }
+    }
+
+    /// Stops and starts the daemon from its state.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn_and_wait()
+    }
+
+    /// Runs `tailscale --socket=<sock> <args>` in the namespace.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = self.host.command_with_home(&self.clients.tailscale, &self.dir);
+        cmd.arg(format!("--socket={}", self.socket.display())).args(args);
+        run(&mut cmd)
+    }
+
+    /// `tailscale up --login-server=URL [--authkey=KEY] --hostname=H --accept-dns=false
+    /// --timeout=45s <extra_args>`; later `extra_args` override the defaults (e.g.
+    /// `--timeout=10s`, `--accept-dns=true`). Returns the output whatever the exit status.
+    pub fn up(&self, login_server: &str, authkey: Option<&str>, hostname: &str, extra_args: &[&str]) -> Result<Output> {
+        let mut args = vec![
+            "up".to_owned(),
+            format!("--login-server={login_server}"),
+            format!("--hostname={hostname}"),
+            "--accept-dns=false".to_owned(),
+            "--timeout=45s".to_owned(),
+        ];
+        if let Some(k) = authkey {
+            args.push(format!("--authkey={k}"));
+        }
+        args.extend(extra_args.iter().map(|s| (*s).to_owned()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cli(&refs)
+    }
+
+    /// Like [`Tailscaled::up`] but fails (with output and log tail) unless it succeeds.
+    pub fn up_ok(&self, login_server: &str, authkey: Option<&str>, hostname: &str, extra_args: &[&str]) -> Result<()> {
+        let out = self.up(login_server, authkey, hostname, extra_args)?;
+        if !out.status.success() {
+            return Err(self.err(format!("`tailscale up` failed ({}):\n{}", out.status, output_text(&out))));
+        }
+        Ok(())
+    }
+
+    /// `tailscale status --json`
+    pub fn status_json(&self) -> Result<Value> {
+        let out = self.cli(&["status", "--json"])?;
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| self.err(format!("`tailscale status --json` is not JSON ({e}):\n{}", output_text(&out))))
+    }
+
+    /// `tailscale status` (text form).
+    pub fn status_text(&self) -> Result<String> {
+        Ok(output_text(&self.cli(&["status"])?))
+    }
+
+    /// `BackendState` from the status (`Running`, `NeedsLogin`, `Starting`, …).
+    pub fn backend_state(&self) -> Result<String> {
+        Ok(self.status_json()?.get("BackendState").and_then(Value::as_str).unwrap_or_default().to_owned())
+    }
+
+    /// Peers from the status.
+    pub fn peers(&self) -> Result<Vec<PeerStatus>> {
+        let st = self.status_json()?;
+        let mut out = Vec::new();
+        if let Some(map) = st.get("Peer").and_then(Value::as_object) {
+            for p in map.values() {
+                let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                out.push(PeerStatus {
+                    host_name: s("HostName"),
+                    dns_name: s("DNSName"),
+                    ips: p
+                        .get("TailscaleIPs")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                        .unwrap_or_default(),
+                    online: p.get("Online").and_then(Value::as_bool).unwrap_or(false),
+                    relay: s("Relay"),
+                    cur_addr: s("CurAddr"),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits until the backend state is `Running`.
+    pub fn wait_running(&self, timeout: Duration) -> Result<()> {
+        wait_until(&format!("{} to be Running", self.name), timeout, Duration::from_millis(250), || {
+            let st = self.backend_state()?;
+            if st == "Running" {
+                Ok(Some(()))
+            } else {
+                bail!("BackendState {st}")
+            }
+        })
+        .map_err(|e| self.err(e))
+    }
+
+    /// Waits until a peer with tailnet IP `ip` appears in the status (and, if `online`, is
+    /// reported online).
+    pub fn wait_peer(&self, ip: Ipv4Addr, online: bool, timeout: Duration) -> Result<PeerStatus> {
+        let ip_s = ip.to_string();
+        wait_until(&format!("{} to list peer {ip}", self.name), timeout, Duration::from_millis(250), || {
+            let peers = self.peers()?;
+            match peers.into_iter().find(|p| p.ips.contains(&ip_s)) {
+                Some(p) if !online || p.online => Ok(Some(p)),
+                Some(p) => bail!("peer {ip} listed but offline: {p:?}"),
+                None => Ok(None),
+            }
+        })
+        .map_err(|e| self.err(format!("{e}\n--- tailscale status ---\n{}", self.status_text().unwrap_or_default())))
+    }
+
+    /// Waits until no peer with tailnet IP `ip` is listed; returns how long it took.
+    pub fn wait_peer_gone(&self, ip: &str, timeout: Duration) -> Result<Duration> {
+        let start = std::time::Instant::now();
+        wait_until(&format!("{} to drop peer {ip}", self.name), timeout, Duration::from_millis(100), || {
+            let peers = self.peers()?;
+            Ok((!peers.iter().any(|p| p.ips.iter().any(|a| a == ip))).then(|| start.elapsed()))
+        })
+        .map_err(|e| self.err(format!("{e}\n--- tailscale status ---\n{}", self.status_text().unwrap_or_default())))
+    }
+
+    /// `tailscale ip -4`
+    pub fn ip4(&self) -> Result<Ipv4Addr> {
+        let out = self.cli(&["ip", "-4"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .parse()
+            .map_err(|_| self.err(format!("`tailscale ip -4` gave no IPv4 address:\n{}", output_text(&out))))
+    }
+
+    /// `tailscale ping --c 5 --timeout 3s <target> <extra>` (add `--until-direct=false` when
+    /// the path is relayed on purpose). Returns the output whatever the exit status.
+    pub fn ping(&self, target: &str, extra: &[&str]) -> Result<Output> {
+        let mut args = vec!["ping", "--c", "5", "--timeout", "3s"];
+        args.extend_from_slice(extra);
+        args.push(target);
+        self.cli(&args)
+    }
+}
+
+impl Drop for Tailscaled {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.stop();
+        }
+    }
+}
