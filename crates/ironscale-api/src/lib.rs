@@ -1,0 +1,1 @@
+//! Headscale-compatible REST API v1.
