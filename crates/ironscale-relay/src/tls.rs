@@ -1,0 +1,212 @@
+//! TLS material (self-signed certificates for DERP) and the accept loops.
+
+use std::future::Future;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+use crate::error::RelayError;
+
+/// Time a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Lowercase hex SHA-256 of a certificate's DER bytes: the `<hex>` of a
+/// DERPNode `CertName: "sha256-raw:<hex>"`.
+pub fn cert_sha256_hex(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server config for `chain` and `key`, HTTP/1.1 and h2 via ALPN.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, RelayError> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Generated certificate and key in PEM form.
+struct SelfSigned {
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn generate(names_and_ips: &[String]) -> Result<SelfSigned, RelayError> {
+    let ck = rcgen::generate_simple_self_signed(names_and_ips.to_vec())?;
+    Ok(SelfSigned { cert_pem: ck.cert.pem(), key_pem: ck.signing_key.serialize_pem() })
+}
+
+/// A fresh self-signed certificate for the given DNS names and IP addresses
+/// (IPs become IP SANs). Returns the TLS config and the SHA-256 hex of the leaf
+/// DER, to advertise as `CertName: "sha256-raw:<hex>"` (or use
+/// `InsecureForTests: true`).
+pub fn self_signed(names_and_ips: &[String]) -> Result<(ServerConfig, String), RelayError> {
+    let g = generate(names_and_ips)?;
+    tls_config_from_pem(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), "<generated>")
+}
+
+/// Load `cert_path`/`key_path` (PEM) if both exist; otherwise generate a
+/// self-signed certificate for `names_and_ips` and write both files (the key
+/// with mode 0600), so the fingerprint stays the same across restarts.
+pub fn load_or_create_self_signed(
+    cert_path: &Path,
+    key_path: &Path,
+    names_and_ips: &[String],
+) -> Result<(ServerConfig, String), RelayError> {
+    if cert_path.exists() && key_path.exists() {
+        return load_pem_files(cert_path, key_path);
+    }
+    let g = generate(names_and_ips)?;
+    if let Some(dir) = cert_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_private(key_path, g.key_pem.as_bytes())?;
+    std::fs::write(cert_path, g.cert_pem.as_bytes())?;
+    tls_config_from_pem(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), &cert_path.display().to_string())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Load a certificate chain and private key from PEM files.
+pub fn load_pem_files(cert_path: &Path, key_path: &Path) -> Result<(ServerConfig, String), RelayError> {
+    let cert = std::fs::read(cert_path)?;
+    let key = std::fs::read(key_path)?;
+    let (chain, fp) = parse_chain(&cert, &cert_path.display().to_string())?;
+    let key = parse_key(&key, &key_path.display().to_string())?;
+    Ok((server_config(chain, key)?, fp))
+}
+
+/// A TLS config from PEM text (chain first, leaf first in the chain).
+pub fn tls_config_from_pem(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<(ServerConfig, String), RelayError> {
+    let (chain, fp) = parse_chain(cert_pem, what)?;
+    let key = parse_key(key_pem, what)?;
+    Ok((server_config(chain, key)?, fp))
+}
+
+fn parse_chain(pem: &[u8], what: &str) -> Result<(Vec<CertificateDer<'static>>, String), RelayError> {
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut BufReader::new(pem))
+        .collect::<Result<_, _>>()
+        .map_err(|e| RelayError::Pem { path: what.into(), reason: e.to_string() })?;
+    let Some(leaf) = chain.first() else {
+        return Err(RelayError::Pem { path: what.into(), reason: "no certificate found".into() });
+    };
+    let fp = cert_sha256_hex(leaf);
+    Ok((chain, fp))
+}
+
+fn parse_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, RelayError> {
+    rustls_pemfile::private_key(&mut BufReader::new(pem))
+        .map_err(|e| RelayError::Pem { path: what.into(), reason: e.to_string() })?
+        .ok_or_else(|| RelayError::Pem { path: what.into(), reason: "no private key found".into() })
+}
+
+/// Serve `router` over HTTP/1.1 (with upgrades) and h2 on one accepted stream.
+pub async fn serve_http<I>(io: I, router: Router, remote: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(remote));
+        router.clone().oneshot(req)
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).await {
+        debug!(remote = %remote, error = %e, "HTTP connection ended with an error");
+    }
+}
+
+async fn accept_loop<F, Fut>(listener: TcpListener, shutdown: impl Future<Output = ()>, per_conn: F)
+where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while conns.try_join_next().is_some() {}
+        tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok((tcp, remote)) => {
+                    let _ = tcp.set_nodelay(true);
+                    conns.spawn(per_conn(tcp, remote));
+                }
+                Err(e) => {
+                    // Usually EMFILE or a connection reset before accept: back off briefly.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    conns.abort_all();
+}
+
+/// Accept TLS connections on `listener` and serve `router` on each (HTTP/1.1
+/// with upgrades, or h2), until `shutdown` completes. Every connection runs on
+/// its own task: a failing handshake or a broken client affects nobody else.
+///
+/// On shutdown, plain HTTP connections are aborted; DERP connections that were
+/// already upgraded belong to their [`crate::DerpServer`]: call its
+/// `shutdown()` to close them.
+pub async fn serve_tls(listener: TcpListener, tls: Arc<ServerConfig>, router: Router, shutdown: impl Future<Output = ()>) {
+    let acceptor = TlsAcceptor::from(tls);
+    accept_loop(listener, shutdown, move |tcp, remote| {
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        async move {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => serve_http(tls, router, remote).await,
+                Ok(Err(e)) => debug!(remote = %remote, error = %e, "TLS handshake failed"),
+                Err(_) => debug!(remote = %remote, "TLS handshake timed out"),
+            }
+        }
+    })
+    .await
+}
+
+/// Like [`serve_tls`] without TLS (for clients with `TS_DEBUG_USE_DERP_HTTP=1`,
+/// or behind a TLS-terminating proxy).
+pub async fn serve_plain(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+    accept_loop(listener, shutdown, move |tcp, remote| serve_http(tcp, router.clone(), remote)).await
+}

@@ -1,0 +1,401 @@
+//! End-to-end tests: DERP over TLS on 127.0.0.1, HTTP endpoints, STUN over UDP.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use ironscale_derp::{ClientInfo, Frame, PeerGoneReason};
+use ironscale_keys::{NodePublic, PrivateKey};
+use ironscale_relay::client::{pinned_tls_config, DerpClient};
+use ironscale_relay::{router, run_stun, self_signed, serve_plain, serve_tls, DerpServer, DerpServerConfig, RelayError};
+use tokio::io::AsyncWrite;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+use tower::ServiceExt;
+
+const T: Duration = Duration::from_secs(10);
+
+struct Relay {
+    addr: SocketAddr,
+    fingerprint: String,
+    server: Arc<DerpServer>,
+    _stop: oneshot::Sender<()>,
+}
+
+fn stop_signal() -> (oneshot::Sender<()>, impl Future<Output = ()>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    (tx, async move {
+        let _ = rx.await;
+    })
+}
+
+async fn start(server: DerpServer) -> Relay {
+    let (tls, fingerprint) = self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Arc::new(server);
+    let (stop, stopped) = stop_signal();
+    tokio::spawn(serve_tls(listener, Arc::new(tls), router(server.clone()), stopped));
+    Relay { addr, fingerprint, server, _stop: stop }
+}
+
+type Client = DerpClient<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+async fn connect(r: &Relay, key: PrivateKey) -> Result<Client, RelayError> {
+    let tls = Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
+    timeout(T, DerpClient::connect_tls(r.addr, "localhost", tls, key, ClientInfo::default())).await.unwrap()
+}
+
+/// Next frame that is not a KeepAlive.
+async fn next<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(c: &mut DerpClient<S>) -> Frame {
+    loop {
+        match timeout(T, c.recv()).await.expect("frame in time").expect("frame") {
+            Frame::KeepAlive => continue,
+            f => return f,
+        }
+    }
+}
+
+/// Wait until the server has registered `n` clients.
+async fn wait_clients(s: &DerpServer, n: u64) {
+    for _ in 0..500 {
+        if s.stats().clients_current == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("server has {} clients, want {n}", s.stats().clients_current);
+}
+
+#[tokio::test]
+async fn two_clients_exchange_packets_ping_and_peer_gone() {
+    let r = start(DerpServer::new(PrivateKey::generate())).await;
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let (pa, pb) = (ka.node_public(), kb.node_public());
+    let mut a = connect(&r, ka).await.unwrap();
+    let mut b = connect(&r, kb).await.unwrap();
+    assert_eq!(a.server_key(), r.server.public_key());
+    assert_eq!(a.server_info().version, 2);
+    wait_clients(&r.server, 2).await;
+
+    a.note_preferred(true).await.unwrap();
+    a.send_packet(pb, b"hello b").await.unwrap();
+    assert_eq!(next(&mut b).await, Frame::RecvPacket { src: pa, packet: Bytes::from_static(b"hello b") });
+    b.send_packet(pa, b"hello a").await.unwrap();
+    assert_eq!(next(&mut a).await, Frame::RecvPacket { src: pb, packet: Bytes::from_static(b"hello a") });
+    // A 64 KiB packet, the maximum.
+    let big = vec![0x5a; 64 << 10];
+    a.send_packet(pb, &big).await.unwrap();
+    assert_eq!(next(&mut b).await, Frame::RecvPacket { src: pa, packet: Bytes::from(big) });
+
+    a.ping(*b"pingpong").await.unwrap();
+    assert_eq!(next(&mut a).await, Frame::Pong { data: *b"pingpong" });
+    assert_eq!(r.server.stats().home_clients, 1);
+
+    // A leaves: B, which received packets from A, hears PeerGone(A).
+    drop(a);
+    assert_eq!(next(&mut b).await, Frame::PeerGone { peer: pa, reason: PeerGoneReason::Disconnected });
+    wait_clients(&r.server, 1).await;
+    let st = r.server.stats();
+    assert_eq!(st.clients_total, 2);
+    assert_eq!(st.packets_relayed, 3);
+    assert_eq!(st.home_clients, 0);
+}
+
+#[tokio::test]
+async fn disco_packet_to_unknown_peer_gets_peer_gone_not_here() {
+    let r = start(DerpServer::new(PrivateKey::generate())).await;
+    let mut a = connect(&r, PrivateKey::generate()).await.unwrap();
+    let nobody = NodePublic([7; 32]);
+    let mut disco = ironscale_derp::frame::DISCO_MAGIC.to_vec();
+    disco.extend_from_slice(&[0; 40]);
+    a.send_packet(nobody, b"not disco: silently dropped").await.unwrap();
+    a.send_packet(nobody, &disco).await.unwrap();
+    assert_eq!(next(&mut a).await, Frame::PeerGone { peer: nobody, reason: PeerGoneReason::NotHere });
+    assert_eq!(r.server.stats().packets_dropped_unknown_dest, 2);
+}
+
+#[tokio::test]
+async fn malformed_input_closes_only_that_connection() {
+    let r = start(DerpServer::new(PrivateKey::generate())).await;
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let (pa, pb) = (ka.node_public(), kb.node_public());
+    let mut a = connect(&r, ka).await.unwrap();
+    let mut b = connect(&r, kb).await.unwrap();
+    // Oversized length, malformed payload, and a second ClientInfo: each kills its connection.
+    let garbage: [&[u8]; 3] = [
+        &[0x04, 0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        &[0x07, 0, 0, 0, 3, 1, 1, 1],
+        &[0x04, 0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef],
+    ];
+    for g in garbage {
+        let mut bad = connect(&r, PrivateKey::generate()).await.unwrap();
+        bad.write_raw(g).await.unwrap();
+        let end = timeout(T, async {
+            loop {
+                match bad.recv().await {
+                    Ok(Frame::KeepAlive) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(matches!(end, Err(RelayError::Closed) | Err(RelayError::Io(_))), "{end:?}");
+    }
+    // A raw TLS connection that sends junk instead of HTTP is dropped too.
+    {
+        let tls = Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
+        let tcp = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"\x00\x01\x02 not http at all\r\n\r\n").await.unwrap();
+        let mut buf = vec![0; 1024];
+        let _ = timeout(T, s.read(&mut buf)).await.unwrap();
+    }
+    // The good clients are unaffected.
+    a.send_packet(pb, b"still here").await.unwrap();
+    assert_eq!(next(&mut b).await, Frame::RecvPacket { src: pa, packet: Bytes::from_static(b"still here") });
+    b.ping([1; 8]).await.unwrap();
+    assert_eq!(next(&mut b).await, Frame::Pong { data: [1; 8] });
+    wait_clients(&r.server, 2).await;
+    assert_eq!(r.server.stats().protocol_errors, 3);
+}
+
+#[tokio::test]
+async fn verify_clients_refuses_unknown_keys() {
+    let allowed = PrivateKey::generate();
+    let allowed_pub = allowed.node_public();
+    let verifier = Arc::new(move |k: &NodePublic| *k == allowed_pub);
+    let r = start(DerpServer::new(PrivateKey::generate()).with_verifier(verifier)).await;
+    let refused = connect(&r, PrivateKey::generate()).await;
+    assert!(matches!(refused, Err(RelayError::Closed) | Err(RelayError::Io(_))), "{refused:?}");
+    let mut ok = connect(&r, allowed).await.unwrap();
+    ok.ping([2; 8]).await.unwrap();
+    assert_eq!(next(&mut ok).await, Frame::Pong { data: [2; 8] });
+    let st = r.server.stats();
+    assert_eq!((st.clients_rejected, st.clients_current), (1, 1));
+}
+
+#[tokio::test]
+async fn mesh_watcher_sees_present_and_gone() {
+    let mesh = ironscale_derp::MeshKey([9; 32]);
+    let cfg = DerpServerConfig { mesh_key: Some(mesh.clone()), ..Default::default() };
+    // Verification on: the mesh peer is admitted anyway.
+    let r = start(DerpServer::with_config(PrivateKey::generate(), cfg).with_verifier(Arc::new(|_: &NodePublic| false)))
+        .await;
+    let tls = Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
+    let info = ClientInfo { mesh_key: Some(mesh), ..Default::default() };
+    let mut w = timeout(T, DerpClient::connect_tls(r.addr, "localhost", tls, PrivateKey::generate(), info))
+        .await
+        .unwrap()
+        .unwrap();
+    w.send(&Frame::WatchConns).await.unwrap();
+    // Regular clients are refused by the verifier; so watch another mesh-key client come and go.
+    let tls = Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
+    let k = PrivateKey::generate();
+    let pk = k.node_public();
+    let info = ClientInfo { mesh_key: Some(ironscale_derp::MeshKey([9; 32])), ..Default::default() };
+    let other = timeout(T, DerpClient::connect_tls(r.addr, "localhost", tls, k, info)).await.unwrap().unwrap();
+    let Frame::PeerPresent { peer, endpoint, flags } = next(&mut w).await else { panic!("want PeerPresent") };
+    assert_eq!(peer, pk);
+    assert!(endpoint.is_some_and(|e| e.ip().is_loopback()));
+    assert_eq!(flags, ironscale_derp::frame::peer_present_flags::IS_MESH_PEER);
+    drop(other);
+    assert_eq!(next(&mut w).await, Frame::PeerGone { peer: pk, reason: PeerGoneReason::Disconnected });
+}
+
+#[tokio::test]
+async fn slow_reader_costs_bounded_memory_and_recovers() {
+    // A generous write timeout so a slow CI machine does not drop B while it stalls.
+    let cfg = DerpServerConfig { write_timeout: Duration::from_secs(60), ..Default::default() };
+    let r = start(DerpServer::with_config(PrivateKey::generate(), cfg)).await;
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let (pa, pb) = (ka.node_public(), kb.node_public());
+    let mut a = connect(&r, ka).await.unwrap();
+    let mut b = connect(&r, kb).await.unwrap();
+    // B does not read while A sends far more than socket buffers hold.
+    let pkt = vec![1u8; 16 << 10];
+    for _ in 0..1500 {
+        a.send_packet(pb, &pkt).await.unwrap();
+    }
+    a.send_packet(pb, b"last").await.unwrap();
+    a.ping([3; 8]).await.unwrap();
+    assert_eq!(next(&mut a).await, Frame::Pong { data: [3; 8] }, "A is served while B stalls");
+    let st = r.server.stats();
+    assert!(st.packets_dropped_queue_full > 0, "{st:?}");
+    // B drains: the newest packet arrives; far fewer than 3000 do.
+    let mut n = 0;
+    loop {
+        match next(&mut b).await {
+            Frame::RecvPacket { src, packet } => {
+                assert_eq!(src, pa);
+                n += 1;
+                if &packet[..] == b"last" {
+                    break;
+                }
+            }
+            f => panic!("unexpected {f:?}"),
+        }
+    }
+    assert!(n < 1500, "received {n}");
+}
+
+#[tokio::test]
+async fn plain_http_listener_serves_derp() {
+    let server = Arc::new(DerpServer::new(PrivateKey::generate()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = stop_signal();
+    tokio::spawn(serve_plain(listener, router(server.clone()), stopped));
+    let ka = PrivateKey::generate();
+    let pa = ka.node_public();
+    let mut a = timeout(T, DerpClient::connect_plain(addr, "derp.test", ka, ClientInfo::default())).await.unwrap().unwrap();
+    a.send_packet(pa, b"to myself").await.unwrap();
+    assert_eq!(next(&mut a).await, Frame::RecvPacket { src: pa, packet: Bytes::from_static(b"to myself") });
+    server.shutdown();
+    let end = timeout(T, async {
+        loop {
+            if let Err(e) = a.recv().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(end, RelayError::Closed | RelayError::Io(_)), "{end:?}");
+}
+
+#[tokio::test]
+async fn wrong_pin_is_refused_by_the_client() {
+    let r = start(DerpServer::new(PrivateKey::generate())).await;
+    let tls = Arc::new(pinned_tls_config(&"00".repeat(32)).unwrap());
+    let res = timeout(T, DerpClient::connect_tls(r.addr, "localhost", tls, PrivateKey::generate(), ClientInfo::default()))
+        .await
+        .unwrap();
+    assert!(matches!(res, Err(RelayError::Io(_))), "{res:?}");
+}
+
+async fn call(app: axum::Router, req: http::Request<Body>) -> http::Response<Body> {
+    app.oneshot(req).await.unwrap()
+}
+
+#[tokio::test]
+async fn http_endpoints() {
+    let server = Arc::new(DerpServer::new(PrivateKey::generate()));
+    let app = router(server);
+    let get = |uri: &str| http::Request::get(uri).body(Body::empty()).unwrap();
+
+    let r = call(app.clone(), get("/derp")).await;
+    assert_eq!(r.status(), 426);
+    let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"DERP requires connection upgrade");
+    // Upgrade header but no upgradable connection (as over h2): still 426, no panic.
+    let req = http::Request::get("/derp").header("Upgrade", "DERP").body(Body::empty()).unwrap();
+    assert_eq!(call(app.clone(), req).await.status(), 426);
+
+    for path in ["/derp/probe", "/derp/latency-check"] {
+        let r = call(app.clone(), get(path)).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["access-control-allow-origin"], "*");
+        let head = http::Request::head(path).body(Body::empty()).unwrap();
+        assert_eq!(call(app.clone(), head).await.status(), 200);
+        let post = http::Request::post(path).body(Body::empty()).unwrap();
+        assert_eq!(call(app.clone(), post).await.status(), 405);
+    }
+
+    let req = http::Request::get("/generate_204").header("X-Tailscale-Challenge", "abc.DEF_1:2-3").body(Body::empty()).unwrap();
+    let r = call(app.clone(), req).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["x-tailscale-response"], "response abc.DEF_1:2-3");
+    assert!(r.headers()["cache-control"].to_str().unwrap().contains("no-store"));
+    let req = http::Request::get("/generate_204").header("X-Tailscale-Challenge", "bad challenge!").body(Body::empty()).unwrap();
+    let r = call(app.clone(), req).await;
+    assert_eq!(r.status(), 204);
+    assert!(r.headers().get("x-tailscale-response").is_none());
+}
+
+#[tokio::test]
+async fn upgrade_response_headers() {
+    // Raw HTTP/1.1 over plain TCP to see the exact 101 response.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Arc::new(DerpServer::new(PrivateKey::generate()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = stop_signal();
+    tokio::spawn(serve_plain(listener, router(server.clone()), stopped));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: derp\r\nConnection: Upgrade\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read the head and the ServerKey frame (45 bytes) that follows it.
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") || got.len() < got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4 + 45 {
+        let n = timeout(T, s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: derp\r\n"), "{head}");
+    assert!(head.contains("connection: upgrade\r\n"), "{head}");
+    assert!(head.contains("derp-version: 2\r\n"), "{head}");
+    assert!(head.contains(&format!("derp-public-key: {}\r\n", server.public_key().hex())), "{head}");
+    assert_eq!(got[end], 0x01, "ServerKey frame follows the 101");
+    assert_eq!(&got[end + 5..end + 13], &ironscale_derp::frame::MAGIC);
+}
+
+#[tokio::test]
+async fn stun_answers_binding_requests_over_udp() {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let (_stop, stopped) = stop_signal();
+    tokio::spawn(run_stun(sock, stopped));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = client.local_addr().unwrap();
+    let mut buf = [0u8; 1500];
+    // Garbage first: ignored, the server keeps going.
+    client.send_to(b"definitely not stun", addr).await.unwrap();
+    // Tailscale-style request.
+    let txid = ironscale_stun::TxId([0x11; 12]);
+    client.send_to(&ironscale_stun::request(txid), addr).await.unwrap();
+    let (n, _) = timeout(T, client.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(ironscale_stun::parse_response(&buf[..n]), Ok((txid, me)));
+    // Plain RFC 5389 request without attributes (turnutils_stunclient style).
+    let mut plain = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    plain.extend_from_slice(&[0x22; 12]);
+    client.send_to(&plain, addr).await.unwrap();
+    let (n, _) = timeout(T, client.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(ironscale_stun::parse_response(&buf[..n]), Ok((ironscale_stun::TxId([0x22; 12]), me)));
+}
+
+#[test]
+fn self_signed_cert_persists_and_fingerprint_is_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("derp/cert.pem");
+    let key = dir.path().join("derp/key.pem");
+    let names = vec!["derp.example.com".to_string(), "10.1.2.3".to_string()];
+    let (_, fp1) = ironscale_relay::load_or_create_self_signed(&cert, &key, &names).unwrap();
+    let (_, fp2) = ironscale_relay::load_or_create_self_signed(&cert, &key, &names).unwrap();
+    assert_eq!(fp1, fp2);
+    assert_eq!(fp1.len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let der = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(&cert).unwrap()))
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ironscale_relay::cert_sha256_hex(&der), fp1);
+    // A fresh one differs.
+    let (_, fp3) = self_signed(&names).unwrap();
+    assert_ne!(fp1, fp3);
+}
