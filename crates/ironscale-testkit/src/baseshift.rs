@@ -115,7 +115,7 @@ impl BaseshiftNode {
                 return Ok(Some(v.clone()));
             }
             if !proc.is_some_and(Proc::is_running) {
-                bail!("baseshift exited");
+                fail!("baseshift exited");
             }
             Ok(None)
         })

@@ -170,7 +170,7 @@ impl CaddyNode {
     pub fn wait_running(&self, timeout: Duration) -> Result<()> {
         wait_until(&format!("caddy {} to reach Running", self.name), timeout, Duration::from_millis(250), || {
             if !self.is_running() {
-                bail!("caddy exited ({:?})", self.proc.as_ref().and_then(Proc::exit_status));
+                fail!("caddy exited ({:?})", self.proc.as_ref().and_then(Proc::exit_status));
             }
             Ok((!grep_file(&self.log, &["-> Running"], 1).is_empty()).then_some(()))
         })

@@ -4,23 +4,36 @@ use std::fmt;
 
 /// An error from the harness; the message carries everything needed to understand the failure.
 #[derive(Debug)]
-pub struct Error(String);
+pub struct Error {
+    msg: String,
+    fatal: bool,
+}
 
 impl Error {
     /// Creates an error from a message.
     pub fn msg(message: impl Into<String>) -> Self {
-        Error(message.into())
+        Error { msg: message.into(), fatal: false }
+    }
+
+    /// An error that makes [`crate::wait_until`] stop polling at once (e.g. the process died).
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Error { msg: message.into(), fatal: true }
+    }
+
+    /// True for [`Error::fatal`] errors.
+    pub fn is_fatal(&self) -> bool {
+        self.fatal
     }
 
     /// The full message.
     pub fn message(&self) -> &str {
-        &self.0
+        &self.msg
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.msg)
     }
 }
 
@@ -28,13 +41,13 @@ impl std::error::Error for Error {}
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error(format!("i/o error: {e}"))
+        Error::msg(format!("i/o error: {e}"))
     }
 }
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error(format!("json error: {e}"))
+        Error::msg(format!("json error: {e}"))
     }
 }
 
@@ -51,19 +64,19 @@ pub trait Context<T> {
 
 impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
     fn context(self, what: impl fmt::Display) -> Result<T> {
-        self.map_err(|e| Error(format!("{what}: {e}")))
+        self.map_err(|e| Error::msg(format!("{what}: {e}")))
     }
     fn with_context<D: fmt::Display, F: FnOnce() -> D>(self, f: F) -> Result<T> {
-        self.map_err(|e| Error(format!("{}: {e}", f())))
+        self.map_err(|e| Error::msg(format!("{}: {e}", f())))
     }
 }
 
 impl<T> Context<T> for Option<T> {
     fn context(self, what: impl fmt::Display) -> Result<T> {
-        self.ok_or_else(|| Error(what.to_string()))
+        self.ok_or_else(|| Error::msg(what.to_string()))
     }
     fn with_context<D: fmt::Display, F: FnOnce() -> D>(self, f: F) -> Result<T> {
-        self.ok_or_else(|| Error(f().to_string()))
+        self.ok_or_else(|| Error::msg(f().to_string()))
     }
 }
 
@@ -72,5 +85,13 @@ impl<T> Context<T> for Option<T> {
 macro_rules! bail {
     ($($arg:tt)*) => {
         return Err($crate::Error::msg(format!($($arg)*)))
+    };
+}
+
+/// Returns early with a fatal [`Error`] (stops [`crate::wait_until`] at once).
+#[macro_export]
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        return Err($crate::Error::fatal(format!($($arg)*)))
     };
 }

@@ -518,7 +518,7 @@ impl Host {
     fn wait_tcp_listening(&self, p: &Proc, bind: Ipv4Addr, port: u16, timeout: Duration) -> Result<()> {
         util::wait_until(&format!("{} to listen on {bind}:{port}", p.name), timeout, Duration::from_millis(200), || {
             if !p.is_running() {
-                bail!("{} exited: {}", p.name, p.tail(20));
+                fail!("{} exited: {}", p.name, p.tail(20));
             }
             let out = run(self.command(python3()).args(["-c", PROBE_PY, &bind.to_string(), &port.to_string()]))?;
             Ok(out.status.success().then_some(()))

@@ -187,7 +187,7 @@ impl ServerProc {
         let socket = self.socket.clone();
         let res = wait_until("ironscale serve to answer /key", Duration::from_secs(60), Duration::from_millis(200), || {
             if !proc.is_running() {
-                bail!("ironscale serve exited ({:?})", proc.exit_status());
+                fail!("ironscale serve exited ({:?})", proc.exit_status());
             }
             let out = run(hub.command("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2", &url]))?;
             let code = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -83,7 +83,7 @@ impl Tailscaled {
             Duration::from_millis(100),
             || {
                 if !proc.is_running() {
-                    bail!("tailscaled exited ({:?})", proc.exit_status());
+                    fail!("tailscaled exited ({:?})", proc.exit_status());
                 }
                 if !self.socket.exists() {
                     return Ok(None);

@@ -81,7 +81,8 @@ pub fn output_text(out: &Output) -> String {
 }
 
 /// Polls `f` every `every` until it returns `Ok(Some(_))` or `timeout` passes. The last error
-/// (or "still not ready") is reported on timeout together with `what`.
+/// (or "still not ready") is reported on timeout together with `what`; a fatal error
+/// ([`Error::fatal`], e.g. "the process exited") stops at once.
 pub fn wait_until<T>(
     what: &str,
     timeout: Duration,
@@ -94,6 +95,9 @@ pub fn wait_until<T>(
         match f() {
             Ok(Some(v)) => return Ok(v),
             Ok(None) => {}
+            Err(e) if e.is_fatal() => {
+                return Err(Error::msg(format!("while waiting for {what}: {e}")));
+            }
             Err(e) => last = e.to_string(),
         }
         if start.elapsed() >= timeout {
