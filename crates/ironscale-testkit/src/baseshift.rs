@@ -49,7 +49,12 @@ pub struct BaseshiftNode {
 impl BaseshiftNode {
     /// Starts the forwarder with `HOME=<host dir>/<name>/home` (state in
     /// `$HOME/.baseshift/tsnet-state`), sends the `start` request and waits for its answer.
-    pub fn start(host: &Host, clients: &Clients, name: &str, opts: BaseshiftOptions) -> Result<BaseshiftNode> {
+    pub fn start(
+        host: &Host,
+        clients: &Clients,
+        name: &str,
+        opts: BaseshiftOptions,
+    ) -> Result<BaseshiftNode> {
         if host.name() == "hub" {
             bail!("baseshift must run in a client host namespace");
         }
@@ -58,14 +63,21 @@ impl BaseshiftNode {
         let log = dir.join("baseshift.log");
         let mut cmd = host.command_with_home(&clients.baseshift, &dir);
         cmd.env("TS_ASSUME_NETWORK_UP_FOR_TEST", "1");
-        let (proc, stdin, stdout) = host.spawn_logged(&format!("baseshift {name}"), cmd, &log, true, true)?;
-        host.register_log(&format!("baseshift {name} own logs"), &dir.join("home/.baseshift/logs"));
+        let (proc, stdin, stdout) =
+            host.spawn_logged(&format!("baseshift {name}"), cmd, &log, true, true)?;
+        host.register_log(
+            &format!("baseshift {name} own logs"),
+            &dir.join("home/.baseshift/logs"),
+        );
         let responses = Arc::new(Mutex::new(Vec::new()));
         if let Some(out) = stdout {
             let responses = responses.clone();
             let log = log.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(std::result::Result::ok) {
+                for line in BufReader::new(out)
+                    .lines()
+                    .map_while(std::result::Result::ok)
+                {
                     if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&log) {
                         let _ = writeln!(f, "[stdout] {line}");
                     }
@@ -104,21 +116,37 @@ impl BaseshiftNode {
 
     /// Sends one JSON request line and waits for the next response.
     pub fn request(&mut self, req: &Value, timeout: Duration) -> Result<Value> {
-        let before = self.responses.lock().unwrap_or_else(|e| e.into_inner()).len();
-        let stdin = self.stdin.as_mut().ok_or_else(|| Error::msg("baseshift stdin already closed"))?;
+        let before = self
+            .responses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| Error::msg("baseshift stdin already closed"))?;
         writeln!(stdin, "{req}")?;
         stdin.flush()?;
         let responses = self.responses.clone();
         let proc = self.proc.as_ref();
-        wait_until("baseshift response", timeout, Duration::from_millis(100), || {
-            if let Some(v) = responses.lock().unwrap_or_else(|e| e.into_inner()).get(before) {
-                return Ok(Some(v.clone()));
-            }
-            if !proc.is_some_and(Proc::is_running) {
-                fail!("baseshift exited");
-            }
-            Ok(None)
-        })
+        wait_until(
+            "baseshift response",
+            timeout,
+            Duration::from_millis(100),
+            || {
+                if let Some(v) = responses
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(before)
+                {
+                    return Ok(Some(v.clone()));
+                }
+                if !proc.is_some_and(Proc::is_running) {
+                    fail!("baseshift exited");
+                }
+                Ok(None)
+            },
+        )
         .map_err(|e| self.err(e))
     }
 
@@ -129,16 +157,22 @@ impl BaseshiftNode {
 
     /// GET `http://127.0.0.1:<local_port><path>` in the node's namespace (through the forwarder).
     pub fn get(&self, path: &str, timeout: Duration) -> Result<String> {
-        self.host.http_get(&format!("http://127.0.0.1:{}{path}", self.opts.local_port), timeout)
+        self.host.http_get(
+            &format!("http://127.0.0.1:{}{path}", self.opts.local_port),
+            timeout,
+        )
     }
 
     /// Closes stdin (the forwarder's stop signal), then stops the process by PID.
     pub fn stop(&mut self) {
         self.stdin = None;
         if let Some(p) = self.proc.take() {
-            let _ = wait_until("baseshift to exit", Duration::from_secs(3), Duration::from_millis(100), || {
-                Ok((!p.is_running()).then_some(()))
-            });
+            let _ = wait_until(
+                "baseshift to exit",
+                Duration::from_secs(3),
+                Duration::from_millis(100),
+                || Ok((!p.is_running()).then_some(())),
+            );
             p.stop();
         }
     }
@@ -160,7 +194,11 @@ impl BaseshiftNode {
 
     /// An error with the log tail attached.
     pub fn err(&self, msg: impl std::fmt::Display) -> Error {
-        Error::msg(format!("[baseshift {}] {msg}\n--- baseshift log tail ---\n{}", self.name, tail_file(&self.log, 40)))
+        Error::msg(format!(
+            "[baseshift {}] {msg}\n--- baseshift log tail ---\n{}",
+            self.name,
+            tail_file(&self.log, 40)
+        ))
     }
 }
 

@@ -57,7 +57,9 @@ impl CaddyOptions {
             hostname: hostname.to_owned(),
             control_url: control_url.to_owned(),
             auth_key: auth_key.map(str::to_owned),
-            mode: CaddyMode::Serve { body: format!("hello from {hostname}\n") },
+            mode: CaddyMode::Serve {
+                body: format!("hello from {hostname}\n"),
+            },
             ephemeral: false,
             tags: Vec::new(),
             port: None,
@@ -66,9 +68,18 @@ impl CaddyOptions {
     }
 
     /// Proxy-mode options with defaults.
-    pub fn proxy(hostname: &str, control_url: &str, auth_key: Option<&str>, local_port: u16, target: &str) -> Self {
+    pub fn proxy(
+        hostname: &str,
+        control_url: &str,
+        auth_key: Option<&str>,
+        local_port: u16,
+        target: &str,
+    ) -> Self {
         CaddyOptions {
-            mode: CaddyMode::Proxy { local_port, target: target.to_owned() },
+            mode: CaddyMode::Proxy {
+                local_port,
+                target: target.to_owned(),
+            },
             ..Self::serve(hostname, control_url, auth_key)
         }
     }
@@ -137,7 +148,12 @@ pub struct CaddyNode {
 impl CaddyNode {
     /// Writes `<host dir>/<name>/caddy.json` (mode 600) and runs `caddy run --config` in the
     /// namespace. Does not wait; see [`CaddyNode::wait_running`].
-    pub fn start(host: &Host, clients: &Clients, name: &str, opts: CaddyOptions) -> Result<CaddyNode> {
+    pub fn start(
+        host: &Host,
+        clients: &Clients,
+        name: &str,
+        opts: CaddyOptions,
+    ) -> Result<CaddyNode> {
         let dir = host.dir().join(name);
         util::mkdir_private(&dir.join("tsnet"))?;
         let mut n = CaddyNode {
@@ -155,25 +171,45 @@ impl CaddyNode {
 
     fn spawn(&mut self) -> Result<()> {
         let cfg = self.dir.join("caddy.json");
-        util::write_private(&cfg, serde_json::to_string_pretty(&caddy_config(&self.opts, &self.dir))?.as_bytes())?;
+        util::write_private(
+            &cfg,
+            serde_json::to_string_pretty(&caddy_config(&self.opts, &self.dir))?.as_bytes(),
+        )?;
         let mut cmd = self.host.command_with_home(&self.clients.caddy, &self.dir);
-        cmd.arg("run").arg("--config").arg(&cfg).env("TS_ASSUME_NETWORK_UP_FOR_TEST", "1");
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .env("TS_ASSUME_NETWORK_UP_FOR_TEST", "1");
         for (k, v) in &self.opts.extra_env {
             cmd.env(k, v);
         }
-        let (p, _, _) = self.host.spawn_logged(&format!("caddy {}", self.name), cmd, &self.log, false, false)?;
+        let (p, _, _) = self.host.spawn_logged(
+            &format!("caddy {}", self.name),
+            cmd,
+            &self.log,
+            false,
+            false,
+        )?;
         self.proc = Some(p);
         Ok(())
     }
 
     /// Waits for `-> Running` in the log (ipn state Running; needed before proxying).
     pub fn wait_running(&self, timeout: Duration) -> Result<()> {
-        wait_until(&format!("caddy {} to reach Running", self.name), timeout, Duration::from_millis(250), || {
-            if !self.is_running() {
-                fail!("caddy exited ({:?})", self.proc.as_ref().and_then(Proc::exit_status));
-            }
-            Ok((!grep_file(&self.log, &["-> Running"], 1).is_empty()).then_some(()))
-        })
+        wait_until(
+            &format!("caddy {} to reach Running", self.name),
+            timeout,
+            Duration::from_millis(250),
+            || {
+                if !self.is_running() {
+                    fail!(
+                        "caddy exited ({:?})",
+                        self.proc.as_ref().and_then(Proc::exit_status)
+                    );
+                }
+                Ok((!grep_file(&self.log, &["-> Running"], 1).is_empty()).then_some(()))
+            },
+        )
         .map_err(|e| self.err(e))
     }
 
@@ -182,7 +218,8 @@ impl CaddyNode {
         let CaddyMode::Proxy { local_port, .. } = &self.opts.mode else {
             bail!("caddy {} is not in proxy mode", self.name);
         };
-        self.host.http_get(&format!("http://127.0.0.1:{local_port}{path}"), timeout)
+        self.host
+            .http_get(&format!("http://127.0.0.1:{local_port}{path}"), timeout)
     }
 
     /// Restarts the process (from state when `auth_key` is `None` in `opts`).
@@ -218,7 +255,11 @@ impl CaddyNode {
 
     /// An error with the log tail attached.
     pub fn err(&self, msg: impl std::fmt::Display) -> Error {
-        Error::msg(format!("[caddy {}] {msg}\n--- caddy log tail ---\n{}", self.name, tail_file(&self.log, 40)))
+        Error::msg(format!(
+            "[caddy {}] {msg}\n--- caddy log tail ---\n{}",
+            self.name,
+            tail_file(&self.log, 40)
+        ))
     }
 }
 

