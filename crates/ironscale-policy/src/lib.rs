@@ -1,1 +1,143 @@
-//! ironscale-policy
+//! # ironscale-policy
+//!
+//! The policy engine: it reads a Tailscale policy file (HuJSON) and computes,
+//! for every node of a tailnet, what Tailscale's control plane would send it:
+//! the packet filter, the peers it may see, the routes it may use through
+//! each peer, its SSH policy and its capability map.
+//!
+//! The crate is a pure core: no IO, no clock, no randomness, no wire types.
+//! It takes `ironscale_types::{User, Node}` as input and returns its own
+//! policy-level output types whose serde field names are Tailscale's, so
+//! that the mapper can embed or convert them.
+//!
+//! ## Use
+//!
+//! ```
+//! use ironscale_policy::{Policy, CompiledPolicy, Tailnet};
+//! let text = r#"{
+//!     // HuJSON: comments and trailing commas are fine
+//!     "groups": {"group:admins": ["alice@example.com"]},
+//!     "acls": [{"action": "accept", "src": ["group:admins"], "dst": ["*:*"]},],
+//! }"#;
+//! let policy = Policy::parse(text, "policy.hujson").expect("valid policy");
+//! assert!(policy.warnings().is_empty());
+//! let compiled = CompiledPolicy::compile(&policy, &[], &[], &Tailnet::default()).expect("compiles");
+//! assert_eq!(compiled.node_count(), 0);
+//! ```
+//!
+//! * [`Policy::parse`] parses and validates the text on its own; errors carry
+//!   `file:line:col` ([`PolicyError`]), and things that are accepted but
+//!   suspicious (bare user names such as `"admin"`) come back as
+//!   [`PolicyWarning`]s from [`Policy::warnings`].
+//! * [`Policy::allow_all`] is the policy in force when none is configured.
+//! * [`CompiledPolicy::compile`] resolves the policy against users and
+//!   nodes, builds indexes (by user, group, tag, address and route) and runs
+//!   the policy's `tests` and `sshTests`: a failing test rejects the policy.
+//! * Per node: [`CompiledPolicy::filter_rules`], [`CompiledPolicy::peers`],
+//!   [`CompiledPolicy::can_see`], [`CompiledPolicy::allowed_ips`],
+//!   [`CompiledPolicy::primary_routes`], [`CompiledPolicy::ssh_policy`],
+//!   [`CompiledPolicy::node_cap_map`], [`CompiledPolicy::peer_cap_map`].
+//! * Tags: [`CompiledPolicy::may_own_tags`] checks a registration or a
+//!   `nodes tag` request against `tagOwners`.
+//! * Incremental: [`CompiledPolicy::affected`] says which nodes' results can
+//!   change when one node joins, leaves or changes; [`CompiledPolicy::update_node`]
+//!   applies such a change without recompiling everything.
+//! * [`conformance`] runs the shared Tailscale conformance corpus.
+
+pub mod ast;
+mod compile;
+pub mod conformance;
+pub mod error;
+mod godur;
+pub mod hujson;
+pub mod ipset;
+mod json;
+pub mod output;
+mod parse;
+mod policytests;
+mod incremental;
+mod nodeattrs;
+mod ssh;
+mod tags;
+mod topology;
+mod validate;
+
+pub use compile::{Change, CompiledPolicy, Tailnet};
+pub use error::{ErrorKind, PolicyError, PolicyWarning, Pos};
+pub use output::{CapGrant, FilterRule, NetPortRange, SshAction as SshActionOut, SshPolicy, SshPrincipal, SshRule as SshRuleOut};
+
+use ast::*;
+
+/// A parsed and validated policy (not yet bound to any tailnet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub file: String,
+    pub groups: Vec<GroupDef>,
+    pub hosts: Vec<HostDef>,
+    pub tag_owners: Vec<TagOwnerDef>,
+    pub acls: Vec<Acl>,
+    pub grants: Vec<Grant>,
+    pub ssh: Vec<ast::SshRule>,
+    pub node_attrs: Vec<NodeAttr>,
+    pub auto_approvers: AutoApprovers,
+    pub tests: Vec<PolicyTest>,
+    pub ssh_tests: Vec<SshTest>,
+    pub randomize_client_port: bool,
+    pub ipsets: Vec<IpSetDef>,
+    /// Whether an `acls` section was present (even empty).
+    pub has_acls: bool,
+    /// Whether a `grants` section was present (even empty).
+    pub has_grants: bool,
+    /// True only for [`Policy::allow_all`].
+    pub allow_all: bool,
+    pub(crate) warnings: Vec<PolicyWarning>,
+}
+
+impl Policy {
+    pub(crate) fn empty(file: &str) -> Policy {
+        Policy {
+            file: file.to_string(),
+            groups: Vec::new(),
+            hosts: Vec::new(),
+            tag_owners: Vec::new(),
+            acls: Vec::new(),
+            grants: Vec::new(),
+            ssh: Vec::new(),
+            node_attrs: Vec::new(),
+            auto_approvers: AutoApprovers::default(),
+            tests: Vec::new(),
+            ssh_tests: Vec::new(),
+            randomize_client_port: false,
+            ipsets: Vec::new(),
+            has_acls: false,
+            has_grants: false,
+            allow_all: false,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Parse and validate HuJSON policy text. `file_name` is used in error
+    /// positions (`file:line:col: message`).
+    pub fn parse(text: &str, file_name: &str) -> Result<Policy, PolicyError> {
+        parse::parse_policy(text, file_name)
+    }
+
+    /// The policy in force when none is configured: every node may reach
+    /// every other on every port.
+    pub fn allow_all() -> Policy {
+        let mut p = Policy::empty("<default>");
+        p.allow_all = true;
+        p
+    }
+
+    /// Warnings from parsing (for example bare user names).
+    pub fn warnings(&self) -> &[PolicyWarning] {
+        &self.warnings
+    }
+
+    /// Whether the packet filter is "allow everything" because the policy
+    /// has neither `acls` nor `grants`.
+    pub fn is_allow_all(&self) -> bool {
+        self.allow_all || (!self.has_acls && !self.has_grants)
+    }
+}

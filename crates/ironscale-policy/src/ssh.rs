@@ -1,0 +1,208 @@
+//! The `ssh` section: per-node `SSHPolicy` rules.
+//!
+//! For a destination node, each policy rule that names it yields a rule
+//! whose principals are the source devices' addresses. `users` becomes the
+//! `sshUsers` map (`root` is refused with `""` unless listed,
+//! `autogroup:nonroot` becomes `"*": "="`); `localpart:*@domain` adds, per
+//! source user of that domain, a rule mapping the user to the local part of
+//! their login (and then also lets each such user's own devices accept
+//! their own SSH). `check` rules come before `accept` rules.
+
+use std::collections::BTreeMap;
+
+use crate::ast::{Alias, AutoGroup, SshAction};
+use crate::compile::{CompiledPolicy, Ctx, Resolved};
+use crate::output::{SshAction as OutAction, SshPolicy, SshPrincipal, SshRule as OutRule};
+
+#[derive(Debug, Clone)]
+pub(crate) struct CSshRule {
+    pub action: OutAction,
+    pub check: bool,
+    pub src: Resolved,
+    /// Destination nodes other than `autogroup:self`.
+    pub dst_nodes: Vec<u32>,
+    pub dst_self: bool,
+    pub users: BTreeMap<String, String>,
+    /// Source user index to local part, for `localpart:*@domain`.
+    pub localparts: Option<BTreeMap<u32, String>>,
+    pub accept_env: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CompiledSsh {
+    pub present: bool,
+    pub rules: Vec<CSshRule>,
+}
+
+pub(crate) fn check_url(base: &str) -> String {
+    format!("{base}/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID?local_user=$LOCAL_USER")
+}
+
+pub(crate) fn compile(ctx: &Ctx<'_>, _subnets: &[Vec<ipnet::IpNet>]) -> CompiledSsh {
+    let pol = ctx.pol;
+    let mut out = CompiledSsh { present: !pol.ssh.is_empty(), rules: Vec::new() };
+    for r in &pol.ssh {
+        let mut src = Resolved::default();
+        for a in &r.src {
+            let mut one = ctx.resolve(&a.value);
+            // SSH principals are devices; address aliases match devices.
+            one.nets.clear();
+            src.nodes.extend(one.nodes);
+            src.ident.extend(one.ident);
+        }
+        src.nodes.sort_unstable();
+        src.nodes.dedup();
+        let mut dst_nodes = Vec::new();
+        let mut dst_self = false;
+        for d in &r.dst {
+            if d.value == Alias::AutoGroup(AutoGroup::SelfDevices) {
+                dst_self = true;
+                continue;
+            }
+            dst_nodes.extend(ctx.resolve(&d.value).nodes);
+        }
+        dst_nodes.sort_unstable();
+        dst_nodes.dedup();
+
+        let names: Vec<&str> = r.users.iter().map(|u| u.value.as_str()).collect();
+        let mut users = BTreeMap::new();
+        let mut localparts: Option<BTreeMap<u32, String>> = None;
+        let mut has_root = false;
+        for u in &names {
+            match *u {
+                "root" => has_root = true,
+                "autogroup:nonroot" => {
+                    users.insert("*".to_string(), "=".to_string());
+                }
+                u if is_localpart(u).is_some() => {
+                    let domain = is_localpart(u).unwrap_or_default();
+                    let m = localparts.get_or_insert_with(BTreeMap::new);
+                    for (i, user) in ctx.topo.users.iter().enumerate() {
+                        if let Some((lp, d)) = user.email.rsplit_once('@') {
+                            if d == domain {
+                                m.insert(i as u32, lp.to_string());
+                            }
+                        }
+                    }
+                }
+                u => {
+                    users.insert(u.to_string(), u.to_string());
+                }
+            }
+        }
+        users.insert("root".to_string(), if has_root { "root".to_string() } else { String::new() });
+        let check = r.action == SshAction::Check;
+        let action = if check {
+            OutAction { hold_and_delegate: check_url(&ctx.tailnet.control_url), ..Default::default() }
+        } else {
+            OutAction {
+                accept: true,
+                allow_agent_forwarding: true,
+                allow_local_port_forwarding: true,
+                allow_remote_port_forwarding: true,
+                ..Default::default()
+            }
+        };
+        out.rules.push(CSshRule {
+            action,
+            check,
+            src,
+            dst_nodes,
+            dst_self,
+            users,
+            localparts,
+            accept_env: r.accept_env.clone(),
+        });
+    }
+    out
+}
+
+/// `localpart:*@domain` gives `Some(domain)`; other shapes are literal
+/// user names.
+pub(crate) fn is_localpart(u: &str) -> Option<&str> {
+    let rest = u.strip_prefix("localpart:")?;
+    let (lp, d) = rest.rsplit_once('@')?;
+    (lp == "*" && !d.is_empty()).then_some(d)
+}
+
+fn principals(c: &CompiledPolicy, nodes: &[u32]) -> Vec<SshPrincipal> {
+    let mut v = Vec::new();
+    for &n in nodes {
+        for ip in &c.node(n).ips {
+            v.push(SshPrincipal { node_ip: ip.to_string() });
+        }
+    }
+    v
+}
+
+pub(crate) fn policy_for(c: &CompiledPolicy, i: u32) -> Option<SshPolicy> {
+    if !c.ssh.present {
+        return None;
+    }
+    let node = c.node(i);
+    let mut rules: Vec<(bool, OutRule)> = Vec::new();
+    for r in &c.ssh.rules {
+        // Source devices grouped by user (in user order), then tagged ones.
+        let mut by_user: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let mut tagged: Vec<u32> = Vec::new();
+        for &s in &r.src.nodes {
+            match c.node(s).user {
+                Some(u) => by_user.entry(u).or_default().push(s),
+                None => tagged.push(s),
+            }
+        }
+        let push = |nodes: &[u32], user: Option<u32>, rules: &mut Vec<(bool, OutRule)>| {
+            let p = principals(c, nodes);
+            if p.is_empty() {
+                return;
+            }
+            rules.push((
+                r.check,
+                OutRule { principals: p.clone(), ssh_users: r.users.clone(), action: r.action.clone(), accept_env: r.accept_env.clone() },
+            ));
+            if let (Some(u), Some(lps)) = (user, &r.localparts) {
+                if let Some(lp) = lps.get(&u) {
+                    let mut m = BTreeMap::new();
+                    m.insert(lp.clone(), lp.clone());
+                    rules.push((
+                        r.check,
+                        OutRule { principals: p, ssh_users: m, action: r.action.clone(), accept_env: r.accept_env.clone() },
+                    ));
+                }
+            }
+        };
+        if r.dst_self {
+            if let Some(u) = node.user {
+                if let Some(nodes) = by_user.get(&u) {
+                    push(nodes, Some(u), &mut rules);
+                }
+            }
+        }
+        if r.dst_nodes.binary_search(&i).is_ok() {
+            if r.localparts.is_some() {
+                for (u, nodes) in &by_user {
+                    push(nodes, Some(*u), &mut rules);
+                }
+                push(&tagged, None, &mut rules);
+            } else {
+                let mut all: Vec<u32> = by_user.values().flatten().copied().collect();
+                all.extend(&tagged);
+                push(&all, None, &mut rules);
+            }
+        } else if r.localparts.is_some() && r.src.nodes.binary_search(&i).is_ok() && !r.dst_self {
+            // With localpart mappings, a source device also accepts its own
+            // user's SSH.
+            match node.user {
+                Some(u) => {
+                    if let Some(nodes) = by_user.get(&u) {
+                        push(nodes, Some(u), &mut rules);
+                    }
+                }
+                None => push(&[i], None, &mut rules),
+            }
+        }
+    }
+    // check (holdAndDelegate) rules first; stable otherwise.
+    rules.sort_by_key(|(check, _)| !*check);
+    Some(SshPolicy { rules: rules.into_iter().map(|(_, r)| r).collect() })
+}
