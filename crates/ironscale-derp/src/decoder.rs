@@ -40,7 +40,7 @@ impl Direction {
 ///
 /// Memory held is at most one frame of the largest allowed size plus whatever
 /// the caller feeds in one call.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FrameDecoder {
     dir: Direction,
     buf: BytesMut,

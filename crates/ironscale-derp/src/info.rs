@@ -82,17 +82,15 @@ fn ser_mesh_key<S: Serializer>(k: &Option<MeshKey>, s: S) -> Result<S::Ok, S::Er
     }
 }
 
+/// Lenient: anything that is not 64 hex digits of a non-zero key means "no mesh
+/// key" (tailscale-rs' client sends `"mesh_key":"none"`, under another name, but
+/// a bad value must never fail an ordinary client's handshake).
 fn de_mesh_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MeshKey>, D::Error> {
-    let s: Option<String> = Option::deserialize(d)?;
-    match s.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(s) => match MeshKey::from_hex(s) {
-            // The zero key means "no mesh key" in Go.
-            Some(k) if k.0 == [0u8; 32] => Ok(None),
-            Some(k) => Ok(Some(k)),
-            None => Err(serde::de::Error::custom("meshKey must be 64 hex digits")),
-        },
-    }
+    let v: Option<serde_json::Value> = Option::deserialize(d)?;
+    let Some(serde_json::Value::String(s)) = v else {
+        return Ok(None);
+    };
+    Ok(MeshKey::from_hex(&s).filter(|k| k.0 != [0u8; 32]))
 }
 
 /// JSON sent (boxed) by the client in the ClientInfo frame.

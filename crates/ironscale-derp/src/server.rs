@@ -79,7 +79,9 @@ enum State {
 }
 
 /// Server side of one DERP connection. See the module docs.
-#[derive(Debug)]
+///
+/// `Clone` copies the whole state (handy to fork a connection in tests and fuzzing).
+#[derive(Debug, Clone)]
 pub struct ServerConn {
     config: ServerConnConfig,
     key: PrivateKey,

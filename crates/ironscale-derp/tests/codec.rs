@@ -270,6 +270,15 @@ fn info_json_matches_go_field_names() {
     ))
     .unwrap();
     assert_eq!(ci, ClientInfo::default());
+    // What tailscale-rs (ts_derp 0.6) sends: snake_case names, "none" as mesh key.
+    let ci: ClientInfo =
+        serde_json::from_str(r#"{"can_ack_pings":false,"is_prober":false,"mesh_key":"none","version":2}"#).unwrap();
+    assert_eq!(ci.version, 2);
+    assert!(ci.mesh_key.is_none());
+    for bad in [r#""none""#, "null", "42", r#""abc""#] {
+        let ci: ClientInfo = serde_json::from_str(&format!(r#"{{"version":2,"meshKey":{bad}}}"#)).unwrap();
+        assert!(ci.mesh_key.is_none(), "{bad}");
+    }
     assert_eq!(format!("{mk:?}"), "MeshKey(<redacted>)");
     let j = serde_json::to_value(ServerInfo::default()).unwrap();
     assert_eq!(j, serde_json::json!({"version": 2}));
