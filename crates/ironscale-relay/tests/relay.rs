@@ -207,8 +207,58 @@ async fn mesh_watcher_sees_present_and_gone() {
     assert_eq!(peer, pk);
     assert!(endpoint.is_some_and(|e| e.ip().is_loopback()));
     assert_eq!(flags, ironscale_derp::frame::peer_present_flags::IS_MESH_PEER);
-    drop(other);
+    // ClosePeer from the mesh peer closes that client's connection.
+    let mut other = other;
+    w.send(&Frame::ClosePeer { peer: pk }).await.unwrap();
+    let end = timeout(T, async {
+        loop {
+            if let Err(e) = other.recv().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(end, RelayError::Closed | RelayError::Io(_)), "{end:?}");
     assert_eq!(next(&mut w).await, Frame::PeerGone { peer: pk, reason: PeerGoneReason::Disconnected });
+}
+
+#[tokio::test]
+async fn keepalives_flow_and_silent_clients_time_out() {
+    let cfg = DerpServerConfig {
+        keepalive: Duration::from_millis(100),
+        keepalive_jitter: Duration::ZERO,
+        handshake_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let r = start(DerpServer::with_config(PrivateKey::generate(), cfg)).await;
+    let mut a = connect(&r, PrivateKey::generate()).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(timeout(T, a.recv()).await.unwrap().unwrap(), Frame::KeepAlive);
+    }
+    // A client that upgrades but never sends ClientInfo is dropped after the handshake timeout.
+    let tls = Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
+    let tcp = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /derp HTTP/1.1\r\nHost: localhost\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let started = std::time::Instant::now();
+    let closed = timeout(T, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "silent client was not dropped");
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    assert_eq!(r.server.stats().handshake_failures, 1);
 }
 
 #[tokio::test]
@@ -398,4 +448,32 @@ fn self_signed_cert_persists_and_fingerprint_is_stable() {
     // A fresh one differs.
     let (_, fp3) = self_signed(&names).unwrap();
     assert_ne!(fp1, fp3);
+}
+
+/// Conformance with a third-party STUN client (coturn's `turnutils_stunclient`,
+/// Debian package `coturn`). Skipped, with a note, when the tool is not installed.
+#[tokio::test]
+async fn turnutils_stunclient_gets_its_mapped_address() {
+    let Ok(out) = std::process::Command::new("turnutils_stunclient").output() else {
+        eprintln!("SKIP: turnutils_stunclient not installed (apt-get install coturn)");
+        return;
+    };
+    drop(out);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let (_stop, stopped) = stop_signal();
+    tokio::spawn(run_stun(sock, stopped));
+    let out = timeout(
+        T,
+        tokio::process::Command::new("turnutils_stunclient")
+            .args(["-p", &port.to_string(), "-L", "127.0.0.1", "127.0.0.1"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // It prints "UDP reflexive addr: 127.0.0.1:<port>" on success.
+    assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
 }
