@@ -28,11 +28,14 @@ pub struct Tailnet {
     pub admins: Vec<UserId>,
     /// Base URL of the control server, for SSH `check` actions.
     pub control_url: String,
+    /// Whether the tailnet suggests exit nodes to clients: approved exit
+    /// nodes then carry `suggest-exit-node` in their peer capability map.
+    pub suggest_exit_nodes: bool,
 }
 
 impl Default for Tailnet {
     fn default() -> Self {
-        Tailnet { domains: Vec::new(), owner: None, admins: Vec::new(), control_url: String::new() }
+        Tailnet { domains: Vec::new(), owner: None, admins: Vec::new(), control_url: String::new(), suggest_exit_nodes: false }
     }
 }
 
@@ -517,6 +520,29 @@ impl CompiledPolicy {
     /// Build the per-node indexes from the compiled rules.
     fn index(&mut self) {
         let n = self.topo.nodes.len();
+        // Routers whose approved subnets overlap a rule's source addresses
+        // send from those subnets, so they count as sources.
+        let routers: Vec<u32> = (0..n as u32).filter(|&i| !self.subnets[i as usize].is_empty()).collect();
+        if !routers.is_empty() {
+            for r in &mut self.rules {
+                if r.src.all_nodes {
+                    continue;
+                }
+                let mut add = Vec::new();
+                for &rn in &routers {
+                    let hit = r.src.nets.iter().any(|(_, set)| {
+                        self.subnets[rn as usize].iter().any(|s| set.overlaps_prefix(s))
+                    });
+                    if hit {
+                        add.push(rn);
+                    }
+                }
+                if !add.is_empty() {
+                    r.src.nodes.extend(add);
+                    sort_dedup(&mut r.src.nodes);
+                }
+            }
+        }
         let exit_nodes: Vec<u32> = (0..n as u32).filter(|&i| !self.exits[i as usize].is_empty()).collect();
         let route_nodes: Vec<u32> = (0..n as u32).filter(|&i| !self.subnets[i as usize].is_empty()).collect();
         let internet = ipset::internet();
@@ -713,6 +739,10 @@ impl CompiledPolicy {
     ) {
         let node = self.node(i);
         if let Some(cap) = &r.app {
+            if !r.via.is_empty() {
+                // Tailscale sends no CapGrant for via app grants.
+                return;
+            }
             let mut grants = Vec::new();
             for &di in dis {
                 let d = &r.dsts[di as usize];
@@ -779,7 +809,7 @@ impl CompiledPolicy {
                 }
             }
         }
-        if ports.is_empty() {
+        if ports.is_empty() || src.is_empty() {
             return;
         }
         if let Some((_, _, at)) = keys.iter().find(|(k, pr, at)| *k == key && *pr == r.protos && out[*at].src_ips == src) {
@@ -922,15 +952,79 @@ impl CompiledPolicy {
     /// Whether traffic from the route `set` may reach node `b`.
     fn set_may_send(&self, set: &IpNet, b: u32) -> bool {
         let nb = self.node(b);
+        let _ = nb;
+        // autogroup:self narrows sources to the user's own devices, so a
+        // route never reaches a node through it.
         let mut rules: Vec<u32> = self.node_dsts[b as usize].iter().map(|x| x.0).collect();
         rules.extend(self.star_dsts.iter().map(|x| x.0));
-        if nb.user.is_some() {
-            rules.extend(self.self_dsts.iter().map(|x| x.0));
-        }
         rules.iter().any(|&ri| {
             let r = &self.rules[ri as usize];
-            r.src.danger_all || r.src.set.overlaps_prefix(set)
+            r.via.is_empty() && (r.src.danger_all || r.src.set.overlaps_prefix(set))
         })
+    }
+
+    /// Whether `p` is the first (lowest id) node carrying one of `tags`
+    /// with route `x` approved.
+    fn via_primary(&self, tags: &[String], x: &IpNet, p: u32) -> bool {
+        for (i, n) in self.topo.nodes.iter().enumerate() {
+            if tags.iter().any(|t| n.has_tag(t)) && self.subnets[i].contains(x) {
+                return i as u32 == p;
+            }
+        }
+        false
+    }
+
+    /// Routes through `p` that via grants steer `v` to (`include`), or
+    /// away from (`exclude`); routes in `use_primary` fall back to the
+    /// global primary because a plain grant also covers them.
+    fn via_routes(&self, v: u32, p: u32) -> (Vec<IpNet>, Vec<IpNet>, Vec<IpNet>) {
+        let mut inc: Vec<IpNet> = Vec::new();
+        let mut exc: Vec<IpNet> = Vec::new();
+        let mut use_primary: Vec<IpNet> = Vec::new();
+        let pn = self.node(p);
+        let mut any = false;
+        for r in &self.rules {
+            if r.via.is_empty() || !(r.src.all_nodes || r.src.nodes.binary_search(&v).is_ok()) {
+                continue;
+            }
+            any = true;
+            let tagged = r.via.iter().any(|t| pn.has_tag(t));
+            for d in &r.dsts {
+                let mut matched: Vec<IpNet> =
+                    self.subnets[p as usize].iter().filter(|x| d.res.set.overlaps_prefix(x)).copied().collect();
+                if d.res.internet {
+                    matched.extend(self.exits[p as usize].iter().copied());
+                }
+                for x in matched {
+                    if tagged && (ipset::is_exit_route(&x) || self.via_primary(&r.via, &x, p)) {
+                        inc.push(x);
+                    } else {
+                        exc.push(x);
+                    }
+                }
+            }
+        }
+        if !any {
+            return (inc, exc, use_primary);
+        }
+        let rules = self.node_srcs[v as usize].iter().chain(self.star_srcs.iter());
+        for &ri in rules {
+            let r = &self.rules[ri as usize];
+            if !r.via.is_empty() {
+                continue;
+            }
+            for d in &r.dsts {
+                let covers = |x: &IpNet| d.res.wildcard || (!d.res.self_devices && d.res.set.overlaps_prefix(x));
+                for x in &inc {
+                    if covers(x) && !use_primary.contains(x) {
+                        use_primary.push(*x);
+                    }
+                }
+                exc.retain(|x| !covers(x));
+            }
+        }
+        inc.retain(|x| !exc.contains(x) || use_primary.contains(x));
+        (inc, exc, use_primary)
     }
 
     /// What `viewer` may route through `peer`: the peer's addresses, then
@@ -943,22 +1037,56 @@ impl CompiledPolicy {
     }
 
     pub(crate) fn peer_routes(&self, v: u32, p: u32) -> Vec<IpNet> {
+        let (inc, exc, use_primary) = self.via_routes(v, p);
         let mut out = Vec::new();
         for r in &self.primaries[p as usize] {
-            if self.may_reach_set(v, r) || self.set_may_send(r, v) {
+            if exc.contains(r) {
+                continue;
+            }
+            // A standby router for the same route always learns the
+            // primary's route (HA failover).
+            let standby = self.subnets[v as usize].contains(r);
+            if standby || inc.contains(r) || self.may_reach_set(v, r) || self.set_may_send(r, v) {
+                out.push(*r);
+            }
+        }
+        for r in &inc {
+            if !out.contains(r) && !use_primary.contains(r) && !ipset::is_exit_route(r) {
                 out.push(*r);
             }
         }
         for r in &self.exits[p as usize] {
-            if self.may_reach_set(v, r) {
+            if exc.contains(r) {
+                continue;
+            }
+            if inc.contains(r) || self.may_reach_set(v, r) {
                 out.push(*r);
             }
         }
         out
     }
 
+    fn v4_disabled(&self, i: u32) -> bool {
+        self.node_caps[i as usize].contains_key("disable-ipv4")
+    }
+
+    /// Addresses of `p` as `v` sees them: IPv6 only when either has the
+    /// `disable-ipv4` attribute.
+    pub(crate) fn visible_ips(&self, v: u32, p: u32) -> Vec<IpNet> {
+        let v6_only = self.v4_disabled(v) || self.v4_disabled(p);
+        self.node(p).ips.iter().filter(|ip| !(v6_only && ip.is_ipv4())).map(|ip| ipset::host_prefix(*ip)).collect()
+    }
+
+    /// A peer's addresses as the viewer sees them in its netmap.
+    pub fn peer_addresses(&self, viewer: NodeId, peer: NodeId) -> Vec<IpNet> {
+        match (self.idx(viewer), self.idx(peer)) {
+            (Some(v), Some(p)) => self.visible_ips(v, p),
+            _ => Vec::new(),
+        }
+    }
+
     pub(crate) fn allowed_for(&self, v: u32, p: u32) -> Vec<IpNet> {
-        let mut out: Vec<IpNet> = self.node(p).ips.iter().map(|ip| ipset::host_prefix(*ip)).collect();
+        let mut out: Vec<IpNet> = self.visible_ips(v, p);
         out.extend(self.peer_routes(v, p));
         out
     }
@@ -981,7 +1109,7 @@ impl CompiledPolicy {
     /// The node's own allowed IPs: its addresses and approved routes.
     pub fn self_allowed_ips(&self, id: NodeId) -> Vec<IpNet> {
         let Some(i) = self.idx(id) else { return Vec::new() };
-        let mut out: Vec<IpNet> = self.node(i).ips.iter().map(|ip| ipset::host_prefix(*ip)).collect();
+        let mut out: Vec<IpNet> = self.visible_ips(i, i);
         out.extend(self.subnets[i as usize].iter().copied());
         out.extend(self.exits[i as usize].iter().copied());
         out
@@ -1000,6 +1128,8 @@ impl CompiledPolicy {
         if !self.exits[p as usize].is_empty() {
             if let Some(v) = self.node_caps[p as usize].get("suggest-exit-node") {
                 out.insert("suggest-exit-node".into(), v.clone());
+            } else if self.tailnet.suggest_exit_nodes {
+                out.insert("suggest-exit-node".into(), None);
             }
         }
         out
@@ -1050,10 +1180,10 @@ impl CompiledPolicy {
     /// The capability map a connection from `src` has at node `id`,
     /// computed from the node's packet filter (what `tailscaled`'s whois
     /// answers). `None` when no capability applies.
-    pub fn whois_caps(&self, id: NodeId, src: IpAddr) -> Option<BTreeMap<String, Vec<serde_json::Value>>> {
+    pub fn whois_caps(&self, id: NodeId, src: IpAddr) -> Option<CapMap> {
         let rules = self.filter_rules(id);
         let node_ips: Vec<IpAddr> = self.idx(id).map(|i| self.node(i).ips.clone()).unwrap_or_default();
-        let mut out: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        let mut out: CapMap = BTreeMap::new();
         let mut any = false;
         for r in &rules {
             if r.cap_grant.is_empty() || !src_matches(&r.src_ips, src) {
@@ -1070,7 +1200,7 @@ impl CompiledPolicy {
                     any = true;
                     let e = out.entry(k.clone()).or_default();
                     if let Some(v) = v {
-                        e.extend(v.iter().cloned());
+                        e.get_or_insert_with(Vec::new).extend(v.iter().cloned());
                     }
                 }
             }

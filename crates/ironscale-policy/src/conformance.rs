@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
@@ -245,6 +244,7 @@ fn build_tailnet(case: &Value) -> Tn {
         owner,
         admins: users.iter().map(|u| u.id).collect(),
         control_url: "https://unused".to_string(),
+        suggest_exit_nodes: true,
     };
     let silent = not_advertising(case);
     let mut names: Vec<String> = case["nodes"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
@@ -310,7 +310,11 @@ fn tailnet_caps(tn: &Tn, node: &Node, case: &Value, out: &mut Map<String, Value>
     for k in TAILNET_CAPS {
         out.entry(k.to_string()).or_insert(Value::Null);
     }
-    let owner_email = tn.users.first().map(|u| if u.email.is_empty() { u.name.clone() } else { u.email.clone() });
+    // The capture tailnet is named after its owner's login; the corpus
+    // anonymises it to `<owner>@example.com` even where the owner's e-mail
+    // is blank.
+    let owner_email =
+        tn.users.first().map(|u| if u.email.is_empty() { format!("{}@example.com", u.name) } else { u.email.clone() });
     out.insert("tailnet-display-name".into(), json!([owner_email.unwrap_or_default()]));
     let tagged = !node.tags.is_empty();
     if tagged || (node.user_id.is_some() && node.user_id == tn.tailnet.owner) {
@@ -335,7 +339,7 @@ fn compute_expect(c: &CompiledPolicy, tn: &Tn, case: &Value, names: &[String], w
             c.filter_rules(id).iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect();
         e.insert("packet_filter_rules".into(), Value::Array(rules));
         let addresses = |n: &Node| -> Vec<Value> {
-            c.addresses(n.id).iter().map(|p| Value::String(p.to_string())).collect()
+            c.peer_addresses(id, n.id).iter().map(|p| Value::String(p.to_string())).collect()
         };
         let mut peers = Map::new();
         let peer_ids = c.peers(id);
@@ -380,11 +384,9 @@ fn compute_expect(c: &CompiledPolicy, tn: &Tn, case: &Value, names: &[String], w
         if with_whois && !peer_ids.is_empty() {
             let mut w = Map::new();
             for p in &peer_ids {
-                for a in c.addresses(*p) {
+                for a in c.peer_addresses(id, *p) {
                     let ip = a.addr();
-                    let caps = c.whois_caps(id, ip).map(|m| {
-                        Value::Object(m.into_iter().map(|(k, v)| (k, Value::Array(v))).collect())
-                    });
+                    let caps = c.whois_caps(id, ip).map(|m| cap_json(&m));
                     w.insert(ip.to_string(), caps.unwrap_or(Value::Null));
                 }
             }
@@ -445,14 +447,6 @@ pub fn run_case(case: &Value) -> CaseResult {
     CaseResult { id, category, path: PathBuf::new(), accepted, error, diffs, expect }
 }
 
-impl CompiledPolicy {
-    /// A node's addresses as host prefixes (IPv4 dropped when the node has
-    /// the `disable-ipv4` attribute).
-    pub fn addresses(&self, id: NodeId) -> Vec<IpNet> {
-        let Some(i) = self.idx(id) else { return Vec::new() };
-        self.node(i).ips.iter().map(|ip: &IpAddr| crate::ipset::host_prefix(*ip)).collect()
-    }
-}
 
 // ---- comparison -------------------------------------------------------
 
