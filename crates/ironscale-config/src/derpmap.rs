@@ -75,7 +75,13 @@ struct Ctx {
 
 impl Ctx {
     fn push(&mut self, severity: Severity, key: &str, line: usize, message: String) {
-        self.diags.push(Diagnostic { severity, file: Some(self.file.clone()), line: Some(line), key: key.into(), message });
+        self.diags.push(Diagnostic {
+            severity,
+            file: Some(self.file.clone()),
+            line: Some(line),
+            key: key.into(),
+            message,
+        });
     }
     fn err(&mut self, key: &str, line: usize, message: String) {
         self.push(Severity::Error, key, line, message);
@@ -85,7 +91,11 @@ impl Ctx {
             _ if n.is_null() => Some(String::new()),
             Kind::Scalar { text, .. } => Some(text.clone()),
             _ => {
-                self.err(key, n.line, format!("must be a scalar, found {}", n.type_name()));
+                self.err(
+                    key,
+                    n.line,
+                    format!("must be a scalar, found {}", n.type_name()),
+                );
                 None
             }
         }
@@ -143,8 +153,14 @@ pub fn derp_regions_from_file(path: &Path) -> Result<Vec<DerpRegionCfg>, Vec<Dia
 }
 
 /// Parse DERP map text; `path` is used in diagnostics only.
-pub fn derp_map_from_str(text: &str, path: &Path) -> Result<(DerpMapFile, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let mut cx = Ctx { file: path.to_path_buf(), diags: Vec::new() };
+pub fn derp_map_from_str(
+    text: &str,
+    path: &Path,
+) -> Result<(DerpMapFile, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut cx = Ctx {
+        file: path.to_path_buf(),
+        diags: Vec::new(),
+    };
     let root = match yaml::parse(text) {
         Ok(r) => r,
         Err(e) => {
@@ -154,7 +170,11 @@ pub fn derp_map_from_str(text: &str, path: &Path) -> Result<(DerpMapFile, Vec<Di
     };
     let mut out = DerpMapFile::default();
     let Kind::Map(top) = &root.kind else {
-        cx.err("", root.line, "a DERP map must be a mapping with a `regions` key".into());
+        cx.err(
+            "",
+            root.line,
+            "a DERP map must be a mapping with a `regions` key".into(),
+        );
         return Err(cx.diags);
     };
     let mut saw_regions = false;
@@ -166,11 +186,20 @@ pub fn derp_map_from_str(text: &str, path: &Path) -> Result<(DerpMapFile, Vec<Di
             }
             "omitdefaultregions" => out.omit_default_regions = cx.boolean(k, v).unwrap_or(false),
             "homeparams" => {}
-            _ => cx.push(Severity::Warning, k, *kl, "unknown DERP map key, ignored".into()),
+            _ => cx.push(
+                Severity::Warning,
+                k,
+                *kl,
+                "unknown DERP map key, ignored".into(),
+            ),
         }
     }
     if !saw_regions {
-        cx.err("regions", root.line, "a DERP map needs a `regions` mapping (region id → region)".into());
+        cx.err(
+            "regions",
+            root.line,
+            "a DERP map needs a `regions` mapping (region id → region)".into(),
+        );
     }
     out.regions.sort_by_key(|r| r.region_id);
     if cx.diags.iter().any(Diagnostic::is_error) {
@@ -183,14 +212,22 @@ pub fn derp_map_from_str(text: &str, path: &Path) -> Result<(DerpMapFile, Vec<Di
 fn regions(cx: &mut Ctx, v: &Node, out: &mut DerpMapFile) {
     let Kind::Map(entries) = &v.kind else {
         if !v.is_null() {
-            cx.err("regions", v.line, "must be a mapping of region id to region".into());
+            cx.err(
+                "regions",
+                v.line,
+                "must be a mapping of region id to region".into(),
+            );
         }
         return;
     };
     for (id_text, kl, rv) in entries {
         let key = format!("regions.{id_text}");
         let Ok(id) = id_text.trim().parse::<i32>() else {
-            cx.err(&key, *kl, format!("region key {id_text:?} must be a numeric region id"));
+            cx.err(
+                &key,
+                *kl,
+                format!("region key {id_text:?} must be a numeric region id"),
+            );
             continue;
         };
         if id <= 0 {
@@ -209,7 +246,11 @@ fn regions(cx: &mut Ctx, v: &Node, out: &mut DerpMapFile) {
 
 fn region(cx: &mut Ctx, key: &str, id: i32, v: &Node) -> Option<DerpRegionCfg> {
     let Kind::Map(fields) = &v.kind else {
-        cx.err(key, v.line, format!("must be a mapping, found {}", v.type_name()));
+        cx.err(
+            key,
+            v.line,
+            format!("must be a mapping, found {}", v.type_name()),
+        );
         return None;
     };
     let mut r = DerpRegionCfg {
@@ -228,7 +269,11 @@ fn region(cx: &mut Ctx, key: &str, id: i32, v: &Node) -> Option<DerpRegionCfg> {
             "regionid" => {
                 if let Some(rid) = cx.int(&fk, fv) {
                     if rid != i64::from(id) {
-                        cx.err(&fk, *kl, format!("regionid {rid} differs from the region's key {id}"));
+                        cx.err(
+                            &fk,
+                            *kl,
+                            format!("regionid {rid} differs from the region's key {id}"),
+                        );
                     }
                 }
             }
@@ -249,21 +294,40 @@ fn region(cx: &mut Ctx, key: &str, id: i32, v: &Node) -> Option<DerpRegionCfg> {
                 _ if fv.is_null() => {}
                 _ => cx.err(&fk, *kl, "must be a list of DERP nodes".into()),
             },
-            _ => cx.push(Severity::Warning, &fk, *kl, "unknown region field, ignored".into()),
+            _ => cx.push(
+                Severity::Warning,
+                &fk,
+                *kl,
+                "unknown region field, ignored".into(),
+            ),
         }
     }
     if r.region_code.is_empty() {
-        cx.push(Severity::Warning, key, v.line, "region has no regioncode".into());
+        cx.push(
+            Severity::Warning,
+            key,
+            v.line,
+            "region has no regioncode".into(),
+        );
     }
     if r.nodes.is_empty() {
-        cx.push(Severity::Warning, key, v.line, "region has no nodes; clients cannot use it".into());
+        cx.push(
+            Severity::Warning,
+            key,
+            v.line,
+            "region has no nodes; clients cannot use it".into(),
+        );
     }
     Some(r)
 }
 
 fn node(cx: &mut Ctx, key: &str, region_id: i32, v: &Node) -> Option<DerpNodeCfg> {
     let Kind::Map(fields) = &v.kind else {
-        cx.err(key, v.line, format!("a DERP node must be a mapping, found {}", v.type_name()));
+        cx.err(
+            key,
+            v.line,
+            format!("a DERP node must be a mapping, found {}", v.type_name()),
+        );
         return None;
     };
     let mut n = DerpNodeCfg {
@@ -297,7 +361,11 @@ fn node(cx: &mut Ctx, key: &str, region_id: i32, v: &Node) -> Option<DerpNodeCfg
             "regionid" => {
                 if let Some(rid) = cx.int(&fk, fv) {
                     if rid != i64::from(region_id) {
-                        cx.err(&fk, *kl, format!("node regionid {rid} differs from its region {region_id}"));
+                        cx.err(
+                            &fk,
+                            *kl,
+                            format!("node regionid {rid} differs from its region {region_id}"),
+                        );
                     }
                 }
             }
@@ -321,7 +389,10 @@ fn node(cx: &mut Ctx, key: &str, region_id: i32, v: &Node) -> Option<DerpNodeCfg
                         Severity::Warning,
                         &fk,
                         *kl,
-                        format!("{:?} is not an IPv6 address (or \"none\"); clients will ignore it", n.ipv6),
+                        format!(
+                            "{:?} is not an IPv6 address (or \"none\"); clients will ignore it",
+                            n.ipv6
+                        ),
                     );
                 }
             }
@@ -331,14 +402,27 @@ fn node(cx: &mut Ctx, key: &str, region_id: i32, v: &Node) -> Option<DerpNodeCfg
             "insecurefortests" => n.insecure_for_tests = cx.boolean(&fk, fv).unwrap_or_default(),
             "stuntestip" => n.stun_test_ip = cx.text(&fk, fv).unwrap_or_default(),
             "canport80" => n.can_port80 = cx.boolean(&fk, fv).unwrap_or_default(),
-            _ => cx.push(Severity::Warning, &fk, *kl, "unknown DERP node field, ignored".into()),
+            _ => cx.push(
+                Severity::Warning,
+                &fk,
+                *kl,
+                "unknown DERP node field, ignored".into(),
+            ),
         }
     }
     if n.name.is_empty() {
-        cx.err(&format!("{key}.name"), v.line, "a DERP node needs a name".into());
+        cx.err(
+            &format!("{key}.name"),
+            v.line,
+            "a DERP node needs a name".into(),
+        );
     }
     if n.host_name.is_empty() {
-        cx.err(&format!("{key}.hostname"), v.line, "a DERP node needs a hostname".into());
+        cx.err(
+            &format!("{key}.hostname"),
+            v.line,
+            "a DERP node needs a hostname".into(),
+        );
     }
     Some(n)
 }
@@ -355,7 +439,10 @@ mod tests {
         assert_eq!(m.removed, vec![1]);
         assert_eq!(m.regions.len(), 1);
         let n = &m.regions[0].nodes[0];
-        assert_eq!((n.derp_port, n.stun_port, n.insecure_for_tests), (33331, 3478, true));
+        assert_eq!(
+            (n.derp_port, n.stun_port, n.insecure_for_tests),
+            (33331, 3478, true)
+        );
         assert_eq!(n.host_name, "derp.example.com");
     }
 
@@ -370,9 +457,24 @@ mod tests {
     fn errors_have_lines() {
         let t = "regions:\n  900:\n    regionid: 901\n    nodes:\n      - name: a\n        derpport: 99999\n";
         let e = derp_map_from_str(t, Path::new("d.yaml")).expect_err("bad");
-        let lines: Vec<_> = e.iter().filter(|d| d.is_error()).map(|d| (d.line, d.key.clone())).collect();
-        assert!(lines.contains(&(Some(3), "regions.900.regionid".into())), "{lines:?}");
-        assert!(lines.contains(&(Some(6), "regions.900.nodes.0.derpport".into())), "{lines:?}");
-        assert!(lines.iter().any(|(_, k)| k == "regions.900.nodes.0.hostname"), "{lines:?}");
+        let lines: Vec<_> = e
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| (d.line, d.key.clone()))
+            .collect();
+        assert!(
+            lines.contains(&(Some(3), "regions.900.regionid".into())),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&(Some(6), "regions.900.nodes.0.derpport".into())),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|(_, k)| k == "regions.900.nodes.0.hostname"),
+            "{lines:?}"
+        );
     }
 }

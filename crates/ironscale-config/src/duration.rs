@@ -24,13 +24,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total: f64 = 0.0;
     let mut rest = t;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let num = &rest[..num_len];
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
             return Err(format!("{s:?} is not a duration (expected a number followed by a unit, e.g. \"24h\" or \"3m30s\")"));
         }
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let secs_per = match unit {
@@ -54,7 +58,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 ))
             }
         };
-        let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration"))?;
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration"))?;
         total += n * secs_per;
     }
     if !total.is_finite() || total > 1e12 {
@@ -103,7 +109,10 @@ mod tests {
 
     #[test]
     fn prometheus_forms() {
-        assert_eq!(parse_duration("180d"), Ok(Duration::from_secs(180 * 86_400)));
+        assert_eq!(
+            parse_duration("180d"),
+            Ok(Duration::from_secs(180 * 86_400))
+        );
         assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86_400)));
     }
 
@@ -112,7 +121,9 @@ mod tests {
         for bad in ["", "24", "h", "3x", "1..5h", "-5m", "abc", "5 m"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should fail");
         }
-        assert!(parse_duration("3600").expect_err("no unit").contains("no unit"));
+        assert!(parse_duration("3600")
+            .expect_err("no unit")
+            .contains("no unit"));
     }
 
     #[test]

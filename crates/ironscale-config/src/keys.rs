@@ -51,7 +51,10 @@ pub(crate) const KEYS: &[(&str, Ty)] = &[
     ("derp.server.verify_clients", Ty::Bool),
     ("derp.server.ipv4", Ty::Str),
     ("derp.server.ipv6", Ty::Str),
-    ("derp.server.automatically_add_embedded_derp_region", Ty::Bool),
+    (
+        "derp.server.automatically_add_embedded_derp_region",
+        Ty::Bool,
+    ),
     ("derp.server.tls_listen_addr", Ty::Str),
     ("derp.server.tls_cert_path", Ty::Str),
     ("derp.server.tls_key_path", Ty::Str),
@@ -128,7 +131,10 @@ pub(crate) const IGNORED: &[&str] = &[
 /// Deprecated or misplaced keys whose value ironscale still honours under the
 /// new key (unless the new key is set too): (old, new).
 pub(crate) const RENAMED: &[(&str, &str)] = &[
-    ("ephemeral_node_inactivity_timeout", "node.ephemeral.inactivity_timeout"),
+    (
+        "ephemeral_node_inactivity_timeout",
+        "node.ephemeral.inactivity_timeout",
+    ),
     ("acl_policy_path", "policy.path"),
     ("dns_config.magic_dns", "dns.magic_dns"),
     ("dns_config.base_domain", "dns.base_domain"),
@@ -156,11 +162,23 @@ pub(crate) const IP_PREFIXES: &str = "ip_prefixes";
 
 /// Removed Headscale keys: (key, what to do instead). Ignored with a warning.
 pub(crate) const REMOVED: &[(&str, &str)] = &[
-    ("dns.use_username_in_magic_dns", "it was removed in Headscale 0.23; MagicDNS names are `<node>.<base_domain>`"),
-    ("dns_config.use_username_in_magic_dns", "it was removed in Headscale 0.23; MagicDNS names are `<node>.<base_domain>`"),
-    ("oidc.strip_email_domain", "it was removed in Headscale 0.26"),
+    (
+        "dns.use_username_in_magic_dns",
+        "it was removed in Headscale 0.23; MagicDNS names are `<node>.<base_domain>`",
+    ),
+    (
+        "dns_config.use_username_in_magic_dns",
+        "it was removed in Headscale 0.23; MagicDNS names are `<node>.<base_domain>`",
+    ),
+    (
+        "oidc.strip_email_domain",
+        "it was removed in Headscale 0.26",
+    ),
     ("oidc.map_legacy_users", "it was removed in Headscale 0.26"),
-    ("private_key_path", "the legacy WireGuard key is no longer used; only `noise.private_key_path` is"),
+    (
+        "private_key_path",
+        "the legacy WireGuard key is no longer used; only `noise.private_key_path` is",
+    ),
 ];
 
 pub(crate) fn ty_of(key: &str) -> Option<Ty> {
@@ -199,7 +217,9 @@ pub(crate) fn env_suffix(key: &str) -> String {
 
 /// Look a variable suffix (after `IRONSCALE_`/`HEADSCALE_`) up in the key table.
 pub(crate) fn key_for_env(suffix: &str) -> Option<&'static str> {
-    KEYS.iter().map(|(k, _)| *k).find(|k| env_suffix(k) == suffix)
+    KEYS.iter()
+        .map(|(k, _)| *k)
+        .find(|k| env_suffix(k) == suffix)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -233,10 +253,16 @@ pub(crate) fn suggest(path: &str) -> Option<String> {
         }
     }
     let last = path.rsplit('.').next().unwrap_or(path);
-    let by_last: Vec<&str> =
-        KEYS.iter().map(|(k, _)| *k).filter(|k| k.rsplit('.').next() == Some(last) && *k != path).collect();
+    let by_last: Vec<&str> = KEYS
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| k.rsplit('.').next() == Some(last) && *k != path)
+        .collect();
     if by_last.len() == 1 {
-        return Some(format!("did you mean `{}`? (check the indentation)", by_last[0]));
+        return Some(format!(
+            "did you mean `{}`? (check the indentation)",
+            by_last[0]
+        ));
     }
     None
 }
@@ -249,11 +275,18 @@ mod tests {
     fn env_names_are_unambiguous() {
         for (i, (a, _)) in KEYS.iter().enumerate() {
             for (b, _) in &KEYS[i + 1..] {
-                assert_ne!(env_suffix(a), env_suffix(b), "{a} and {b} share an env name");
+                assert_ne!(
+                    env_suffix(a),
+                    env_suffix(b),
+                    "{a} and {b} share an env name"
+                );
             }
         }
         assert_eq!(key_for_env("DNS_BASE_DOMAIN"), Some("dns.base_domain"));
-        assert_eq!(key_for_env("DERP_SERVER_STUN_LISTEN_ADDR"), Some("derp.server.stun_listen_addr"));
+        assert_eq!(
+            key_for_env("DERP_SERVER_STUN_LISTEN_ADDR"),
+            Some("derp.server.stun_listen_addr")
+        );
         assert_eq!(key_for_env("NOPE"), None);
     }
 
@@ -269,9 +302,19 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest("tuning.batched_change_delay").as_deref(), Some("did you mean `tuning.batch_change_delay`?"));
-        assert_eq!(suggest("dns.magicdns").as_deref(), Some("did you mean `dns.magic_dns`?"));
-        assert!(suggest("v6").is_some_and(|s| s.contains("prefixes.v6")), "{:?}", suggest("v6"));
+        assert_eq!(
+            suggest("tuning.batched_change_delay").as_deref(),
+            Some("did you mean `tuning.batch_change_delay`?")
+        );
+        assert_eq!(
+            suggest("dns.magicdns").as_deref(),
+            Some("did you mean `dns.magic_dns`?")
+        );
+        assert!(
+            suggest("v6").is_some_and(|s| s.contains("prefixes.v6")),
+            "{:?}",
+            suggest("v6")
+        );
         assert_eq!(suggest("completely_unrelated_thing_here"), None);
     }
 }

@@ -27,7 +27,10 @@ mod yaml;
 
 use std::path::Path;
 
-pub use derpmap::{derp_map_from_file, derp_map_from_str, derp_regions_from_file, DerpMapFile, DerpNodeCfg, DerpRegionCfg};
+pub use derpmap::{
+    derp_map_from_file, derp_map_from_str, derp_regions_from_file, DerpMapFile, DerpNodeCfg,
+    DerpRegionCfg,
+};
 pub use diag::{render, Diagnostic, Severity};
 pub use duration::{format_duration, parse_duration};
 pub use load::parse_listen_addr;
@@ -37,7 +40,11 @@ pub use model::*;
 pub type LoadResult = Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>>;
 
 fn finish(c: Config, diags: Vec<Diagnostic>) -> LoadResult {
-    if diags.iter().any(Diagnostic::is_error) { Err(diags) } else { Ok((c, diags)) }
+    if diags.iter().any(Diagnostic::is_error) {
+        Err(diags)
+    } else {
+        Ok((c, diags))
+    }
 }
 
 impl Config {
@@ -63,7 +70,12 @@ impl Config {
                 let text = match std::fs::read_to_string(p) {
                     Ok(t) => t,
                     Err(e) => {
-                        l.push(Severity::Error, "", None, format!("cannot read the config file: {e}"));
+                        l.push(
+                            Severity::Error,
+                            "",
+                            None,
+                            format!("cannot read the config file: {e}"),
+                        );
                         return Err(l.diags);
                     }
                 };
@@ -119,8 +131,15 @@ mod tests {
         let mut l = load::Loader::new(Some(Path::new("/tmp/full.yaml")));
         l.walk(&root, "");
         // Plus every key from the environment, so keys missing from full.yaml count too.
-        let env: Vec<(String, String)> =
-            keys::KEYS.iter().map(|(k, _)| (format!("IRONSCALE_{}", k.replace('.', "_").to_ascii_uppercase()), "x".into())).collect();
+        let env: Vec<(String, String)> = keys::KEYS
+            .iter()
+            .map(|(k, _)| {
+                (
+                    format!("IRONSCALE_{}", k.replace('.', "_").to_ascii_uppercase()),
+                    "x".into(),
+                )
+            })
+            .collect();
         l.apply_env(&env);
         let _ = l.build(Config::headscale_defaults());
         assert_eq!(l.untouched(), Vec::<&str>::new());

@@ -11,9 +11,9 @@ use crate::derpmap;
 use crate::diag::{Diagnostic, Severity};
 use crate::duration::{format_duration, parse_duration};
 use crate::keys::{self, Ty};
-use std::collections::BTreeSet;
 use crate::model::*;
 use crate::yaml::{Kind, Node};
+use std::collections::BTreeSet;
 
 #[derive(Clone, Debug)]
 enum Origin {
@@ -44,28 +44,59 @@ pub(crate) struct Loader {
 }
 
 fn join(prefix: &str, k: &str) -> String {
-    if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") }
+    if prefix.is_empty() {
+        k.to_string()
+    } else {
+        format!("{prefix}.{k}")
+    }
 }
 
 impl Loader {
     pub(crate) fn new(file: Option<&Path>) -> Loader {
         let base_dir = file
             .and_then(|f| f.parent())
-            .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p.to_path_buf()
+                }
+            })
             .unwrap_or_else(|| PathBuf::from("."));
-        Loader { file: file.map(Path::to_path_buf), base_dir, flat: BTreeMap::new(), touched: BTreeSet::new(), diags: Vec::new() }
+        Loader {
+            file: file.map(Path::to_path_buf),
+            base_dir,
+            flat: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            diags: Vec::new(),
+        }
     }
 
     // ---- diagnostics ----------------------------------------------------
 
-    pub(crate) fn push(&mut self, severity: Severity, key: &str, line: Option<usize>, message: String) {
-        self.diags.push(Diagnostic { severity, file: self.file.clone(), line, key: key.to_string(), message });
+    pub(crate) fn push(
+        &mut self,
+        severity: Severity,
+        key: &str,
+        line: Option<usize>,
+        message: String,
+    ) {
+        self.diags.push(Diagnostic {
+            severity,
+            file: self.file.clone(),
+            line,
+            key: key.to_string(),
+            message,
+        });
     }
 
     /// A diagnostic about a key, located where the key was set.
     fn at(&mut self, severity: Severity, key: &str, message: String) {
         let (line, msg) = match self.flat.get(key) {
-            Some(Entry { origin: Origin::Env(var), .. }) => (None, format!("{message} (set by ${var})")),
+            Some(Entry {
+                origin: Origin::Env(var),
+                ..
+            }) => (None, format!("{message} (set by ${var})")),
             Some(e) => (e.line, message),
             None => (None, message),
         };
@@ -75,7 +106,10 @@ impl Loader {
     /// An error about `key` (typically missing), located where `near` was set.
     fn err_near(&mut self, key: &str, near: &str, message: String) {
         let (line, msg) = match self.flat.get(near) {
-            Some(Entry { origin: Origin::Env(var), .. }) => (None, format!("{message} (${var} is set)")),
+            Some(Entry {
+                origin: Origin::Env(var),
+                ..
+            }) => (None, format!("{message} (${var} is set)")),
             Some(e) => (e.line, message),
             None => (None, message),
         };
@@ -93,7 +127,11 @@ impl Loader {
     /// A diagnostic about one item of a list value (its own line when from the file).
     fn item_diag(&mut self, severity: Severity, key: &str, line: Option<usize>, message: String) {
         match self.flat.get(key) {
-            Some(Entry { origin: Origin::Env(_), .. }) | None => self.at(severity, key, message),
+            Some(Entry {
+                origin: Origin::Env(_),
+                ..
+            })
+            | None => self.at(severity, key, message),
             Some(_) => self.push(severity, key, line, message),
         }
     }
@@ -104,10 +142,19 @@ impl Loader {
 
     // ---- collecting values ----------------------------------------------
 
-    fn put(&mut self, key: &'static str, node: Node, line: Option<usize>, origin: Origin, renamed_from: Option<String>) {
+    fn put(
+        &mut self,
+        key: &'static str,
+        node: Node,
+        line: Option<usize>,
+        origin: Origin,
+        renamed_from: Option<String>,
+    ) {
         match (self.flat.get(key), &renamed_from) {
             // A value under the new key always beats one under a deprecated key.
-            (Some(old), Some(from)) if old.renamed_from.is_none() && matches!(old.origin, Origin::File) => {
+            (Some(old), Some(from))
+                if old.renamed_from.is_none() && matches!(old.origin, Origin::File) =>
+            {
                 self.push(
                     Severity::Warning,
                     from,
@@ -118,11 +165,24 @@ impl Loader {
             }
             (Some(old), None) if old.renamed_from.is_some() && matches!(origin, Origin::File) => {
                 let (from, oline) = (old.renamed_from.clone().unwrap_or_default(), old.line);
-                self.push(Severity::Warning, &from, oline, format!("ignored because `{key}` is also set"));
+                self.push(
+                    Severity::Warning,
+                    &from,
+                    oline,
+                    format!("ignored because `{key}` is also set"),
+                );
             }
             _ => {}
         }
-        self.flat.insert(key, Entry { node, line, origin, renamed_from });
+        self.flat.insert(
+            key,
+            Entry {
+                node,
+                line,
+                origin,
+                renamed_from,
+            },
+        );
     }
 
     fn static_key(key: &str) -> Option<&'static str> {
@@ -133,10 +193,20 @@ impl Loader {
     pub(crate) fn walk(&mut self, node: &Node, prefix: &str) {
         let Kind::Map(entries) = &node.kind else {
             if prefix.is_empty() {
-                self.push(Severity::Error, "", Some(node.line), "the configuration must be a mapping of keys to values".into());
+                self.push(
+                    Severity::Error,
+                    "",
+                    Some(node.line),
+                    "the configuration must be a mapping of keys to values".into(),
+                );
             } else {
                 let found = node.type_name();
-                self.push(Severity::Error, prefix, Some(node.line), format!("must be a mapping of keys, found {found}"));
+                self.push(
+                    Severity::Error,
+                    prefix,
+                    Some(node.line),
+                    format!("must be a mapping of keys, found {found}"),
+                );
             }
             return;
         };
@@ -158,16 +228,33 @@ impl Loader {
             } else if path == keys::IP_PREFIXES {
                 self.ip_prefixes(v, kline);
             } else if let Some(hint) = keys::removed(&path) {
-                self.push(Severity::Warning, &path, kline, format!("is no longer supported and is ignored: {hint}"));
+                self.push(
+                    Severity::Warning,
+                    &path,
+                    kline,
+                    format!("is no longer supported and is ignored: {hint}"),
+                );
             } else if keys::is_ignored(&path) {
-                self.push(Severity::Info, &path, kline, "is a Headscale setting that ironscale accepts and ignores".into());
+                self.push(
+                    Severity::Info,
+                    &path,
+                    kline,
+                    "is a Headscale setting that ironscale accepts and ignores".into(),
+                );
             } else if keys::is_section(&path) {
                 if !v.is_null() {
                     self.walk(v, &path);
                 }
             } else {
-                let hint = keys::suggest(&path).map(|s| format!("; {s}")).unwrap_or_default();
-                self.push(Severity::Warning, &path, kline, format!("unknown key, ignored{hint}"));
+                let hint = keys::suggest(&path)
+                    .map(|s| format!("; {s}"))
+                    .unwrap_or_default();
+                self.push(
+                    Severity::Warning,
+                    &path,
+                    kline,
+                    format!("unknown key, ignored{hint}"),
+                );
             }
         }
     }
@@ -183,14 +270,31 @@ impl Loader {
             Kind::Seq(items) => items.iter().collect(),
             Kind::Scalar { .. } => vec![v],
             Kind::Map(_) => {
-                self.push(Severity::Error, keys::IP_PREFIXES, line, "must be a list of prefixes".into());
+                self.push(
+                    Severity::Error,
+                    keys::IP_PREFIXES,
+                    line,
+                    "must be a list of prefixes".into(),
+                );
                 return;
             }
         };
         for it in items {
-            let Kind::Scalar { text, .. } = &it.kind else { continue };
-            let key = if text.contains(':') { "prefixes.v6" } else { "prefixes.v4" };
-            self.put(key, it.clone(), Some(it.line), Origin::File, Some(keys::IP_PREFIXES.into()));
+            let Kind::Scalar { text, .. } = &it.kind else {
+                continue;
+            };
+            let key = if text.contains(':') {
+                "prefixes.v6"
+            } else {
+                "prefixes.v4"
+            };
+            self.put(
+                key,
+                it.clone(),
+                Some(it.line),
+                Origin::File,
+                Some(keys::IP_PREFIXES.into()),
+            );
         }
     }
 
@@ -198,13 +302,34 @@ impl Loader {
     pub(crate) fn apply_env(&mut self, env: &[(String, String)]) {
         for prefix in ["HEADSCALE_", "IRONSCALE_"] {
             for (name, value) in env {
-                let Some(suffix) = name.strip_prefix(prefix) else { continue };
-                let Some(key) = keys::key_for_env(suffix) else { continue };
-                if matches!(keys::ty_of(key), Some(Ty::MapList | Ty::MapStr | Ty::Records)) {
+                let Some(suffix) = name.strip_prefix(prefix) else {
+                    continue;
+                };
+                let Some(key) = keys::key_for_env(suffix) else {
+                    continue;
+                };
+                if matches!(
+                    keys::ty_of(key),
+                    Some(Ty::MapList | Ty::MapStr | Ty::Records)
+                ) {
                     continue; // structured values cannot come from one variable
                 }
-                let node = Node { line: 0, kind: Kind::Scalar { text: value.clone(), quoted: true } };
-                self.flat.insert(key, Entry { node, line: None, origin: Origin::Env(name.clone()), renamed_from: None });
+                let node = Node {
+                    line: 0,
+                    kind: Kind::Scalar {
+                        text: value.clone(),
+                        quoted: true,
+                    },
+                };
+                self.flat.insert(
+                    key,
+                    Entry {
+                        node,
+                        line: None,
+                        origin: Origin::Env(name.clone()),
+                        renamed_from: None,
+                    },
+                );
             }
         }
     }
@@ -219,7 +344,11 @@ impl Loader {
     /// Set keys that the build step never read (a bug in this crate if non-empty).
     #[cfg(test)]
     pub(crate) fn untouched(&self) -> Vec<&'static str> {
-        self.flat.keys().filter(|k| !self.touched.contains(**k)).copied().collect()
+        self.flat
+            .keys()
+            .filter(|k| !self.touched.contains(**k))
+            .copied()
+            .collect()
     }
 
     fn scalar(&mut self, key: &str, what: &str) -> Option<String> {
@@ -300,7 +429,12 @@ impl Loader {
                         Kind::Scalar { text, .. } => out.push((text.clone(), Some(it.line))),
                         _ => {
                             let found = it.type_name();
-                            self.push(Severity::Error, key, Some(it.line), format!("list items must be strings, found {found}"));
+                            self.push(
+                                Severity::Error,
+                                key,
+                                Some(it.line),
+                                format!("list items must be strings, found {found}"),
+                            );
                         }
                     }
                 }
@@ -337,7 +471,15 @@ impl Loader {
 
     fn path_of(&self, key: &str, s: &str) -> PathBuf {
         let p = PathBuf::from(s);
-        if p.is_absolute() || matches!(self.flat.get(key), Some(Entry { origin: Origin::Env(_), .. })) {
+        if p.is_absolute()
+            || matches!(
+                self.flat.get(key),
+                Some(Entry {
+                    origin: Origin::Env(_),
+                    ..
+                })
+            )
+        {
             p
         } else {
             self.base_dir.join(p)
@@ -347,7 +489,11 @@ impl Loader {
     /// A non-empty path value, resolved against the config file's directory.
     fn p(&mut self, key: &str) -> Option<PathBuf> {
         let s = self.s(key)?;
-        if s.is_empty() { None } else { Some(self.path_of(key, &s)) }
+        if s.is_empty() {
+            None
+        } else {
+            Some(self.path_of(key, &s))
+        }
     }
 
     fn sock(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
@@ -384,13 +530,21 @@ impl Loader {
             self.err("server_url", "must be set to the URL clients use to reach this server, e.g. https://hs.example.com".into());
         } else if !(c.server_url.starts_with("http://") || c.server_url.starts_with("https://")) {
             let v = c.server_url.clone();
-            self.err("server_url", format!("{v:?} must start with https:// or http://"));
+            self.err(
+                "server_url",
+                format!("{v:?} must start with https:// or http://"),
+            );
         } else {
             match url::Url::parse(&c.server_url) {
                 Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => {
                     if u.path() != "/" || u.query().is_some() {
                         let v = c.server_url.clone();
-                        self.warn("server_url", format!("{v:?} has a path or query; clients only use scheme, host and port"));
+                        self.warn(
+                            "server_url",
+                            format!(
+                                "{v:?} has a path or query; clients only use scheme, host and port"
+                            ),
+                        );
                     }
                 }
                 Ok(_) => {
@@ -409,7 +563,11 @@ impl Loader {
             }
         }
         if let Some(v) = self.s("metrics_listen_addr") {
-            c.metrics_listen_addr = if v.is_empty() { None } else { self.sock("metrics_listen_addr", &v) };
+            c.metrics_listen_addr = if v.is_empty() {
+                None
+            } else {
+                self.sock("metrics_listen_addr", &v)
+            };
         }
         if let Some(v) = self.s("grpc_listen_addr") {
             c.grpc_listen_addr = Some(v).filter(|s| !s.is_empty());
@@ -426,7 +584,10 @@ impl Loader {
             match v.trim().parse::<IpNet>() {
                 Ok(IpNet::V4(n)) => {
                     if n.addr() != n.network() {
-                        self.warn("prefixes.v4", format!("{v:?} has host bits set; using {}", n.trunc()));
+                        self.warn(
+                            "prefixes.v4",
+                            format!("{v:?} has host bits set; using {}", n.trunc()),
+                        );
                     }
                     let n = n.trunc();
                     if !cgnat_range().contains(&n) {
@@ -437,15 +598,24 @@ impl Loader {
                     }
                     c.prefixes.v4 = Some(n);
                 }
-                Ok(IpNet::V6(_)) => self.err("prefixes.v4", format!("{v:?} is an IPv6 prefix; put it under prefixes.v6")),
-                Err(_) => self.err("prefixes.v4", format!("{v:?} is not a valid IPv4 prefix (expected e.g. 100.64.0.0/10)")),
+                Ok(IpNet::V6(_)) => self.err(
+                    "prefixes.v4",
+                    format!("{v:?} is an IPv6 prefix; put it under prefixes.v6"),
+                ),
+                Err(_) => self.err(
+                    "prefixes.v4",
+                    format!("{v:?} is not a valid IPv4 prefix (expected e.g. 100.64.0.0/10)"),
+                ),
             }
         }
         if let Some(v) = self.s("prefixes.v6").filter(|s| !s.is_empty()) {
             match v.trim().parse::<IpNet>() {
                 Ok(IpNet::V6(n)) => {
                     if n.addr() != n.network() {
-                        self.warn("prefixes.v6", format!("{v:?} has host bits set; using {}", n.trunc()));
+                        self.warn(
+                            "prefixes.v6",
+                            format!("{v:?} has host bits set; using {}", n.trunc()),
+                        );
                     }
                     let n = n.trunc();
                     if !tailscale_ula_range().contains(&n) {
@@ -456,31 +626,54 @@ impl Loader {
                     }
                     c.prefixes.v6 = Some(n);
                 }
-                Ok(IpNet::V4(_)) => self.err("prefixes.v6", format!("{v:?} is an IPv4 prefix; put it under prefixes.v4")),
-                Err(_) => self.err("prefixes.v6", format!("{v:?} is not a valid IPv6 prefix (expected e.g. fd7a:115c:a1e0::/48)")),
+                Ok(IpNet::V4(_)) => self.err(
+                    "prefixes.v6",
+                    format!("{v:?} is an IPv4 prefix; put it under prefixes.v4"),
+                ),
+                Err(_) => self.err(
+                    "prefixes.v6",
+                    format!("{v:?} is not a valid IPv6 prefix (expected e.g. fd7a:115c:a1e0::/48)"),
+                ),
             }
         }
-        if c.prefixes.v4.is_none() && c.prefixes.v6.is_none() && !self.has_error_for(&["prefixes.v4", "prefixes.v6"]) {
-            self.err("prefixes", "at least one of prefixes.v4 and prefixes.v6 must be set".into());
+        if c.prefixes.v4.is_none()
+            && c.prefixes.v6.is_none()
+            && !self.has_error_for(&["prefixes.v4", "prefixes.v6"])
+        {
+            self.err(
+                "prefixes",
+                "at least one of prefixes.v4 and prefixes.v6 must be set".into(),
+            );
         }
         if let Some(v) = self.s("prefixes.allocation") {
             match v.as_str() {
                 "sequential" => c.prefixes.allocation = IpAllocation::Sequential,
                 "random" => c.prefixes.allocation = IpAllocation::Random,
-                _ => self.err("prefixes.allocation", format!("{v:?} is not valid; use sequential or random")),
+                _ => self.err(
+                    "prefixes.allocation",
+                    format!("{v:?} is not valid; use sequential or random"),
+                ),
             }
         }
     }
 
     fn has_error_for(&self, keys: &[&str]) -> bool {
-        self.diags.iter().any(|d| d.is_error() && keys.contains(&d.key.as_str()))
+        self.diags
+            .iter()
+            .any(|d| d.is_error() && keys.contains(&d.key.as_str()))
     }
 
     fn database(&mut self, c: &mut Config) {
         let ty = self.s("database.type").unwrap_or_else(|| "sqlite".into());
         let (mut sqlite, mut pg) = match &c.database {
             DatabaseConfig::Sqlite(s) => (s.clone(), None),
-            DatabaseConfig::Postgres(p) => (SqliteConfig { path: PathBuf::new(), write_ahead_log: true }, Some(p.clone())),
+            DatabaseConfig::Postgres(p) => (
+                SqliteConfig {
+                    path: PathBuf::new(),
+                    write_ahead_log: true,
+                },
+                Some(p.clone()),
+            ),
         };
         if let Some(p) = self.p("database.sqlite.path") {
             sqlite.path = p;
@@ -531,7 +724,9 @@ impl Loader {
         if let Some(v) = self.int_in::<u32>("database.postgres.max_idle_conns", 0, 10_000) {
             pg.max_idle_conns = v;
         }
-        if let Some(v) = self.int_in::<u64>("database.postgres.conn_max_idle_time_secs", 0, i64::MAX) {
+        if let Some(v) =
+            self.int_in::<u64>("database.postgres.conn_max_idle_time_secs", 0, i64::MAX)
+        {
             pg.conn_max_idle_time = Duration::from_secs(v);
         }
         match ty.as_str() {
@@ -546,15 +741,26 @@ impl Loader {
                 c.database = DatabaseConfig::Sqlite(sqlite);
             }
             "postgres" | "postgresql" => {
-                for (k, v) in [("database.postgres.host", &pg.host), ("database.postgres.name", &pg.name), ("database.postgres.user", &pg.user)] {
+                for (k, v) in [
+                    ("database.postgres.host", &pg.host),
+                    ("database.postgres.name", &pg.name),
+                    ("database.postgres.user", &pg.user),
+                ] {
                     if v.is_empty() {
-                        self.err_near(k, "database.type", "must be set when database.type is postgres".into());
+                        self.err_near(
+                            k,
+                            "database.type",
+                            "must be set when database.type is postgres".into(),
+                        );
                     }
                 }
                 c.database = DatabaseConfig::Postgres(pg);
             }
             other => {
-                self.err("database.type", format!("{other:?} is not valid; use sqlite (or sqlite3) or postgres"));
+                self.err(
+                    "database.type",
+                    format!("{other:?} is not valid; use sqlite (or sqlite3) or postgres"),
+                );
             }
         }
     }
@@ -580,7 +786,11 @@ impl Loader {
             s.stun_enabled = v;
         }
         if let Some(v) = self.s("derp.server.stun_listen_addr") {
-            s.stun_listen_addr = if v.is_empty() { None } else { self.sock("derp.server.stun_listen_addr", &v) };
+            s.stun_listen_addr = if v.is_empty() {
+                None
+            } else {
+                self.sock("derp.server.stun_listen_addr", &v)
+            };
         }
         if let Some(v) = self.p("derp.server.private_key_path") {
             s.private_key_path = v;
@@ -607,7 +817,10 @@ impl Loader {
             // Default: the control listener's host, port 3341.
             s.tls_listen_addr = SocketAddr::new(listen_ip, DEFAULT_DERP_TLS_PORT);
         }
-        if let Some(v) = self.s("derp.server.tls_listen_addr").filter(|v| !v.is_empty()) {
+        if let Some(v) = self
+            .s("derp.server.tls_listen_addr")
+            .filter(|v| !v.is_empty())
+        {
             if let Some(a) = self.sock("derp.server.tls_listen_addr", &v) {
                 s.tls_listen_addr = a;
             }
@@ -621,10 +834,21 @@ impl Loader {
         let s = c.derp.server.clone();
         if s.enabled {
             if !region_set && c.source.is_some() {
-                self.err_near("derp.server.region_id", "derp.server.enabled", "must be set when derp.server.enabled is true (Headscale uses 999)".into());
+                self.err_near(
+                    "derp.server.region_id",
+                    "derp.server.enabled",
+                    "must be set when derp.server.enabled is true (Headscale uses 999)".into(),
+                );
             }
-            if s.stun_enabled && s.stun_listen_addr.is_none() && !self.has_error_for(&["derp.server.stun_listen_addr"]) {
-                self.err_near("derp.server.stun_listen_addr", "derp.server.enabled", "must be set when derp.server.enabled is true (e.g. 0.0.0.0:3478)".into());
+            if s.stun_enabled
+                && s.stun_listen_addr.is_none()
+                && !self.has_error_for(&["derp.server.stun_listen_addr"])
+            {
+                self.err_near(
+                    "derp.server.stun_listen_addr",
+                    "derp.server.enabled",
+                    "must be set when derp.server.enabled is true (e.g. 0.0.0.0:3478)".into(),
+                );
             }
         }
 
@@ -632,8 +856,15 @@ impl Loader {
             c.derp.urls.clear();
             for (u, line) in urls {
                 match url::Url::parse(&u) {
-                    Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => c.derp.urls.push(u),
-                    _ => self.item_diag(Severity::Error, "derp.urls", line, format!("{u:?} is not an http(s) URL")),
+                    Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {
+                        c.derp.urls.push(u)
+                    }
+                    _ => self.item_diag(
+                        Severity::Error,
+                        "derp.urls",
+                        line,
+                        format!("{u:?} is not an http(s) URL"),
+                    ),
                 }
             }
         }
@@ -648,18 +879,31 @@ impl Loader {
         }
         for (path, line) in paths_with_lines {
             if !path.exists() {
-                self.item_diag(Severity::Error, "derp.paths", line, format!("{} does not exist", path.display()));
+                self.item_diag(
+                    Severity::Error,
+                    "derp.paths",
+                    line,
+                    format!("{} does not exist", path.display()),
+                );
                 continue;
             }
             match derpmap::derp_map_from_file(&path) {
                 Ok((_, ds)) => self.diags.extend(ds),
                 Err(ds) => {
-                    self.item_diag(Severity::Error, "derp.paths", line, format!("{} is not a valid DERP map (see below)", path.display()));
+                    self.item_diag(
+                        Severity::Error,
+                        "derp.paths",
+                        line,
+                        format!("{} is not a valid DERP map (see below)", path.display()),
+                    );
                     self.diags.extend(ds);
                 }
             }
         }
-        if c.derp.server.enabled && !c.derp.server.automatically_add_embedded_derp_region && c.derp.paths.is_empty() {
+        if c.derp.server.enabled
+            && !c.derp.server.automatically_add_embedded_derp_region
+            && c.derp.paths.is_empty()
+        {
             self.err(
                 "derp.server.automatically_add_embedded_derp_region",
                 "is false, so the embedded DERP region must be described in a file listed in derp.paths".into(),
@@ -670,12 +914,19 @@ impl Loader {
         }
         if let Some(v) = self.dur("derp.update_frequency") {
             if v.is_zero() && c.derp.auto_update_enabled {
-                self.err("derp.update_frequency", "must be longer than 0 when derp.auto_update_enabled is true".into());
+                self.err(
+                    "derp.update_frequency",
+                    "must be longer than 0 when derp.auto_update_enabled is true".into(),
+                );
             } else {
                 c.derp.update_frequency = v;
             }
         }
-        if !c.derp.server.enabled && c.derp.urls.is_empty() && c.derp.paths.is_empty() && self.file.is_some() {
+        if !c.derp.server.enabled
+            && c.derp.urls.is_empty()
+            && c.derp.paths.is_empty()
+            && self.file.is_some()
+        {
             self.warn(
                 "derp",
                 "no DERP servers: the embedded DERP server is off and derp.urls and derp.paths are empty, so clients that cannot connect directly cannot talk at all".into(),
@@ -687,15 +938,30 @@ impl Loader {
         c.tls.cert_path = self.p("tls_cert_path");
         c.tls.key_path = self.p("tls_key_path");
         match (&c.tls.cert_path, &c.tls.key_path) {
-            (Some(_), None) => self.err_near("tls_key_path", "tls_cert_path", "must be set together with tls_cert_path".into()),
-            (None, Some(_)) => self.err_near("tls_cert_path", "tls_key_path", "must be set together with tls_key_path".into()),
+            (Some(_), None) => self.err_near(
+                "tls_key_path",
+                "tls_cert_path",
+                "must be set together with tls_cert_path".into(),
+            ),
+            (None, Some(_)) => self.err_near(
+                "tls_cert_path",
+                "tls_key_path",
+                "must be set together with tls_key_path".into(),
+            ),
             _ => {}
         }
         for key in ["tls_cert_path", "tls_key_path"] {
-            let p = if key == "tls_cert_path" { c.tls.cert_path.clone() } else { c.tls.key_path.clone() };
+            let p = if key == "tls_cert_path" {
+                c.tls.cert_path.clone()
+            } else {
+                c.tls.key_path.clone()
+            };
             if let Some(p) = p {
                 if !p.is_file() {
-                    self.err(key, format!("{} does not exist or is not a file", p.display()));
+                    self.err(
+                        key,
+                        format!("{} does not exist or is not a file", p.display()),
+                    );
                 }
             }
         }
@@ -709,7 +975,10 @@ impl Loader {
             if v == "HTTP-01" || v == "TLS-ALPN-01" {
                 c.tls.letsencrypt.challenge_type = v;
             } else {
-                self.err("tls_letsencrypt_challenge_type", format!("{v:?} is not supported; use HTTP-01 or TLS-ALPN-01"));
+                self.err(
+                    "tls_letsencrypt_challenge_type",
+                    format!("{v:?} is not supported; use HTTP-01 or TLS-ALPN-01"),
+                );
             }
         }
         if let Some(v) = self.s("tls_letsencrypt_listen") {
@@ -721,8 +990,14 @@ impl Loader {
         if let Some(v) = self.s("acme_email") {
             c.tls.acme_email = v;
         }
-        if !c.tls.letsencrypt.hostname.is_empty() && (c.tls.cert_path.is_some() || c.tls.key_path.is_some()) {
-            self.err("tls_letsencrypt_hostname", "set either tls_letsencrypt_hostname or tls_cert_path/tls_key_path, not both".into());
+        if !c.tls.letsencrypt.hostname.is_empty()
+            && (c.tls.cert_path.is_some() || c.tls.key_path.is_some())
+        {
+            self.err(
+                "tls_letsencrypt_hostname",
+                "set either tls_letsencrypt_hostname or tls_cert_path/tls_key_path, not both"
+                    .into(),
+            );
         }
     }
 
@@ -731,14 +1006,20 @@ impl Loader {
             c.noise.private_key_path = v;
         } else if self.file.is_some() {
             let dir = match &c.database {
-                DatabaseConfig::Sqlite(s) if !s.path.as_os_str().is_empty() => {
-                    s.path.parent().map(Path::to_path_buf).unwrap_or_else(|| self.base_dir.clone())
-                }
+                DatabaseConfig::Sqlite(s) if !s.path.as_os_str().is_empty() => s
+                    .path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| self.base_dir.clone()),
                 _ => self.base_dir.clone(),
             };
             c.noise.private_key_path = dir.join("noise_private.key");
             let shown = c.noise.private_key_path.display().to_string();
-            self.at(Severity::Info, "noise.private_key_path", format!("not set; using {shown} (next to the database)"));
+            self.at(
+                Severity::Info,
+                "noise.private_key_path",
+                format!("not set; using {shown} (next to the database)"),
+            );
         }
         if self.file.is_some() && !self.is_set("derp.server.private_key_path") {
             if let Some(dir) = c.noise.private_key_path.parent() {
@@ -756,10 +1037,16 @@ impl Loader {
         }
         if let Some(v) = self.s("unix_socket_permission") {
             let t = v.trim();
-            let t = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")).unwrap_or(t);
+            let t = t
+                .strip_prefix("0o")
+                .or_else(|| t.strip_prefix("0O"))
+                .unwrap_or(t);
             match u32::from_str_radix(t, 8) {
                 Ok(m) if m <= 0o7777 => c.unix_socket_permission = m,
-                _ => self.err("unix_socket_permission", format!("{v:?} is not an octal file mode such as \"0770\"")),
+                _ => self.err(
+                    "unix_socket_permission",
+                    format!("{v:?} is not an octal file mode such as \"0770\""),
+                ),
             }
         }
         if let Some(v) = self.s("log.level") {
@@ -768,14 +1055,20 @@ impl Loader {
                 "warn" | "warning" => c.log.level = "warn".into(),
                 "panic" | "fatal" => c.log.level = "error".into(),
                 "disabled" => c.log.level = "off".into(),
-                _ => self.err("log.level", format!("{v:?} is not a log level (trace, debug, info, warn, error)")),
+                _ => self.err(
+                    "log.level",
+                    format!("{v:?} is not a log level (trace, debug, info, warn, error)"),
+                ),
             }
         }
         if let Some(v) = self.s("log.format") {
             match v.as_str() {
                 "text" | "" => c.log.format = LogFormat::Text,
                 "json" => c.log.format = LogFormat::Json,
-                _ => self.err("log.format", format!("{v:?} is not valid; use text or json")),
+                _ => self.err(
+                    "log.format",
+                    format!("{v:?} is not valid; use text or json"),
+                ),
             }
         }
         if let Some(v) = self.b("disable_check_updates") {
@@ -818,9 +1111,16 @@ impl Loader {
             return Some(Nameserver::Ip(a));
         }
         match url::Url::parse(s) {
-            Ok(u) if u.scheme() == "https" && u.host_str().is_some() => Some(Nameserver::Url(s.to_string())),
+            Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {
+                Some(Nameserver::Url(s.to_string()))
+            }
             _ => {
-                self.item_diag(Severity::Error, key, line, format!("{s:?} is neither an IP address nor an https:// (DoH) URL"));
+                self.item_diag(
+                    Severity::Error,
+                    key,
+                    line,
+                    format!("{s:?} is neither an IP address nor an https:// (DoH) URL"),
+                );
                 None
             }
         }
@@ -857,12 +1157,22 @@ impl Loader {
                         .collect(),
                     Kind::Scalar { text, .. } if !v.is_null() => vec![(text.clone(), v.line)],
                     _ => {
-                        self.item_diag(Severity::Error, "dns.nameservers.split", Some(line), format!("{domain}: must be a list of nameservers"));
+                        self.item_diag(
+                            Severity::Error,
+                            "dns.nameservers.split",
+                            Some(line),
+                            format!("{domain}: must be a list of nameservers"),
+                        );
                         continue;
                     }
                 };
                 if let Err(e) = check_dns_name(&domain) {
-                    self.item_diag(Severity::Error, "dns.nameservers.split", Some(line), format!("{domain:?}: {e}"));
+                    self.item_diag(
+                        Severity::Error,
+                        "dns.nameservers.split",
+                        Some(line),
+                        format!("{domain:?}: {e}"),
+                    );
                 }
                 let mut out = Vec::new();
                 for (s, l) in items {
@@ -870,16 +1180,26 @@ impl Loader {
                         out.push(ns);
                     }
                 }
-                c.dns.nameservers.split.insert(domain.trim_end_matches('.').to_ascii_lowercase(), out);
+                c.dns
+                    .nameservers
+                    .split
+                    .insert(domain.trim_end_matches('.').to_ascii_lowercase(), out);
             }
         }
         if let Some(list) = self.list("dns.search_domains") {
             c.dns.search_domains.clear();
             for (d, line) in list {
                 if let Err(e) = check_dns_name(&d) {
-                    self.item_diag(Severity::Error, "dns.search_domains", line, format!("{d:?}: {e}"));
+                    self.item_diag(
+                        Severity::Error,
+                        "dns.search_domains",
+                        line,
+                        format!("{d:?}: {e}"),
+                    );
                 } else {
-                    c.dns.search_domains.push(d.trim_end_matches('.').to_ascii_lowercase());
+                    c.dns
+                        .search_domains
+                        .push(d.trim_end_matches('.').to_ascii_lowercase());
                 }
             }
         }
@@ -887,17 +1207,32 @@ impl Loader {
         if let Some(p) = self.p("dns.extra_records_path") {
             if !p.is_file() {
                 let shown = p.display().to_string();
-                self.err("dns.extra_records_path", format!("{shown} does not exist or is not a file"));
+                self.err(
+                    "dns.extra_records_path",
+                    format!("{shown} does not exist or is not a file"),
+                );
             }
             c.dns.extra_records_path = Some(p);
         }
-        if self.is_set("dns.extra_records") && !c.dns.extra_records.is_empty() && c.dns.extra_records_path.is_some() {
-            self.err("dns.extra_records_path", "dns.extra_records and dns.extra_records_path are mutually exclusive; remove one".into());
+        if self.is_set("dns.extra_records")
+            && !c.dns.extra_records.is_empty()
+            && c.dns.extra_records_path.is_some()
+        {
+            self.err(
+                "dns.extra_records_path",
+                "dns.extra_records and dns.extra_records_path are mutually exclusive; remove one"
+                    .into(),
+            );
         }
 
         // Semantic checks, as Headscale does them.
         if c.dns.magic_dns && c.dns.base_domain.is_empty() {
-            self.err_near("dns.base_domain", "dns.magic_dns", "must be set when dns.magic_dns is true (e.g. vpn.example.com or tailnet.internal)".into());
+            self.err_near(
+                "dns.base_domain",
+                "dns.magic_dns",
+                "must be set when dns.magic_dns is true (e.g. vpn.example.com or tailnet.internal)"
+                    .into(),
+            );
         }
         if !c.dns.base_domain.is_empty() {
             if let Err(e) = check_dns_name(&c.dns.base_domain) {
@@ -910,7 +1245,11 @@ impl Loader {
             }
         }
         if c.dns.override_local_dns && c.dns.nameservers.global.is_empty() {
-            let near = if self.is_set("dns.override_local_dns") { "dns.override_local_dns" } else { "dns.nameservers.global" };
+            let near = if self.is_set("dns.override_local_dns") {
+                "dns.override_local_dns"
+            } else {
+                "dns.nameservers.global"
+            };
             self.err_near(
                 "dns.override_local_dns",
                 near,
@@ -920,19 +1259,29 @@ impl Loader {
     }
 
     fn extra_records(&mut self, c: &mut Config) {
-        let Some(n) = self.node("dns.extra_records") else { return };
+        let Some(n) = self.node("dns.extra_records") else {
+            return;
+        };
         if n.is_null() {
             c.dns.extra_records.clear();
             return;
         }
         let Kind::Seq(items) = n.kind else {
-            self.err("dns.extra_records", "must be a list of {name, type, value} records".into());
+            self.err(
+                "dns.extra_records",
+                "must be a list of {name, type, value} records".into(),
+            );
             return;
         };
         c.dns.extra_records.clear();
         for it in items {
             let Kind::Map(fields) = &it.kind else {
-                self.item_diag(Severity::Error, "dns.extra_records", Some(it.line), "each record must be a mapping with name, type and value".into());
+                self.item_diag(
+                    Severity::Error,
+                    "dns.extra_records",
+                    Some(it.line),
+                    "each record must be a mapping with name, type and value".into(),
+                );
                 continue;
             };
             let mut name = String::new();
@@ -940,22 +1289,42 @@ impl Loader {
             let mut value: Option<(String, usize)> = None;
             for (k, kl, v) in fields {
                 let Kind::Scalar { text, .. } = &v.kind else {
-                    self.item_diag(Severity::Error, "dns.extra_records", Some(*kl), format!("{k}: must be a string"));
+                    self.item_diag(
+                        Severity::Error,
+                        "dns.extra_records",
+                        Some(*kl),
+                        format!("{k}: must be a string"),
+                    );
                     continue;
                 };
                 match k.to_ascii_lowercase().as_str() {
                     "name" => name = text.clone(),
                     "type" => ty = text.to_ascii_uppercase(),
                     "value" => value = Some((text.clone(), *kl)),
-                    _ => self.item_diag(Severity::Warning, "dns.extra_records", Some(*kl), format!("unknown record field {k:?}, ignored")),
+                    _ => self.item_diag(
+                        Severity::Warning,
+                        "dns.extra_records",
+                        Some(*kl),
+                        format!("unknown record field {k:?}, ignored"),
+                    ),
                 }
             }
             if name.is_empty() {
-                self.item_diag(Severity::Error, "dns.extra_records", Some(it.line), "record has no name".into());
+                self.item_diag(
+                    Severity::Error,
+                    "dns.extra_records",
+                    Some(it.line),
+                    "record has no name".into(),
+                );
                 continue;
             }
             let Some((value, vline)) = value else {
-                self.item_diag(Severity::Error, "dns.extra_records", Some(it.line), format!("record {name:?} has no value"));
+                self.item_diag(
+                    Severity::Error,
+                    "dns.extra_records",
+                    Some(it.line),
+                    format!("record {name:?} has no value"),
+                );
                 continue;
             };
             if ty != "A" && ty != "AAAA" {
@@ -987,7 +1356,10 @@ impl Loader {
             match v.as_str() {
                 "file" => c.policy.mode = PolicyMode::File,
                 "database" => c.policy.mode = PolicyMode::Database,
-                _ => self.err("policy.mode", format!("{v:?} is not valid; use file or database")),
+                _ => self.err(
+                    "policy.mode",
+                    format!("{v:?} is not valid; use file or database"),
+                ),
             }
         }
         if let Some(p) = self.p("policy.path") {
@@ -996,11 +1368,16 @@ impl Loader {
         match (c.policy.mode, &c.policy.path) {
             (PolicyMode::File, Some(p)) if !p.is_file() => {
                 let shown = p.display().to_string();
-                self.err("policy.path", format!("{shown} does not exist or is not a file"));
+                self.err(
+                    "policy.path",
+                    format!("{shown} does not exist or is not a file"),
+                );
             }
-            (PolicyMode::Database, Some(_)) => {
-                self.warn("policy.path", "is ignored because policy.mode is database (the policy is stored in the database)".into())
-            }
+            (PolicyMode::Database, Some(_)) => self.warn(
+                "policy.path",
+                "is ignored because policy.mode is database (the policy is stored in the database)"
+                    .into(),
+            ),
             _ => {}
         }
     }
@@ -1061,7 +1438,10 @@ impl Loader {
             if v == "plain" || v == "S256" {
                 c.oidc.pkce.method = v;
             } else {
-                self.err("oidc.pkce.method", format!("{v:?} is not valid; use plain or S256"));
+                self.err(
+                    "oidc.pkce.method",
+                    format!("{v:?} is not valid; use plain or S256"),
+                );
             }
         }
         if c.oidc.enabled() {
@@ -1073,10 +1453,17 @@ impl Loader {
                 }
             }
             if c.oidc.client_id.is_empty() {
-                self.err_near("oidc.client_id", "oidc.issuer", "must be set when oidc.issuer is set".into());
+                self.err_near(
+                    "oidc.client_id",
+                    "oidc.issuer",
+                    "must be set when oidc.issuer is set".into(),
+                );
             }
             if !c.oidc.client_secret.is_empty() && c.oidc.client_secret_path.is_some() {
-                self.err("oidc.client_secret_path", "oidc.client_secret and oidc.client_secret_path are mutually exclusive".into());
+                self.err(
+                    "oidc.client_secret_path",
+                    "oidc.client_secret and oidc.client_secret_path are mutually exclusive".into(),
+                );
             }
         }
     }
@@ -1089,20 +1476,33 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
         return port
             .parse::<u16>()
             .map(|p| SocketAddr::from(([0, 0, 0, 0], p)))
-            .map_err(|_| format!("{s:?} is not a valid listen address (expected host:port, e.g. 0.0.0.0:8080)"));
+            .map_err(|_| {
+                format!(
+                    "{s:?} is not a valid listen address (expected host:port, e.g. 0.0.0.0:8080)"
+                )
+            });
     }
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
     if let Some((host, port)) = s.rsplit_once(':') {
         if port.parse::<u16>().is_ok() && (host == "localhost" || host.ends_with(".localhost")) {
-            return (host, 0).to_socket_addrs().ok().and_then(|mut it| it.next()).map_or(
-                Ok(SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap_or(0)))),
-                |a| Ok(SocketAddr::new(a.ip(), port.parse().unwrap_or(0))),
-            );
+            return (host, 0)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut it| it.next())
+                .map_or(
+                    Ok(SocketAddr::from((
+                        [127, 0, 0, 1],
+                        port.parse().unwrap_or(0),
+                    ))),
+                    |a| Ok(SocketAddr::new(a.ip(), port.parse().unwrap_or(0))),
+                );
         }
     }
-    Err(format!("{s:?} is not a valid listen address (expected ip:port, e.g. 0.0.0.0:8080 or [::]:8080)"))
+    Err(format!(
+        "{s:?} is not a valid listen address (expected ip:port, e.g. 0.0.0.0:8080 or [::]:8080)"
+    ))
 }
 
 /// RFC 1035-ish host name check (letters, digits, hyphens; labels of 1-63).
@@ -1118,7 +1518,12 @@ pub(crate) fn check_dns_name(name: &str) -> Result<(), String> {
         if label.is_empty() || label.len() > 63 {
             return Err("is not a valid domain name (empty or over-long label)".into());
         }
-        if label.starts_with('-') || label.ends_with('-') || !label.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+        if label.starts_with('-')
+            || label.ends_with('-')
+            || !label
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
             return Err("is not a valid domain name (use letters, digits and hyphens)".into());
         }
     }
@@ -1138,14 +1543,30 @@ pub(crate) fn base_domain_pitfall(base_domain: &str, server_host: &str) -> Optio
     }
     let safe = |cand: &String| !(host == *cand || host.ends_with(&format!(".{cand}")));
     // Suggest a sibling of the server host under the same parent domain.
-    let parent_domain = if same { host.split_once('.').map(|(_, p)| p.to_string()).unwrap_or_default() } else { base.clone() };
+    let parent_domain = if same {
+        host.split_once('.')
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default()
+    } else {
+        base.clone()
+    };
     let suggestions: Vec<String> = ["vpn", "tailnet", "ts"]
         .iter()
-        .map(|p| if parent_domain.is_empty() { format!("{p}.internal") } else { format!("{p}.{parent_domain}") })
+        .map(|p| {
+            if parent_domain.is_empty() {
+                format!("{p}.internal")
+            } else {
+                format!("{p}.{parent_domain}")
+            }
+        })
         .filter(safe)
         .take(2)
         .collect();
-    let relation = if same { "is the same as the host of server_url" } else { "is a parent domain of the server_url host" };
+    let relation = if same {
+        "is the same as the host of server_url"
+    } else {
+        "is a parent domain of the server_url host"
+    };
     Some(format!(
         "{base:?} {relation} ({host:?}). With MagicDNS, every client treats {base} as the tailnet's own domain, \
          so it could no longer resolve {host} and would lose the control server (and DERP). \
@@ -1160,8 +1581,14 @@ mod tests {
 
     #[test]
     fn listen_addrs() {
-        assert_eq!(parse_listen_addr(":8080"), Ok(SocketAddr::from(([0, 0, 0, 0], 8080))));
-        assert_eq!(parse_listen_addr("0.0.0.0:8080"), Ok(SocketAddr::from(([0, 0, 0, 0], 8080))));
+        assert_eq!(
+            parse_listen_addr(":8080"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 8080)))
+        );
+        assert_eq!(
+            parse_listen_addr("0.0.0.0:8080"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 8080)))
+        );
         assert!(parse_listen_addr("[::]:443").is_ok());
         assert!(parse_listen_addr("localhost:80").is_ok());
         assert!(parse_listen_addr("8080").is_err());

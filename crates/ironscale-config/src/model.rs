@@ -29,7 +29,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() { f.write_str("\"\"") } else { f.write_str("<redacted>") }
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("<redacted>")
+        }
     }
 }
 
@@ -141,8 +145,17 @@ impl PostgresConfig {
                 self.ssl
             )
         } else {
-            let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-            format!("postgres://{auth}@{host}:{}/{}?sslmode={}", self.port, enc(&self.name), self.ssl)
+            let host = if self.host.contains(':') {
+                format!("[{}]", self.host)
+            } else {
+                self.host.clone()
+            };
+            format!(
+                "postgres://{auth}@{host}:{}/{}?sslmode={}",
+                self.port,
+                enc(&self.name),
+                self.ssl
+            )
         }
     }
 }
@@ -343,13 +356,18 @@ impl Config {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_listen_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             grpc_listen_addr: None,
-            noise: NoiseConfig { private_key_path: d("noise_private.key") },
+            noise: NoiseConfig {
+                private_key_path: d("noise_private.key"),
+            },
             prefixes: PrefixesConfig {
                 v4: Some(cgnat_range()),
                 v6: Some(tailscale_ula_range()),
                 allocation: IpAllocation::Sequential,
             },
-            database: DatabaseConfig::Sqlite(SqliteConfig { path: d("db.sqlite"), write_ahead_log: true }),
+            database: DatabaseConfig::Sqlite(SqliteConfig {
+                path: d("db.sqlite"),
+                write_ahead_log: true,
+            }),
             derp: DerpConfig {
                 server: DerpServerConfig {
                     enabled: true,
@@ -386,9 +404,15 @@ impl Config {
             },
             unix_socket: d("ironscale.sock"),
             unix_socket_permission: 0o770,
-            log: LogConfig { level: "info".into(), format: LogFormat::Text },
+            log: LogConfig {
+                level: "info".into(),
+                format: LogFormat::Text,
+            },
             disable_check_updates: true,
-            node: NodeConfig { expiry: None, ephemeral_inactivity_timeout: Duration::from_secs(120) },
+            node: NodeConfig {
+                expiry: None,
+                ephemeral_inactivity_timeout: Duration::from_secs(120),
+            },
             dns: DnsConfig {
                 magic_dns: true,
                 base_domain: "tailnet.internal".into(),
@@ -398,7 +422,10 @@ impl Config {
                 extra_records: Vec::new(),
                 extra_records_path: None,
             },
-            policy: PolicyConfig { mode: PolicyMode::File, path: None },
+            policy: PolicyConfig {
+                mode: PolicyMode::File,
+                path: None,
+            },
             oidc: OidcConfig::default_off(),
             logtail: LogtailConfig { enabled: false },
             randomize_client_port: false,
@@ -413,7 +440,10 @@ impl Config {
         let mut c = Config::default_local(base);
         c.server_url = String::new();
         c.metrics_listen_addr = None;
-        c.database = DatabaseConfig::Sqlite(SqliteConfig { path: PathBuf::new(), write_ahead_log: true });
+        c.database = DatabaseConfig::Sqlite(SqliteConfig {
+            path: PathBuf::new(),
+            write_ahead_log: true,
+        });
         c.derp.server.enabled = false;
         c.derp.server.region_id = 0;
         c.derp.server.region_code = "headscale".into();
@@ -431,7 +461,9 @@ impl Config {
 
     /// Host name of `server_url` (what the embedded DERP region advertises).
     pub fn server_url_host(&self) -> Option<String> {
-        url::Url::parse(&self.server_url).ok().and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+        url::Url::parse(&self.server_url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
     }
 
     pub fn server_url_is_https(&self) -> bool {
@@ -454,7 +486,10 @@ impl Config {
         if self.embedded_derp_uses_own_tls() {
             self.derp.server.tls_listen_addr.port()
         } else {
-            url::Url::parse(&self.server_url).ok().and_then(|u| u.port_or_known_default()).unwrap_or(443)
+            url::Url::parse(&self.server_url)
+                .ok()
+                .and_then(|u| u.port_or_known_default())
+                .unwrap_or(443)
         }
     }
 
@@ -487,7 +522,10 @@ impl OidcConfig {
             email_verified_required: true,
             use_expiry_from_token: false,
             only_start_if_oidc_is_available: true,
-            pkce: PkceConfig { enabled: false, method: "S256".into() },
+            pkce: PkceConfig {
+                enabled: false,
+                method: "S256".into(),
+            },
         }
     }
 }

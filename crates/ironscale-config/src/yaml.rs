@@ -19,7 +19,10 @@ pub(crate) struct Node {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Kind {
     /// A scalar with its raw text; `quoted` is true for any non-plain style.
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     /// Mapping entries in document order: (key text, key line, value).
     Map(Vec<(String, usize, Node)>),
@@ -53,7 +56,11 @@ pub(crate) struct SyntaxError {
 const MAX_NODES: usize = 200_000;
 
 enum Frame {
-    Seq { line: usize, anchor: usize, items: Vec<Node> },
+    Seq {
+        line: usize,
+        anchor: usize,
+        items: Vec<Node>,
+    },
     Map {
         line: usize,
         anchor: usize,
@@ -85,7 +92,11 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
     while let Some(ev) = parser.next_event() {
         let (ev, span) = ev.map_err(|e| SyntaxError {
             line: e.marker().line().max(1),
-            message: format!("YAML syntax error: {} (column {})", e.info(), e.marker().col() + 1),
+            message: format!(
+                "YAML syntax error: {} (column {})",
+                e.info(),
+                e.marker().col() + 1
+            ),
         })?;
         let line = span.start.line().max(1);
         let complete: Option<(Node, usize)> = match ev {
@@ -103,48 +114,112 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
             Event::Nothing | Event::StreamStart | Event::DocumentEnd => None,
             Event::Scalar(v, style, anchor, _tag) => {
                 let quoted = !matches!(style, ScalarStyle::Plain);
-                Some((Node { line, kind: Kind::Scalar { text: v.into_owned(), quoted } }, anchor))
+                Some((
+                    Node {
+                        line,
+                        kind: Kind::Scalar {
+                            text: v.into_owned(),
+                            quoted,
+                        },
+                    },
+                    anchor,
+                ))
             }
             Event::Alias(id) => match anchors.get(&id) {
                 Some(n) => {
                     nodes += count(n);
                     if nodes > MAX_NODES {
-                        return Err(SyntaxError { line, message: "alias expansion makes the document too large".into() });
+                        return Err(SyntaxError {
+                            line,
+                            message: "alias expansion makes the document too large".into(),
+                        });
                     }
                     let mut n = n.clone();
                     n.line = line;
                     Some((n, 0))
                 }
-                None => return Err(SyntaxError { line, message: "alias refers to an unknown anchor".into() }),
+                None => {
+                    return Err(SyntaxError {
+                        line,
+                        message: "alias refers to an unknown anchor".into(),
+                    })
+                }
             },
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq { line, anchor, items: Vec::new() });
+                stack.push(Frame::Seq {
+                    line,
+                    anchor,
+                    items: Vec::new(),
+                });
                 None
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map { line, anchor, entries: Vec::new(), merged: Vec::new(), key: None });
+                stack.push(Frame::Map {
+                    line,
+                    anchor,
+                    entries: Vec::new(),
+                    merged: Vec::new(),
+                    key: None,
+                });
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { line, anchor, items }) => Some((Node { line, kind: Kind::Seq(items) }, anchor)),
-                _ => return Err(SyntaxError { line, message: "unbalanced sequence".into() }),
+                Some(Frame::Seq {
+                    line,
+                    anchor,
+                    items,
+                }) => Some((
+                    Node {
+                        line,
+                        kind: Kind::Seq(items),
+                    },
+                    anchor,
+                )),
+                _ => {
+                    return Err(SyntaxError {
+                        line,
+                        message: "unbalanced sequence".into(),
+                    })
+                }
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map { line, anchor, mut entries, merged, .. }) => {
+                Some(Frame::Map {
+                    line,
+                    anchor,
+                    mut entries,
+                    merged,
+                    ..
+                }) => {
                     for (k, kl, v) in merged {
                         if !entries.iter().any(|(e, _, _)| *e == k) {
                             entries.push((k, kl, v));
                         }
                     }
-                    Some((Node { line, kind: Kind::Map(entries) }, anchor))
+                    Some((
+                        Node {
+                            line,
+                            kind: Kind::Map(entries),
+                        },
+                        anchor,
+                    ))
                 }
-                _ => return Err(SyntaxError { line, message: "unbalanced mapping".into() }),
+                _ => {
+                    return Err(SyntaxError {
+                        line,
+                        message: "unbalanced mapping".into(),
+                    })
+                }
             },
         };
-        let Some((node, anchor)) = complete else { continue };
+        let Some((node, anchor)) = complete else {
+            continue;
+        };
         nodes += 1;
         if nodes > MAX_NODES {
-            return Err(SyntaxError { line, message: "the document is too large".into() });
+            return Err(SyntaxError {
+                line,
+                message: "the document is too large".into(),
+            });
         }
         if anchor != 0 {
             anchors.insert(anchor, node.clone());
@@ -156,13 +231,19 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
                 }
             }
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, merged, key, .. }) => match key.take() {
+            Some(Frame::Map {
+                entries,
+                merged,
+                key,
+                ..
+            }) => match key.take() {
                 None => match node.kind {
                     Kind::Scalar { text, .. } => *key = Some((text, node.line)),
                     _ => {
                         return Err(SyntaxError {
                             line: node.line,
-                            message: "a mapping key must be a plain scalar, not a list or mapping".into(),
+                            message: "a mapping key must be a plain scalar, not a list or mapping"
+                                .into(),
                         })
                     }
                 },
@@ -182,15 +263,25 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
             },
         }
     }
-    let root = root.unwrap_or(Node { line: 1, kind: Kind::Map(Vec::new()) });
+    let root = root.unwrap_or(Node {
+        line: 1,
+        kind: Kind::Map(Vec::new()),
+    });
     if root.is_null() {
-        return Ok(Node { line: 1, kind: Kind::Map(Vec::new()) });
+        return Ok(Node {
+            line: 1,
+            kind: Kind::Map(Vec::new()),
+        });
     }
     Ok(root)
 }
 
 /// YAML merge key `<<: *anchor` (or a list of anchors): copy entries not yet present.
-fn merge_into(entries: &mut Vec<(String, usize, Node)>, node: Node, line: usize) -> Result<(), SyntaxError> {
+fn merge_into(
+    entries: &mut Vec<(String, usize, Node)>,
+    node: Node,
+    line: usize,
+) -> Result<(), SyntaxError> {
     let sources = match node.kind {
         Kind::Map(m) => vec![m],
         Kind::Seq(items) => {
@@ -198,12 +289,22 @@ fn merge_into(entries: &mut Vec<(String, usize, Node)>, node: Node, line: usize)
             for it in items {
                 match it.kind {
                     Kind::Map(m) => v.push(m),
-                    _ => return Err(SyntaxError { line, message: "`<<` merge needs mappings".into() }),
+                    _ => {
+                        return Err(SyntaxError {
+                            line,
+                            message: "`<<` merge needs mappings".into(),
+                        })
+                    }
                 }
             }
             v
         }
-        _ => return Err(SyntaxError { line, message: "`<<` merge needs a mapping".into() }),
+        _ => {
+            return Err(SyntaxError {
+                line,
+                message: "`<<` merge needs a mapping".into(),
+            })
+        }
     };
     for m in sources {
         for (k, kl, v) in m {
@@ -232,8 +333,20 @@ mod tests {
         assert_eq!(get(&n, "a").line, 1);
         let b = get(&n, "b");
         assert_eq!(get(b, "c").line, 3);
-        assert_eq!(get(b, "c").kind, Kind::Scalar { text: "0770".into(), quoted: false });
-        assert_eq!(get(b, "d").kind, Kind::Scalar { text: "x".into(), quoted: true });
+        assert_eq!(
+            get(b, "c").kind,
+            Kind::Scalar {
+                text: "0770".into(),
+                quoted: false
+            }
+        );
+        assert_eq!(
+            get(b, "d").kind,
+            Kind::Scalar {
+                text: "x".into(),
+                quoted: true
+            }
+        );
         assert!(matches!(&get(&n, "e").kind, Kind::Seq(v) if v.len() == 2));
     }
 
@@ -254,8 +367,20 @@ mod tests {
     fn anchors_and_merge() {
         let n = parse("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n").expect("parse");
         let o = get(&n, "other");
-        assert_eq!(get(o, "x").kind, Kind::Scalar { text: "1".into(), quoted: false });
-        assert_eq!(get(o, "y").kind, Kind::Scalar { text: "3".into(), quoted: false });
+        assert_eq!(
+            get(o, "x").kind,
+            Kind::Scalar {
+                text: "1".into(),
+                quoted: false
+            }
+        );
+        assert_eq!(
+            get(o, "y").kind,
+            Kind::Scalar {
+                text: "3".into(),
+                quoted: false
+            }
+        );
     }
 
     #[test]
@@ -272,6 +397,9 @@ mod tests {
     #[test]
     fn empty_is_empty_map() {
         assert_eq!(parse("").expect("parse").kind, Kind::Map(vec![]));
-        assert_eq!(parse("# only a comment\n").expect("parse").kind, Kind::Map(vec![]));
+        assert_eq!(
+            parse("# only a comment\n").expect("parse").kind,
+            Kind::Map(vec![])
+        );
     }
 }

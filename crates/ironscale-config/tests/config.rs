@@ -7,7 +7,9 @@ use std::time::Duration;
 use ironscale_config::*;
 
 fn testdata(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -23,7 +25,11 @@ fn setup(text: &str) -> Setup {
     std::fs::write(dir.path().join("derp.yaml"), testdata("seed-derp.yaml")).expect("write");
     std::fs::write(dir.path().join("acls.json"), testdata("seed-acls.json")).expect("write");
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, text.replace("/TESTDIR", &dir.path().display().to_string())).expect("write");
+    std::fs::write(
+        &config,
+        text.replace("/TESTDIR", &dir.path().display().to_string()),
+    )
+    .expect("write");
     Setup { dir, config }
 }
 
@@ -50,7 +56,12 @@ fn seed_config_fails_exactly_on_the_base_domain_pitfall() {
     let s = setup(&testdata("seed-config.yaml"));
     let diags = expect_err(Config::load(&s.config));
     let errs = errors(&diags);
-    assert_eq!(errs.len(), 1, "only the base_domain pitfall must be an error:\n{}", render(&diags));
+    assert_eq!(
+        errs.len(),
+        1,
+        "only the base_domain pitfall must be an error:\n{}",
+        render(&diags)
+    );
     let e = errs[0];
     assert_eq!(e.key, "dns.base_domain");
     assert_eq!(e.line, Some(21));
@@ -58,32 +69,73 @@ fn seed_config_fails_exactly_on_the_base_domain_pitfall() {
     // The message names the pitfall and the fix.
     assert!(e.message.contains("\"example.com\" is a parent domain of the server_url host (\"your-domain.example.com\")"), "{}", e.message);
     assert!(e.message.contains("\"vpn.example.com\""), "{}", e.message);
-    assert!(e.message.contains("does not contain the server host"), "{}", e.message);
+    assert!(
+        e.message.contains("does not contain the server host"),
+        "{}",
+        e.message
+    );
     let shown = e.to_string();
-    assert!(shown.starts_with(&format!("{}:21: dns.base_domain: ", s.config.display())), "{shown}");
+    assert!(
+        shown.starts_with(&format!("{}:21: dns.base_domain: ", s.config.display())),
+        "{shown}"
+    );
 }
 
 #[test]
 fn seed_config_with_vpn_subdomain_passes() {
-    let text = testdata("seed-config.yaml").replace("base_domain: example.com ", "base_domain: vpn.example.com ");
+    let text = testdata("seed-config.yaml")
+        .replace("base_domain: example.com ", "base_domain: vpn.example.com ");
     let s = setup(&text);
     let (c, warnings) = expect_ok(Config::load(&s.config));
     let dir = s.dir.path();
     assert_eq!(c.server_url, "https://your-domain.example.com");
-    assert_eq!(c.listen_addr, "0.0.0.0:8080".parse::<SocketAddr>().expect("addr"));
-    assert_eq!(c.metrics_listen_addr, Some("127.0.0.1:9090".parse().expect("addr")));
+    assert_eq!(
+        c.listen_addr,
+        "0.0.0.0:8080".parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(
+        c.metrics_listen_addr,
+        Some("127.0.0.1:9090".parse().expect("addr"))
+    );
     assert_eq!(c.dns.base_domain, "vpn.example.com");
     assert!(c.dns.magic_dns && c.dns.override_local_dns);
-    assert_eq!(c.dns.nameservers.global, vec![Nameserver::Ip("1.1.1.1".parse().expect("ip")), Nameserver::Ip("8.8.8.8".parse().expect("ip"))]);
+    assert_eq!(
+        c.dns.nameservers.global,
+        vec![
+            Nameserver::Ip("1.1.1.1".parse().expect("ip")),
+            Nameserver::Ip("8.8.8.8".parse().expect("ip"))
+        ]
+    );
     assert_eq!(c.prefixes.v4, Some(cgnat_range()));
     assert_eq!(c.prefixes.v6, Some(tailscale_ula_range()));
     // `database.path` is not a Headscale key, but clearly means database.sqlite.path.
-    assert_eq!(c.database, DatabaseConfig::Sqlite(SqliteConfig { path: dir.join("db.sqlite"), write_ahead_log: true }));
-    assert!(warnings.iter().any(|w| w.key == "database.path" && w.line == Some(8) && w.message.contains("database.sqlite.path")), "{}", render(&warnings));
-    assert_eq!(c.policy, PolicyConfig { mode: PolicyMode::File, path: Some(dir.join("acls.json")) });
+    assert_eq!(
+        c.database,
+        DatabaseConfig::Sqlite(SqliteConfig {
+            path: dir.join("db.sqlite"),
+            write_ahead_log: true
+        })
+    );
+    assert!(
+        warnings.iter().any(|w| w.key == "database.path"
+            && w.line == Some(8)
+            && w.message.contains("database.sqlite.path")),
+        "{}",
+        render(&warnings)
+    );
+    assert_eq!(
+        c.policy,
+        PolicyConfig {
+            mode: PolicyMode::File,
+            path: Some(dir.join("acls.json"))
+        }
+    );
     assert!(!c.derp.server.enabled);
     assert_eq!(c.derp.server.region_id, 999);
-    assert_eq!(c.derp.urls, vec!["https://controlplane.tailscale.com/derpmap/default".to_string()]);
+    assert_eq!(
+        c.derp.urls,
+        vec!["https://controlplane.tailscale.com/derpmap/default".to_string()]
+    );
     assert_eq!(c.derp.paths, vec![dir.join("derp.yaml")]);
     assert!(c.derp.auto_update_enabled);
     assert_eq!(c.derp.update_frequency, Duration::from_secs(86_400));
@@ -92,7 +144,11 @@ fn seed_config_with_vpn_subdomain_passes() {
     // The seed's derp.yaml has placeholder IPs: warnings from that file, with lines.
     let derp_file = dir.join("derp.yaml");
     assert!(
-        warnings.iter().any(|w| w.file.as_deref() == Some(derp_file.as_path()) && w.key == "regions.900.nodes.0.ipv4" && w.line == Some(11)),
+        warnings
+            .iter()
+            .any(|w| w.file.as_deref() == Some(derp_file.as_path())
+                && w.key == "regions.900.nodes.0.ipv4"
+                && w.line == Some(11)),
         "{}",
         render(&warnings)
     );
@@ -103,7 +159,12 @@ fn seed_section8_dns_block_passes() {
     let seed = testdata("seed-config.yaml");
     let start = seed.find("# DNS Configuration").expect("dns start");
     let end = seed.find("# ACL Policy").expect("dns end");
-    let text = format!("{}{}\n{}", &seed[..start], testdata("seed-section8-dns.yaml"), &seed[end..]);
+    let text = format!(
+        "{}{}\n{}",
+        &seed[..start],
+        testdata("seed-section8-dns.yaml"),
+        &seed[end..]
+    );
     let s = setup(&text);
     let (c, warnings) = expect_ok(Config::load(&s.config));
     assert_eq!(c.dns.base_domain, "vpn.example.com");
@@ -113,10 +174,17 @@ fn seed_section8_dns_block_passes() {
     );
     assert_eq!(
         c.dns.extra_records,
-        vec![ExtraRecord { name: "dashboard.vpn.example.com".into(), record_type: "A".into(), value: "100.64.0.2".parse().expect("ip") }]
+        vec![ExtraRecord {
+            name: "dashboard.vpn.example.com".into(),
+            record_type: "A".into(),
+            value: "100.64.0.2".parse().expect("ip")
+        }]
     );
     assert!(
-        warnings.iter().any(|w| w.key == "dns.nameservers.restricted" && w.message.contains("dns.nameservers.split")),
+        warnings
+            .iter()
+            .any(|w| w.key == "dns.nameservers.restricted"
+                && w.message.contains("dns.nameservers.split")),
         "{}",
         render(&warnings)
     );
@@ -127,10 +195,25 @@ fn seed_derp_map() {
     let s = setup("");
     let regions = derp_regions_from_file(&s.dir.path().join("derp.yaml")).expect("derp map");
     assert_eq!(regions.len(), 2);
-    assert_eq!((regions[0].region_id, regions[0].region_code.as_str(), regions[0].region_name.as_str()), (900, "my-derp", "Malaysia DERP"));
+    assert_eq!(
+        (
+            regions[0].region_id,
+            regions[0].region_code.as_str(),
+            regions[0].region_name.as_str()
+        ),
+        (900, "my-derp", "Malaysia DERP")
+    );
     assert_eq!(regions[1].region_id, 901);
     let n = &regions[1].nodes[0];
-    assert_eq!((n.name.as_str(), n.derp_port, n.stun_port, n.insecure_for_tests), ("901a", 33331, 3478, true));
+    assert_eq!(
+        (
+            n.name.as_str(),
+            n.derp_port,
+            n.stun_port,
+            n.insecure_for_tests
+        ),
+        ("901a", 33331, 3478, true)
+    );
 }
 
 fn one_error(diags: &[Diagnostic]) -> &Diagnostic {
@@ -140,7 +223,8 @@ fn one_error(diags: &[Diagnostic]) -> &Diagnostic {
 }
 
 fn vpn_seed() -> String {
-    testdata("seed-config.yaml").replace("base_domain: example.com ", "base_domain: vpn.example.com ")
+    testdata("seed-config.yaml")
+        .replace("base_domain: example.com ", "base_domain: vpn.example.com ")
 }
 
 #[test]
@@ -156,7 +240,13 @@ fn prefix_outside_cgnat_only_warns() {
     let s = setup(&vpn_seed().replace("v4: 100.64.0.0/10 ", "v4: 10.0.0.0/8 "));
     let (c, w) = expect_ok(Config::load(&s.config));
     assert_eq!(c.prefixes.v4, Some("10.0.0.0/8".parse().expect("net")));
-    assert!(w.iter().any(|w| w.key == "prefixes.v4" && w.line == Some(12) && w.severity == Severity::Warning), "{}", render(&w));
+    assert!(
+        w.iter().any(|w| w.key == "prefixes.v4"
+            && w.line == Some(12)
+            && w.severity == Severity::Warning),
+        "{}",
+        render(&w)
+    );
 }
 
 #[test]
@@ -164,7 +254,10 @@ fn bad_duration_names_the_line() {
     let s = setup(&vpn_seed().replace("update_frequency: 24h", "update_frequency: 24hours"));
     let diags = expect_err(Config::load(&s.config));
     let e = one_error(&diags);
-    assert_eq!((e.key.as_str(), e.line), ("derp.update_frequency", Some(63)));
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        ("derp.update_frequency", Some(63))
+    );
     assert!(e.message.contains("unknown unit"), "{}", e.message);
 }
 
@@ -184,9 +277,19 @@ fn broken_derp_file_is_reported_in_that_file() {
     std::fs::write(s.dir.path().join("derp.yaml"), "regions:\n  900:\n    regionid: 900\n    nodes:\n      - name: a\n        hostname: h\n        derpport: eighty\n").expect("write");
     let diags = expect_err(Config::load(&s.config));
     let derp = s.dir.path().join("derp.yaml");
-    assert!(errors(&diags).iter().any(|d| d.key == "derp.paths" && d.line == Some(61)), "{}", render(&diags));
     assert!(
-        errors(&diags).iter().any(|d| d.file.as_deref() == Some(derp.as_path()) && d.line == Some(7) && d.key == "regions.900.nodes.0.derpport"),
+        errors(&diags)
+            .iter()
+            .any(|d| d.key == "derp.paths" && d.line == Some(61)),
+        "{}",
+        render(&diags)
+    );
+    assert!(
+        errors(&diags)
+            .iter()
+            .any(|d| d.file.as_deref() == Some(derp.as_path())
+                && d.line == Some(7)
+                && d.key == "regions.900.nodes.0.derpport"),
         "{}",
         render(&diags)
     );
@@ -194,7 +297,10 @@ fn broken_derp_file_is_reported_in_that_file() {
 
 #[test]
 fn bad_indentation_names_the_line() {
-    let text = vpn_seed().replace("  base_domain: vpn.example.com", "   base_domain: vpn.example.com");
+    let text = vpn_seed().replace(
+        "  base_domain: vpn.example.com",
+        "   base_domain: vpn.example.com",
+    );
     let s = setup(&text);
     let diags = expect_err(Config::load(&s.config));
     let e = one_error(&diags);
@@ -224,7 +330,10 @@ fn every_problem_is_reported_at_once() {
     let s = setup(&text);
     std::fs::remove_file(s.dir.path().join("derp.yaml")).expect("rm");
     let diags = expect_err(Config::load(&s.config));
-    let mut got: Vec<(String, Option<usize>)> = errors(&diags).iter().map(|d| (d.key.clone(), d.line)).collect();
+    let mut got: Vec<(String, Option<usize>)> = errors(&diags)
+        .iter()
+        .map(|d| (d.key.clone(), d.line))
+        .collect();
     got.sort();
     let mut want = vec![
         ("derp.paths".to_string(), Some(61)),
@@ -239,14 +348,26 @@ fn every_problem_is_reported_at_once() {
 
 #[test]
 fn unknown_keys_warn_with_line_and_suggestion() {
-    let text = format!("{}\ntuning:\n  batched_change_delay: 250ms\n  node_mapsession_channel_size: 32\n", vpn_seed());
+    let text = format!(
+        "{}\ntuning:\n  batched_change_delay: 250ms\n  node_mapsession_channel_size: 32\n",
+        vpn_seed()
+    );
     let s = setup(&text);
     let (_, w) = expect_ok(Config::load(&s.config));
-    let d = w.iter().find(|d| d.key == "tuning.batched_change_delay").expect("warned");
+    let d = w
+        .iter()
+        .find(|d| d.key == "tuning.batched_change_delay")
+        .expect("warned");
     // The seed has 63 lines; the format adds an empty line 64 and `tuning:` on 65.
     assert_eq!(d.line, Some(66));
-    assert!(d.message.contains("tuning.batch_change_delay"), "{}", d.message);
-    assert!(w.iter().any(|d| d.key == "tuning.node_mapsession_channel_size" && d.line == Some(67)));
+    assert!(
+        d.message.contains("tuning.batch_change_delay"),
+        "{}",
+        d.message
+    );
+    assert!(w
+        .iter()
+        .any(|d| d.key == "tuning.node_mapsession_channel_size" && d.line == Some(67)));
 }
 
 #[test]
@@ -265,29 +386,49 @@ fn deprecated_headscale_keys_are_honoured_with_a_warning() {
     let dir = s.dir.path();
     assert_eq!(c.prefixes.v4, Some(cgnat_range()));
     assert_eq!(c.prefixes.v6, Some(tailscale_ula_range()));
-    assert_eq!(c.database, DatabaseConfig::Sqlite(SqliteConfig { path: dir.join("db.sqlite"), write_ahead_log: true }));
+    assert_eq!(
+        c.database,
+        DatabaseConfig::Sqlite(SqliteConfig {
+            path: dir.join("db.sqlite"),
+            write_ahead_log: true
+        })
+    );
     assert_eq!(c.policy.path, Some(dir.join("acls.json")));
-    assert_eq!(c.node.ephemeral_inactivity_timeout, Duration::from_secs(1800));
+    assert_eq!(
+        c.node.ephemeral_inactivity_timeout,
+        Duration::from_secs(1800)
+    );
     assert_eq!(c.node.expiry, Some(Duration::from_secs(180 * 86_400)));
     assert_eq!(c.dns.base_domain, "tail.example.org");
-    assert_eq!(c.dns.nameservers.global, vec![Nameserver::Ip("9.9.9.9".parse().expect("ip"))]);
+    assert_eq!(
+        c.dns.nameservers.global,
+        vec![Nameserver::Ip("9.9.9.9".parse().expect("ip"))]
+    );
     assert_eq!(c.dns.search_domains, vec!["corp.example.org".to_string()]);
     for (key, new) in [
         ("ip_prefixes", "prefixes.v4"),
         ("db_path", "database.sqlite.path"),
         ("acl_policy_path", "policy.path"),
-        ("ephemeral_node_inactivity_timeout", "node.ephemeral.inactivity_timeout"),
+        (
+            "ephemeral_node_inactivity_timeout",
+            "node.ephemeral.inactivity_timeout",
+        ),
         ("dns_config.nameservers", "dns.nameservers.global"),
         ("dns_config.domains", "dns.search_domains"),
         ("oidc.expiry", "node.expiry"),
     ] {
         assert!(
-            w.iter().any(|d| d.key == key && d.severity == Severity::Warning && d.message.contains(new) && d.line.is_some()),
+            w.iter().any(|d| d.key == key
+                && d.severity == Severity::Warning
+                && d.message.contains(new)
+                && d.line.is_some()),
             "{key} should warn naming {new}:\n{}",
             render(&w)
         );
     }
-    assert!(w.iter().any(|d| d.key == "private_key_path" && d.message.contains("noise.private_key_path")));
+    assert!(w
+        .iter()
+        .any(|d| d.key == "private_key_path" && d.message.contains("noise.private_key_path")));
     assert!(w.iter().any(|d| d.key == "oidc.strip_email_domain"));
 }
 
@@ -296,23 +437,52 @@ fn new_key_beats_deprecated_one() {
     let text = "server_url: http://127.0.0.1:8080\nephemeral_node_inactivity_timeout: 30m\nnode:\n  ephemeral:\n    inactivity_timeout: 10m\ndatabase:\n  sqlite:\n    path: /TESTDIR/db\ndns:\n  base_domain: t.internal\n  override_local_dns: false\n";
     let s = setup(text);
     let (c, w) = expect_ok(Config::load(&s.config));
-    assert_eq!(c.node.ephemeral_inactivity_timeout, Duration::from_secs(600));
-    assert!(w.iter().any(|d| d.key == "ephemeral_node_inactivity_timeout" && d.message.contains("ignored because")), "{}", render(&w));
+    assert_eq!(
+        c.node.ephemeral_inactivity_timeout,
+        Duration::from_secs(600)
+    );
+    assert!(
+        w.iter()
+            .any(|d| d.key == "ephemeral_node_inactivity_timeout"
+                && d.message.contains("ignored because")),
+        "{}",
+        render(&w)
+    );
 }
 
 #[test]
 fn semantic_checks() {
     let base = "server_url: https://hs.example.com\ndatabase:\n  sqlite:\n    path: /TESTDIR/db\ndns:\n  base_domain: t.internal\n  override_local_dns: false\n";
     let cases: &[(&str, &str, &str)] = &[
-        ("server_url: https://hs.example.com", "server_url: hs.example.com", "server_url"),
-        ("  base_domain: t.internal", "  base_domain: hs.example.com", "dns.base_domain"),
-        ("  base_domain: t.internal", "  magic_dns: true", "dns.base_domain"),
-        ("  override_local_dns: false", "  override_local_dns: true", "dns.override_local_dns"),
+        (
+            "server_url: https://hs.example.com",
+            "server_url: hs.example.com",
+            "server_url",
+        ),
+        (
+            "  base_domain: t.internal",
+            "  base_domain: hs.example.com",
+            "dns.base_domain",
+        ),
+        (
+            "  base_domain: t.internal",
+            "  magic_dns: true",
+            "dns.base_domain",
+        ),
+        (
+            "  override_local_dns: false",
+            "  override_local_dns: true",
+            "dns.override_local_dns",
+        ),
     ];
     for (from, to, key) in cases {
         let s = setup(&base.replace(from, to));
         let diags = expect_err(Config::load(&s.config));
-        assert!(errors(&diags).iter().any(|d| d.key == *key), "{to:?} should fail on {key}:\n{}", render(&diags));
+        assert!(
+            errors(&diags).iter().any(|d| d.key == *key),
+            "{to:?} should fail on {key}:\n{}",
+            render(&diags)
+        );
     }
     let extra: &[(&str, &str)] = &[
         ("tls_cert_path: /TESTDIR/derp.yaml\n", "tls_key_path"),
@@ -337,7 +507,13 @@ fn semantic_checks() {
         let text = merge(base, snippet);
         let s = setup(&text);
         let diags = expect_err(Config::load(&s.config));
-        assert!(errors(&diags).iter().any(|d| d.key == *key && d.line.is_some()), "{snippet:?} should fail on {key}:\n{}", render(&diags));
+        assert!(
+            errors(&diags)
+                .iter()
+                .any(|d| d.key == *key && d.line.is_some()),
+            "{snippet:?} should fail on {key}:\n{}",
+            render(&diags)
+        );
     }
 }
 
@@ -359,31 +535,63 @@ fn full_config_reads_every_key() {
     std::fs::write(s.dir.path().join("key.pem"), "").expect("write");
     let (c, w) = expect_ok(Config::load(&s.config));
     let dir = s.dir.path();
-    assert!(!w.iter().any(|d| d.message.contains("unknown")), "{}", render(&w));
+    assert!(
+        !w.iter().any(|d| d.message.contains("unknown")),
+        "{}",
+        render(&w)
+    );
     assert_eq!(c.server_url, "https://hs.example.net:8443");
     assert_eq!(c.grpc_listen_addr.as_deref(), Some("127.0.0.1:50443"));
     assert_eq!(c.noise.private_key_path, dir.join("keys/noise.key"));
     assert_eq!(c.prefixes.allocation, IpAllocation::Random);
-    let DatabaseConfig::Postgres(pg) = &c.database else { panic!("postgres expected") };
-    assert_eq!((pg.host.as_str(), pg.port, pg.ssl.as_str(), pg.max_open_conns), ("db.internal", 5433, "require", 20));
-    assert_eq!(pg.url(), "postgres://iron:p%40ss%20word@db.internal:5433/ironscale?sslmode=require");
+    let DatabaseConfig::Postgres(pg) = &c.database else {
+        panic!("postgres expected")
+    };
+    assert_eq!(
+        (
+            pg.host.as_str(),
+            pg.port,
+            pg.ssl.as_str(),
+            pg.max_open_conns
+        ),
+        ("db.internal", 5433, "require", 20)
+    );
+    assert_eq!(
+        pg.url(),
+        "postgres://iron:p%40ss%20word@db.internal:5433/ironscale?sslmode=require"
+    );
     assert_eq!(pg.conn_max_idle_time, Duration::from_secs(600));
     let d = &c.derp.server;
     assert!(d.enabled && !d.verify_clients);
     assert_eq!((d.region_id, d.region_code.as_str()), (950, "iron"));
-    assert_eq!(d.tls_listen_addr, "0.0.0.0:3442".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        d.tls_listen_addr,
+        "0.0.0.0:3442".parse::<SocketAddr>().expect("addr")
+    );
     assert_eq!(d.ipv4, Some("198.51.100.7".parse().expect("ip")));
     assert_eq!(c.derp.update_frequency, Duration::from_secs(210));
     assert_eq!(c.tls.cert_path, Some(dir.join("cert.pem")));
     assert_eq!(c.tls.letsencrypt.challenge_type, "TLS-ALPN-01");
     assert_eq!(c.unix_socket_permission, 0o750);
-    assert_eq!((c.log.level.as_str(), c.log.format), ("debug", LogFormat::Json));
+    assert_eq!(
+        (c.log.level.as_str(), c.log.format),
+        ("debug", LogFormat::Json)
+    );
     assert_eq!(c.node.expiry, Some(Duration::from_secs(180 * 86_400)));
-    assert_eq!(c.dns.nameservers.global[2], Nameserver::Url("https://dns.nextdns.io/abc123".into()));
-    assert_eq!(c.dns.extra_records[1].value, "fd7a:115c:a1e0::3".parse::<IpAddr>().expect("ip"));
+    assert_eq!(
+        c.dns.nameservers.global[2],
+        Nameserver::Url("https://dns.nextdns.io/abc123".into())
+    );
+    assert_eq!(
+        c.dns.extra_records[1].value,
+        "fd7a:115c:a1e0::3".parse::<IpAddr>().expect("ip")
+    );
     assert_eq!(c.policy.mode, PolicyMode::Database);
     assert_eq!(c.oidc.scope.len(), 4);
-    assert_eq!(c.oidc.extra_params.get("domain_hint").map(String::as_str), Some("example.net"));
+    assert_eq!(
+        c.oidc.extra_params.get("domain_hint").map(String::as_str),
+        Some("example.net")
+    );
     assert_eq!(c.oidc.client_secret.expose(), "very-secret-value");
     assert!(c.randomize_client_port && c.logtail.enabled && !c.taildrop.enabled);
     // https server_url: DERP is served on the main listener, port from the URL.
@@ -392,7 +600,10 @@ fn full_config_reads_every_key() {
     assert_eq!(c.embedded_derp_host(), "hs.example.net");
     // Secrets never appear in Debug output.
     let dbg = format!("{c:?}");
-    assert!(!dbg.contains("very-secret-value") && !dbg.contains("p@ss word"), "{dbg}");
+    assert!(
+        !dbg.contains("very-secret-value") && !dbg.contains("p@ss word"),
+        "{dbg}"
+    );
 }
 
 #[test]
@@ -404,7 +615,10 @@ fn env_overrides() {
         ("IRONSCALE_DNS_BASE_DOMAIN", "ts.example.org"),
         ("HEADSCALE_DERP_SERVER_ENABLED", "true"),
         ("IRONSCALE_DERP_SERVER_STUN_LISTEN_ADDR", "0.0.0.0:3479"),
-        ("IRONSCALE_DNS_NAMESERVERS_GLOBAL", "9.9.9.9 149.112.112.112"),
+        (
+            "IRONSCALE_DNS_NAMESERVERS_GLOBAL",
+            "9.9.9.9 149.112.112.112",
+        ),
         ("HEADSCALE_LOG_LEVEL", "debug"),
         ("IRONSCALE_NOT_A_KEY", "ignored"),
     ]
@@ -415,39 +629,70 @@ fn env_overrides() {
     assert_eq!(c.server_url, "https://ctl.example.org");
     assert_eq!(c.dns.base_domain, "ts.example.org");
     assert!(c.derp.server.enabled);
-    assert_eq!(c.derp.server.stun_listen_addr, Some("0.0.0.0:3479".parse().expect("addr")));
+    assert_eq!(
+        c.derp.server.stun_listen_addr,
+        Some("0.0.0.0:3479".parse().expect("addr"))
+    );
     assert_eq!(c.dns.nameservers.global.len(), 2);
     assert_eq!(c.log.level, "debug");
 
     // A bad value from the environment names the variable.
-    let env = vec![("IRONSCALE_PREFIXES_V4".to_string(), "100.64.0.0/33".to_string())];
+    let env = vec![(
+        "IRONSCALE_PREFIXES_V4".to_string(),
+        "100.64.0.0/33".to_string(),
+    )];
     let diags = expect_err(Config::load_with_env(Some(&s.config), &env));
     let e = one_error(&diags);
     assert_eq!((e.key.as_str(), e.line), ("prefixes.v4", None));
-    assert!(e.message.contains("$IRONSCALE_PREFIXES_V4"), "{}", e.message);
+    assert!(
+        e.message.contains("$IRONSCALE_PREFIXES_V4"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
 fn no_file_gives_working_local_defaults() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let env = vec![("IRONSCALE_DATA_DIR".to_string(), dir.path().display().to_string())];
+    let env = vec![(
+        "IRONSCALE_DATA_DIR".to_string(),
+        dir.path().display().to_string(),
+    )];
     let (c, w) = expect_ok(Config::load_with_env(None, &env));
     assert!(w.is_empty(), "{}", render(&w));
     assert_eq!(c, Config::default_local(dir.path()));
     assert_eq!(c.server_url, "http://127.0.0.1:8080");
-    assert_eq!(c.database, DatabaseConfig::Sqlite(SqliteConfig { path: dir.path().join("db.sqlite"), write_ahead_log: true }));
+    assert_eq!(
+        c.database,
+        DatabaseConfig::Sqlite(SqliteConfig {
+            path: dir.path().join("db.sqlite"),
+            write_ahead_log: true
+        })
+    );
     assert!(c.derp.server.enabled && c.embedded_derp_uses_own_tls());
     assert_eq!(c.embedded_derp_port(), DEFAULT_DERP_TLS_PORT);
     assert_eq!(c.embedded_stun_port(), Some(3478));
     assert_eq!(c.embedded_derp_host(), "127.0.0.1");
     assert_eq!(c.dns.base_domain, "tailnet.internal");
-    assert_eq!(c.policy, PolicyConfig { mode: PolicyMode::File, path: None });
+    assert_eq!(
+        c.policy,
+        PolicyConfig {
+            mode: PolicyMode::File,
+            path: None
+        }
+    );
     assert_eq!(c.fqdn("laptop"), "laptop.tailnet.internal");
 
     // Env still applies on top of the local defaults.
     let env = vec![
-        ("IRONSCALE_DATA_DIR".to_string(), dir.path().display().to_string()),
-        ("IRONSCALE_LISTEN_ADDR".to_string(), "127.0.0.1:18080".to_string()),
+        (
+            "IRONSCALE_DATA_DIR".to_string(),
+            dir.path().display().to_string(),
+        ),
+        (
+            "IRONSCALE_LISTEN_ADDR".to_string(),
+            "127.0.0.1:18080".to_string(),
+        ),
     ];
     let (c, _) = expect_ok(Config::load_with_env(None, &env));
     assert_eq!(c.listen_addr.port(), 18080);
@@ -459,14 +704,22 @@ fn http_server_url_uses_the_derp_tls_listener() {
     let s = setup(text);
     let (c, _) = expect_ok(Config::load(&s.config));
     assert!(c.embedded_derp_uses_own_tls());
-    assert_eq!(c.derp.server.tls_listen_addr, "10.1.2.3:3341".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        c.derp.server.tls_listen_addr,
+        "10.1.2.3:3341".parse::<SocketAddr>().expect("addr")
+    );
     assert_eq!(c.embedded_derp_port(), 3341);
-    assert_eq!(c.derp.server.tls_cert_path, s.dir.path().join("derp_tls_cert.pem"));
+    assert_eq!(
+        c.derp.server.tls_cert_path,
+        s.dir.path().join("derp_tls_cert.pem")
+    );
     assert_eq!(c.embedded_derp_host(), "10.1.2.3");
 }
 
 #[test]
 fn missing_file_is_one_error() {
-    let diags = expect_err(Config::load(Path::new("/nonexistent/ironscale/config.yaml")));
+    let diags = expect_err(Config::load(Path::new(
+        "/nonexistent/ironscale/config.yaml",
+    )));
     assert_eq!(errors(&diags).len(), 1);
 }

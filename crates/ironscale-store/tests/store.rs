@@ -1,0 +1,545 @@
+//! The same suite against SQLite and PostgreSQL.
+
+use std::net::Ipv4Addr;
+
+use chrono::{Duration, TimeZone, Utc};
+use ironscale_store::testpg::TestPg;
+use ironscale_store::{Backend, NewUser, Store, StoreError};
+use ironscale_types::{
+    DiscoPublic, MachinePublic, Node, NodeId, NodePublic, RegisterMethod, Timestamp, UserId,
+};
+
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0)
+        .single()
+        .expect("ts")
+        + Duration::microseconds(123_456)
+}
+
+fn node(n: u8, user: Option<UserId>) -> Node {
+    Node {
+        id: NodeId(0),
+        machine_key: MachinePublic([n; 32]),
+        node_key: NodePublic([n.wrapping_add(100); 32]),
+        disco_key: DiscoPublic([n.wrapping_add(200); 32]),
+        ipv4: Some(Ipv4Addr::new(100, 64, 0, n)),
+        ipv6: Some(format!("fd7a:115c:a1e0::{n:x}").parse().expect("ip")),
+        hostname: format!("host-{n}"),
+        given_name: format!("host-{n}"),
+        user_id: user,
+        tags: if user.is_none() {
+            vec!["tag:server".into()]
+        } else {
+            vec![]
+        },
+        hostinfo_json: Some(format!(r#"{{"Hostname":"host-{n}","OS":"linux"}}"#)),
+        home_derp: 999,
+        announced_routes: vec![
+            "10.0.0.0/24".parse().expect("net"),
+            "0.0.0.0/0".parse().expect("net"),
+        ],
+        approved_routes: vec!["10.0.0.0/24".parse().expect("net")],
+        endpoints: vec!["192.0.2.1:41641".into(), "[2001:db8::1]:41641".into()],
+        expiry: Some(t0() + Duration::days(180)),
+        created_at: t0(),
+        last_seen: None,
+        register_method: RegisterMethod::AuthKey,
+        auth_key_id: None,
+        ephemeral: false,
+        capver: 130,
+    }
+}
+
+async fn users(s: &Store) {
+    let alice = s
+        .create_user(&NewUser::named("alice"), t0())
+        .await
+        .expect("create");
+    assert!(alice.id.0 > 0);
+    assert_eq!(alice.created_at, t0());
+    let bob = s
+        .create_user(
+            &NewUser {
+                name: "bob".into(),
+                display_name: "Bob B".into(),
+                email: "bob@example.com".into(),
+                provider: "oidc".into(),
+                provider_id: "https://sso/sub-1".into(),
+                profile_pic_url: "https://pic".into(),
+            },
+            t0(),
+        )
+        .await
+        .expect("create");
+    assert!(matches!(
+        s.create_user(&NewUser::named("alice"), t0()).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    let dup_identity = NewUser {
+        name: "bob2".into(),
+        provider: "oidc".into(),
+        provider_id: "https://sso/sub-1".into(),
+        ..Default::default()
+    };
+    let e = s
+        .create_user(&dup_identity, t0())
+        .await
+        .expect_err("dup identity");
+    assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
+    assert!(matches!(
+        s.create_user(&NewUser::named(""), t0()).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    assert_eq!(
+        s.list_users().await.expect("list"),
+        vec![alice.clone(), bob.clone()]
+    );
+    assert_eq!(s.get_user(bob.id).await.expect("get"), Some(bob.clone()));
+    assert_eq!(
+        s.get_user_by_name("alice").await.expect("get"),
+        Some(alice.clone())
+    );
+    assert_eq!(s.get_user_by_name("nobody").await.expect("get"), None);
+    assert_eq!(
+        s.get_user_by_provider_id("oidc", "https://sso/sub-1")
+            .await
+            .expect("get"),
+        Some(bob.clone())
+    );
+    assert_eq!(s.get_user(UserId(999_999)).await.expect("get"), None);
+
+    let renamed = s
+        .rename_user(alice.id, "alicia", t0())
+        .await
+        .expect("rename");
+    assert_eq!(renamed.name, "alicia");
+    assert!(matches!(
+        s.rename_user(alice.id, "bob", t0()).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        s.rename_user(UserId(999_999), "x", t0()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let mut b2 = bob.clone();
+    b2.email = "bob@new.example.com".into();
+    assert_eq!(s.update_user(&b2, t0()).await.expect("update"), b2);
+
+    s.delete_user(bob.id).await.expect("delete");
+    assert_eq!(s.get_user(bob.id).await.expect("get"), None);
+    assert!(matches!(
+        s.delete_user(bob.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.delete_user(alice.id).await.expect("delete");
+}
+
+async fn nodes(s: &Store) {
+    let u = s
+        .create_user(&NewUser::named("carol"), t0())
+        .await
+        .expect("user");
+    let a = s.insert_node(&node(1, Some(u.id))).await.expect("insert");
+    let b = s.insert_node(&node(2, None)).await.expect("insert tagged");
+    assert!(a.id.0 > 0 && b.id.0 > a.id.0);
+    let mut want_a = node(1, Some(u.id));
+    want_a.id = a.id;
+    assert_eq!(a, want_a);
+    assert_eq!(s.get_node(a.id).await.expect("get"), Some(a.clone()));
+    assert_eq!(
+        s.get_node_by_node_key(&b.node_key).await.expect("get"),
+        Some(b.clone())
+    );
+    assert_eq!(
+        s.list_nodes().await.expect("list"),
+        vec![a.clone(), b.clone()]
+    );
+
+    // Unique node key / given name / address.
+    let mut dup = node(3, Some(u.id));
+    dup.node_key = a.node_key;
+    match s.insert_node(&dup).await {
+        Err(StoreError::AlreadyExists { what }) => assert!(what.contains("node key"), "{what}"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    let mut dup = node(3, Some(u.id));
+    dup.given_name = "host-1".into();
+    match s.insert_node(&dup).await {
+        Err(StoreError::AlreadyExists { what }) => {
+            assert!(what.contains("named \"host-1\""), "{what}")
+        }
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    let mut dup = node(3, Some(u.id));
+    dup.ipv4 = a.ipv4;
+    assert!(matches!(
+        s.insert_node(&dup).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    // Unknown owner.
+    assert!(matches!(
+        s.insert_node(&node(4, Some(UserId(999_999)))).await,
+        Err(StoreError::MissingReference { .. })
+    ));
+
+    // Whole-row update.
+    let mut a2 = a.clone();
+    a2.endpoints = vec!["198.51.100.9:1234".into()];
+    a2.last_seen = Some(t0() + Duration::seconds(5));
+    a2.disco_key = DiscoPublic::ZERO;
+    a2.hostinfo_json = None;
+    a2.expiry = None;
+    a2.ipv6 = None;
+    a2.tags = vec!["tag:a".into(), "tag:b".into()];
+    a2.user_id = None;
+    a2.ephemeral = true;
+    a2.register_method = RegisterMethod::Oidc;
+    s.update_node(&a2).await.expect("update");
+    assert_eq!(s.get_node(a.id).await.expect("get"), Some(a2.clone()));
+    let mut ghost = a2.clone();
+    ghost.id = NodeId(999_999);
+    assert!(matches!(
+        s.update_node(&ghost).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let mut clash = a2.clone();
+    clash.given_name = b.given_name.clone();
+    assert!(matches!(
+        s.update_node(&clash).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+
+    // A user with nodes cannot be deleted.
+    let mut owned = node(5, Some(u.id));
+    owned = s.insert_node(&owned).await.expect("insert");
+    match s.delete_user(u.id).await {
+        Err(StoreError::UserHasNodes { nodes, name, .. }) => {
+            assert_eq!((nodes, name.as_str()), (1, "carol"))
+        }
+        other => panic!("expected UserHasNodes, got {other:?}"),
+    }
+    s.delete_node(owned.id).await.expect("delete");
+    assert!(matches!(
+        s.delete_node(owned.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.delete_node(a.id).await.expect("delete");
+    s.delete_node(b.id).await.expect("delete");
+    assert!(s.list_nodes().await.expect("list").is_empty());
+    // Ids are never reused.
+    let c = s.insert_node(&node(6, Some(u.id))).await.expect("insert");
+    assert!(c.id.0 > owned.id.0);
+    s.delete_node(c.id).await.expect("delete");
+    s.delete_user(u.id).await.expect("delete user");
+}
+
+async fn preauth_keys(s: &Store) {
+    let u = s
+        .create_user(&NewUser::named("dave"), t0())
+        .await
+        .expect("user");
+    let other = s
+        .create_user(&NewUser::named("erin"), t0())
+        .await
+        .expect("user");
+    let exp = t0() + Duration::hours(1);
+    let (k, text) = s
+        .create_preauth_key(
+            Some(u.id),
+            false,
+            true,
+            Some(exp),
+            &["tag:ci".to_string()],
+            t0(),
+        )
+        .await
+        .expect("create");
+    assert!(
+        text.starts_with(&format!("hskey-auth-{}-", k.prefix)),
+        "{text}"
+    );
+    assert!(!text.contains("--TL") && !text.starts_with("tskey-client-"));
+    assert_eq!(k.prefix.len(), 12);
+    assert_eq!(
+        (k.user_id, k.reusable, k.ephemeral, k.used),
+        (Some(u.id), false, true, false)
+    );
+    assert_eq!((k.expiration, k.created_at), (Some(exp), t0()));
+    assert_eq!(k.tags, vec!["tag:ci".to_string()]);
+    // Only the hash is stored.
+    assert_eq!(k.hash.len(), 64);
+    assert!(!k.hash.contains(&text[23..]));
+
+    assert_eq!(
+        s.find_preauth_key(&text).await.expect("find"),
+        Some(k.clone())
+    );
+    // Right prefix, wrong secret; garbage; unknown prefix.
+    let mut wrong = text.clone();
+    wrong.pop();
+    wrong.push(if text.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(s.find_preauth_key(&wrong).await.expect("find"), None);
+    assert_eq!(
+        s.find_preauth_key("hskey-auth-nope").await.expect("find"),
+        None
+    );
+    assert_eq!(
+        s.find_preauth_key(&format!("hskey-auth-{}-{}", "Z".repeat(12), "Z".repeat(64)))
+            .await
+            .expect("find"),
+        None
+    );
+
+    // Single-use claim: only once.
+    assert!(s.claim_preauth_key(k.id).await.expect("claim"));
+    assert!(!s.claim_preauth_key(k.id).await.expect("claim again"));
+    assert!(
+        s.get_preauth_key(k.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .used
+    );
+
+    let (r, _) = s
+        .create_preauth_key(Some(u.id), true, false, None, &[], t0())
+        .await
+        .expect("create reusable");
+    assert!(s.claim_preauth_key(r.id).await.expect("claim"));
+    assert!(s
+        .claim_preauth_key(r.id)
+        .await
+        .expect("claim reusable again"));
+    let (tagged, _) = s
+        .create_preauth_key(None, false, false, None, &["tag:x".into()], t0())
+        .await
+        .expect("tagged key");
+    let (o, _) = s
+        .create_preauth_key(Some(other.id), false, false, None, &[], t0())
+        .await
+        .expect("other");
+
+    s.mark_preauth_key_used(o.id).await.expect("mark");
+    assert!(
+        s.get_preauth_key(o.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .used
+    );
+    s.expire_preauth_key(r.id, t0()).await.expect("expire");
+    let r2 = s.get_preauth_key(r.id).await.expect("get").expect("exists");
+    assert_eq!(r2.expiration, Some(t0()));
+    assert!(r2.is_expired(t0()));
+
+    let ids = |v: Vec<ironscale_types::PreAuthKey>| v.into_iter().map(|k| k.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.list_preauth_keys(Some(u.id)).await.expect("list")),
+        vec![k.id, r.id]
+    );
+    assert_eq!(
+        ids(s.list_preauth_keys(None).await.expect("list")),
+        vec![k.id, r.id, tagged.id, o.id]
+    );
+
+    // A node registered with a key survives the key's deletion.
+    let mut n = node(9, Some(u.id));
+    n.auth_key_id = Some(k.id);
+    let n = s.insert_node(&n).await.expect("insert");
+    s.delete_preauth_key(k.id).await.expect("delete");
+    assert!(matches!(
+        s.delete_preauth_key(k.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        s.get_node(n.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .auth_key_id,
+        None
+    );
+    s.delete_node(n.id).await.expect("delete node");
+
+    // Deleting a user deletes their keys.
+    s.delete_user(other.id).await.expect("delete");
+    assert_eq!(s.get_preauth_key(o.id).await.expect("get"), None);
+    assert!(matches!(
+        s.mark_preauth_key_used(o.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.expire_preauth_key(o.id, t0()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    s.delete_preauth_key(r.id).await.expect("delete");
+    s.delete_preauth_key(tagged.id).await.expect("delete");
+    s.delete_user(u.id).await.expect("delete");
+}
+
+async fn kv(s: &Store) {
+    assert_eq!(s.kv_get("policy").await.expect("get"), None);
+    s.kv_set("policy", "{}").await.expect("set");
+    s.kv_set("policy", r#"{"acls": []}"#)
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        s.kv_get("policy").await.expect("get").as_deref(),
+        Some(r#"{"acls": []}"#)
+    );
+    assert!(s.kv_delete("policy").await.expect("delete"));
+    assert!(!s.kv_delete("policy").await.expect("delete"));
+}
+
+/// Many tasks writing at once through one cloned handle.
+async fn concurrency(s: &Store) {
+    let owner = s
+        .create_user(&NewUser::named("many"), t0())
+        .await
+        .expect("user");
+    let mut tasks = Vec::new();
+    for i in 0..40u8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let u = s
+                .create_user(&NewUser::named(format!("user-{i}")), t0())
+                .await?;
+            let n = s.insert_node(&node(i + 20, Some(owner.id))).await?;
+            let (k, text) = s
+                .create_preauth_key(Some(u.id), false, false, None, &[], t0())
+                .await?;
+            let mut n2 = n.clone();
+            n2.last_seen = Some(t0());
+            s.update_node(&n2).await?;
+            let found = s.find_preauth_key(&text).await?;
+            assert_eq!(found.map(|f| f.id), Some(k.id));
+            Ok::<_, StoreError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("task");
+    }
+    assert_eq!(s.list_nodes().await.expect("list").len(), 40);
+    assert_eq!(s.list_users().await.expect("list").len(), 41);
+    // Racing claims on one single-use key: exactly one wins.
+    let (k, _) = s
+        .create_preauth_key(Some(owner.id), false, false, None, &[], t0())
+        .await
+        .expect("key");
+    let mut claims = Vec::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        claims.push(tokio::spawn(async move { s.claim_preauth_key(k.id).await }));
+    }
+    let mut wins = 0;
+    for c in claims {
+        wins += usize::from(c.await.expect("join").expect("claim"));
+    }
+    assert_eq!(wins, 1);
+}
+
+async fn whole_suite(s: &Store) {
+    assert_eq!(
+        s.schema_version().await.expect("version"),
+        ironscale_store::LATEST_VERSION
+    );
+    users(s).await;
+    nodes(s).await;
+    preauth_keys(s).await;
+    kv(s).await;
+    concurrency(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_suite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Parent directories are created.
+    let path = dir.path().join("nested/dir/db.sqlite");
+    let s = Store::open_sqlite(&path).await.expect("open");
+    assert_eq!(s.backend(), Backend::Sqlite);
+    assert!(path.exists());
+    whole_suite(&s).await;
+    s.close().await;
+
+    // Reopening keeps the data and does not re-run migrations.
+    let s = Store::open_sqlite(&path).await.expect("reopen");
+    assert_eq!(s.list_users().await.expect("list").len(), 41);
+    assert_eq!(
+        s.schema_version().await.expect("version"),
+        ironscale_store::LATEST_VERSION
+    );
+}
+
+#[tokio::test]
+async fn sqlite_open_from_config_and_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.sqlite");
+    let cfg = ironscale_config::DatabaseConfig::Sqlite(ironscale_config::SqliteConfig {
+        path: path.clone(),
+        write_ahead_log: true,
+    });
+    let s = Store::open(&cfg).await.expect("open");
+    s.kv_set("k", "v").await.expect("set");
+    assert!(
+        dir.path().join("db.sqlite-wal").exists(),
+        "WAL file expected"
+    );
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.sqlite");
+    let s = Store::open_sqlite(&path).await.expect("open");
+    s.close().await;
+    drop(s);
+    // Pretend a newer ironscale migrated this database.
+    sqlx::any::install_default_drivers();
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::AnyConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)",
+        )
+        .execute(&mut c)
+        .await
+        .expect("insert");
+    }
+    match Store::open_sqlite(&path).await {
+        Err(StoreError::SchemaTooNew { found: 999, .. }) => {}
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn open_errors_do_not_leak_passwords() {
+    let settings = ironscale_store::PoolSettings {
+        acquire_timeout: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let e = Store::open_postgres_with("postgres://u:hunter2@127.0.0.1:1/db", &settings)
+        .await
+        .expect_err("nothing listens on port 1");
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_suite() {
+    // Fails (never skips) when no PostgreSQL can be found or started.
+    let pg =
+        TestPg::start().unwrap_or_else(|e| panic!("cannot provide PostgreSQL for the test: {e}"));
+    let url = pg.fresh_database().await.expect("database");
+    let s = Store::open_postgres(&url).await.expect("open");
+    assert_eq!(s.backend(), Backend::Postgres);
+    whole_suite(&s).await;
+    s.close().await;
+    // Reopen: migrations are not re-applied, data is there.
+    let s = Store::open_postgres(&url).await.expect("reopen");
+    assert_eq!(s.list_users().await.expect("list").len(), 41);
+    s.close().await;
+}
