@@ -704,26 +704,40 @@ impl CompiledPolicy {
             let (self_dis, other_dis): (Vec<u16>, Vec<u16>) =
                 dis.into_iter().partition(|&d| r.dsts[d as usize].res.self_devices);
             if !other_dis.is_empty() {
-                self.emit(i, r, &other_dis, r.src_strs.clone(), r.src_key, &mut out, &mut keys);
+                if r.src.self_devices {
+                    // Companion of an app grant to autogroup:self: the
+                    // sources are the node's own user's devices.
+                    if let Some(u) = node.user {
+                        let (strs, key) = self.user_src_strs(&self.topo.by_user[u as usize]);
+                        self.emit(i, r, &other_dis, strs, key, &mut out, &mut keys);
+                    }
+                } else {
+                    self.emit(i, r, &other_dis, r.src_strs.clone(), r.src_key, &mut out, &mut keys);
+                }
             }
             if !self_dis.is_empty() {
                 if let Some(u) = node.user {
                     let srcs = self.self_src_nodes(r, u);
                     if !srcs.is_empty() {
-                        let mut strs = BTreeSet::new();
-                        for m in &srcs {
-                            for ip in &self.node(*m).ips {
-                                strs.insert(ip_str(ip));
-                            }
-                        }
-                        let strs = arc_strs(strs);
-                        let key = key_of(&strs);
+                        let (strs, key) = self.user_src_strs(&srcs);
                         self.emit(i, r, &self_dis, strs, key, &mut out, &mut keys);
                     }
                 }
             }
         }
         out
+    }
+
+    fn user_src_strs(&self, nodes: &[u32]) -> (Arc<[Arc<str>]>, u64) {
+        let mut strs = BTreeSet::new();
+        for m in nodes {
+            for ip in &self.node(*m).ips {
+                strs.insert(ip_str(ip));
+            }
+        }
+        let strs = arc_strs(strs);
+        let key = key_of(&strs);
+        (strs, key)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1330,6 +1344,9 @@ fn compile_rules(ctx: &Ctx<'_>) -> Vec<CRule> {
                         csrc.merge(r.clone());
                     }
                     csrc.finish();
+                    // `self_devices` on the companion's source means "the
+                    // destination node's own user's devices".
+                    csrc.self_devices = dst_res.iter().any(|(_, r)| r.self_devices);
                     let cdst = CDst { ports: Vec::new(), res: src.clone(), alias: Alias::Wildcard };
                     rules.push(make_rule(ctx, csrc, vec![cdst], Vec::new(), Some(Arc::new(cm)), Vec::new(), true));
                 }

@@ -1,0 +1,74 @@
+//! Runs the shared Tailscale policy corpus and holds the pass ratio of
+//! every category at or above the level reached so far (raise the floors
+//! as the engine improves; never lower them).
+
+use std::path::Path;
+
+/// Minimum passing cases per category (current level).
+const FLOORS: &[(&str, usize, usize)] = &[
+    // (category, passed, total)
+    ("acl", 160, 161),
+    ("grant", 199, 199),
+    ("nodeattrs", 42, 42),
+    ("policytest", 42, 43),
+    ("routes", 95, 95),
+    ("ssh", 81, 81),
+    ("sshtest", 28, 28),
+];
+
+#[test]
+fn corpus_pass_ratio_per_category() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/policy");
+    if !dir.is_dir() {
+        eprintln!("SKIPPED: conformance corpus not found at {}", dir.display());
+        return;
+    }
+    let report = ironscale_policy::conformance::run_dir(&dir);
+    let by_cat = report.by_category();
+    for line in report.failure_lines() {
+        eprintln!("{}", &line[..line.len().min(400)]);
+    }
+    eprintln!("{}", report.summary_line());
+    let mut problems = Vec::new();
+    for (cat, floor, total) in FLOORS {
+        let (passed, seen) = by_cat.get(*cat).copied().unwrap_or((0, 0));
+        eprintln!("{cat}: {passed}/{seen}");
+        if seen != *total {
+            problems.push(format!("{cat}: expected {total} cases, found {seen}"));
+        }
+        if passed < *floor {
+            problems.push(format!("{cat}: {passed} passed, below the floor of {floor}"));
+        }
+        // The target: at least 97% in every category.
+        if passed * 100 < seen * 97 {
+            problems.push(format!("{cat}: {passed}/{seen} is below 97%"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn json_lines_have_the_corpus_shape() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/policy/acl");
+    if !dir.is_dir() {
+        eprintln!("SKIPPED: conformance corpus not found at {}", dir.display());
+        return;
+    }
+    let report = ironscale_policy::conformance::run_dir(&dir);
+    let lines = report.json_lines();
+    let mut n = 0;
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        assert!(v["id"].is_string());
+        assert!(v["accepted"].is_boolean());
+        let expect = v["expect"].as_object().expect("expect is an object");
+        for node in expect.values() {
+            for k in ["packet_filter_rules", "peers", "self", "ssh_policy"] {
+                assert!(node.get(k).is_some(), "missing {k}");
+            }
+        }
+        n += 1;
+    }
+    assert_eq!(n, report.results.len());
+    assert!(report.summary_line().ends_with("failed"));
+}
