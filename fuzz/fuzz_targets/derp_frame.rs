@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ironscale_derp::{
-    ClientInfo, Direction, FrameDecoder, PrivateKey, ServerConn, ServerConnConfig, ServerEvent, ServerInfo,
+    ClientInfo, Direction, FrameDecoder, PrivateKey, ServerConn, ServerConnConfig, ServerEvent,
+    ServerInfo,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -22,7 +23,10 @@ fn decode_chunked(dir: Direction, data: &[u8], chunk: usize) {
                     let bytes = f.to_bytes();
                     let mut again = FrameDecoder::new(Direction::Any);
                     again.feed(&bytes);
-                    let back = again.next_frame().expect("re-encoded frame decodes").expect("complete frame");
+                    let back = again
+                        .next_frame()
+                        .expect("re-encoded frame decodes")
+                        .expect("complete frame");
                     assert_eq!(back, f, "round trip");
                 }
                 Ok(None) => break,
@@ -36,7 +40,14 @@ fn fresh() -> &'static (ServerConn, Instant) {
     static CONN: OnceLock<(ServerConn, Instant)> = OnceLock::new();
     CONN.get_or_init(|| {
         let now = Instant::now();
-        (ServerConn::new(ServerConnConfig::default(), PrivateKey::from_bytes([1; 32]), now), now)
+        (
+            ServerConn::new(
+                ServerConnConfig::default(),
+                PrivateKey::from_bytes([1; 32]),
+                now,
+            ),
+            now,
+        )
     })
 }
 
@@ -47,11 +58,14 @@ fn established() -> &'static (ServerConn, Instant) {
         let client = PrivateKey::from_bytes([2; 32]);
         let now = Instant::now();
         let mut conn = ServerConn::new(ServerConnConfig::default(), server.clone(), now);
-        let hello = ClientInfo::default().seal(&client, &server.node_public(), [0; 24]).to_bytes();
+        let hello = ClientInfo::default()
+            .seal(&client, &server.node_public(), [0; 24])
+            .to_bytes();
         conn.handle_input(&hello, now).expect("valid handshake");
         while let Some(ev) = conn.poll_event() {
             if let ServerEvent::ClientInfo { .. } = ev {
-                conn.accept(&ServerInfo::default(), [0; 24], now).expect("accept");
+                conn.accept(&ServerInfo::default(), [0; 24], now)
+                    .expect("accept");
             }
         }
         assert!(conn.is_established());
@@ -61,7 +75,11 @@ fn established() -> &'static (ServerConn, Instant) {
 
 fuzz_target!(|data: &[u8]| {
     let chunk = data.first().map_or(1, |b| usize::from(*b) + 1);
-    for dir in [Direction::ClientToServer, Direction::ServerToClient, Direction::Any] {
+    for dir in [
+        Direction::ClientToServer,
+        Direction::ServerToClient,
+        Direction::Any,
+    ] {
         decode_chunked(dir, data, chunk);
     }
 

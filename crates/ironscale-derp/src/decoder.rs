@@ -52,7 +52,13 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(dir: Direction) -> Self {
-        Self { dir, buf: BytesMut::new(), skip: 0, skipped_frames: 0, error: None }
+        Self {
+            dir,
+            buf: BytesMut::new(),
+            skip: 0,
+            skipped_frames: 0,
+            error: None,
+        }
     }
 
     /// Append received bytes.
@@ -115,7 +121,11 @@ impl FrameDecoder {
             let len32 = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
             let len = len32 as usize;
             let known = self.dir.accepts(t);
-            let max = if known { max_payload_len(t) } else { MAX_FRAME_LEN };
+            let max = if known {
+                max_payload_len(t)
+            } else {
+                MAX_FRAME_LEN
+            };
             if len > max {
                 return Err(DerpError::FrameTooLarge {
                     frame_type: t,

@@ -10,10 +10,17 @@ use crate::frame::FrameType;
 pub enum DerpError {
     /// A frame header announced more bytes than its type allows.
     #[error("{frame_type:?} frame of {len} bytes exceeds the limit of {max}")]
-    FrameTooLarge { frame_type: FrameType, len: u32, max: u32 },
+    FrameTooLarge {
+        frame_type: FrameType,
+        len: u32,
+        max: u32,
+    },
     /// A frame's payload has the wrong size or layout for its type.
     #[error("malformed {frame_type:?} frame: {reason}")]
-    Malformed { frame_type: FrameType, reason: &'static str },
+    Malformed {
+        frame_type: FrameType,
+        reason: &'static str,
+    },
     /// The ServerKey frame does not start with the DERP magic.
     #[error("ServerKey frame lacks the DERP magic")]
     BadMagic,
@@ -25,7 +32,10 @@ pub enum DerpError {
     Json { what: &'static str, detail: String },
     /// The peer sent a frame that is not allowed in the current state.
     #[error("unexpected {frame_type:?} frame: {reason}")]
-    Unexpected { frame_type: FrameType, reason: &'static str },
+    Unexpected {
+        frame_type: FrameType,
+        reason: &'static str,
+    },
     /// The client did not send ClientInfo in time.
     #[error("no ClientInfo frame within the handshake timeout")]
     HandshakeTimeout,

@@ -209,12 +209,23 @@ pub enum Frame {
     /// 0x07, C→S: whether this server is the client's home.
     NotePreferred { preferred: bool },
     /// 0x08, S→C: `peer` is gone.
-    PeerGone { peer: NodePublic, reason: PeerGoneReason },
+    PeerGone {
+        peer: NodePublic,
+        reason: PeerGoneReason,
+    },
     /// 0x09, S→mesh watcher: `peer` connected. `endpoint` is `None` when the
     /// frame carries no address (old servers) or the zero address.
-    PeerPresent { peer: NodePublic, endpoint: Option<SocketAddr>, flags: u8 },
+    PeerPresent {
+        peer: NodePublic,
+        endpoint: Option<SocketAddr>,
+        flags: u8,
+    },
     /// 0x0a, mesh→S: a packet from `src` (on another server) for `dst`.
-    ForwardPacket { src: NodePublic, dst: NodePublic, packet: Bytes },
+    ForwardPacket {
+        src: NodePublic,
+        dst: NodePublic,
+        packet: Bytes,
+    },
     /// 0x10, mesh→S: subscribe to PeerPresent/PeerGone.
     WatchConns,
     /// 0x11, mesh→S: close every connection of `peer`.
@@ -226,7 +237,10 @@ pub enum Frame {
     /// 0x14, S→C: a health problem text; empty clears it.
     Health { problem: String },
     /// 0x15, S→C: the server is restarting.
-    Restarting { reconnect_in_ms: u32, try_for_ms: u32 },
+    Restarting {
+        reconnect_in_ms: u32,
+        try_for_ms: u32,
+    },
 }
 
 fn key_at(p: &[u8], at: usize) -> NodePublic {
@@ -277,12 +291,16 @@ impl Frame {
             Frame::ServerKey { .. } => MAGIC.len() + KEY_LEN,
             Frame::ClientInfo { sealed, .. } => KEY_LEN + sealed.len(),
             Frame::ServerInfo { sealed } => sealed.len(),
-            Frame::SendPacket { packet, .. } | Frame::RecvPacket { packet, .. } => KEY_LEN + packet.len(),
+            Frame::SendPacket { packet, .. } | Frame::RecvPacket { packet, .. } => {
+                KEY_LEN + packet.len()
+            }
             Frame::ForwardPacket { packet, .. } => 2 * KEY_LEN + packet.len(),
             Frame::KeepAlive | Frame::WatchConns => 0,
             Frame::NotePreferred { .. } => 1,
             Frame::PeerGone { .. } => KEY_LEN + 1,
-            Frame::PeerPresent { endpoint, flags, .. } => {
+            Frame::PeerPresent {
+                endpoint, flags, ..
+            } => {
                 if endpoint.is_none() && *flags == 0 {
                     KEY_LEN
                 } else {
@@ -331,7 +349,11 @@ impl Frame {
                 out.put_slice(peer.as_bytes());
                 out.put_u8(reason.to_byte());
             }
-            Frame::PeerPresent { peer, endpoint, flags } => {
+            Frame::PeerPresent {
+                peer,
+                endpoint,
+                flags,
+            } => {
                 out.put_slice(peer.as_bytes());
                 if endpoint.is_some() || *flags != 0 {
                     let (ip, port) = match endpoint {
@@ -352,7 +374,10 @@ impl Frame {
             Frame::ClosePeer { peer } => out.put_slice(peer.as_bytes()),
             Frame::Ping { data } | Frame::Pong { data } => out.put_slice(data),
             Frame::Health { problem } => out.put_slice(problem.as_bytes()),
-            Frame::Restarting { reconnect_in_ms, try_for_ms } => {
+            Frame::Restarting {
+                reconnect_in_ms,
+                try_for_ms,
+            } => {
                 out.put_u32(*reconnect_in_ms);
                 out.put_u32(*try_for_ms);
             }
@@ -379,7 +404,10 @@ impl Frame {
             });
         }
         if len < min {
-            return Err(DerpError::Malformed { frame_type: t, reason: "payload too short" });
+            return Err(DerpError::Malformed {
+                frame_type: t,
+                reason: "payload too short",
+            });
         }
         Ok(())
     }
@@ -403,7 +431,10 @@ impl Frame {
             });
         }
         if len < min {
-            return Err(DerpError::Malformed { frame_type: t, reason: "payload too short" });
+            return Err(DerpError::Malformed {
+                frame_type: t,
+                reason: "payload too short",
+            });
         }
         let p = &payload[..];
         let frame = match t {
@@ -411,22 +442,37 @@ impl Frame {
                 if p[..MAGIC.len()] != MAGIC {
                     return Err(DerpError::BadMagic);
                 }
-                Frame::ServerKey { key: key_at(p, MAGIC.len()) }
+                Frame::ServerKey {
+                    key: key_at(p, MAGIC.len()),
+                }
             }
-            FrameType::CLIENT_INFO => Frame::ClientInfo { key: key_at(p, 0), sealed: payload.slice(KEY_LEN..) },
+            FrameType::CLIENT_INFO => Frame::ClientInfo {
+                key: key_at(p, 0),
+                sealed: payload.slice(KEY_LEN..),
+            },
             FrameType::SERVER_INFO => Frame::ServerInfo { sealed: payload },
-            FrameType::SEND_PACKET => Frame::SendPacket { dst: key_at(p, 0), packet: payload.slice(KEY_LEN..) },
-            FrameType::RECV_PACKET => Frame::RecvPacket { src: key_at(p, 0), packet: payload.slice(KEY_LEN..) },
+            FrameType::SEND_PACKET => Frame::SendPacket {
+                dst: key_at(p, 0),
+                packet: payload.slice(KEY_LEN..),
+            },
+            FrameType::RECV_PACKET => Frame::RecvPacket {
+                src: key_at(p, 0),
+                packet: payload.slice(KEY_LEN..),
+            },
             FrameType::FORWARD_PACKET => Frame::ForwardPacket {
                 src: key_at(p, 0),
                 dst: key_at(p, KEY_LEN),
                 packet: payload.slice(2 * KEY_LEN..),
             },
             FrameType::KEEP_ALIVE => Frame::KeepAlive,
-            FrameType::NOTE_PREFERRED => Frame::NotePreferred { preferred: p[0] != 0 },
+            FrameType::NOTE_PREFERRED => Frame::NotePreferred {
+                preferred: p[0] != 0,
+            },
             FrameType::PEER_GONE => Frame::PeerGone {
                 peer: key_at(p, 0),
-                reason: p.get(KEY_LEN).map_or(PeerGoneReason::Disconnected, |b| PeerGoneReason::from_byte(*b)),
+                reason: p.get(KEY_LEN).map_or(PeerGoneReason::Disconnected, |b| {
+                    PeerGoneReason::from_byte(*b)
+                }),
             },
             FrameType::PEER_PRESENT => {
                 let peer = key_at(p, 0);
@@ -442,13 +488,19 @@ impl Frame {
                     }
                     flags = p.get(KEY_LEN + 18).copied().unwrap_or(0);
                 }
-                Frame::PeerPresent { peer, endpoint, flags }
+                Frame::PeerPresent {
+                    peer,
+                    endpoint,
+                    flags,
+                }
             }
             FrameType::WATCH_CONNS => Frame::WatchConns,
             FrameType::CLOSE_PEER => Frame::ClosePeer { peer: key_at(p, 0) },
             FrameType::PING => Frame::Ping { data: eight(p) },
             FrameType::PONG => Frame::Pong { data: eight(p) },
-            FrameType::HEALTH => Frame::Health { problem: String::from_utf8_lossy(p).into_owned() },
+            FrameType::HEALTH => Frame::Health {
+                problem: String::from_utf8_lossy(p).into_owned(),
+            },
             FrameType::RESTARTING => Frame::Restarting {
                 reconnect_in_ms: u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
                 try_for_ms: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),

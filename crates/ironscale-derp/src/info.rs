@@ -15,8 +15,16 @@ use crate::error::DerpError;
 use crate::frame::{Frame, NONCE_LEN, PROTOCOL_VERSION};
 
 /// Seal `plaintext` from `own` to `peer` with the given nonce: `nonce || box`.
-pub fn seal(own: &PrivateKey, peer: &NodePublic, nonce: [u8; NONCE_LEN], plaintext: &[u8]) -> Vec<u8> {
-    let b = SalsaBox::new(&PublicKey::from(*peer.as_bytes()), &SecretKey::from(*own.secret_bytes()));
+pub fn seal(
+    own: &PrivateKey,
+    peer: &NodePublic,
+    nonce: [u8; NONCE_LEN],
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let b = SalsaBox::new(
+        &PublicKey::from(*peer.as_bytes()),
+        &SecretKey::from(*own.secret_bytes()),
+    );
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
     out.extend_from_slice(&nonce);
     // Encrypting into a Vec cannot fail for XSalsa20-Poly1305 (no length limit we can hit).
@@ -34,7 +42,10 @@ pub fn open(own: &PrivateKey, peer: &NodePublic, sealed: &[u8]) -> Result<Vec<u8
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
     let mut n = [0u8; NONCE_LEN];
     n.copy_from_slice(nonce);
-    let b = SalsaBox::new(&PublicKey::from(*peer.as_bytes()), &SecretKey::from(*own.secret_bytes()));
+    let b = SalsaBox::new(
+        &PublicKey::from(*peer.as_bytes()),
+        &SecretKey::from(*own.secret_bytes()),
+    );
     b.decrypt(&n.into(), ct).map_err(|_| DerpError::BoxOpen)
 }
 
@@ -65,7 +76,11 @@ impl MeshKey {
     }
     /// Constant-time comparison.
     pub fn ct_eq(&self, other: &MeshKey) -> bool {
-        self.0.iter().zip(other.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
     }
 }
 
@@ -112,7 +127,12 @@ pub struct ClientInfo {
     pub mesh_key: Option<MeshKey>,
     #[serde(rename = "CanAckPings", alias = "canAckPings", default)]
     pub can_ack_pings: bool,
-    #[serde(rename = "IsProber", alias = "isProber", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "IsProber",
+        alias = "isProber",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub is_prober: bool,
 }
 
@@ -126,7 +146,12 @@ fn is_zero(n: &u64) -> bool {
 
 impl Default for ClientInfo {
     fn default() -> Self {
-        Self { version: PROTOCOL_VERSION, mesh_key: None, can_ack_pings: true, is_prober: false }
+        Self {
+            version: PROTOCOL_VERSION,
+            mesh_key: None,
+            can_ack_pings: true,
+            is_prober: false,
+        }
     }
 }
 
@@ -136,16 +161,28 @@ pub struct ServerInfo {
     #[serde(rename = "version", alias = "Version", default)]
     pub version: u32,
     /// Client-side send rate limit, bytes per second (0 = none).
-    #[serde(rename = "TokenBucketBytesPerSecond", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "TokenBucketBytesPerSecond",
+        default,
+        skip_serializing_if = "is_zero"
+    )]
     pub token_bucket_bytes_per_second: u64,
     /// Burst of that limit (0 = none).
-    #[serde(rename = "TokenBucketBytesBurst", default, skip_serializing_if = "is_zero")]
+    #[serde(
+        rename = "TokenBucketBytesBurst",
+        default,
+        skip_serializing_if = "is_zero"
+    )]
     pub token_bucket_bytes_burst: u64,
 }
 
 impl Default for ServerInfo {
     fn default() -> Self {
-        Self { version: PROTOCOL_VERSION, token_bucket_bytes_per_second: 0, token_bucket_bytes_burst: 0 }
+        Self {
+            version: PROTOCOL_VERSION,
+            token_bucket_bytes_per_second: 0,
+            token_bucket_bytes_burst: 0,
+        }
     }
 }
 
@@ -153,13 +190,23 @@ impl ClientInfo {
     /// Build the ClientInfo frame: the client's key and the boxed JSON.
     pub fn seal(&self, client: &PrivateKey, server: &NodePublic, nonce: [u8; NONCE_LEN]) -> Frame {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        Frame::ClientInfo { key: client.node_public(), sealed: Bytes::from(seal(client, server, nonce, &json)) }
+        Frame::ClientInfo {
+            key: client.node_public(),
+            sealed: Bytes::from(seal(client, server, nonce, &json)),
+        }
     }
 
     /// Open the box of a ClientInfo frame on the server side and parse the JSON.
-    pub fn open(server: &PrivateKey, client: &NodePublic, sealed: &[u8]) -> Result<ClientInfo, DerpError> {
+    pub fn open(
+        server: &PrivateKey,
+        client: &NodePublic,
+        sealed: &[u8],
+    ) -> Result<ClientInfo, DerpError> {
         let plain = open(server, client, sealed)?;
-        serde_json::from_slice(&plain).map_err(|e| DerpError::Json { what: "ClientInfo", detail: e.to_string() })
+        serde_json::from_slice(&plain).map_err(|e| DerpError::Json {
+            what: "ClientInfo",
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -167,12 +214,21 @@ impl ServerInfo {
     /// Build the ServerInfo frame, boxed from the server to the client.
     pub fn seal(&self, server: &PrivateKey, client: &NodePublic, nonce: [u8; NONCE_LEN]) -> Frame {
         let json = serde_json::to_vec(self).unwrap_or_default();
-        Frame::ServerInfo { sealed: Bytes::from(seal(server, client, nonce, &json)) }
+        Frame::ServerInfo {
+            sealed: Bytes::from(seal(server, client, nonce, &json)),
+        }
     }
 
     /// Open a ServerInfo box on the client side and parse the JSON.
-    pub fn open(client: &PrivateKey, server: &NodePublic, sealed: &[u8]) -> Result<ServerInfo, DerpError> {
+    pub fn open(
+        client: &PrivateKey,
+        server: &NodePublic,
+        sealed: &[u8],
+    ) -> Result<ServerInfo, DerpError> {
         let plain = open(client, server, sealed)?;
-        serde_json::from_slice(&plain).map_err(|e| DerpError::Json { what: "ServerInfo", detail: e.to_string() })
+        serde_json::from_slice(&plain).map_err(|e| DerpError::Json {
+            what: "ServerInfo",
+            detail: e.to_string(),
+        })
     }
 }

@@ -21,7 +21,7 @@ pub use decoder::{Direction, FrameDecoder};
 pub use error::DerpError;
 pub use frame::{is_disco, Frame, FrameType, PeerGoneReason};
 pub use info::{random_nonce, ClientInfo, MeshKey, ServerInfo};
-pub use queue::{PacketQueue, Pushed};
-pub use server::{ServerConn, ServerConnConfig, ServerEvent};
 /// The key types used throughout this crate's API.
 pub use ironscale_keys::{NodePublic, PrivateKey};
+pub use queue::{PacketQueue, Pushed};
+pub use server::{ServerConn, ServerConnConfig, ServerEvent};

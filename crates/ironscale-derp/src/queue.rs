@@ -59,7 +59,11 @@ impl PacketQueue {
     /// Queue a packet from `src`.
     pub fn push_packet(&mut self, src: NodePublic, packet: Bytes) -> Pushed {
         let cap = self.cap;
-        let q = if is_disco(&packet) { &mut self.disco } else { &mut self.data };
+        let q = if is_disco(&packet) {
+            &mut self.disco
+        } else {
+            &mut self.data
+        };
         let mut res = Pushed::Queued;
         if q.len() >= cap {
             q.pop_front();

@@ -58,11 +58,19 @@ pub enum ServerEvent {
     /// A valid ClientInfo arrived. Decide admission, then call
     /// [`ServerConn::accept`] (or drop the connection). No further frames are
     /// processed until then.
-    ClientInfo { key: NodePublic, info: ClientInfo, is_mesh: bool },
+    ClientInfo {
+        key: NodePublic,
+        info: ClientInfo,
+        is_mesh: bool,
+    },
     /// The client wants `packet` delivered to `dst`.
     SendPacket { dst: NodePublic, packet: Bytes },
     /// A mesh peer forwards a packet from `src` (on its server) to `dst`.
-    ForwardPacket { src: NodePublic, dst: NodePublic, packet: Bytes },
+    ForwardPacket {
+        src: NodePublic,
+        dst: NodePublic,
+        packet: Bytes,
+    },
     /// The client says whether this server is its home.
     NotePreferred(bool),
     /// A mesh peer subscribes to PeerPresent/PeerGone.
@@ -99,7 +107,10 @@ impl ServerConn {
     /// Start a connection; the ServerKey frame is queued for transmission at once.
     pub fn new(config: ServerConnConfig, key: PrivateKey, now: Instant) -> Self {
         let mut out = BytesMut::new();
-        Frame::ServerKey { key: key.node_public() }.encode(&mut out);
+        Frame::ServerKey {
+            key: key.node_public(),
+        }
+        .encode(&mut out);
         let deadline = now + config.handshake_timeout;
         Self {
             config,
@@ -143,7 +154,12 @@ impl ServerConn {
     }
 
     /// Admit the client: ServerInfo is queued and buffered frames are processed.
-    pub fn accept(&mut self, info: &ServerInfo, nonce: [u8; NONCE_LEN], now: Instant) -> Result<(), DerpError> {
+    pub fn accept(
+        &mut self,
+        info: &ServerInfo,
+        nonce: [u8; NONCE_LEN],
+        now: Instant,
+    ) -> Result<(), DerpError> {
         let Some(client) = self.client else {
             return Err(DerpError::Closed("accept before ClientInfo"));
         };
@@ -194,7 +210,9 @@ impl ServerConn {
     /// Advance time: fails the handshake after its deadline, queues keep-alives.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DerpError> {
         match self.state {
-            State::AwaitClientInfo { deadline } if now >= deadline => Err(DerpError::HandshakeTimeout),
+            State::AwaitClientInfo { deadline } if now >= deadline => {
+                Err(DerpError::HandshakeTimeout)
+            }
             State::Established => {
                 if let Some(at) = self.next_keepalive {
                     if now >= at {
@@ -249,7 +267,8 @@ impl ServerConn {
         self.client = Some(key);
         self.is_mesh = is_mesh;
         self.state = State::AwaitAdmission;
-        self.events.push_back(ServerEvent::ClientInfo { key, info, is_mesh });
+        self.events
+            .push_back(ServerEvent::ClientInfo { key, info, is_mesh });
         Ok(())
     }
 
@@ -257,7 +276,10 @@ impl ServerConn {
         if self.is_mesh {
             Ok(())
         } else {
-            Err(DerpError::Unexpected { frame_type: t, reason: "mesh frame from a client without the mesh key" })
+            Err(DerpError::Unexpected {
+                frame_type: t,
+                reason: "mesh frame from a client without the mesh key",
+            })
         }
     }
 
@@ -290,7 +312,10 @@ impl ServerConn {
             // anything else are ignored.
             Frame::Pong { .. } => return Ok(()),
             Frame::ClientInfo { .. } => {
-                return Err(DerpError::Unexpected { frame_type: t, reason: "second ClientInfo" });
+                return Err(DerpError::Unexpected {
+                    frame_type: t,
+                    reason: "second ClientInfo",
+                });
             }
             _ => return Ok(()),
         };

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ironscale_derp::{
-    ClientInfo, DerpError, Direction, Frame, FrameDecoder, MeshKey, PacketQueue, Pushed, ServerConn,
-    ServerConnConfig, ServerEvent, ServerInfo,
+    ClientInfo, DerpError, Direction, Frame, FrameDecoder, MeshKey, PacketQueue, Pushed,
+    ServerConn, ServerConnConfig, ServerEvent, ServerInfo,
 };
 use ironscale_keys::{NodePublic, PrivateKey};
 
@@ -49,38 +49,66 @@ impl Harness {
         let f = info.seal(client, &self.server.node_public(), [0; 24]);
         self.send(&f).unwrap();
         let evs = self.events();
-        assert!(matches!(evs.as_slice(), [ServerEvent::ClientInfo { .. }]), "{evs:?}");
-        self.conn.accept(&ServerInfo::default(), [1; 24], self.now).unwrap();
+        assert!(
+            matches!(evs.as_slice(), [ServerEvent::ClientInfo { .. }]),
+            "{evs:?}"
+        );
+        self.conn
+            .accept(&ServerInfo::default(), [1; 24], self.now)
+            .unwrap();
     }
 }
 
 #[test]
 fn handshake_sends_server_key_then_server_info() {
     let mut h = Harness::new(ServerConnConfig::default());
-    assert_eq!(h.received(), vec![Frame::ServerKey { key: h.server.node_public() }]);
+    assert_eq!(
+        h.received(),
+        vec![Frame::ServerKey {
+            key: h.server.node_public()
+        }]
+    );
     let client = PrivateKey::generate();
     // Client sends ClientInfo and, without waiting, a packet and NotePreferred.
     let mut wire = BytesMut::new();
-    ClientInfo::default().seal(&client, &h.server.node_public(), [3; 24]).encode(&mut wire);
-    Frame::SendPacket { dst: NodePublic([9; 32]), packet: Bytes::from_static(b"p") }.encode(&mut wire);
+    ClientInfo::default()
+        .seal(&client, &h.server.node_public(), [3; 24])
+        .encode(&mut wire);
+    Frame::SendPacket {
+        dst: NodePublic([9; 32]),
+        packet: Bytes::from_static(b"p"),
+    }
+    .encode(&mut wire);
     Frame::NotePreferred { preferred: true }.encode(&mut wire);
     h.conn.handle_input(&wire, h.now).unwrap();
     // Only the ClientInfo event until admission.
     let evs = h.events();
     assert_eq!(evs.len(), 1);
-    let ServerEvent::ClientInfo { key, info, is_mesh } = &evs[0] else { panic!("{evs:?}") };
+    let ServerEvent::ClientInfo { key, info, is_mesh } = &evs[0] else {
+        panic!("{evs:?}")
+    };
     assert_eq!(*key, client.node_public());
     assert!(info.can_ack_pings && !is_mesh);
     assert!(h.conn.awaiting_admission());
     assert!(h.received().is_empty(), "nothing before admission");
-    h.conn.accept(&ServerInfo::default(), [4; 24], h.now).unwrap();
+    h.conn
+        .accept(&ServerInfo::default(), [4; 24], h.now)
+        .unwrap();
     let out = h.received();
-    let [Frame::ServerInfo { sealed }] = out.as_slice() else { panic!("{out:?}") };
-    assert_eq!(ServerInfo::open(&client, &h.server.node_public(), sealed).unwrap(), ServerInfo::default());
+    let [Frame::ServerInfo { sealed }] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        ServerInfo::open(&client, &h.server.node_public(), sealed).unwrap(),
+        ServerInfo::default()
+    );
     assert_eq!(
         h.events(),
         vec![
-            ServerEvent::SendPacket { dst: NodePublic([9; 32]), packet: Bytes::from_static(b"p") },
+            ServerEvent::SendPacket {
+                dst: NodePublic([9; 32]),
+                packet: Bytes::from_static(b"p")
+            },
             ServerEvent::NotePreferred(true)
         ]
     );
@@ -106,13 +134,22 @@ fn handshake_times_out() {
     let mut h = Harness::new(ServerConnConfig::default());
     let deadline = h.conn.poll_timeout().unwrap();
     assert_eq!(deadline, h.now + Duration::from_secs(10));
-    assert_eq!(h.conn.handle_timeout(deadline - Duration::from_millis(1)), Ok(()));
-    assert_eq!(h.conn.handle_timeout(deadline), Err(DerpError::HandshakeTimeout));
+    assert_eq!(
+        h.conn.handle_timeout(deadline - Duration::from_millis(1)),
+        Ok(())
+    );
+    assert_eq!(
+        h.conn.handle_timeout(deadline),
+        Err(DerpError::HandshakeTimeout)
+    );
 }
 
 #[test]
 fn ping_pong_and_keepalive() {
-    let mut h = Harness::new(ServerConnConfig { keepalive: Duration::from_secs(60), ..Default::default() });
+    let mut h = Harness::new(ServerConnConfig {
+        keepalive: Duration::from_secs(60),
+        ..Default::default()
+    });
     h.handshake(&PrivateKey::generate(), ClientInfo::default());
     h.received();
     h.send(&Frame::Ping { data: *b"abcdefgh" }).unwrap();
@@ -128,7 +165,10 @@ fn ping_pong_and_keepalive() {
 
 #[test]
 fn pongs_are_dropped_when_the_client_does_not_read() {
-    let mut h = Harness::new(ServerConnConfig { max_pending_transmit: 100, ..Default::default() });
+    let mut h = Harness::new(ServerConnConfig {
+        max_pending_transmit: 100,
+        ..Default::default()
+    });
     h.handshake(&PrivateKey::generate(), ClientInfo::default());
     for _ in 0..50 {
         h.send(&Frame::Ping { data: [1; 8] }).unwrap();
@@ -140,30 +180,59 @@ fn pongs_are_dropped_when_the_client_does_not_read() {
 #[test]
 fn mesh_frames_need_the_mesh_key() {
     let mk = MeshKey([7; 32]);
-    let cfg = ServerConnConfig { mesh_key: Some(mk.clone()), ..Default::default() };
+    let cfg = ServerConnConfig {
+        mesh_key: Some(mk.clone()),
+        ..Default::default()
+    };
     // Without the key: WatchConns closes the connection.
     let mut h = Harness::new(cfg.clone());
     h.handshake(&PrivateKey::generate(), ClientInfo::default());
     assert!(!h.conn.is_mesh());
-    assert!(matches!(h.send(&Frame::WatchConns), Err(DerpError::Unexpected { .. })));
+    assert!(matches!(
+        h.send(&Frame::WatchConns),
+        Err(DerpError::Unexpected { .. })
+    ));
     // A wrong key is just "not mesh".
     let mut h = Harness::new(cfg.clone());
-    h.handshake(&PrivateKey::generate(), ClientInfo { mesh_key: Some(MeshKey([8; 32])), ..Default::default() });
+    h.handshake(
+        &PrivateKey::generate(),
+        ClientInfo {
+            mesh_key: Some(MeshKey([8; 32])),
+            ..Default::default()
+        },
+    );
     assert!(!h.conn.is_mesh());
     // With the key: mesh frames become events.
     let mut h = Harness::new(cfg);
-    h.handshake(&PrivateKey::generate(), ClientInfo { mesh_key: Some(mk), ..Default::default() });
+    h.handshake(
+        &PrivateKey::generate(),
+        ClientInfo {
+            mesh_key: Some(mk),
+            ..Default::default()
+        },
+    );
     assert!(h.conn.is_mesh());
     h.send(&Frame::WatchConns).unwrap();
-    h.send(&Frame::ClosePeer { peer: NodePublic([1; 32]) }).unwrap();
-    let fwd = Frame::ForwardPacket { src: NodePublic([2; 32]), dst: NodePublic([3; 32]), packet: Bytes::from_static(b"x") };
+    h.send(&Frame::ClosePeer {
+        peer: NodePublic([1; 32]),
+    })
+    .unwrap();
+    let fwd = Frame::ForwardPacket {
+        src: NodePublic([2; 32]),
+        dst: NodePublic([3; 32]),
+        packet: Bytes::from_static(b"x"),
+    };
     h.send(&fwd).unwrap();
     assert_eq!(
         h.events(),
         vec![
             ServerEvent::WatchConns,
             ServerEvent::ClosePeer(NodePublic([1; 32])),
-            ServerEvent::ForwardPacket { src: NodePublic([2; 32]), dst: NodePublic([3; 32]), packet: Bytes::from_static(b"x") },
+            ServerEvent::ForwardPacket {
+                src: NodePublic([2; 32]),
+                dst: NodePublic([3; 32]),
+                packet: Bytes::from_static(b"x")
+            },
         ]
     );
 }
@@ -182,17 +251,41 @@ fn packet_queue_is_bounded_and_prioritises() {
     let k = NodePublic([1; 32]);
     assert_eq!(q.push_packet(k, Bytes::from_static(b"d1")), Pushed::Queued);
     assert_eq!(q.push_packet(k, Bytes::from_static(b"d2")), Pushed::Queued);
-    assert_eq!(q.push_packet(k, Bytes::from_static(b"d3")), Pushed::DroppedOldest);
+    assert_eq!(
+        q.push_packet(k, Bytes::from_static(b"d3")),
+        Pushed::DroppedOldest
+    );
     let mut disco = ironscale_derp::frame::DISCO_MAGIC.to_vec();
     disco.push(1);
     q.push_packet(k, Bytes::from(disco.clone()));
-    q.push_control(Frame::PeerGone { peer: k, reason: ironscale_derp::PeerGoneReason::Disconnected });
+    q.push_control(Frame::PeerGone {
+        peer: k,
+        reason: ironscale_derp::PeerGoneReason::Disconnected,
+    });
     assert_eq!(q.len(), 4);
     assert_eq!(q.dropped(), 1);
     let order: Vec<Frame> = std::iter::from_fn(|| q.pop()).collect();
     assert!(matches!(order[0], Frame::PeerGone { .. }));
-    assert_eq!(order[1], Frame::RecvPacket { src: k, packet: Bytes::from(disco) });
-    assert_eq!(order[2], Frame::RecvPacket { src: k, packet: Bytes::from_static(b"d2") });
-    assert_eq!(order[3], Frame::RecvPacket { src: k, packet: Bytes::from_static(b"d3") });
+    assert_eq!(
+        order[1],
+        Frame::RecvPacket {
+            src: k,
+            packet: Bytes::from(disco)
+        }
+    );
+    assert_eq!(
+        order[2],
+        Frame::RecvPacket {
+            src: k,
+            packet: Bytes::from_static(b"d2")
+        }
+    );
+    assert_eq!(
+        order[3],
+        Frame::RecvPacket {
+            src: k,
+            packet: Bytes::from_static(b"d3")
+        }
+    );
     assert!(q.is_empty());
 }

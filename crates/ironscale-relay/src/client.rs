@@ -53,8 +53,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> DerpClient<S> {
     /// HTTP request, expect 101, read ServerKey, send ClientInfo, and wait for
     /// ServerInfo. A server that refuses the client closes the connection
     /// instead, which shows up here as [`RelayError::Closed`].
-    pub async fn handshake(mut io: S, host: &str, key: PrivateKey, info: ClientInfo) -> Result<Self, RelayError> {
-        let req = format!("GET /derp HTTP/1.1\r\nHost: {host}\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n");
+    pub async fn handshake(
+        mut io: S,
+        host: &str,
+        key: PrivateKey,
+        info: ClientInfo,
+    ) -> Result<Self, RelayError> {
+        let req = format!(
+            "GET /derp HTTP/1.1\r\nHost: {host}\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n"
+        );
         io.write_all(req.as_bytes()).await?;
         io.flush().await?;
         let mut head = Vec::new();
@@ -144,7 +151,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> DerpClient<S> {
     }
 
     pub async fn send_packet(&mut self, dst: NodePublic, packet: &[u8]) -> Result<(), RelayError> {
-        self.send(&Frame::SendPacket { dst, packet: Bytes::copy_from_slice(packet) }).await
+        self.send(&Frame::SendPacket {
+            dst,
+            packet: Bytes::copy_from_slice(packet),
+        })
+        .await
     }
 
     pub async fn note_preferred(&mut self, preferred: bool) -> Result<(), RelayError> {
@@ -195,7 +206,12 @@ impl DerpClient<TlsStream<TcpStream>> {
 
 impl DerpClient<TcpStream> {
     /// Connect over plain HTTP (what `TS_DEBUG_USE_DERP_HTTP=1` clients do).
-    pub async fn connect_plain(addr: SocketAddr, host: &str, key: PrivateKey, info: ClientInfo) -> Result<Self, RelayError> {
+    pub async fn connect_plain(
+        addr: SocketAddr,
+        host: &str,
+        key: PrivateKey,
+        info: ClientInfo,
+    ) -> Result<Self, RelayError> {
         let tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
         Self::handshake(tcp, host, key, info).await
@@ -222,7 +238,9 @@ impl ServerCertVerifier for PinnedVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         match &self.sha256_hex {
             Some(want) if !cert_sha256_hex(end_entity).eq_ignore_ascii_case(want) => {
-                Err(rustls::Error::General("server certificate does not match the pinned SHA-256".into()))
+                Err(rustls::Error::General(
+                    "server certificate does not match the pinned SHA-256".into(),
+                ))
             }
             _ => Ok(ServerCertVerified::assertion()),
         }
@@ -234,7 +252,12 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -243,11 +266,18 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -273,5 +303,8 @@ pub fn pinned_tls_config(sha256_hex: &str) -> Result<ClientConfig, RelayError> {
 /// A client TLS config that accepts any certificate (Tailscale's
 /// `InsecureForTests`). Only for tests and diagnostics.
 pub fn insecure_tls_config() -> Result<ClientConfig, RelayError> {
-    config_with(PinnedVerifier { sha256_hex: None, provider: Arc::new(rustls::crypto::ring::default_provider()) })
+    config_with(PinnedVerifier {
+        sha256_hex: None,
+        provider: Arc::new(rustls::crypto::ring::default_provider()),
+    })
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ironscale_derp::{is_disco, random_nonce, DerpError, Frame, PeerGoneReason, ServerConn, ServerEvent};
+use ironscale_derp::{
+    is_disco, random_nonce, DerpError, Frame, PeerGoneReason, ServerConn, ServerEvent,
+};
 use ironscale_keys::NodePublic;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::sleep_until;
@@ -76,12 +78,21 @@ where
         remote,
         client: None,
         sent_to: HashMap::new(),
-        not_here: NotHereLimiter { tokens: 3.0, last: now },
+        not_here: NotHereLimiter {
+            tokens: 3.0,
+            last: now,
+        },
     };
     let reason = s.drive(io).await;
-    let who = s.client.as_ref().map(|c| c.key.short()).unwrap_or_else(|| "-".into());
+    let who = s
+        .client
+        .as_ref()
+        .map(|c| c.key.short())
+        .unwrap_or_else(|| "-".into());
     match &reason {
-        Close::Eof | Close::Shutdown => debug!(client = %who, remote = ?s.remote, "DERP connection closed"),
+        Close::Eof | Close::Shutdown => {
+            debug!(client = %who, remote = ?s.remote, "DERP connection closed")
+        }
         Close::Protocol(e) => {
             if s.client.is_some() {
                 inc(&s.server.counters.protocol_errors);
@@ -90,8 +101,12 @@ where
             }
             debug!(client = %who, remote = ?s.remote, error = %e, "DERP connection dropped: protocol error");
         }
-        Close::Io(e) => debug!(client = %who, remote = ?s.remote, error = %e, "DERP connection dropped: I/O error"),
-        other => debug!(client = %who, remote = ?s.remote, reason = ?other, "DERP connection dropped"),
+        Close::Io(e) => {
+            debug!(client = %who, remote = ?s.remote, error = %e, "DERP connection dropped: I/O error")
+        }
+        other => {
+            debug!(client = %who, remote = ?s.remote, reason = ?other, "DERP connection dropped")
+        }
     }
     s.cleanup();
 }
@@ -187,17 +202,22 @@ impl Session {
                         debug!(client = %key.short(), remote = ?self.remote, "DERP client refused by verifier");
                         return Err(Close::Rejected);
                     }
-                    let c = self.server.new_client(key, self.remote, is_mesh, info.is_prober);
+                    let c = self
+                        .server
+                        .new_client(key, self.remote, is_mesh, info.is_prober);
                     self.server.register(&c);
                     self.client = Some(c);
-                    let nonce = random_nonce().ok_or(Close::Protocol(DerpError::Closed("no randomness")))?;
+                    let nonce = random_nonce()
+                        .ok_or(Close::Protocol(DerpError::Closed("no randomness")))?;
                     self.conn
                         .accept(&self.server.server_info(), nonce, Instant::now())
                         .map_err(Close::Protocol)?;
                     debug!(client = %key.short(), remote = ?self.remote, mesh = is_mesh, "DERP client connected");
                 }
                 ServerEvent::SendPacket { dst, packet } => {
-                    let Some(src) = self.conn.client_key() else { continue };
+                    let Some(src) = self.conn.client_key() else {
+                        continue;
+                    };
                     let disco = is_disco(&packet);
                     match self.server.deliver(src, &dst, packet) {
                         Some(id) => {
@@ -205,7 +225,10 @@ impl Session {
                         }
                         None => {
                             if disco && self.not_here.allow(Instant::now()) {
-                                self.conn.queue_frame(&Frame::PeerGone { peer: dst, reason: PeerGoneReason::NotHere });
+                                self.conn.queue_frame(&Frame::PeerGone {
+                                    peer: dst,
+                                    reason: PeerGoneReason::NotHere,
+                                });
                             }
                         }
                     }
@@ -237,7 +260,10 @@ impl Session {
         for (dst, id) in self.sent_to.drain() {
             if let Some(d) = self.server.active(&dst) {
                 if d.id == id {
-                    d.push_control(Frame::PeerGone { peer: c.key, reason: PeerGoneReason::Disconnected });
+                    d.push_control(Frame::PeerGone {
+                        peer: c.key,
+                        reason: PeerGoneReason::Disconnected,
+                    });
                 }
             }
         }

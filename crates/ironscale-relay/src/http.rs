@@ -47,13 +47,22 @@ async fn derp_upgrade(State(server): State<Arc<DerpServer>>, mut req: Request) -
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("derp")));
     if !is_derp {
-        return plain(StatusCode::UPGRADE_REQUIRED, "DERP requires connection upgrade");
+        return plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "DERP requires connection upgrade",
+        );
     }
     // Only HTTP/1.1 connections served with upgrades carry this extension.
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return plain(StatusCode::UPGRADE_REQUIRED, "DERP requires an HTTP/1.1 connection upgrade");
+        return plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "DERP requires an HTTP/1.1 connection upgrade",
+        );
     };
-    let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     // `Derp-Fast-Start: 1` asks for no HTTP response at all. Clients only send it
     // after seeing a meta-certificate in the TLS chain, which this server never
     // presents, so the header does not occur here.
@@ -81,14 +90,18 @@ async fn probe(method: Method) -> Response {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "bogus probe method");
     }
     let mut r = Response::new(Body::empty());
-    r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     r
 }
 
 fn valid_challenge(c: &str) -> bool {
     !c.is_empty()
         && c.len() <= 64
-        && c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 async fn generate_204(req: Request) -> Response {
@@ -99,7 +112,10 @@ async fn generate_204(req: Request) -> Response {
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, no-store, must-revalidate, no-transform, max-age=0"),
     );
-    let challenge = req.headers().get("X-Tailscale-Challenge").and_then(|v| v.to_str().ok());
+    let challenge = req
+        .headers()
+        .get("X-Tailscale-Challenge")
+        .and_then(|v| v.to_str().ok());
     if let Some(c) = challenge.filter(|c| valid_challenge(c)) {
         if let Ok(v) = HeaderValue::from_str(&format!("response {c}")) {
             h.insert("X-Tailscale-Response", v);

@@ -23,6 +23,6 @@ pub use http::router;
 pub use server::{ClientVerifier, DerpServer, DerpServerConfig, DerpStats};
 pub use stun::{run_stun, run_stun_with_stats, StunStats};
 pub use tls::{
-    cert_sha256_hex, load_or_create_self_signed, load_pem_files, self_signed, serve_http, serve_plain, serve_tls,
-    server_config, tls_config_from_pem,
+    cert_sha256_hex, load_or_create_self_signed, load_pem_files, self_signed, serve_http,
+    serve_plain, serve_tls, server_config, tls_config_from_pem,
 };

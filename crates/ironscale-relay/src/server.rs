@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ironscale_derp::frame::peer_present_flags;
-use ironscale_derp::{Frame, MeshKey, PacketQueue, PeerGoneReason, Pushed, ServerConnConfig, ServerInfo};
+use ironscale_derp::{
+    Frame, MeshKey, PacketQueue, PeerGoneReason, Pushed, ServerConnConfig, ServerInfo,
+};
 use ironscale_keys::{NodePublic, PrivateKey};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -124,11 +126,19 @@ impl Client {
         self.notify.notify_one();
     }
     fn present_frame(&self) -> Frame {
-        let mut flags = if self.is_mesh { peer_present_flags::IS_MESH_PEER } else { peer_present_flags::IS_REGULAR };
+        let mut flags = if self.is_mesh {
+            peer_present_flags::IS_MESH_PEER
+        } else {
+            peer_present_flags::IS_REGULAR
+        };
         if self.is_prober {
             flags |= peer_present_flags::IS_PROBER;
         }
-        Frame::PeerPresent { peer: self.key, endpoint: self.remote, flags }
+        Frame::PeerPresent {
+            peer: self.key,
+            endpoint: self.remote,
+            flags,
+        }
     }
 }
 
@@ -258,7 +268,11 @@ impl DerpServer {
     pub(crate) fn conn_config(&self) -> ServerConnConfig {
         let jitter_ms = u64::try_from(self.config.keepalive_jitter.as_millis()).unwrap_or(0);
         let mut r = [0u8; 8];
-        let rand = if getrandom::fill(&mut r).is_ok() { u64::from_le_bytes(r) } else { 0 };
+        let rand = if getrandom::fill(&mut r).is_ok() {
+            u64::from_le_bytes(r)
+        } else {
+            0
+        };
         let jitter = if jitter_ms == 0 { 0 } else { rand % jitter_ms };
         ServerConnConfig {
             keepalive: self.config.keepalive + Duration::from_millis(jitter),
@@ -286,7 +300,13 @@ impl DerpServer {
         }
     }
 
-    pub(crate) fn new_client(&self, key: NodePublic, remote: Option<SocketAddr>, is_mesh: bool, is_prober: bool) -> Arc<Client> {
+    pub(crate) fn new_client(
+        &self,
+        key: NodePublic,
+        remote: Option<SocketAddr>,
+        is_mesh: bool,
+        is_prober: bool,
+    ) -> Arc<Client> {
         Arc::new(Client {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             key,
@@ -329,13 +349,18 @@ impl DerpServer {
             r.watchers.retain(|w| w.id != c.id);
             (gone, r.watchers.clone())
         };
-        self.counters.clients_current.fetch_sub(1, Ordering::Relaxed);
+        self.counters
+            .clients_current
+            .fetch_sub(1, Ordering::Relaxed);
         if c.preferred.swap(false, Ordering::Relaxed) {
             self.counters.home_clients.fetch_sub(1, Ordering::Relaxed);
         }
         if gone {
             for w in &watchers {
-                w.push_control(Frame::PeerGone { peer: c.key, reason: PeerGoneReason::Disconnected });
+                w.push_control(Frame::PeerGone {
+                    peer: c.key,
+                    reason: PeerGoneReason::Disconnected,
+                });
             }
         }
         gone
@@ -343,11 +368,20 @@ impl DerpServer {
 
     /// The connection that receives traffic for `key`.
     pub(crate) fn active(&self, key: &NodePublic) -> Option<Arc<Client>> {
-        self.registry.lock().clients.get(key).and_then(|v| v.last().cloned())
+        self.registry
+            .lock()
+            .clients
+            .get(key)
+            .and_then(|v| v.last().cloned())
     }
 
     /// Queue a packet for `dst`; returns the destination connection's id if it exists.
-    pub(crate) fn deliver(&self, src: NodePublic, dst: &NodePublic, packet: bytes::Bytes) -> Option<u64> {
+    pub(crate) fn deliver(
+        &self,
+        src: NodePublic,
+        dst: &NodePublic,
+        packet: bytes::Bytes,
+    ) -> Option<u64> {
         let Some(d) = self.active(dst) else {
             inc(&self.counters.packets_dropped_unknown_dest);
             return None;
@@ -356,7 +390,9 @@ impl DerpServer {
         let pushed = d.queue.lock().push_packet(src, packet);
         d.notify.notify_one();
         inc(&self.counters.packets_relayed);
-        self.counters.bytes_relayed.fetch_add(len, Ordering::Relaxed);
+        self.counters
+            .bytes_relayed
+            .fetch_add(len, Ordering::Relaxed);
         if pushed != Pushed::Queued {
             inc(&self.counters.packets_dropped_queue_full);
         }
@@ -383,7 +419,10 @@ impl DerpServer {
             }
             let mut keys: Vec<&NodePublic> = r.clients.keys().filter(|k| **k != w.key).collect();
             keys.sort();
-            keys.iter().filter_map(|k| r.clients.get(*k).and_then(|v| v.last())).map(|c| c.present_frame()).collect()
+            keys.iter()
+                .filter_map(|k| r.clients.get(*k).and_then(|v| v.last()))
+                .map(|c| c.present_frame())
+                .collect()
         };
         for f in present {
             w.push_control(f);
@@ -392,7 +431,13 @@ impl DerpServer {
 
     /// Close every connection of `key` (mesh ClosePeer).
     pub(crate) fn close_peer(&self, key: &NodePublic) {
-        let conns = self.registry.lock().clients.get(key).cloned().unwrap_or_default();
+        let conns = self
+            .registry
+            .lock()
+            .clients
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
         for c in conns {
             c.closed.store(true, Ordering::Relaxed);
             c.notify.notify_one();

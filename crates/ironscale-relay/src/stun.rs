@@ -36,7 +36,11 @@ pub async fn run_stun(socket: UdpSocket, shutdown: impl Future<Output = ()>) {
 }
 
 /// [`run_stun`] with caller-held counters.
-pub async fn run_stun_with_stats(socket: UdpSocket, stats: Arc<StunStats>, shutdown: impl Future<Output = ()>) {
+pub async fn run_stun_with_stats(
+    socket: UdpSocket,
+    stats: Arc<StunStats>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut buf = vec![0u8; 2048];
     loop {

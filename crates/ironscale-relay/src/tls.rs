@@ -37,7 +37,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A server config for `chain` and `key`, HTTP/1.1 and h2 via ALPN.
+/// A server config for `chain` and `key`.
+///
+/// ALPN offers only `http/1.1`: DERP and `/ts2021` are HTTP/1.1 upgrades, and a
+/// client that offered both would otherwise be moved to h2, where upgrades do
+/// not exist. (h2 with prior knowledge is still served.) Set
+/// `alpn_protocols` on the result to change that.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -46,7 +51,7 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }
 
@@ -58,7 +63,10 @@ struct SelfSigned {
 
 fn generate(names_and_ips: &[String]) -> Result<SelfSigned, RelayError> {
     let ck = rcgen::generate_simple_self_signed(names_and_ips.to_vec())?;
-    Ok(SelfSigned { cert_pem: ck.cert.pem(), key_pem: ck.signing_key.serialize_pem() })
+    Ok(SelfSigned {
+        cert_pem: ck.cert.pem(),
+        key_pem: ck.signing_key.serialize_pem(),
+    })
 }
 
 /// A fresh self-signed certificate for the given DNS names and IP addresses
@@ -90,7 +98,11 @@ pub fn load_or_create_self_signed(
     }
     write_private(key_path, g.key_pem.as_bytes())?;
     std::fs::write(cert_path, g.cert_pem.as_bytes())?;
-    tls_config_from_pem(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), &cert_path.display().to_string())
+    tls_config_from_pem(
+        g.cert_pem.as_bytes(),
+        g.key_pem.as_bytes(),
+        &cert_path.display().to_string(),
+    )
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -108,7 +120,10 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Load a certificate chain and private key from PEM files.
-pub fn load_pem_files(cert_path: &Path, key_path: &Path) -> Result<(ServerConfig, String), RelayError> {
+pub fn load_pem_files(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(ServerConfig, String), RelayError> {
     let cert = std::fs::read(cert_path)?;
     let key = std::fs::read(key_path)?;
     let (chain, fp) = parse_chain(&cert, &cert_path.display().to_string())?;
@@ -117,18 +132,31 @@ pub fn load_pem_files(cert_path: &Path, key_path: &Path) -> Result<(ServerConfig
 }
 
 /// A TLS config from PEM text (chain first, leaf first in the chain).
-pub fn tls_config_from_pem(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<(ServerConfig, String), RelayError> {
+pub fn tls_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    what: &str,
+) -> Result<(ServerConfig, String), RelayError> {
     let (chain, fp) = parse_chain(cert_pem, what)?;
     let key = parse_key(key_pem, what)?;
     Ok((server_config(chain, key)?, fp))
 }
 
-fn parse_chain(pem: &[u8], what: &str) -> Result<(Vec<CertificateDer<'static>>, String), RelayError> {
+fn parse_chain(
+    pem: &[u8],
+    what: &str,
+) -> Result<(Vec<CertificateDer<'static>>, String), RelayError> {
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut BufReader::new(pem))
         .collect::<Result<_, _>>()
-        .map_err(|e| RelayError::Pem { path: what.into(), reason: e.to_string() })?;
+        .map_err(|e| RelayError::Pem {
+            path: what.into(),
+            reason: e.to_string(),
+        })?;
     let Some(leaf) = chain.first() else {
-        return Err(RelayError::Pem { path: what.into(), reason: "no certificate found".into() });
+        return Err(RelayError::Pem {
+            path: what.into(),
+            reason: "no certificate found".into(),
+        });
     };
     let fp = cert_sha256_hex(leaf);
     Ok((chain, fp))
@@ -136,8 +164,14 @@ fn parse_chain(pem: &[u8], what: &str) -> Result<(Vec<CertificateDer<'static>>, 
 
 fn parse_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, RelayError> {
     rustls_pemfile::private_key(&mut BufReader::new(pem))
-        .map_err(|e| RelayError::Pem { path: what.into(), reason: e.to_string() })?
-        .ok_or_else(|| RelayError::Pem { path: what.into(), reason: "no private key found".into() })
+        .map_err(|e| RelayError::Pem {
+            path: what.into(),
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| RelayError::Pem {
+            path: what.into(),
+            reason: "no private key found".into(),
+        })
 }
 
 /// Serve `router` over HTTP/1.1 (with upgrades) and h2 on one accepted stream.
@@ -150,7 +184,10 @@ where
         router.clone().oneshot(req)
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).await {
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await
+    {
         debug!(remote = %remote, error = %e, "HTTP connection ended with an error");
     }
 }
@@ -189,7 +226,12 @@ where
 /// On shutdown, plain HTTP connections are aborted; DERP connections that were
 /// already upgraded belong to their [`crate::DerpServer`]: call its
 /// `shutdown()` to close them.
-pub async fn serve_tls(listener: TcpListener, tls: Arc<ServerConfig>, router: Router, shutdown: impl Future<Output = ()>) {
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     accept_loop(listener, shutdown, move |tcp, remote| {
         let acceptor = acceptor.clone();
@@ -207,6 +249,13 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<ServerConfig>, router: Ro
 
 /// Like [`serve_tls`] without TLS (for clients with `TS_DEBUG_USE_DERP_HTTP=1`,
 /// or behind a TLS-terminating proxy).
-pub async fn serve_plain(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
-    accept_loop(listener, shutdown, move |tcp, remote| serve_http(tcp, router.clone(), remote)).await
+pub async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    accept_loop(listener, shutdown, move |tcp, remote| {
+        serve_http(tcp, router.clone(), remote)
+    })
+    .await
 }

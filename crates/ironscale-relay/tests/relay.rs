@@ -11,7 +11,9 @@ use bytes::Bytes;
 use ironscale_derp::{ClientInfo, Frame, PeerGoneReason};
 use ironscale_keys::{NodePublic, PrivateKey};
 use ironscale_relay::client::{pinned_tls_config, DerpClient};
-use ironscale_relay::{router, run_stun, self_signed, serve_plain, serve_tls, DerpServer, DerpServerConfig, RelayError};
+use ironscale_relay::{
+    router, run_stun, self_signed, serve_plain, serve_tls, DerpServer, DerpServerConfig, RelayError,
+};
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::oneshot;
@@ -40,21 +42,40 @@ async fn start(server: DerpServer) -> Relay {
     let addr = listener.local_addr().unwrap();
     let server = Arc::new(server);
     let (stop, stopped) = stop_signal();
-    tokio::spawn(serve_tls(listener, Arc::new(tls), router(server.clone()), stopped));
-    Relay { addr, fingerprint, server, _stop: stop }
+    tokio::spawn(serve_tls(
+        listener,
+        Arc::new(tls),
+        router(server.clone()),
+        stopped,
+    ));
+    Relay {
+        addr,
+        fingerprint,
+        server,
+        _stop: stop,
+    }
 }
 
 type Client = DerpClient<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 async fn connect(r: &Relay, key: PrivateKey) -> Result<Client, RelayError> {
     let tls = Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
-    timeout(T, DerpClient::connect_tls(r.addr, "localhost", tls, key, ClientInfo::default())).await.unwrap()
+    timeout(
+        T,
+        DerpClient::connect_tls(r.addr, "localhost", tls, key, ClientInfo::default()),
+    )
+    .await
+    .unwrap()
 }
 
 /// Next frame that is not a KeepAlive.
 async fn next<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(c: &mut DerpClient<S>) -> Frame {
     loop {
-        match timeout(T, c.recv()).await.expect("frame in time").expect("frame") {
+        match timeout(T, c.recv())
+            .await
+            .expect("frame in time")
+            .expect("frame")
+        {
             Frame::KeepAlive => continue,
             f => return f,
         }
@@ -85,13 +106,31 @@ async fn two_clients_exchange_packets_ping_and_peer_gone() {
 
     a.note_preferred(true).await.unwrap();
     a.send_packet(pb, b"hello b").await.unwrap();
-    assert_eq!(next(&mut b).await, Frame::RecvPacket { src: pa, packet: Bytes::from_static(b"hello b") });
+    assert_eq!(
+        next(&mut b).await,
+        Frame::RecvPacket {
+            src: pa,
+            packet: Bytes::from_static(b"hello b")
+        }
+    );
     b.send_packet(pa, b"hello a").await.unwrap();
-    assert_eq!(next(&mut a).await, Frame::RecvPacket { src: pb, packet: Bytes::from_static(b"hello a") });
+    assert_eq!(
+        next(&mut a).await,
+        Frame::RecvPacket {
+            src: pb,
+            packet: Bytes::from_static(b"hello a")
+        }
+    );
     // A 64 KiB packet, the maximum.
     let big = vec![0x5a; 64 << 10];
     a.send_packet(pb, &big).await.unwrap();
-    assert_eq!(next(&mut b).await, Frame::RecvPacket { src: pa, packet: Bytes::from(big) });
+    assert_eq!(
+        next(&mut b).await,
+        Frame::RecvPacket {
+            src: pa,
+            packet: Bytes::from(big)
+        }
+    );
 
     a.ping(*b"pingpong").await.unwrap();
     assert_eq!(next(&mut a).await, Frame::Pong { data: *b"pingpong" });
@@ -99,7 +138,13 @@ async fn two_clients_exchange_packets_ping_and_peer_gone() {
 
     // A leaves: B, which received packets from A, hears PeerGone(A).
     drop(a);
-    assert_eq!(next(&mut b).await, Frame::PeerGone { peer: pa, reason: PeerGoneReason::Disconnected });
+    assert_eq!(
+        next(&mut b).await,
+        Frame::PeerGone {
+            peer: pa,
+            reason: PeerGoneReason::Disconnected
+        }
+    );
     wait_clients(&r.server, 1).await;
     let st = r.server.stats();
     assert_eq!(st.clients_total, 2);
@@ -114,9 +159,17 @@ async fn disco_packet_to_unknown_peer_gets_peer_gone_not_here() {
     let nobody = NodePublic([7; 32]);
     let mut disco = ironscale_derp::frame::DISCO_MAGIC.to_vec();
     disco.extend_from_slice(&[0; 40]);
-    a.send_packet(nobody, b"not disco: silently dropped").await.unwrap();
+    a.send_packet(nobody, b"not disco: silently dropped")
+        .await
+        .unwrap();
     a.send_packet(nobody, &disco).await.unwrap();
-    assert_eq!(next(&mut a).await, Frame::PeerGone { peer: nobody, reason: PeerGoneReason::NotHere });
+    assert_eq!(
+        next(&mut a).await,
+        Frame::PeerGone {
+            peer: nobody,
+            reason: PeerGoneReason::NotHere
+        }
+    );
     assert_eq!(r.server.stats().packets_dropped_unknown_dest, 2);
 }
 
@@ -146,22 +199,36 @@ async fn malformed_input_closes_only_that_connection() {
         })
         .await
         .unwrap();
-        assert!(matches!(end, Err(RelayError::Closed) | Err(RelayError::Io(_))), "{end:?}");
+        assert!(
+            matches!(end, Err(RelayError::Closed) | Err(RelayError::Io(_))),
+            "{end:?}"
+        );
     }
     // A raw TLS connection that sends junk instead of HTTP is dropped too.
     {
         let tls = Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
         let tcp = tokio::net::TcpStream::connect(r.addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut s = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(b"\x00\x01\x02 not http at all\r\n\r\n").await.unwrap();
+        s.write_all(b"\x00\x01\x02 not http at all\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = vec![0; 1024];
         let _ = timeout(T, s.read(&mut buf)).await.unwrap();
     }
     // The good clients are unaffected.
     a.send_packet(pb, b"still here").await.unwrap();
-    assert_eq!(next(&mut b).await, Frame::RecvPacket { src: pa, packet: Bytes::from_static(b"still here") });
+    assert_eq!(
+        next(&mut b).await,
+        Frame::RecvPacket {
+            src: pa,
+            packet: Bytes::from_static(b"still here")
+        }
+    );
     b.ping([1; 8]).await.unwrap();
     assert_eq!(next(&mut b).await, Frame::Pong { data: [1; 8] });
     wait_clients(&r.server, 2).await;
@@ -175,7 +242,10 @@ async fn verify_clients_refuses_unknown_keys() {
     let verifier = Arc::new(move |k: &NodePublic| *k == allowed_pub);
     let r = start(DerpServer::new(PrivateKey::generate()).with_verifier(verifier)).await;
     let refused = connect(&r, PrivateKey::generate()).await;
-    assert!(matches!(refused, Err(RelayError::Closed) | Err(RelayError::Io(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(RelayError::Closed) | Err(RelayError::Io(_))),
+        "{refused:?}"
+    );
     let mut ok = connect(&r, allowed).await.unwrap();
     ok.ping([2; 8]).await.unwrap();
     assert_eq!(next(&mut ok).await, Frame::Pong { data: [2; 8] });
@@ -186,27 +256,58 @@ async fn verify_clients_refuses_unknown_keys() {
 #[tokio::test]
 async fn mesh_watcher_sees_present_and_gone() {
     let mesh = ironscale_derp::MeshKey([9; 32]);
-    let cfg = DerpServerConfig { mesh_key: Some(mesh.clone()), ..Default::default() };
+    let cfg = DerpServerConfig {
+        mesh_key: Some(mesh.clone()),
+        ..Default::default()
+    };
     // Verification on: the mesh peer is admitted anyway.
-    let r = start(DerpServer::with_config(PrivateKey::generate(), cfg).with_verifier(Arc::new(|_: &NodePublic| false)))
-        .await;
+    let r = start(
+        DerpServer::with_config(PrivateKey::generate(), cfg)
+            .with_verifier(Arc::new(|_: &NodePublic| false)),
+    )
+    .await;
     let tls = Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
-    let info = ClientInfo { mesh_key: Some(mesh), ..Default::default() };
-    let mut w = timeout(T, DerpClient::connect_tls(r.addr, "localhost", tls, PrivateKey::generate(), info))
-        .await
-        .unwrap()
-        .unwrap();
+    let info = ClientInfo {
+        mesh_key: Some(mesh),
+        ..Default::default()
+    };
+    let mut w = timeout(
+        T,
+        DerpClient::connect_tls(r.addr, "localhost", tls, PrivateKey::generate(), info),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     w.send(&Frame::WatchConns).await.unwrap();
     // Regular clients are refused by the verifier; so watch another mesh-key client come and go.
     let tls = Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
     let k = PrivateKey::generate();
     let pk = k.node_public();
-    let info = ClientInfo { mesh_key: Some(ironscale_derp::MeshKey([9; 32])), ..Default::default() };
-    let other = timeout(T, DerpClient::connect_tls(r.addr, "localhost", tls, k, info)).await.unwrap().unwrap();
-    let Frame::PeerPresent { peer, endpoint, flags } = next(&mut w).await else { panic!("want PeerPresent") };
+    let info = ClientInfo {
+        mesh_key: Some(ironscale_derp::MeshKey([9; 32])),
+        ..Default::default()
+    };
+    let other = timeout(
+        T,
+        DerpClient::connect_tls(r.addr, "localhost", tls, k, info),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let Frame::PeerPresent {
+        peer,
+        endpoint,
+        flags,
+    } = next(&mut w).await
+    else {
+        panic!("want PeerPresent")
+    };
     assert_eq!(peer, pk);
     assert!(endpoint.is_some_and(|e| e.ip().is_loopback()));
-    assert_eq!(flags, ironscale_derp::frame::peer_present_flags::IS_MESH_PEER);
+    assert_eq!(
+        flags,
+        ironscale_derp::frame::peer_present_flags::IS_MESH_PEER
+    );
     // ClosePeer from the mesh peer closes that client's connection.
     let mut other = other;
     w.send(&Frame::ClosePeer { peer: pk }).await.unwrap();
@@ -219,8 +320,17 @@ async fn mesh_watcher_sees_present_and_gone() {
     })
     .await
     .unwrap();
-    assert!(matches!(end, RelayError::Closed | RelayError::Io(_)), "{end:?}");
-    assert_eq!(next(&mut w).await, Frame::PeerGone { peer: pk, reason: PeerGoneReason::Disconnected });
+    assert!(
+        matches!(end, RelayError::Closed | RelayError::Io(_)),
+        "{end:?}"
+    );
+    assert_eq!(
+        next(&mut w).await,
+        Frame::PeerGone {
+            peer: pk,
+            reason: PeerGoneReason::Disconnected
+        }
+    );
 }
 
 #[tokio::test]
@@ -234,15 +344,25 @@ async fn keepalives_flow_and_silent_clients_time_out() {
     let r = start(DerpServer::with_config(PrivateKey::generate(), cfg)).await;
     let mut a = connect(&r, PrivateKey::generate()).await.unwrap();
     for _ in 0..2 {
-        assert_eq!(timeout(T, a.recv()).await.unwrap().unwrap(), Frame::KeepAlive);
+        assert_eq!(
+            timeout(T, a.recv()).await.unwrap().unwrap(),
+            Frame::KeepAlive
+        );
     }
     // A client that upgrades but never sends ClientInfo is dropped after the handshake timeout.
     let tls = Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
     let tcp = tokio::net::TcpStream::connect(r.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(b"GET /derp HTTP/1.1\r\nHost: localhost\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n").await.unwrap();
+    s.write_all(
+        b"GET /derp HTTP/1.1\r\nHost: localhost\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut got = Vec::new();
     let started = std::time::Instant::now();
     let closed = timeout(T, async {
@@ -256,7 +376,11 @@ async fn keepalives_flow_and_silent_clients_time_out() {
     })
     .await;
     assert!(closed.is_ok(), "silent client was not dropped");
-    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(got.starts_with(b"HTTP/1.1 101"));
     assert_eq!(r.server.stats().handshake_failures, 1);
 }
@@ -264,7 +388,10 @@ async fn keepalives_flow_and_silent_clients_time_out() {
 #[tokio::test]
 async fn slow_reader_costs_bounded_memory_and_recovers() {
     // A generous write timeout so a slow CI machine does not drop B while it stalls.
-    let cfg = DerpServerConfig { write_timeout: Duration::from_secs(60), ..Default::default() };
+    let cfg = DerpServerConfig {
+        write_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
     let r = start(DerpServer::with_config(PrivateKey::generate(), cfg)).await;
     let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
     let (pa, pb) = (ka.node_public(), kb.node_public());
@@ -277,7 +404,11 @@ async fn slow_reader_costs_bounded_memory_and_recovers() {
     }
     a.send_packet(pb, b"last").await.unwrap();
     a.ping([3; 8]).await.unwrap();
-    assert_eq!(next(&mut a).await, Frame::Pong { data: [3; 8] }, "A is served while B stalls");
+    assert_eq!(
+        next(&mut a).await,
+        Frame::Pong { data: [3; 8] },
+        "A is served while B stalls"
+    );
     let st = r.server.stats();
     assert!(st.packets_dropped_queue_full > 0, "{st:?}");
     // B drains: the newest packet arrives; far fewer than 3000 do.
@@ -306,9 +437,21 @@ async fn plain_http_listener_serves_derp() {
     tokio::spawn(serve_plain(listener, router(server.clone()), stopped));
     let ka = PrivateKey::generate();
     let pa = ka.node_public();
-    let mut a = timeout(T, DerpClient::connect_plain(addr, "derp.test", ka, ClientInfo::default())).await.unwrap().unwrap();
+    let mut a = timeout(
+        T,
+        DerpClient::connect_plain(addr, "derp.test", ka, ClientInfo::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     a.send_packet(pa, b"to myself").await.unwrap();
-    assert_eq!(next(&mut a).await, Frame::RecvPacket { src: pa, packet: Bytes::from_static(b"to myself") });
+    assert_eq!(
+        next(&mut a).await,
+        Frame::RecvPacket {
+            src: pa,
+            packet: Bytes::from_static(b"to myself")
+        }
+    );
     server.shutdown();
     let end = timeout(T, async {
         loop {
@@ -319,16 +462,28 @@ async fn plain_http_listener_serves_derp() {
     })
     .await
     .unwrap();
-    assert!(matches!(end, RelayError::Closed | RelayError::Io(_)), "{end:?}");
+    assert!(
+        matches!(end, RelayError::Closed | RelayError::Io(_)),
+        "{end:?}"
+    );
 }
 
 #[tokio::test]
 async fn wrong_pin_is_refused_by_the_client() {
     let r = start(DerpServer::new(PrivateKey::generate())).await;
     let tls = Arc::new(pinned_tls_config(&"00".repeat(32)).unwrap());
-    let res = timeout(T, DerpClient::connect_tls(r.addr, "localhost", tls, PrivateKey::generate(), ClientInfo::default()))
-        .await
-        .unwrap();
+    let res = timeout(
+        T,
+        DerpClient::connect_tls(
+            r.addr,
+            "localhost",
+            tls,
+            PrivateKey::generate(),
+            ClientInfo::default(),
+        ),
+    )
+    .await
+    .unwrap();
     assert!(matches!(res, Err(RelayError::Io(_))), "{res:?}");
 }
 
@@ -347,7 +502,10 @@ async fn http_endpoints() {
     let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
     assert_eq!(&body[..], b"DERP requires connection upgrade");
     // Upgrade header but no upgradable connection (as over h2): still 426, no panic.
-    let req = http::Request::get("/derp").header("Upgrade", "DERP").body(Body::empty()).unwrap();
+    let req = http::Request::get("/derp")
+        .header("Upgrade", "DERP")
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(call(app.clone(), req).await.status(), 426);
 
     for path in ["/derp/probe", "/derp/latency-check"] {
@@ -360,12 +518,24 @@ async fn http_endpoints() {
         assert_eq!(call(app.clone(), post).await.status(), 405);
     }
 
-    let req = http::Request::get("/generate_204").header("X-Tailscale-Challenge", "abc.DEF_1:2-3").body(Body::empty()).unwrap();
+    let req = http::Request::get("/generate_204")
+        .header("X-Tailscale-Challenge", "abc.DEF_1:2-3")
+        .body(Body::empty())
+        .unwrap();
     let r = call(app.clone(), req).await;
     assert_eq!(r.status(), 204);
-    assert_eq!(r.headers()["x-tailscale-response"], "response abc.DEF_1:2-3");
-    assert!(r.headers()["cache-control"].to_str().unwrap().contains("no-store"));
-    let req = http::Request::get("/generate_204").header("X-Tailscale-Challenge", "bad challenge!").body(Body::empty()).unwrap();
+    assert_eq!(
+        r.headers()["x-tailscale-response"],
+        "response abc.DEF_1:2-3"
+    );
+    assert!(r.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("no-store"));
+    let req = http::Request::get("/generate_204")
+        .header("X-Tailscale-Challenge", "bad challenge!")
+        .body(Body::empty())
+        .unwrap();
     let r = call(app.clone(), req).await;
     assert_eq!(r.status(), 204);
     assert!(r.headers().get("x-tailscale-response").is_none());
@@ -381,11 +551,15 @@ async fn upgrade_response_headers() {
     let (_stop, stopped) = stop_signal();
     tokio::spawn(serve_plain(listener, router(server.clone()), stopped));
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: derp\r\nConnection: Upgrade\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: derp\r\nConnection: Upgrade\r\n\r\n")
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     // Read the head and the ServerKey frame (45 bytes) that follows it.
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") || got.len() < got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4 + 45 {
+    while !got.windows(4).any(|w| w == b"\r\n\r\n")
+        || got.len() < got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4 + 45
+    {
         let n = timeout(T, s.read(&mut buf)).await.unwrap().unwrap();
         assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
@@ -396,7 +570,13 @@ async fn upgrade_response_headers() {
     assert!(head.contains("upgrade: derp\r\n"), "{head}");
     assert!(head.contains("connection: upgrade\r\n"), "{head}");
     assert!(head.contains("derp-version: 2\r\n"), "{head}");
-    assert!(head.contains(&format!("derp-public-key: {}\r\n", server.public_key().hex())), "{head}");
+    assert!(
+        head.contains(&format!(
+            "derp-public-key: {}\r\n",
+            server.public_key().hex()
+        )),
+        "{head}"
+    );
     assert_eq!(got[end], 0x01, "ServerKey frame follows the 101");
     assert_eq!(&got[end + 5..end + 13], &ironscale_derp::frame::MAGIC);
 }
@@ -414,15 +594,27 @@ async fn stun_answers_binding_requests_over_udp() {
     client.send_to(b"definitely not stun", addr).await.unwrap();
     // Tailscale-style request.
     let txid = ironscale_stun::TxId([0x11; 12]);
-    client.send_to(&ironscale_stun::request(txid), addr).await.unwrap();
-    let (n, _) = timeout(T, client.recv_from(&mut buf)).await.unwrap().unwrap();
+    client
+        .send_to(&ironscale_stun::request(txid), addr)
+        .await
+        .unwrap();
+    let (n, _) = timeout(T, client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ironscale_stun::parse_response(&buf[..n]), Ok((txid, me)));
     // Plain RFC 5389 request without attributes (turnutils_stunclient style).
     let mut plain = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
     plain.extend_from_slice(&[0x22; 12]);
     client.send_to(&plain, addr).await.unwrap();
-    let (n, _) = timeout(T, client.recv_from(&mut buf)).await.unwrap().unwrap();
-    assert_eq!(ironscale_stun::parse_response(&buf[..n]), Ok((ironscale_stun::TxId([0x22; 12]), me)));
+    let (n, _) = timeout(T, client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ironscale_stun::parse_response(&buf[..n]),
+        Ok((ironscale_stun::TxId([0x22; 12]), me))
+    );
 }
 
 #[test]
@@ -438,12 +630,17 @@ fn self_signed_cert_persists_and_fingerprint_is_stable() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
-    let der = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(&cert).unwrap()))
-        .next()
-        .unwrap()
-        .unwrap();
+    let der = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(&cert).unwrap(),
+    ))
+    .next()
+    .unwrap()
+    .unwrap();
     assert_eq!(ironscale_relay::cert_sha256_hex(&der), fp1);
     // A fresh one differs.
     let (_, fp3) = self_signed(&names).unwrap();
@@ -473,7 +670,11 @@ async fn turnutils_stunclient_gets_its_mapped_address() {
     .await
     .unwrap()
     .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // It prints "UDP reflexive addr: 127.0.0.1:<port>" on success.
     assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
 }

@@ -120,7 +120,11 @@ fn parse_message(pkt: &[u8]) -> Result<(u16, TxId, Vec<Attr<'_>>), StunError> {
         if pkt.len() - off - 4 < padded {
             return Err(StunError::BadAttributes);
         }
-        attrs.push(Attr { typ: at, value: &pkt[off + 4..off + 4 + alen], offset: off });
+        attrs.push(Attr {
+            typ: at,
+            value: &pkt[off + 4..off + 4 + alen],
+            offset: off,
+        });
         off += 4 + padded;
     }
     Ok((typ, TxId(txid), attrs))
@@ -161,8 +165,15 @@ pub fn parse_binding_request(pkt: &[u8]) -> Result<BindingRequest, StunError> {
         return Err(StunError::WrongType(typ));
     }
     let has_fingerprint = check_fingerprint(pkt, &attrs)?;
-    let software = attrs.iter().find(|a| a.typ == attr::SOFTWARE).map(|a| a.value.to_vec());
-    Ok(BindingRequest { txid, software, has_fingerprint })
+    let software = attrs
+        .iter()
+        .find(|a| a.typ == attr::SOFTWARE)
+        .map(|a| a.value.to_vec());
+    Ok(BindingRequest {
+        txid,
+        software,
+        has_fingerprint,
+    })
 }
 
 /// Parse a binding request as Tailscale's Go server does: SOFTWARE must be
@@ -239,7 +250,11 @@ fn unmap(ip: IpAddr) -> IpAddr {
 pub fn response(txid: TxId, addr: SocketAddr) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + 24 + 8);
     put_header(&mut out, BINDING_SUCCESS, &txid);
-    put_attr(&mut out, attr::XOR_MAPPED_ADDRESS, &xor_address(&txid, addr));
+    put_attr(
+        &mut out,
+        attr::XOR_MAPPED_ADDRESS,
+        &xor_address(&txid, addr),
+    );
     put_fingerprint(&mut out);
     out
 }
@@ -296,9 +311,11 @@ pub fn parse_response(pkt: &[u8]) -> Result<(TxId, SocketAddr), StunError> {
         return Err(StunError::WrongType(typ));
     }
     check_fingerprint(pkt, &attrs)?;
-    for (want, xor) in
-        [(attr::XOR_MAPPED_ADDRESS, true), (attr::XOR_MAPPED_ADDRESS_ALT, true), (attr::MAPPED_ADDRESS, false)]
-    {
+    for (want, xor) in [
+        (attr::XOR_MAPPED_ADDRESS, true),
+        (attr::XOR_MAPPED_ADDRESS_ALT, true),
+        (attr::MAPPED_ADDRESS, false),
+    ] {
         if let Some(a) = attrs.iter().find(|a| a.typ == want) {
             return Ok((txid, parse_address(a.value, xor, &txid)?));
         }

@@ -46,7 +46,9 @@ b7 e7 a7 01 bc 34 d6 86 fa 87 df ae
 80 28 00 04 c8 fb 0b 4c
 ";
 
-const RFC_TXID: [u8; 12] = [0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae];
+const RFC_TXID: [u8; 12] = [
+    0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
+];
 
 #[test]
 fn rfc5769_request_parses_with_valid_fingerprint() {
@@ -57,7 +59,10 @@ fn rfc5769_request_parses_with_valid_fingerprint() {
     assert_eq!(req.software.as_deref(), Some(&b"STUN test client"[..]));
     assert!(req.has_fingerprint);
     // Not a Tailscale request: the strict parser refuses it.
-    assert_eq!(parse_binding_request_strict(&pkt), Err(StunError::NotTailscale));
+    assert_eq!(
+        parse_binding_request_strict(&pkt),
+        Err(StunError::NotTailscale)
+    );
 }
 
 #[test]
@@ -66,7 +71,12 @@ fn rfc5769_responses_give_the_mapped_address() {
     assert_eq!(txid, TxId(RFC_TXID));
     assert_eq!(addr, "192.0.2.1:32853".parse().unwrap());
     let (_, addr) = parse_response(&hexdump(RFC5769_RESPONSE_V6)).expect("v6 response");
-    assert_eq!(addr, "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap());
+    assert_eq!(
+        addr,
+        "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+            .parse()
+            .unwrap()
+    );
 }
 
 #[test]
@@ -75,8 +85,16 @@ fn xor_mapped_address_matches_rfc5769_bytes() {
     let txid = TxId(RFC_TXID);
     let v4 = xor_address(&txid, "192.0.2.1:32853".parse().unwrap());
     assert_eq!(v4, hexdump("00 01 a1 47 e1 12 a6 43"));
-    let v6 = xor_address(&txid, "[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap());
-    assert_eq!(v6, hexdump("00 02 a1 47 01 13 a9 fa a5 d3 f1 79 bc 25 f4 b5 be d2 b9 d9"));
+    let v6 = xor_address(
+        &txid,
+        "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(
+        v6,
+        hexdump("00 02 a1 47 01 13 a9 fa a5 d3 f1 79 bc 25 f4 b5 be d2 b9 d9")
+    );
 }
 
 #[test]
@@ -111,13 +129,21 @@ fn plain_rfc5389_request_without_attributes_is_accepted_leniently() {
     let req = parse_binding_request(&pkt).expect("lenient");
     assert_eq!(req.txid, TxId([9; 12]));
     assert!(!req.has_fingerprint && req.software.is_none());
-    assert_eq!(parse_binding_request_strict(&pkt), Err(StunError::NotTailscale));
+    assert_eq!(
+        parse_binding_request_strict(&pkt),
+        Err(StunError::NotTailscale)
+    );
 }
 
 #[test]
 fn response_round_trips_v4_v6_and_unmaps() {
     let txid = TxId([3; 12]);
-    for a in ["1.2.3.4:41641", "[2001:db8::1]:3478", "[fd7a:115c:a1e0::1]:65535", "0.0.0.0:0"] {
+    for a in [
+        "1.2.3.4:41641",
+        "[2001:db8::1]:3478",
+        "[fd7a:115c:a1e0::1]:65535",
+        "0.0.0.0:0",
+    ] {
         let addr: SocketAddr = a.parse().unwrap();
         let pkt = response(txid, addr);
         assert_eq!(parse_response(&pkt), Ok((txid, addr)), "{a}");
@@ -143,7 +169,10 @@ fn malformed_inputs_are_rejected() {
     pkt.push(0); // length mismatch
     assert_eq!(parse_binding_request(&pkt), Err(StunError::NotStun));
     let pkt = response(TxId([1; 12]), "1.2.3.4:5".parse().unwrap());
-    assert_eq!(parse_binding_request(&pkt), Err(StunError::WrongType(BINDING_SUCCESS)));
+    assert_eq!(
+        parse_binding_request(&pkt),
+        Err(StunError::WrongType(BINDING_SUCCESS))
+    );
     // Attribute running past the end.
     let mut pkt = vec![0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42];
     pkt.extend_from_slice(&[0; 12]);
@@ -154,7 +183,10 @@ fn malformed_inputs_are_rejected() {
     pkt.extend_from_slice(&[0x80, 0x22, 0x00, 0x00]);
     let len = (pkt.len() - HEADER_LEN) as u16;
     pkt[2..4].copy_from_slice(&len.to_be_bytes());
-    assert_eq!(parse_binding_request(&pkt), Err(StunError::FingerprintNotLast));
+    assert_eq!(
+        parse_binding_request(&pkt),
+        Err(StunError::FingerprintNotLast)
+    );
 }
 
 proptest! {
