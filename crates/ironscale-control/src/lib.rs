@@ -1,1 +1,86 @@
-//! ironscale-control
+//! The control edge. Plain HTTP(S) routes (`/key`, `/ts2021`, `/health`) and,
+//! inside each Noise connection, an HTTP/2 server for the `/machine/*` routes.
+//!
+//! Each Noise connection is bound to the client's machine key, learned from the
+//! handshake; every request on it is checked against that key. A malformed
+//! handshake, record or frame ends that one connection only.
+
+mod frames;
+mod machine;
+mod noise_stream;
+mod ts2021;
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use ironscale_keys::PrivateKey;
+use ironscale_state::State;
+use ironscale_wire as wire;
+
+pub use frames::{encode_frame, FrameCodec};
+pub use noise_stream::{accept as noise_accept, NoiseStream};
+
+/// Shared by every control connection.
+pub struct Control {
+    pub state: State,
+    /// The server's Noise static key (`noise.private_key_path`).
+    pub noise_key: PrivateKey,
+    /// Keep-alive interval of map streams (jitter is added).
+    pub keepalive: std::time::Duration,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").field("noise_key", &self.noise_key.machine_public()).finish()
+    }
+}
+
+impl Control {
+    pub fn new(state: State, noise_key: PrivateKey) -> Arc<Self> {
+        Arc::new(Control { state, noise_key, keepalive: std::time::Duration::from_secs(50) })
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct KeyQuery {
+    v: Option<String>,
+}
+
+async fn key_handler(AxState(ctl): AxState<Arc<Control>>, Query(q): Query<KeyQuery>) -> Response {
+    let Some(v) = q.v.and_then(|v| v.parse::<u32>().ok()) else {
+        return (StatusCode::BAD_REQUEST, "missing or invalid capability version ?v=N\n").into_response();
+    };
+    if v < 39 {
+        return (StatusCode::BAD_REQUEST, "client too old: this server needs Tailscale 1.74 or newer\n")
+            .into_response();
+    }
+    Json(wire::OverTlsPublicKeyResponse {
+        legacy_public_key: Default::default(),
+        public_key: ctl.noise_key.machine_public(),
+    })
+    .into_response()
+}
+
+async fn health(AxState(ctl): AxState<Arc<Control>>) -> Response {
+    match ctl.state.store().schema_version().await {
+        Ok(_) => Json(serde_json::json!({ "status": "pass" })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "fail", "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+/// The public router of the control listener.
+pub fn router(ctl: Arc<Control>) -> Router {
+    Router::new()
+        .route("/key", get(key_handler))
+        .route("/ts2021", any(ts2021::upgrade))
+        .route("/health", get(health))
+        .with_state(ctl)
+}

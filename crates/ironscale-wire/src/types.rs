@@ -19,9 +19,6 @@ where
 fn is_false(b: &bool) -> bool {
     !*b
 }
-fn is_zero_i64(v: &i64) -> bool {
-    *v == 0
-}
 fn is_zero_i32(v: &i32) -> bool {
     *v == 0
 }

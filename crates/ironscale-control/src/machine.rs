@@ -1,0 +1,194 @@
+//! Routes served inside a Noise connection (HTTP/2), bound to the connection's
+//! machine key.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Extension, State as AxState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use ironscale_keys::MachinePublic;
+use ironscale_mapper::{build_view, diff};
+use ironscale_wire as wire;
+use rand::Rng;
+use tokio::sync::mpsc;
+
+use crate::frames::{encode_frame, FrameCodec};
+use crate::Control;
+
+const MAX_BODY: usize = 1 << 20;
+
+pub fn router(ctl: Arc<Control>, machine: MachinePublic) -> Router {
+    Router::new()
+        .route("/machine/register", post(register))
+        .route("/machine/map", post(map))
+        .route("/machine/update-health", post(update_health))
+        .route("/machine/{*rest}", any(not_implemented))
+        .layer(Extension(machine))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(ctl)
+}
+
+async fn not_implemented() -> Response {
+    (StatusCode::NOT_IMPLEMENTED, "not implemented\n").into_response()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        tracing::info!("malformed {what}: {e}");
+        (StatusCode::BAD_REQUEST, format!("malformed {what}: {e}\n")).into_response()
+    })
+}
+
+async fn register(
+    AxState(ctl): AxState<Arc<Control>>,
+    Extension(machine): Extension<MachinePublic>,
+    body: Bytes,
+) -> Response {
+    let req: wire::RegisterRequest = match parse("RegisterRequest", &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if req.version < wire::MIN_CAPVER {
+        return (StatusCode::BAD_REQUEST, "unsupported client version\n").into_response();
+    }
+    let out = ctl.state.register(machine, &req).await;
+    Json(out.response).into_response()
+}
+
+async fn update_health(body: Bytes) -> Response {
+    if let Ok(h) = serde_json::from_slice::<wire::HealthChangeRequest>(&body) {
+        tracing::debug!(subsys = %h.subsys, error = %h.error, "client health change");
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn map(
+    AxState(ctl): AxState<Arc<Control>>,
+    Extension(machine): Extension<MachinePublic>,
+    body: Bytes,
+) -> Response {
+    let req: wire::MapRequest = match parse("MapRequest", &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let node = match ctl.state.apply_map_request(&machine, &req).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return (StatusCode::NOT_FOUND, "node not found\n").into_response(),
+        Err(e) => {
+            tracing::error!("map request failed: {e}");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
+        }
+    };
+    if node.is_expired(chrono::Utc::now()) && req.stream {
+        // The first frame still goes out: the client learns its KeyExpiry from it.
+        tracing::debug!(node = node.id.0, "map stream for an expired node");
+    }
+    let codec = FrameCodec::for_request(&req.compress);
+    if !req.stream {
+        if req.omit_peers {
+            // Lite update: the client only reads the status.
+            return StatusCode::OK.into_response();
+        }
+        let t = ctl.state.snapshot();
+        let now = chrono::Utc::now();
+        let Some(view) = build_view(&t, node.id, req.version, now) else {
+            return (StatusCode::NOT_FOUND, "node not found\n").into_response();
+        };
+        return match encode_frame(&view.full_response(now), codec) {
+            Ok(f) => Response::new(Body::from(f)),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        };
+    }
+    let slot = match ctl.state.connect(node.id).await {
+        Ok(s) => s,
+        Err(_) => return (StatusCode::NOT_FOUND, "node not found\n").into_response(),
+    };
+    // Small bounded queue: a slow client backs up into the session's coalescing
+    // pending set, never into unbounded memory.
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    let state = ctl.state.clone();
+    let keepalive = ctl.keepalive;
+    let capver = req.version;
+    tokio::spawn(async move {
+        let id = slot.node_id;
+        let result = stream_session(&state, &slot, capver, codec, keepalive, tx).await;
+        if let Err(why) = result {
+            tracing::debug!(node = id.0, "map session ended: {why}");
+        }
+        state.disconnect(&slot).await;
+    });
+    let body = Body::from_stream(tokio_stream_from(rx).map(Ok::<Bytes, Infallible>));
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn stream_session(
+    state: &ironscale_state::State,
+    slot: &Arc<ironscale_state::SessionSlot>,
+    capver: u32,
+    codec: FrameCodec,
+    keepalive: Duration,
+    tx: mpsc::Sender<Bytes>,
+) -> Result<(), &'static str> {
+    let id = slot.node_id;
+    let now = chrono::Utc::now();
+    let t = state.snapshot();
+    let mut view = build_view(&t, id, capver, now).ok_or("node gone")?;
+    // Anything published before this point is already in `view`.
+    slot.take();
+    send(&tx, &view.full_response(now), codec).await?;
+    let ka_frame = encode_frame(&wire::MapResponse::keep_alive(), codec).map_err(|_| "encode")?;
+    let jitter = || Duration::from_millis(rand::rng().random_range(0..9000));
+    let mut next_ka = tokio::time::Instant::now() + keepalive + jitter();
+    loop {
+        tokio::select! {
+            _ = slot.changed() => {
+                if slot.is_closed() {
+                    return Err("closed by the server (replaced or deleted)");
+                }
+                let pending = slot.take();
+                let t = state.snapshot();
+                let now = chrono::Utc::now();
+                let delta = if pending.full {
+                    let next = build_view(&t, id, capver, now).ok_or("node gone")?;
+                    let d = diff(&view, &next);
+                    view = next;
+                    d
+                } else {
+                    if !t.nodes.contains_key(&id) {
+                        return Err("node gone");
+                    }
+                    view.apply_node_changes(&t, &pending.nodes, now)
+                };
+                if let Some(d) = delta {
+                    send(&tx, &d, codec).await?;
+                    next_ka = tokio::time::Instant::now() + keepalive + jitter();
+                }
+            }
+            _ = tokio::time::sleep_until(next_ka) => {
+                tx.send(ka_frame.clone()).await.map_err(|_| "client went away")?;
+                next_ka = tokio::time::Instant::now() + keepalive + jitter();
+            }
+            _ = tx.closed() => return Err("client went away"),
+        }
+    }
+}
+
+async fn send(tx: &mpsc::Sender<Bytes>, r: &wire::MapResponse, codec: FrameCodec) -> Result<(), &'static str> {
+    let f = encode_frame(r, codec).map_err(|_| "encode failed")?;
+    tx.send(f).await.map_err(|_| "client went away")
+}

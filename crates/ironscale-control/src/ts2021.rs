@@ -1,0 +1,93 @@
+//! `POST /ts2021`: HTTP/1.1 upgrade to the Noise transport, then HTTP/2 with
+//! prior knowledge inside it.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State as AxState};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+
+use crate::{machine, Control};
+
+pub const UPGRADE_PROTO: &str = "tailscale-control-protocol";
+const HANDSHAKE_HEADER: &str = "x-tailscale-handshake";
+
+fn bad(msg: &'static str) -> Response {
+    (StatusCode::BAD_REQUEST, msg).into_response()
+}
+
+pub async fn upgrade(AxState(ctl): AxState<Arc<Control>>, mut req: Request) -> Response {
+    let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if upgrade.is_empty() {
+        tracing::warn!(
+            "/ts2021 request without an Upgrade header: a reverse proxy in front of ironscale must pass \
+             Upgrade/Connection headers"
+        );
+        return bad("missing next protocol\n");
+    }
+    if upgrade.eq_ignore_ascii_case("websocket") {
+        return (StatusCode::NOT_IMPLEMENTED, "the WebSocket control transport is not supported\n").into_response();
+    }
+    if !upgrade.eq_ignore_ascii_case(UPGRADE_PROTO) {
+        return bad("unknown next protocol\n");
+    }
+    let Some(hs) = req.headers().get(HANDSHAKE_HEADER).and_then(|v| v.to_str().ok()) else {
+        return bad("missing X-Tailscale-Handshake header\n");
+    };
+    let Ok(init_bytes) = base64::engine::general_purpose::STANDARD.decode(hs.trim()) else {
+        return bad("X-Tailscale-Handshake is not valid base64\n");
+    };
+    let init = match ironscale_noise::parse_initiation(&init_bytes) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::debug!("bad Noise initiation: {e}");
+            return bad("invalid Noise handshake initiation\n");
+        }
+    };
+    if u32::from(init.version) < ironscale_wire::MIN_CAPVER {
+        tracing::info!(version = init.version, "refusing too old client");
+        return bad("unsupported client version: this server needs Tailscale 1.74 or newer\n");
+    }
+    let remote = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let io = match on_upgrade.await {
+            Ok(io) => TokioIo::new(io),
+            Err(e) => {
+                tracing::debug!("ts2021 upgrade failed: {e}");
+                return;
+            }
+        };
+        let (stream, machine_key) = match crate::noise_accept(io, &ctl.noise_key, &init_bytes, true).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::info!(%remote, "Noise handshake failed: {e}");
+                return;
+            }
+        };
+        tracing::debug!(%remote, machine = %machine_key.short(), "Noise connection established");
+        let app = machine::router(ctl.clone(), machine_key);
+        let svc = TowerToHyperService::new(app);
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(std::time::Duration::from_secs(60)))
+            .max_concurrent_streams(250);
+        if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+            tracing::debug!(%remote, machine = %machine_key.short(), "Noise HTTP/2 connection ended: {e}");
+        }
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut().insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTO));
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    resp
+}

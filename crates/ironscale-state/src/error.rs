@@ -1,0 +1,21 @@
+use ironscale_types::{NodeId, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("user {0:?} not found")]
+    UserNotFound(String),
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    #[error("user {name:?} still owns {nodes} node(s); delete or move them first")]
+    UserHasNodes { name: String, nodes: usize, id: UserId },
+    #[error("node {0:?} not found")]
+    NodeNotFound(NodeId),
+    #[error("pre-auth key {0:?} not found")]
+    KeyNotFound(String),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("IP allocation failed: {0}")]
+    Ipam(#[from] ironscale_ipam::IpamError),
+    #[error("storage: {0}")]
+    Store(#[from] ironscale_store::StoreError),
+}
