@@ -1,1 +1,129 @@
-fn main() {}
+//! `ironscale`: the server (`serve`), config checker (`configtest`) and the
+//! Headscale-style admin CLI (`users`, `preauthkeys`, `nodes`, `policy`).
+
+mod cli;
+mod derpmap;
+mod serve;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ironscale_config::{Config, Severity};
+
+#[derive(Parser, Debug)]
+#[command(name = "ironscale", version, about = "Self-hosted Tailscale control server (Headscale-compatible)")]
+struct Cli {
+    /// Configuration file (Headscale's config.yaml keys). Without one, a local
+    /// default is used (data in ./ironscale-data or $IRONSCALE_DATA_DIR).
+    #[arg(short = 'c', long = "config", global = true, env = "IRONSCALE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Output format: json, json-line, yaml (default: a readable table).
+    #[arg(short = 'o', long = "output", global = true, default_value = "")]
+    output: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the control server, embedded DERP relay and STUN server.
+    Serve,
+    /// Check the configuration and report every problem with its line.
+    Configtest,
+    /// Print the version.
+    Version,
+    /// Manage users.
+    #[command(subcommand, visible_alias = "user")]
+    Users(cli::UsersCmd),
+    /// Manage pre-authentication keys.
+    #[command(subcommand, visible_aliases = ["preauthkey", "authkeys"])]
+    Preauthkeys(cli::PreauthkeysCmd),
+    /// Manage nodes.
+    #[command(subcommand, visible_aliases = ["node", "machines", "machine"])]
+    Nodes(cli::NodesCmd),
+}
+
+fn load_config(path: Option<&std::path::Path>, quiet: bool) -> anyhow::Result<Config> {
+    match Config::from_env_and_file(path) {
+        Ok((c, diags)) => {
+            if !quiet {
+                for d in diags.iter().filter(|d| d.severity != Severity::Info) {
+                    eprintln!("{}", ironscale_config::render(std::slice::from_ref(d)).trim_end());
+                }
+            }
+            Ok(c)
+        }
+        Err(diags) => {
+            eprint!("{}", ironscale_config::render(&diags));
+            anyhow::bail!("the configuration has errors (run `ironscale configtest` for details)")
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let out = cli::Output::parse(&cli.output)?;
+    let cfg_path = cli.config.as_deref();
+    match cli.cmd {
+        Cmd::Version => {
+            println!("ironscale {}", env!("CARGO_PKG_VERSION"));
+        }
+        Cmd::Configtest => {
+            return Ok(configtest(cfg_path));
+        }
+        Cmd::Serve => {
+            let cfg = load_config(cfg_path, false)?;
+            serve::run(cfg).await.context("server failed")?;
+        }
+        Cmd::Users(c) => {
+            let cfg = load_config(cfg_path, true)?;
+            cli::run_users(c, &cfg.unix_socket, out).await?;
+        }
+        Cmd::Preauthkeys(c) => {
+            let cfg = load_config(cfg_path, true)?;
+            cli::run_preauthkeys(c, &cfg.unix_socket, out).await?;
+        }
+        Cmd::Nodes(c) => {
+            let cfg = load_config(cfg_path, true)?;
+            cli::run_nodes(c, &cfg.unix_socket, out).await?;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn configtest(path: Option<&std::path::Path>) -> std::process::ExitCode {
+    match Config::from_env_and_file(path) {
+        Ok((cfg, diags)) => {
+            eprint!("{}", ironscale_config::render(&diags));
+            match &cfg.source {
+                Some(p) => println!("{}: OK", p.display()),
+                None => println!("no config file given: the built-in local defaults are OK"),
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            eprint!("{}", ironscale_config::render(&diags));
+            let n = diags.iter().filter(|d| d.is_error()).count();
+            eprintln!("configuration has {n} error(s)");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
