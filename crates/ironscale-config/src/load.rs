@@ -1245,16 +1245,16 @@ impl Loader {
             }
         }
         if c.dns.override_local_dns && c.dns.nameservers.global.is_empty() {
-            let near = if self.is_set("dns.override_local_dns") {
-                "dns.override_local_dns"
+            if self.is_set("dns.override_local_dns") {
+                self.err(
+                    "dns.override_local_dns",
+                    "is true, so dns.nameservers.global must list at least one nameserver (or set override_local_dns: false)".into(),
+                );
             } else {
-                "dns.nameservers.global"
-            };
-            self.err_near(
-                "dns.override_local_dns",
-                near,
-                "is true, so dns.nameservers.global must list at least one nameserver (or set override_local_dns: false)".into(),
-            );
+                // Headscale's default is true, but with no global nameservers
+                // there is nothing to override with: keep the clients' own DNS.
+                c.dns.override_local_dns = false;
+            }
         }
     }
 
