@@ -73,8 +73,8 @@ impl V<'_, '_> {
     /// Warn about a bare user name once per position.
     fn bare_user(&mut self, name: &str, pos: Pos) {
         let msg = format!(
-            "{name:?} is neither a host nor a login name; it is taken as the user named {name:?}. \
-             Write {:?} to say so explicitly (Tailscale rejects bare user names)",
+            "{name:?} is neither a host nor a login name; taken as the user named {name:?}. \
+             Write {:?} (or the user's e-mail) as Tailscale policies expect",
             format!("{name}@")
         );
         if !self.p.warnings.iter().any(|w| w.pos == pos) {
