@@ -9,10 +9,12 @@
 //! No IO, no clock (callers pass `now`), no global state. Peers are kept in
 //! `BTreeMap`s so output order is deterministic.
 
+mod policy_adapter;
 mod policy_view;
 mod tailnet;
 mod view;
 
+pub use policy_adapter::{cap_map_to_wire, filter_rule_to_wire, CompiledView};
 pub use policy_view::{AllowAll, PolicyView};
 pub use tailnet::{DnsSettings, ExtraRecord, Tailnet, TAGGED_DEVICES_USER_ID};
 pub use view::{build_view, diff, View};

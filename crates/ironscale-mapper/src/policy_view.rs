@@ -22,6 +22,10 @@ pub trait PolicyView: Send + Sync + std::fmt::Debug {
     fn node_cap_map(&self, _tailnet: &Tailnet, _node: &Node) -> BTreeMap<String, Value> {
         BTreeMap::new()
     }
+    /// Capabilities `viewer` sees on `peer` (`Node.CapMap` of a peer).
+    fn peer_cap_map(&self, _tailnet: &Tailnet, _viewer: &Node, _peer: &Node) -> BTreeMap<String, Value> {
+        BTreeMap::new()
+    }
     /// Routes (beyond its own addresses) that `viewer` may use through `peer`.
     fn peer_routes(&self, tailnet: &Tailnet, _viewer: &Node, peer: &Node) -> Vec<IpNet> {
         let primaries = tailnet.primary_routes(peer.id);

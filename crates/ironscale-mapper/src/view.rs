@@ -64,10 +64,9 @@ fn wire_node(t: &Tailnet, viewer: &Node, node: &Node, now: Timestamp) -> wire::N
     let mut primary: Vec<String> = t.primary_routes(node.id).iter().map(|r| r.to_string()).collect();
     primary.sort();
     let cap_map = if is_self {
-        let m = t.policy.node_cap_map(t, node);
-        Some(m.into_iter().collect())
+        Some(t.policy.node_cap_map(t, node))
     } else {
-        None
+        Some(t.policy.peer_cap_map(t, viewer, node)).filter(|m| !m.is_empty())
     };
     wire::Node {
         id: wire_id(node.id),
@@ -215,6 +214,11 @@ impl View {
             if f != self.filter {
                 self.filter = f.clone();
                 out.packet_filter = Some(f);
+            }
+            let ssh = t.policy.ssh_policy(t, &me);
+            if ssh != self.ssh {
+                out.ssh_policy = Some(ssh.clone().unwrap_or_else(|| serde_json::json!({ "rules": [] })));
+                self.ssh = ssh;
             }
         }
         let mut new_profiles = Vec::new();

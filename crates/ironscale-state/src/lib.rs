@@ -10,6 +10,7 @@
 //!   themselves, so admin calls never wait on map fan-out.
 
 mod error;
+mod policy;
 mod register;
 mod session;
 
@@ -29,6 +30,7 @@ use ironscale_wire as wire;
 use parking_lot::Mutex;
 
 pub use error::StateError;
+pub use policy::{PolicyRejected, PolicyState};
 pub use register::RegisterOutcome;
 pub use session::{Pending, SessionSlot};
 
@@ -46,6 +48,8 @@ pub struct Settings {
     pub ephemeral_inactivity_timeout: Duration,
     pub dns: DnsSettings,
     pub randomize_client_port: bool,
+    /// Facts the policy needs that the policy file does not carry.
+    pub policy_tailnet: ironscale_policy::Tailnet,
 }
 
 impl Default for Settings {
@@ -58,6 +62,7 @@ impl Default for Settings {
             ephemeral_inactivity_timeout: Duration::from_secs(120),
             dns: DnsSettings::default(),
             randomize_client_port: false,
+            policy_tailnet: ironscale_policy::Tailnet::default(),
         }
     }
 }
@@ -66,6 +71,8 @@ impl Default for Settings {
 #[derive(Debug, Clone)]
 pub enum Change {
     Nodes(BTreeSet<NodeId>),
+    /// A user was created, renamed or deleted (these nodes are theirs).
+    Users(BTreeSet<NodeId>),
     Full,
 }
 
@@ -78,6 +85,7 @@ struct Inner {
     ipam: Mutex<Allocator>,
     sessions: Mutex<HashMap<NodeId, Arc<SessionSlot>>>,
     ephemeral_timers: Mutex<HashMap<NodeId, tokio::task::JoinHandle<()>>>,
+    policy: Mutex<policy::PolicyState>,
 }
 
 /// Cheap to clone handle on the server's state.
@@ -129,6 +137,7 @@ impl State {
                 ipam: Mutex::new(ipam),
                 sessions: Mutex::new(HashMap::new()),
                 ephemeral_timers: Mutex::new(HashMap::new()),
+                policy: Mutex::new(policy::PolicyState::default()),
             }),
         };
         // Ephemeral nodes left over from a previous run get their grace period again.
@@ -169,6 +178,11 @@ impl State {
         let old = self.snapshot();
         let mut next = (*old).clone();
         f(&mut next);
+        let policy_affected = match &change {
+            Change::Nodes(ids) => self.update_policy_for(&old, &mut next, ids, false),
+            Change::Users(_) => self.update_policy_for(&old, &mut next, &BTreeSet::new(), true),
+            Change::Full => BTreeSet::new(),
+        };
         let primaries = next.elect_primaries(&old.primaries);
         let mut changed_primaries = BTreeSet::new();
         if primaries != *next.primaries {
@@ -196,13 +210,22 @@ impl State {
         let next = Arc::new(next);
         self.inner.current.store(next.clone());
         let change = match change {
-            Change::Nodes(mut ids) => {
+            Change::Nodes(mut ids) | Change::Users(mut ids) => {
                 ids.extend(changed_primaries);
                 Change::Nodes(ids)
             }
             Change::Full => Change::Full,
         };
         self.publish(&old, &next, &change);
+        if !policy_affected.is_empty() {
+            // Their filters, SSH policy or peer sets changed: rebuild fully.
+            let sessions = self.inner.sessions.lock();
+            for id in &policy_affected {
+                if let Some(s) = sessions.get(id) {
+                    s.push_full();
+                }
+            }
+        }
     }
 
     /// Tell the sessions that may be affected.
@@ -214,7 +237,7 @@ impl State {
                     s.push_full();
                 }
             }
-            Change::Nodes(ids) => {
+            Change::Nodes(ids) | Change::Users(ids) => {
                 let mut targets: BTreeSet<NodeId> = BTreeSet::new();
                 for id in ids {
                     targets.insert(*id);
@@ -270,7 +293,7 @@ impl State {
         let out = u.clone();
         self.commit(|t| {
             t.users.insert(u.id, Arc::new(u));
-        }, Change::Nodes(BTreeSet::new()));
+        }, Change::Users(BTreeSet::new()));
         Ok(out)
     }
 
@@ -289,7 +312,7 @@ impl State {
         let out = nu.clone();
         self.commit(|t| {
             t.users.insert(nu.id, Arc::new(nu));
-        }, Change::Nodes(owned));
+        }, Change::Users(owned));
         Ok(out)
     }
 
@@ -303,7 +326,7 @@ impl State {
         self.inner.store.delete_user(u.id).await?;
         self.commit(|t| {
             t.users.remove(&u.id);
-        }, Change::Nodes(BTreeSet::new()));
+        }, Change::Users(BTreeSet::new()));
         Ok((*u).clone())
     }
 
@@ -318,13 +341,17 @@ impl State {
         expiration: Option<Timestamp>,
         tags: Vec<String>,
     ) -> Result<(PreAuthKey, String)> {
-        for t in &tags {
-            validate_tag(t)?;
-        }
         let user_id = match user {
             Some(u) => Some(self.find_user(u)?.id),
             None => None,
         };
+        if !tags.is_empty() {
+            match user_id {
+                Some(_) => self.check_tags(user_id, &[], &tags),
+                None => self.check_tags_defined(&tags),
+            }
+            .map_err(StateError::Invalid)?;
+        }
         if user_id.is_none() && tags.is_empty() {
             return Err(StateError::Invalid(
                 "a pre-auth key needs a user (--user) or tags (--tags)".into(),

@@ -201,13 +201,21 @@ impl State {
         };
         let hostinfo = req.hostinfo.clone().unwrap_or(serde_json::Value::Null);
         let view = wire::HostinfoView::from_value(&hostinfo);
-        if !view.request_tags.is_empty() && key.tags.is_empty() {
-            return Ok(RegisterOutcome::refuse(format!(
-                "requested tags {:?} are invalid or not permitted: with a pre-auth key, tags come from the key \
-                 (create it with --tags)",
-                view.request_tags
-            )));
+        // Tags: the key's, plus any the client requests (`--advertise-tags`),
+        // which the key's owner (or the key's own tags) must own per tagOwners.
+        let mut tags = key.tags.clone();
+        let requested: Vec<String> = view.request_tags.iter().filter(|t| !tags.contains(t)).cloned().collect();
+        if !requested.is_empty() {
+            if let Err(why) = self.check_tags(key.user_id, &key.tags, &requested) {
+                return Ok(RegisterOutcome::refuse(format!(
+                    "requested tags {requested:?} are invalid or not permitted: {why}"
+                )));
+            }
+            tags.extend(requested);
+            tags.sort();
+            tags.dedup();
         }
+        let key = PreAuthKey { tags, ..key };
 
         // Re-authentication of this machine's existing node (same owner), or a new node.
         let t = self.snapshot();

@@ -3,6 +3,7 @@
 
 mod cli;
 mod derpmap;
+mod policy_runtime;
 mod serve;
 
 use std::path::PathBuf;

@@ -103,6 +103,7 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
             extra_records: extra,
         },
         randomize_client_port: cfg.randomize_client_port,
+        policy_tailnet: ironscale_policy::Tailnet { control_url: cfg.server_url.clone(), ..Default::default() },
     })
 }
 
@@ -250,6 +251,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let store = open_store(&cfg).await?;
     let state = State::load(store, settings_from(&cfg)?, derp_map).await.context("loading state")?;
+    crate::policy_runtime::load_initial(&cfg, &state).await?;
+    crate::policy_runtime::spawn_file_watch(&cfg, state.clone());
     state.spawn_expiry_watch(std::time::Duration::from_secs(15));
     derpmap::spawn_refresh(cfg.clone(), derp.as_ref().map(|d| d.region.clone()), state.clone(), last_remote);
 

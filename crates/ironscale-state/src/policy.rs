@@ -1,0 +1,178 @@
+//! The policy in force: parsing and compiling new policies (the old one stays
+//! in force when a new one is rejected), and keeping the compiled form in step
+//! with the tailnet as nodes join, leave or change.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use ironscale_mapper::{AllowAll, CompiledView, PolicyView, Tailnet};
+use ironscale_policy::{CompiledPolicy, Policy, PolicyError, PolicyWarning};
+use ironscale_types::{Node, NodeId, User};
+
+use crate::{Change, State};
+
+/// The policy source and its compiled form.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyState {
+    /// The policy text in force (`None`: no policy, allow all).
+    pub text: Option<String>,
+    pub policy: Option<Arc<Policy>>,
+    pub compiled: Option<Arc<CompiledPolicy>>,
+    pub updated_at: Option<ironscale_types::Timestamp>,
+}
+
+/// A rejected policy: every error, with positions.
+#[derive(Debug)]
+pub struct PolicyRejected(pub PolicyError);
+
+impl std::fmt::Display for PolicyRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for PolicyRejected {}
+
+pub(crate) fn users_nodes(t: &Tailnet) -> (Vec<User>, Vec<Node>) {
+    (
+        t.users.values().map(|u| (**u).clone()).collect(),
+        t.nodes.values().map(|n| (**n).clone()).collect(),
+    )
+}
+
+/// Whether a node change matters to the policy (identity, addresses, routes).
+pub(crate) fn policy_relevant(a: &Node, b: &Node) -> bool {
+    a.tags != b.tags
+        || a.user_id != b.user_id
+        || a.ipv4 != b.ipv4
+        || a.ipv6 != b.ipv6
+        || a.approved_routes != b.approved_routes
+        || a.announced_routes != b.announced_routes
+        || a.hostname != b.hostname
+}
+
+impl State {
+    /// Parse and compile `text` against the current tailnet without installing it.
+    pub fn check_policy(&self, text: &str, file_name: &str) -> Result<(CompiledPolicy, Vec<PolicyWarning>), PolicyError> {
+        let policy = Policy::parse(text, file_name)?;
+        let t = self.snapshot();
+        let (users, nodes) = users_nodes(&t);
+        let compiled = CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet)?;
+        Ok((compiled, policy.warnings().to_vec()))
+    }
+
+    /// Install a new policy. On any error the policy in force stays.
+    pub async fn set_policy_text(&self, text: &str, file_name: &str) -> Result<Vec<PolicyWarning>, PolicyError> {
+        let _w = self.inner.write.lock().await;
+        let policy = Policy::parse(text, file_name)?;
+        let t = self.snapshot();
+        let (users, nodes) = users_nodes(&t);
+        let compiled = Arc::new(CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet)?);
+        let warnings = policy.warnings().to_vec();
+        {
+            let mut ps = self.inner.policy.lock();
+            ps.text = Some(text.to_string());
+            ps.policy = Some(Arc::new(policy));
+            ps.compiled = Some(compiled.clone());
+            ps.updated_at = Some(chrono::Utc::now());
+        }
+        let view: Arc<dyn PolicyView> = Arc::new(CompiledView(compiled));
+        self.commit(|t| t.policy = view, Change::Full);
+        tracing::info!(file = file_name, "policy installed");
+        Ok(warnings)
+    }
+
+    /// Remove the policy (allow all).
+    pub async fn clear_policy(&self) {
+        let _w = self.inner.write.lock().await;
+        *self.inner.policy.lock() = PolicyState::default();
+        self.commit(|t| t.policy = Arc::new(AllowAll), Change::Full);
+    }
+
+    pub fn policy_state(&self) -> PolicyState {
+        self.inner.policy.lock().clone()
+    }
+
+    /// Check that `tags` may be carried by a node of `user` (or a key owned by
+    /// it) under the policy in force. Without a policy, any well-formed tag is fine.
+    pub fn check_tags(
+        &self,
+        user: Option<ironscale_types::UserId>,
+        owner_tags: &[String],
+        tags: &[String],
+    ) -> Result<(), String> {
+        for t in tags {
+            crate::validate_tag(t).map_err(|e| e.to_string())?;
+        }
+        let ps = self.inner.policy.lock();
+        match &ps.compiled {
+            Some(c) => c.may_own_tags(user, owner_tags, tags).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Admin check for tags without an owning user (tag-only pre-auth keys,
+    /// `nodes tag`): each tag must be well formed and, under a policy, defined
+    /// in `tagOwners`.
+    pub fn check_tags_defined(&self, tags: &[String]) -> Result<(), String> {
+        for t in tags {
+            crate::validate_tag(t).map_err(|e| e.to_string())?;
+        }
+        let ps = self.inner.policy.lock();
+        if let Some(p) = &ps.policy {
+            for t in tags {
+                if !p.tag_owners.iter().any(|d| d.tag.value == *t) {
+                    return Err(format!("tag {t:?} is not defined in the policy's tagOwners; add it there first"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bring the compiled policy in step after `old` → `next` changed the
+    /// nodes in `ids` (or users, when `users_changed`). Returns the nodes whose
+    /// policy outputs changed (their sessions rebuild fully). Writer lock held.
+    pub(crate) fn update_policy_for(
+        &self,
+        old: &Tailnet,
+        next: &mut Tailnet,
+        ids: &BTreeSet<NodeId>,
+        users_changed: bool,
+    ) -> BTreeSet<NodeId> {
+        let mut ps = self.inner.policy.lock();
+        let (Some(policy), Some(compiled)) = (ps.policy.clone(), ps.compiled.as_mut()) else {
+            return BTreeSet::new();
+        };
+        if users_changed {
+            let (users, nodes) = users_nodes(next);
+            match CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet) {
+                Ok(c) => {
+                    *compiled = Arc::new(c);
+                    next.policy = Arc::new(CompiledView(compiled.clone()));
+                    return next.nodes.keys().copied().collect();
+                }
+                Err(e) => {
+                    tracing::error!("the policy no longer compiles after a user change; keeping the previous rules: {e}");
+                    return BTreeSet::new();
+                }
+            }
+        }
+        let mut affected = BTreeSet::new();
+        let mut touched = false;
+        for id in ids {
+            let change = match (old.nodes.get(id), next.nodes.get(id)) {
+                (Some(a), Some(b)) if !policy_relevant(a, b) => continue,
+                (_, Some(b)) => ironscale_policy::Change::Upsert((**b).clone()),
+                (Some(_), None) => ironscale_policy::Change::Remove(*id),
+                (None, None) => continue,
+            };
+            affected.extend(compiled.affected(&change));
+            Arc::make_mut(compiled).update_node(change);
+            touched = true;
+        }
+        if touched {
+            next.policy = Arc::new(CompiledView(compiled.clone()));
+        }
+        affected
+    }
+}

@@ -1,0 +1,92 @@
+//! Loading the policy at start-up and keeping it current: `policy.mode: file`
+//! (the file is watched, and SIGHUP reloads it) or `policy.mode: database`
+//! (set through the API/CLI). A policy that fails to parse, validate or pass
+//! its tests is rejected with its errors, and the previous one stays in force.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use ironscale_config::{Config, PolicyMode};
+use ironscale_state::State;
+
+/// The key under which `policy.mode: database` keeps the policy text.
+pub const DB_KEY: &str = "policy";
+
+fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::hash::{Hash, Hasher};
+    let meta = std::fs::metadata(path).ok()?;
+    let text = std::fs::read(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    Some((meta.modified().ok()?, meta.len(), h.finish()))
+}
+
+async fn load_file(state: &State, path: &Path) -> anyhow::Result<()> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("reading policy file {}", path.display()))?;
+    let name = path.display().to_string();
+    match state.set_policy_text(&text, &name).await {
+        Ok(warnings) => {
+            for w in warnings {
+                tracing::warn!("policy: {w}");
+            }
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("policy rejected, the previous policy stays in force:\n{e}")),
+    }
+}
+
+/// Install the configured policy before the server accepts clients.
+pub async fn load_initial(cfg: &Config, state: &State) -> anyhow::Result<()> {
+    match cfg.policy.mode {
+        PolicyMode::File => {
+            if let Some(path) = &cfg.policy.path {
+                load_file(state, path).await?;
+                tracing::info!(path = %path.display(), "policy loaded");
+            } else {
+                tracing::info!("no policy configured: every node may reach every other node (allow all)");
+            }
+        }
+        PolicyMode::Database => match state.store().kv_get(DB_KEY).await? {
+            Some(text) => {
+                state
+                    .set_policy_text(&text, "policy (database)")
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the policy stored in the database is invalid:\n{e}"))?;
+                tracing::info!("policy loaded from the database");
+            }
+            None => tracing::info!("no policy in the database yet: allow all"),
+        },
+    }
+    Ok(())
+}
+
+/// Reload the policy file when it changes (checked every second) or on SIGHUP.
+pub fn spawn_file_watch(cfg: &Config, state: State) {
+    let (PolicyMode::File, Some(path)) = (cfg.policy.mode, cfg.policy.path.clone()) else {
+        return;
+    };
+    tokio::spawn(watch(path, state));
+}
+
+async fn watch(path: PathBuf, state: State) {
+    let mut last = fingerprint(&path);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = fingerprint(&path);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        match load_file(&state, &path).await {
+            Ok(()) => tracing::info!(path = %path.display(), forced, "policy reloaded"),
+            Err(e) => tracing::error!(path = %path.display(), "{e:#}"),
+        }
+    }
+}
