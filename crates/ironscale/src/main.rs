@@ -3,6 +3,7 @@
 
 mod cli;
 mod derpmap;
+mod policy_cli;
 mod policy_runtime;
 mod serve;
 
@@ -43,6 +44,9 @@ enum Cmd {
     /// Manage nodes.
     #[command(subcommand, visible_aliases = ["node", "machines", "machine"])]
     Nodes(cli::NodesCmd),
+    /// Check, get and set the policy; run the conformance corpus.
+    #[command(subcommand, visible_alias = "acl")]
+    Policy(policy_cli::PolicyCmd),
 }
 
 fn load_config(path: Option<&std::path::Path>, quiet: bool) -> anyhow::Result<Config> {
@@ -105,6 +109,12 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Nodes(c) => {
             let cfg = load_config(cfg_path, true)?;
             cli::run_nodes(c, &cfg.unix_socket, out).await?;
+        }
+        Cmd::Policy(policy_cli::PolicyCmd::Conformance { dir }) => return policy_cli::conformance(&dir, out),
+        Cmd::Policy(policy_cli::PolicyCmd::Check { file }) => return policy_cli::check_local(&file),
+        Cmd::Policy(c) => {
+            let cfg = load_config(cfg_path, true)?;
+            return policy_cli::remote(c, &cfg.unix_socket, out).await;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
