@@ -1,10 +1,11 @@
-//! Binding a policy to a tailnet: alias resolution, rule compilation into
-//! per-node indexes, and the per-node queries (filter, peers, routes).
+//! Binding a policy to a tailnet: rules compiled once into shared source
+//! and destination groups, and per-node indexes so that "which rules does
+//! node X get" and "who may see node X" are lookups, not scans.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ipnet::IpNet;
 use ironscale_types::{Node, NodeId, User, UserId};
@@ -13,11 +14,12 @@ use crate::ast::*;
 use crate::error::{ErrorKind, PolicyError};
 use crate::ipset::{self, IpSet};
 use crate::output::*;
+use crate::resolve::{sort_dedup, Ctx, Resolved};
 use crate::topology::{NodeInfo, Topology};
 use crate::Policy;
 
 /// Facts about the tailnet that the policy file does not carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Tailnet {
     /// Domains that belong to the tailnet, for `user:*@domain` and
     /// `localpart:*@domain`. Empty: the domain of every known user's e-mail.
@@ -33,111 +35,65 @@ pub struct Tailnet {
     pub suggest_exit_nodes: bool,
 }
 
-impl Default for Tailnet {
-    fn default() -> Self {
-        Tailnet { domains: Vec::new(), owner: None, admins: Vec::new(), control_url: String::new(), suggest_exit_nodes: false }
-    }
-}
-
 /// A change to one node, for [`CompiledPolicy::affected`] and
 /// [`CompiledPolicy::update_node`].
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// The node joined (or changed: tags, user, routes, addresses).
+    /// The node joined, or changed (tags, user, routes, addresses).
     Upsert(Node),
     /// The node left.
     Remove(NodeId),
 }
 
-/// A set of node indexes: everything, or a sorted list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum NodeSet {
-    All,
-    List(Vec<u32>),
-}
-
-impl NodeSet {
-    pub fn contains(&self, n: u32) -> bool {
-        match self {
-            NodeSet::All => true,
-            NodeSet::List(v) => v.binary_search(&n).is_ok(),
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        matches!(self, NodeSet::List(v) if v.is_empty())
-    }
-}
-
-fn sort_dedup(v: &mut Vec<u32>) {
-    v.sort_unstable();
-    v.dedup();
-}
-
-/// What one alias (or a list of them) stands for.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Resolved {
-    /// Nodes named by identity or whose address is covered.
+/// Sources shared by every rule with the same `src` list.
+#[derive(Debug, Clone)]
+pub(crate) struct SrcGroup {
+    pub res: Resolved,
+    /// Nodes that send from these sources: identity, address and routers
+    /// whose subnets overlap the addresses (empty when `res.all_nodes`).
     pub nodes: Vec<u32>,
-    /// Node identity members only (users, groups, tags, autogroups).
-    pub ident: Vec<u32>,
-    /// Address items: their text (as in filters) and their addresses.
-    pub nets: Vec<(Arc<str>, IpSet)>,
-    /// Every address covered (node addresses and `nets`).
-    pub set: IpSet,
-    pub all_nodes: bool,
-    pub wildcard: bool,
-    pub danger_all: bool,
-    pub internet: bool,
-    pub self_devices: bool,
+    pub rules: Vec<u32>,
+    /// `SrcIPs` and a hash of it, built on first use.
+    pub strs: OnceLock<(Arc<[Arc<str>]>, u64)>,
 }
 
-impl Resolved {
-    fn merge(&mut self, o: Resolved) {
-        self.nodes.extend(o.nodes);
-        self.ident.extend(o.ident);
-        self.nets.extend(o.nets);
-        self.set.add_set(&o.set);
-        self.all_nodes |= o.all_nodes;
-        self.wildcard |= o.wildcard;
-        self.danger_all |= o.danger_all;
-        self.internet |= o.internet;
-        self.self_devices |= o.self_devices;
-    }
-    fn finish(&mut self) {
-        sort_dedup(&mut self.nodes);
-        sort_dedup(&mut self.ident);
-    }
-    pub fn node_set(&self) -> NodeSet {
-        if self.all_nodes {
-            NodeSet::All
-        } else {
-            NodeSet::List(self.nodes.clone())
-        }
-    }
+/// One destination alias shared by every rule that names it.
+#[derive(Debug, Clone)]
+pub(crate) struct DstGroup {
+    pub res: Resolved,
+    /// Nodes reached: identity, address, subnet routes, exit routes.
+    pub targets: Vec<u32>,
+    /// (rule, dst index) pairs using this group, via rules excluded.
+    pub uses: Vec<(u32, u16)>,
 }
 
-/// One destination of a compiled rule.
 #[derive(Debug, Clone)]
 pub(crate) struct CDst {
+    pub group: u32,
     pub ports: Vec<PortRange>,
-    pub res: Resolved,
-    pub alias: Alias,
+    /// For via rules: the via routers this destination reaches.
+    pub via_targets: Vec<u32>,
 }
 
-/// A compiled rule: one ACL entry, or one `ip` element / the `app` part
-/// of a grant.
+/// A compiled rule: one ACL entry, or one `ip` element / the `app` part of
+/// a grant.
 #[derive(Debug, Clone)]
 pub(crate) struct CRule {
-    pub src: Resolved,
-    pub src_strs: Arc<[Arc<str>]>,
-    pub src_key: u64,
+    pub src: u32,
     pub protos: Vec<u8>,
     pub dsts: Vec<CDst>,
     /// `Some` for application-capability rules.
     pub app: Option<Arc<CapMap>>,
     pub via: Vec<String>,
-    /// Companion of an app rule (drive-sharer, relay-target): reversed.
-    pub companion: bool,
+    /// Companion of an app grant to `autogroup:self`: the sources are the
+    /// destination node's own user's devices.
+    pub self_src: bool,
+}
+
+impl CRule {
+    pub fn has_self(&self, c: &CompiledPolicy) -> bool {
+        self.dsts.iter().any(|d| c.dst_groups[d.group as usize].res.self_devices)
+    }
 }
 
 /// The policy bound to users and nodes, with indexes for per-node queries.
@@ -147,45 +103,34 @@ pub struct CompiledPolicy {
     pub(crate) tailnet: Tailnet,
     pub(crate) topo: Topology,
     pub(crate) rules: Vec<CRule>,
-    /// Per node: (rule, dst) pairs whose destination covers the node by
-    /// identity, address, subnet route or exit route.
-    pub(crate) node_dsts: Vec<Vec<(u32, u16)>>,
-    /// (rule, dst) pairs with a `*` destination (every node).
-    pub(crate) star_dsts: Vec<(u32, u16)>,
-    /// (rule, dst) pairs with an `autogroup:self` destination.
-    pub(crate) self_dsts: Vec<(u32, u16)>,
-    /// Per node: rules whose source covers it (rules covering all nodes are
-    /// in `star_srcs`).
+    pub(crate) src_groups: Vec<SrcGroup>,
+    pub(crate) dst_groups: Vec<DstGroup>,
+    /// Per node: source groups naming it (all-node groups are in
+    /// `all_src_groups`).
     pub(crate) node_srcs: Vec<Vec<u32>>,
-    pub(crate) star_srcs: Vec<u32>,
-    /// Per rule: the nodes it may reach (not counting `autogroup:self`).
-    pub(crate) rule_dst_nodes: Vec<NodeSet>,
-    /// Per node: approved subnet routes (not exit routes).
+    pub(crate) all_src_groups: Vec<u32>,
+    /// Per node: destination groups reaching it.
+    pub(crate) node_dsts: Vec<Vec<u32>>,
+    /// Destination groups for `*` and `autogroup:self`.
+    pub(crate) star_groups: Vec<u32>,
+    pub(crate) self_groups: Vec<u32>,
+    /// Per node: (rule, dst) pairs of via rules reaching it as a router.
+    pub(crate) node_via: Vec<Vec<(u32, u16)>>,
+    /// Per node: approved subnet routes, approved exit routes, and the
+    /// subnet routes it is primary for.
     pub(crate) subnets: Vec<Vec<IpNet>>,
-    /// Per node: approved exit routes.
     pub(crate) exits: Vec<Vec<IpNet>>,
-    /// Per node: subnet routes it is primary for.
     pub(crate) primaries: Vec<Vec<IpNet>>,
     pub(crate) all_subnet_strs: Vec<Arc<str>>,
     pub(crate) subnet_set: IpSet,
-    pub(crate) admins: Vec<u32>,
-    pub(crate) owner: Option<u32>,
     pub(crate) node_caps: Vec<CapMap>,
     pub(crate) ssh: crate::ssh::CompiledSsh,
 }
 
-pub(crate) fn arc_strs(v: BTreeSet<Arc<str>>) -> Arc<[Arc<str>]> {
-    v.into_iter().collect::<Vec<_>>().into()
-}
-
-fn key_of(strs: &[Arc<str>]) -> u64 {
+pub(crate) fn key_of(strs: &[Arc<str>]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     strs.hash(&mut h);
     h.finish()
-}
-
-fn ip_str(a: &IpAddr) -> Arc<str> {
-    Arc::from(a.to_string())
 }
 
 /// Capabilities that come with a companion capability, granted back from
@@ -195,198 +140,13 @@ const COMPANIONS: &[(&str, &str)] = &[
     ("tailscale.com/cap/relay", "tailscale.com/cap/relay-target"),
 ];
 
-pub(crate) struct Ctx<'a> {
-    pub pol: &'a Policy,
-    pub topo: &'a Topology,
-    pub tailnet: &'a Tailnet,
-    pub subnet_strs: &'a [Arc<str>],
-    pub subnet_set: &'a IpSet,
-    pub admins: Vec<u32>,
-    pub owner: Option<u32>,
-}
-
-impl Ctx<'_> {
-    fn user_nodes(&self, users: &[u32]) -> Vec<u32> {
-        let mut v: Vec<u32> = users.iter().flat_map(|&u| self.topo.by_user[u as usize].iter().copied()).collect();
-        sort_dedup(&mut v);
-        v
-    }
-
-    fn users_of_token(&self, token: &str) -> Vec<u32> {
-        self.topo.users_matching(token)
-    }
-
-    fn users_of_domain(&self, domain: &str) -> Vec<u32> {
-        (0..self.topo.users.len() as u32)
-            .filter(|&u| self.topo.users[u as usize].domain() == Some(domain))
-            .collect()
-    }
-
-    /// Users an alias in a group or owner list names.
-    pub fn users_of(&self, a: &Alias) -> Vec<u32> {
-        match a {
-            Alias::User(t) => self.users_of_token(t),
-            Alias::BareUser(n) => self.users_of_token(n),
-            Alias::UserDomain(d) => self.users_of_domain(d),
-            Alias::Group(g) => {
-                let mut v = Vec::new();
-                if let Some(def) = self.pol.groups.iter().find(|d| d.name.value == *g) {
-                    for m in &def.members {
-                        v.extend(self.users_of(&m.value));
-                    }
-                }
-                sort_dedup(&mut v);
-                v
-            }
-            Alias::AutoGroup(AutoGroup::Admin) => self.admins.clone(),
-            Alias::AutoGroup(AutoGroup::Owner) => self.owner.into_iter().collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn nodes_res(&self, nodes: Vec<u32>) -> Resolved {
-        let mut set = IpSet::new();
-        for &n in &nodes {
-            for ip in &self.topo.nodes[n as usize].ips {
-                set.add_addr(*ip);
-            }
-        }
-        Resolved { ident: nodes.clone(), nodes, set, ..Default::default() }
-    }
-
-    fn net_res(&self, text: Arc<str>, set: IpSet) -> Resolved {
-        let mut nodes = Vec::new();
-        for (a, b) in set.ranges() {
-            self.topo.nodes_in_range(a, b, &mut nodes);
-        }
-        Resolved { nodes, nets: vec![(text, set.clone())], set, ..Default::default() }
-    }
-
-    /// Resolve one alias against the tailnet.
-    pub fn resolve(&self, a: &Alias) -> Resolved {
-        let mut r = match a {
-            Alias::Wildcard => {
-                let mut set = ipset::tailnet_ranges();
-                set.add_set(self.subnet_set);
-                let mut nets: Vec<(Arc<str>, IpSet)> = Vec::new();
-                for s in ipset::TAILNET_SRC_STRINGS {
-                    nets.push((Arc::from(s), IpSet::new()));
-                }
-                for s in self.subnet_strs {
-                    nets.push((s.clone(), IpSet::new()));
-                }
-                Resolved {
-                    nodes: (0..self.topo.nodes.len() as u32).collect(),
-                    nets,
-                    set,
-                    all_nodes: true,
-                    wildcard: true,
-                    ..Default::default()
-                }
-            }
-            Alias::AutoGroup(AutoGroup::DangerAll) => {
-                let mut set = IpSet::from_prefix(&"0.0.0.0/0".parse().unwrap_or_else(|_| ipset::cgnat()));
-                set.add_prefix(&"::/0".parse().unwrap_or_else(|_| ipset::tailscale_ula()));
-                Resolved {
-                    nodes: (0..self.topo.nodes.len() as u32).collect(),
-                    nets: vec![(Arc::from("*"), IpSet::new())],
-                    set,
-                    all_nodes: true,
-                    danger_all: true,
-                    ..Default::default()
-                }
-            }
-            Alias::AutoGroup(AutoGroup::Internet) => {
-                let set = ipset::internet();
-                let nets = ipset::internet_strings().into_iter().map(|s| (Arc::from(s), IpSet::new())).collect();
-                Resolved { nets, set, internet: true, ..Default::default() }
-            }
-            Alias::AutoGroup(AutoGroup::SelfDevices) => Resolved { self_devices: true, ..Default::default() },
-            Alias::AutoGroup(AutoGroup::Member) => {
-                let v = (0..self.topo.nodes.len() as u32)
-                    .filter(|&i| self.topo.nodes[i as usize].user.is_some())
-                    .collect();
-                self.nodes_res(v)
-            }
-            Alias::AutoGroup(AutoGroup::Tagged) => {
-                let v = (0..self.topo.nodes.len() as u32).filter(|&i| self.topo.nodes[i as usize].tagged()).collect();
-                self.nodes_res(v)
-            }
-            Alias::AutoGroup(AutoGroup::NonRoot | AutoGroup::Shared) => Resolved::default(),
-            Alias::AutoGroup(AutoGroup::Admin | AutoGroup::Owner)
-            | Alias::User(_)
-            | Alias::BareUser(_)
-            | Alias::UserDomain(_)
-            | Alias::Group(_) => {
-                let users = self.users_of(a);
-                self.nodes_res(self.user_nodes(&users))
-            }
-            Alias::Tag(t) => self.nodes_res(self.topo.by_tag.get(t).cloned().unwrap_or_default()),
-            Alias::Host(h) => match self.pol.hosts.iter().find(|d| d.name.value == *h) {
-                Some(def) => self.resolve(&def.value.value),
-                None => Resolved::default(),
-            },
-            Alias::Prefix(p) => self.net_res(Arc::from(ipset::prefix_string(p)), IpSet::from_prefix(p)),
-            Alias::Range(a, b) => {
-                let mut s = IpSet::new();
-                s.add_range(*a, *b);
-                self.net_res(Arc::from(format!("{a}-{b}")), s)
-            }
-            Alias::IpSet(name) => {
-                let mut set = IpSet::new();
-                if let Some(def) = self.pol.ipsets.iter().find(|d| d.name.value == *name) {
-                    for (remove, item) in &def.items {
-                        let r = self.resolve(&item.value);
-                        if *remove {
-                            set = set.difference(&r.set);
-                        } else {
-                            set.add_set(&r.set);
-                        }
-                    }
-                }
-                let mut r = Resolved::default();
-                for (a, b) in set.ranges() {
-                    let mut one = IpSet::new();
-                    one.add_range(a, b);
-                    let text: Arc<str> = match one.prefixes().as_slice() {
-                        [p] => Arc::from(ipset::prefix_string(p)),
-                        _ if a == b => ip_str(&a),
-                        _ => Arc::from(format!("{a}-{b}")),
-                    };
-                    r.merge(self.net_res(text, one));
-                }
-                r
-            }
-        };
-        r.finish();
-        r
-    }
-
-    /// The strings a resolved source contributes to `SrcIPs`.
-    pub fn src_strings(&self, r: &Resolved, out: &mut BTreeSet<Arc<str>>) {
-        if r.danger_all {
-            out.insert(Arc::from("*"));
-            return;
-        }
-        for (s, _) in &r.nets {
-            out.insert(s.clone());
-        }
-        for &n in &r.ident {
-            for ip in &self.topo.nodes[n as usize].ips {
-                out.insert(ip_str(ip));
-            }
-        }
-    }
-}
-
 /// Route approval: announced routes approved explicitly or by
-/// `autoApprovers`.
-fn approve_routes(ctx: &Ctx<'_>, n: u32) -> (Vec<IpNet>, Vec<IpNet>) {
-    let node = &ctx.topo.nodes[n as usize];
+/// `autoApprovers` (exit routes only through `exitNode`).
+fn approve_routes(ctx: &Ctx<'_>, n: &NodeInfo) -> (Vec<IpNet>, Vec<IpNet>) {
     let mut subnets = Vec::new();
     let mut exits = Vec::new();
-    for r in &node.announced {
-        let explicit = node.approved.contains(r);
+    for r in &n.announced {
+        let explicit = n.approved.contains(r);
         let auto = || {
             if ipset::is_exit_route(r) {
                 ctx.pol.auto_approvers.exit_node.iter().any(|a| approver_matches(ctx, &a.value, n))
@@ -407,18 +167,124 @@ fn approve_routes(ctx: &Ctx<'_>, n: u32) -> (Vec<IpNet>, Vec<IpNet>) {
     (subnets, exits)
 }
 
-fn approver_matches(ctx: &Ctx<'_>, a: &Alias, n: u32) -> bool {
-    let node = &ctx.topo.nodes[n as usize];
-    match a {
-        Alias::Tag(t) => node.has_tag(t),
-        Alias::AutoGroup(AutoGroup::Tagged) => node.tagged(),
-        Alias::AutoGroup(AutoGroup::Member) => node.user.is_some(),
-        Alias::User(_) | Alias::BareUser(_) | Alias::Group(_) | Alias::UserDomain(_) | Alias::AutoGroup(_) => {
-            node.user.is_some_and(|u| ctx.users_of(a).contains(&u))
+fn approver_matches(ctx: &Ctx<'_>, a: &Alias, n: &NodeInfo) -> bool {
+    ctx.resolve(a).matches(n)
+}
+
+/// Build (or rebuild) `SrcIPs` for a source group.
+fn build_src_strs(topo: &Topology, res: &Resolved) -> (Arc<[Arc<str>]>, u64) {
+    let mut v: Vec<Arc<str>> = Vec::new();
+    if res.danger_all {
+        v.push(Arc::from("*"));
+    } else {
+        v.extend(res.nets.iter().map(|(s, _)| s.clone()));
+        for &n in &res.ident {
+            v.extend(topo.nodes[n as usize].ip_strs.iter().cloned());
         }
-        other => {
-            let r = ctx.resolve(other);
-            node.ips.iter().any(|ip| r.set.contains(*ip))
+    }
+    v.sort_unstable();
+    v.dedup();
+    let key = key_of(&v);
+    (v.into(), key)
+}
+
+impl SrcGroup {
+    pub fn src_strs(&self, topo: &Topology) -> &(Arc<[Arc<str>]>, u64) {
+        self.strs.get_or_init(|| build_src_strs(topo, &self.res))
+    }
+    pub fn covers(&self, n: u32) -> bool {
+        self.res.all_nodes || self.nodes.binary_search(&n).is_ok()
+    }
+}
+
+struct Builder<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    rules: Vec<CRule>,
+    src_groups: Vec<SrcGroup>,
+    src_keys: HashMap<Vec<Alias>, u32>,
+    dst_groups: Vec<DstGroup>,
+    dst_keys: HashMap<Alias, u32>,
+}
+
+impl Builder<'_, '_> {
+    fn src(&mut self, aliases: &[Alias]) -> u32 {
+        let mut key = aliases.to_vec();
+        key.sort();
+        key.dedup();
+        if let Some(&g) = self.src_keys.get(&key) {
+            return g;
+        }
+        let res = self.ctx.resolve_list(key.iter());
+        let g = self.src_groups.len() as u32;
+        self.src_groups.push(SrcGroup { res, nodes: Vec::new(), rules: Vec::new(), strs: OnceLock::new() });
+        self.src_keys.insert(key, g);
+        g
+    }
+
+    fn dst(&mut self, a: &Alias) -> u32 {
+        if let Some(&g) = self.dst_keys.get(a) {
+            return g;
+        }
+        let res = (*self.ctx.resolve(a)).clone();
+        let g = self.dst_groups.len() as u32;
+        self.dst_groups.push(DstGroup { res, targets: Vec::new(), uses: Vec::new() });
+        self.dst_keys.insert(a.clone(), g);
+        g
+    }
+
+    fn rule(&mut self, src: u32, dsts: Vec<(u32, Vec<PortRange>)>, protos: Vec<u8>, app: Option<Arc<CapMap>>, via: Vec<String>, self_src: bool) {
+        let ri = self.rules.len() as u32;
+        self.src_groups[src as usize].rules.push(ri);
+        let dsts = dsts.into_iter().map(|(group, ports)| CDst { group, ports, via_targets: Vec::new() }).collect();
+        self.rules.push(CRule { src, protos, dsts, app, via, self_src });
+    }
+
+    /// Grants first, then ACLs (as Tailscale merges them).
+    fn compile(&mut self) {
+        let pol = self.ctx.pol;
+        if pol.is_allow_all() {
+            let s = self.src(&[Alias::Wildcard]);
+            let d = self.dst(&Alias::Wildcard);
+            self.rule(s, vec![(d, vec![PortRange::ANY])], Vec::new(), None, Vec::new(), false);
+            return;
+        }
+        for g in &pol.grants {
+            if g.src.is_empty() || g.dst.is_empty() {
+                continue;
+            }
+            let src_aliases: Vec<Alias> = g.src.iter().map(|a| a.value.clone()).collect();
+            let dst_aliases: Vec<Alias> = g.dst.iter().map(|a| a.value.clone()).collect();
+            let s = self.src(&src_aliases);
+            let dgroups: Vec<u32> = dst_aliases.iter().map(|a| self.dst(a)).collect();
+            let via: Vec<String> = g.via.iter().map(|v| v.value.clone()).collect();
+            for ip in &g.ip {
+                let dsts = dgroups.iter().map(|&d| (d, ip.ports.clone())).collect();
+                self.rule(s, dsts, ip.protocols.clone(), None, via.clone(), false);
+            }
+            if !g.app.is_empty() {
+                let cap: CapMap = g.app.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+                let cap = Arc::new(cap);
+                let dsts = dgroups.iter().map(|&d| (d, Vec::new())).collect();
+                self.rule(s, dsts, Vec::new(), Some(cap.clone()), via.clone(), false);
+                // Companion capabilities go back from destinations to sources.
+                for (orig, comp) in COMPANIONS {
+                    if cap.contains_key(*orig) {
+                        let mut cm = CapMap::new();
+                        cm.insert((*comp).to_string(), None);
+                        let self_src = dst_aliases.iter().any(|a| *a == Alias::AutoGroup(AutoGroup::SelfDevices));
+                        let cs = self.src(&dst_aliases);
+                        let cdsts = src_aliases.iter().map(|a| (self.dst(a), Vec::new())).collect();
+                        self.rule(cs, cdsts, Vec::new(), Some(Arc::new(cm)), Vec::new(), self_src);
+                    }
+                }
+            }
+        }
+        for acl in &pol.acls {
+            let src_aliases: Vec<Alias> = acl.src.iter().map(|a| a.value.clone()).collect();
+            let s = self.src(&src_aliases);
+            let dsts = acl.dst.iter().map(|d| (self.dst(&d.alias.value), d.ports.clone())).collect();
+            let protos = acl.proto.as_ref().map(|p| p.value.clone()).unwrap_or_default();
+            self.rule(s, dsts, protos, None, Vec::new(), false);
         }
     }
 }
@@ -434,220 +300,164 @@ impl CompiledPolicy {
     }
 
     pub(crate) fn build(pol: Arc<Policy>, topo: Topology, tailnet: Tailnet) -> Result<CompiledPolicy, PolicyError> {
-        let uidx = |id: UserId| topo.users.iter().position(|u| u.id == id).map(|i| i as u32);
-        let owner = tailnet.owner.and_then(uidx);
-        let mut admins: Vec<u32> = tailnet.admins.iter().filter_map(|&id| uidx(id)).collect();
-        admins.extend(owner);
-        sort_dedup(&mut admins);
-
         check_domains(&pol, &topo, &tailnet)?;
+        let n = topo.nodes.len();
 
         // Routes first: `*` as a source includes approved subnets.
-        let n = topo.nodes.len();
         let mut subnets = vec![Vec::new(); n];
         let mut exits = vec![Vec::new(); n];
         {
             let empty_strs: Vec<Arc<str>> = Vec::new();
             let empty_set = IpSet::new();
-            let ctx = Ctx { pol: &pol, topo: &topo, tailnet: &tailnet, subnet_strs: &empty_strs, subnet_set: &empty_set, admins: admins.clone(), owner };
-            for i in 0..n as u32 {
-                let (s, e) = approve_routes(&ctx, i);
-                subnets[i as usize] = s;
-                exits[i as usize] = e;
+            let ctx = Ctx::new(&pol, &topo, &tailnet, &empty_strs, &empty_set);
+            for (i, node) in topo.nodes.iter().enumerate() {
+                if node.alive && !node.announced.is_empty() {
+                    let (s, e) = approve_routes(&ctx, node);
+                    subnets[i] = s;
+                    exits[i] = e;
+                }
             }
         }
         let mut sub_strs: BTreeSet<Arc<str>> = BTreeSet::new();
-        let mut sub_set = IpSet::new();
+        let mut subnet_set = IpSet::new();
         for s in subnets.iter().flatten() {
             sub_strs.insert(Arc::from(ipset::prefix_string(s)));
-            sub_set.add_prefix(s);
+            subnet_set.add_prefix(s);
         }
         let all_subnet_strs: Vec<Arc<str>> = sub_strs.into_iter().collect();
-        // Primary election: the first (lowest id) node approved for a route.
-        let mut primaries = vec![Vec::new(); n];
-        let mut seen: HashMap<IpNet, u32> = HashMap::new();
-        for (i, s) in subnets.iter().enumerate() {
-            for r in s {
-                seen.entry(*r).or_insert(i as u32);
-            }
-        }
-        for (r, i) in &seen {
-            primaries[*i as usize].push(*r);
-        }
-        for p in &mut primaries {
-            p.sort();
-        }
+        let primaries = elect_primaries(&topo, &subnets);
 
-        let ctx = Ctx {
-            pol: &pol,
-            topo: &topo,
-            tailnet: &tailnet,
-            subnet_strs: &all_subnet_strs,
-            subnet_set: &sub_set,
-            admins: admins.clone(),
-            owner,
+        let ctx = Ctx::new(&pol, &topo, &tailnet, &all_subnet_strs, &subnet_set);
+        let mut b = Builder {
+            ctx: &ctx,
+            rules: Vec::new(),
+            src_groups: Vec::new(),
+            src_keys: HashMap::new(),
+            dst_groups: Vec::new(),
+            dst_keys: HashMap::new(),
         };
-        let rules = compile_rules(&ctx);
+        b.compile();
+        let Builder { rules, src_groups, dst_groups, .. } = b;
         let node_caps = crate::nodeattrs::node_caps(&ctx);
-        let ssh = crate::ssh::compile(&ctx, &subnets);
+        let ssh = crate::ssh::compile(&ctx);
+        drop(ctx);
 
         let mut c = CompiledPolicy {
-            pol: pol.clone(),
-            tailnet: tailnet.clone(),
-            topo: Topology::default(),
+            pol,
+            tailnet,
+            topo,
             rules,
-            node_dsts: vec![Vec::new(); n],
-            star_dsts: Vec::new(),
-            self_dsts: Vec::new(),
+            src_groups,
+            dst_groups,
             node_srcs: vec![Vec::new(); n],
-            star_srcs: Vec::new(),
-            rule_dst_nodes: Vec::new(),
+            all_src_groups: Vec::new(),
+            node_dsts: vec![Vec::new(); n],
+            star_groups: Vec::new(),
+            self_groups: Vec::new(),
+            node_via: vec![Vec::new(); n],
             subnets,
             exits,
             primaries,
-            all_subnet_strs: all_subnet_strs.clone(),
-            subnet_set: sub_set.clone(),
-            admins,
-            owner,
+            all_subnet_strs,
+            subnet_set,
             node_caps,
             ssh,
         };
-        c.topo = topo;
         c.index();
         Ok(c)
     }
 
-    /// Build the per-node indexes from the compiled rules.
+    /// Build the per-node indexes from the groups.
     fn index(&mut self) {
         let n = self.topo.nodes.len();
-        // Routers whose approved subnets overlap a rule's source addresses
-        // send from those subnets, so they count as sources.
         let routers: Vec<u32> = (0..n as u32).filter(|&i| !self.subnets[i as usize].is_empty()).collect();
-        if !routers.is_empty() {
-            for r in &mut self.rules {
-                if r.src.all_nodes {
-                    continue;
-                }
-                let mut add = Vec::new();
-                for &rn in &routers {
-                    let hit = r.src.nets.iter().any(|(_, set)| {
-                        self.subnets[rn as usize].iter().any(|s| set.overlaps_prefix(s))
-                    });
-                    if hit {
-                        add.push(rn);
-                    }
-                }
-                if !add.is_empty() {
-                    r.src.nodes.extend(add);
-                    sort_dedup(&mut r.src.nodes);
-                }
-            }
-        }
         let exit_nodes: Vec<u32> = (0..n as u32).filter(|&i| !self.exits[i as usize].is_empty()).collect();
-        let route_nodes: Vec<u32> = (0..n as u32).filter(|&i| !self.subnets[i as usize].is_empty()).collect();
         let internet = ipset::internet();
-        for (ri, r) in self.rules.iter().enumerate() {
-            let ri = ri as u32;
-            if !r.via.is_empty() {
-                // Via rules reach only the via routers (see `via_targets`).
-                let mut all = Vec::new();
-                for (di, d) in r.dsts.iter().enumerate() {
-                    for t in self.via_targets(r, d) {
-                        self.node_dsts[t as usize].push((ri, di as u16));
-                        all.push(t);
-                    }
-                }
-                sort_dedup(&mut all);
-                self.rule_dst_nodes.push(NodeSet::List(all));
-            } else {
-                let mut all: Vec<u32> = Vec::new();
-                let mut star = false;
-                for (di, d) in r.dsts.iter().enumerate() {
-                    let di = di as u16;
-                    if d.res.wildcard {
-                        self.star_dsts.push((ri, di));
-                        star = true;
-                        continue;
-                    }
-                    if d.res.self_devices {
-                        self.self_dsts.push((ri, di));
-                        continue;
-                    }
-                    let mut t: Vec<u32> = d.res.nodes.clone();
-                    if d.res.internet {
-                        t.extend(&exit_nodes);
-                    } else {
-                        for &rn in &route_nodes {
-                            if self.subnets[rn as usize].iter().any(|s| d.res.set.overlaps_prefix(s)) {
-                                t.push(rn);
-                            }
-                        }
-                        if !d.res.nets.is_empty() && !d.res.set.is_empty() && internet.is_superset(&d.res.set) {
-                            t.extend(&exit_nodes);
-                        }
-                    }
-                    sort_dedup(&mut t);
-                    for &x in &t {
-                        self.node_dsts[x as usize].push((ri, di));
-                    }
-                    all.extend(t);
-                }
-                sort_dedup(&mut all);
-                self.rule_dst_nodes.push(if star { NodeSet::All } else { NodeSet::List(all) });
-            }
-            if r.src.all_nodes {
-                self.star_srcs.push(ri);
-            } else {
-                for &x in &r.src.nodes {
-                    self.node_srcs[x as usize].push(ri);
-                }
-            }
-        }
-        for v in &mut self.node_dsts {
-            v.sort_unstable();
-            v.dedup();
-        }
-    }
-
-    /// Via routers for one destination of a via rule: nodes carrying one of
-    /// the via tags with an approved route overlapping the destination
-    /// (or approved exit routes, for `autogroup:internet`).
-    fn via_targets(&self, r: &CRule, d: &CDst) -> Vec<u32> {
-        let mut out = Vec::new();
-        for (i, node) in self.topo.nodes.iter().enumerate() {
-            if !r.via.iter().any(|t| node.has_tag(t)) {
+        for (gi, g) in self.src_groups.iter_mut().enumerate() {
+            if g.res.all_nodes {
+                self.all_src_groups.push(gi as u32);
                 continue;
             }
-            let hit = if d.res.internet {
-                !self.exits[i].is_empty()
-            } else {
-                self.subnets[i].iter().any(|s| d.res.set.overlaps_prefix(s))
-            };
-            if hit {
-                out.push(i as u32);
+            // Routers whose approved subnets overlap the source addresses
+            // send from those subnets, so they count as sources.
+            let mut extra: Vec<u32> = routers
+                .iter()
+                .copied()
+                .filter(|&r| g.res.nets.iter().any(|(_, set)| self.subnets[r as usize].iter().any(|s| set.overlaps_prefix(s))))
+                .collect();
+            sort_dedup(&mut extra);
+            g.nodes = crate::resolve::merge_sorted(&g.res.nodes(), &extra);
+            for &x in &g.nodes {
+                self.node_srcs[x as usize].push(gi as u32);
             }
         }
-        out
+        for (ri, r) in self.rules.iter_mut().enumerate() {
+            for (di, d) in r.dsts.iter_mut().enumerate() {
+                let g = &mut self.dst_groups[d.group as usize];
+                if r.via.is_empty() {
+                    g.uses.push((ri as u32, di as u16));
+                    continue;
+                }
+                // Via rules reach only the via routers that serve the
+                // destination.
+                for (i, node) in self.topo.nodes.iter().enumerate() {
+                    if !r.via.iter().any(|t| node.has_tag(t)) {
+                        continue;
+                    }
+                    let hit = if g.res.internet {
+                        !self.exits[i].is_empty()
+                    } else {
+                        self.subnets[i].iter().any(|s| g.res.set.overlaps_prefix(s))
+                    };
+                    if hit {
+                        d.via_targets.push(i as u32);
+                        self.node_via[i].push((ri as u32, di as u16));
+                    }
+                }
+            }
+        }
+        for (gi, g) in self.dst_groups.iter_mut().enumerate() {
+            let gi = gi as u32;
+            if g.res.wildcard {
+                self.star_groups.push(gi);
+                continue;
+            }
+            if g.res.self_devices {
+                self.self_groups.push(gi);
+                continue;
+            }
+            let mut t = g.res.nodes();
+            if g.res.internet {
+                t.extend(&exit_nodes);
+            } else {
+                for &rn in &routers {
+                    if self.subnets[rn as usize].iter().any(|s| g.res.set.overlaps_prefix(s)) {
+                        t.push(rn);
+                    }
+                }
+                if !g.res.set.is_empty() && internet.is_superset(&g.res.set) {
+                    t.extend(&exit_nodes);
+                }
+            }
+            sort_dedup(&mut t);
+            for &x in &t {
+                self.node_dsts[x as usize].push(gi);
+            }
+            g.targets = t;
+        }
     }
 
     pub(crate) fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            pol: &self.pol,
-            topo: &self.topo,
-            tailnet: &self.tailnet,
-            subnet_strs: &self.all_subnet_strs,
-            subnet_set: &self.subnet_set,
-            admins: self.admins.clone(),
-            owner: self.owner,
-        }
+        Ctx::new(&self.pol, &self.topo, &self.tailnet, &self.all_subnet_strs, &self.subnet_set)
     }
 
-    pub(crate) fn resolve_alias(&self, a: &Alias) -> Resolved {
+    pub(crate) fn resolve_alias(&self, a: &Alias) -> Arc<Resolved> {
         self.ctx().resolve(a)
     }
 
+    /// How many live nodes the policy knows.
     pub fn node_count(&self) -> usize {
-        self.topo.nodes.len()
+        self.topo.by_id.len()
     }
 
     pub(crate) fn idx(&self, id: NodeId) -> Option<u32> {
@@ -659,19 +469,26 @@ impl CompiledPolicy {
     }
 
     /// The node ids the policy knows, in id order.
-    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.topo.nodes.iter().map(|n| n.id)
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.topo.by_id.keys().copied().collect();
+        v.sort();
+        v
     }
 
-    /// Source nodes of a rule as seen from destination `dst` (for
-    /// `autogroup:self`, only the destination user's devices).
-    fn self_src_nodes(&self, r: &CRule, user: u32) -> Vec<u32> {
-        self.topo.by_user[user as usize].iter().copied().filter(|&m| r.src.all_nodes || r.src.nodes.binary_search(&m).is_ok()).collect()
+    pub(crate) fn src_group(&self, r: &CRule) -> &SrcGroup {
+        &self.src_groups[r.src as usize]
+    }
+
+    /// Source nodes of a rule as seen from a node of `user` through
+    /// `autogroup:self`.
+    pub(crate) fn self_src_nodes(&self, r: &CRule, user: u32) -> Vec<u32> {
+        let g = self.src_group(r);
+        self.topo.by_user[user as usize].iter().copied().filter(|&m| g.covers(m)).collect()
     }
 
     /// The packet filter for a node: the rules whose destinations include
-    /// it, reduced to the destinations that concern it. Empty when the
-    /// node is unknown.
+    /// it, reduced to the destinations that concern it, rules with the
+    /// same sources and protocols merged. Empty for an unknown node.
     pub fn filter_rules(&self, id: NodeId) -> Vec<FilterRule> {
         let Some(i) = self.idx(id) else { return Vec::new() };
         self.filter_for(i)
@@ -679,17 +496,24 @@ impl CompiledPolicy {
 
     pub(crate) fn filter_for(&self, i: u32) -> Vec<FilterRule> {
         let node = self.node(i);
-        let mut pairs: Vec<(u32, u16)> = Vec::with_capacity(self.node_dsts[i as usize].len() + self.star_dsts.len());
-        pairs.extend_from_slice(&self.node_dsts[i as usize]);
-        pairs.extend_from_slice(&self.star_dsts);
-        if node.user.is_some() {
-            pairs.extend_from_slice(&self.self_dsts);
+        let mut pairs: Vec<(u32, u16)> = Vec::new();
+        for &g in &self.node_dsts[i as usize] {
+            pairs.extend_from_slice(&self.dst_groups[g as usize].uses);
         }
+        for &g in &self.star_groups {
+            pairs.extend_from_slice(&self.dst_groups[g as usize].uses);
+        }
+        if node.user.is_some() {
+            for &g in &self.self_groups {
+                pairs.extend_from_slice(&self.dst_groups[g as usize].uses);
+            }
+        }
+        pairs.extend_from_slice(&self.node_via[i as usize]);
         pairs.sort_unstable();
         pairs.dedup();
 
         let mut out: Vec<FilterRule> = Vec::new();
-        let mut keys: Vec<(u64, Vec<u8>, usize)> = Vec::new();
+        let mut keys: Vec<(u64, usize)> = Vec::new();
         let mut k = 0;
         while k < pairs.len() {
             let ri = pairs[k].0;
@@ -702,26 +526,23 @@ impl CompiledPolicy {
             // Self destinations get their own rule (sources narrowed to the
             // node's user); other destinations share the rule's sources.
             let (self_dis, other_dis): (Vec<u16>, Vec<u16>) =
-                dis.into_iter().partition(|&d| r.dsts[d as usize].res.self_devices);
+                dis.into_iter().partition(|&d| self.dst_groups[r.dsts[d as usize].group as usize].res.self_devices);
             if !other_dis.is_empty() {
-                if r.src.self_devices {
-                    // Companion of an app grant to autogroup:self: the
-                    // sources are the node's own user's devices.
+                if r.self_src {
                     if let Some(u) = node.user {
                         let (strs, key) = self.user_src_strs(&self.topo.by_user[u as usize]);
                         self.emit(i, r, &other_dis, strs, key, &mut out, &mut keys);
                     }
                 } else {
-                    self.emit(i, r, &other_dis, r.src_strs.clone(), r.src_key, &mut out, &mut keys);
+                    let (strs, key) = self.src_group(r).src_strs(&self.topo).clone();
+                    self.emit(i, r, &other_dis, strs, key, &mut out, &mut keys);
                 }
             }
-            if !self_dis.is_empty() {
-                if let Some(u) = node.user {
-                    let srcs = self.self_src_nodes(r, u);
-                    if !srcs.is_empty() {
-                        let (strs, key) = self.user_src_strs(&srcs);
-                        self.emit(i, r, &self_dis, strs, key, &mut out, &mut keys);
-                    }
+            if let (false, Some(u)) = (self_dis.is_empty(), node.user) {
+                let srcs = self.self_src_nodes(r, u);
+                if !srcs.is_empty() {
+                    let (strs, key) = self.user_src_strs(&srcs);
+                    self.emit(i, r, &self_dis, strs, key, &mut out, &mut keys);
                 }
             }
         }
@@ -729,15 +550,11 @@ impl CompiledPolicy {
     }
 
     fn user_src_strs(&self, nodes: &[u32]) -> (Arc<[Arc<str>]>, u64) {
-        let mut strs = BTreeSet::new();
-        for m in nodes {
-            for ip in &self.node(*m).ips {
-                strs.insert(ip_str(ip));
-            }
-        }
-        let strs = arc_strs(strs);
-        let key = key_of(&strs);
-        (strs, key)
+        let mut v: Vec<Arc<str>> = nodes.iter().flat_map(|&m| self.node(m).ip_strs.iter().cloned()).collect();
+        v.sort_unstable();
+        v.dedup();
+        let key = key_of(&v);
+        (v.into(), key)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -749,29 +566,31 @@ impl CompiledPolicy {
         src: Arc<[Arc<str>]>,
         key: u64,
         out: &mut Vec<FilterRule>,
-        keys: &mut Vec<(u64, Vec<u8>, usize)>,
+        keys: &mut Vec<(u64, usize)>,
     ) {
         let node = self.node(i);
+        let subnets = &self.subnets[i as usize];
+        let via = !r.via.is_empty();
         if let Some(cap) = &r.app {
-            if !r.via.is_empty() {
+            if via {
                 // Tailscale sends no CapGrant for via app grants.
                 return;
             }
-            let mut grants = Vec::new();
+            let mut grants: Vec<CapGrant> = Vec::new();
             for &di in dis {
-                let d = &r.dsts[di as usize];
+                let g = &self.dst_groups[r.dsts[di as usize].group as usize];
                 let mut dsts: Vec<String> = Vec::new();
-                if d.res.self_devices || d.res.wildcard || d.res.ident.binary_search(&i).is_ok() {
+                if g.res.self_devices || g.res.wildcard || g.res.m.matches(node) {
                     dsts.extend(node.ips.iter().map(|ip| ipset::host_prefix_string(*ip)));
                 } else {
                     for ip in &node.ips {
-                        if d.res.set.contains(*ip) {
+                        if g.res.set.contains(*ip) {
                             dsts.push(ipset::host_prefix_string(*ip));
                         }
                     }
-                    for (_, set) in &d.res.nets {
+                    for (_, set) in &g.res.nets {
                         for p in set.prefixes() {
-                            if self.subnets[i as usize].iter().any(|s| s.contains(&p.network()) || p.contains(&s.network())) {
+                            if subnets.iter().any(|s| s.contains(&p.network()) || p.contains(&s.network())) {
                                 dsts.push(p.to_string());
                             }
                         }
@@ -779,7 +598,10 @@ impl CompiledPolicy {
                 }
                 dsts.dedup();
                 if !dsts.is_empty() {
-                    grants.push(CapGrant { dsts, cap_map: cap.clone() });
+                    let cg = CapGrant { dsts, cap_map: cap.clone() };
+                    if !grants.contains(&cg) {
+                        grants.push(cg);
+                    }
                 }
             }
             if !grants.is_empty() {
@@ -787,34 +609,37 @@ impl CompiledPolicy {
             }
             return;
         }
+        if src.is_empty() {
+            return;
+        }
+        let exit = !self.exits[i as usize].is_empty();
         let mut ports: Vec<NetPortRange> = Vec::new();
         for &di in dis {
             let d = &r.dsts[di as usize];
-            if d.res.wildcard {
+            let g = &self.dst_groups[d.group as usize];
+            if g.res.wildcard {
                 for p in &d.ports {
                     ports.push(NetPortRange { ip: Arc::from("*"), ports: *p });
                 }
                 continue;
             }
-            if d.res.self_devices || d.res.ident.binary_search(&i).is_ok() {
-                for ip in &node.ips {
-                    let s = ip_str(ip);
+            if g.res.self_devices || (!via && g.res.m.matches(node)) {
+                for s in &node.ip_strs {
                     for p in &d.ports {
                         ports.push(NetPortRange { ip: s.clone(), ports: *p });
                     }
                 }
             }
-            if d.res.self_devices {
+            if g.res.self_devices {
                 continue;
             }
-            let via = !r.via.is_empty();
-            for (text, set) in &d.res.nets {
-                let hit = if d.res.internet {
-                    !self.exits[i as usize].is_empty()
+            for (text, set) in &g.res.nets {
+                let hit = if g.res.internet {
+                    exit
                 } else {
                     (!via && node.ips.iter().any(|ip| set.contains(*ip)))
-                        || self.subnets[i as usize].iter().any(|s| set.overlaps_prefix(s))
-                        || (!via && !self.exits[i as usize].is_empty() && ipset::internet().is_superset(set))
+                        || subnets.iter().any(|s| set.overlaps_prefix(s))
+                        || (!via && exit && ipset::internet().is_superset(set))
                 };
                 if hit {
                     for p in &d.ports {
@@ -823,310 +648,17 @@ impl CompiledPolicy {
                 }
             }
         }
-        if ports.is_empty() || src.is_empty() {
+        if ports.is_empty() {
             return;
         }
-        if let Some((_, _, at)) = keys.iter().find(|(k, pr, at)| *k == key && *pr == r.protos && out[*at].src_ips == src) {
-            out[*at].dst_ports.extend(ports);
+        if let Some(&(_, at)) =
+            keys.iter().find(|(k, at)| *k == key && out[*at].ip_proto == r.protos && out[*at].src_ips == src)
+        {
+            out[at].dst_ports.extend(ports);
             return;
         }
-        keys.push((key, r.protos.clone(), out.len()));
+        keys.push((key, out.len()));
         out.push(FilterRule { src_ips: src, dst_ports: ports, ip_proto: r.protos.clone(), cap_grant: Vec::new() });
-    }
-
-    /// Whether rule `ri` reaches node `m` (as destination).
-    fn rule_reaches(&self, ri: u32, m: u32) -> bool {
-        self.rule_dst_nodes[ri as usize].contains(m)
-    }
-
-    fn rule_has_self(&self, ri: u32) -> bool {
-        self.rules[ri as usize].dsts.iter().any(|d| d.res.self_devices)
-    }
-
-    fn src_covers(&self, ri: u32, m: u32) -> bool {
-        let r = &self.rules[ri as usize];
-        r.src.all_nodes || r.src.nodes.binary_search(&m).is_ok()
-    }
-
-    /// Whether `a` may send to `b` under some rule (addresses, routes and
-    /// `autogroup:self` included).
-    fn may_send(&self, a: u32, b: u32) -> bool {
-        let na = self.node(a);
-        let nb = self.node(b);
-        let same_user = na.user.is_some() && na.user == nb.user;
-        let check = |ri: u32| {
-            self.rule_reaches(ri, b) || (same_user && self.rule_has_self(ri))
-        };
-        self.node_srcs[a as usize].iter().any(|&ri| check(ri)) || self.star_srcs.iter().any(|&ri| check(ri))
-    }
-
-    /// Whether node `a` sees node `b` as a peer: either may send to the
-    /// other.
-    pub fn can_see(&self, a: NodeId, b: NodeId) -> bool {
-        match (self.idx(a), self.idx(b)) {
-            (Some(x), Some(y)) if x != y => self.may_send(x, y) || self.may_send(y, x) || self.via_sees(x, y),
-            _ => false,
-        }
-    }
-
-    /// The peers of a node, in node-id order.
-    pub fn peers(&self, id: NodeId) -> Vec<NodeId> {
-        let Some(i) = self.idx(id) else { return Vec::new() };
-        self.peers_of(i).into_iter().map(|j| self.node(j).id).collect()
-    }
-
-    pub(crate) fn peers_of(&self, i: u32) -> Vec<u32> {
-        let n = self.topo.nodes.len();
-        let mut mark = vec![false; n];
-        let mut all = false;
-        let node = self.node(i);
-        let srcs = self.node_srcs[i as usize].iter().chain(self.star_srcs.iter());
-        for &ri in srcs {
-            match &self.rule_dst_nodes[ri as usize] {
-                NodeSet::All => all = true,
-                NodeSet::List(v) => v.iter().for_each(|&m| mark[m as usize] = true),
-            }
-            if self.rule_has_self(ri) {
-                if let Some(u) = node.user {
-                    self.topo.by_user[u as usize].iter().for_each(|&m| mark[m as usize] = true);
-                }
-            }
-            if all {
-                break;
-            }
-        }
-        if !all {
-            // Rules that reach this node: their sources see it.
-            let mut dst_rules: Vec<u32> = self.node_dsts[i as usize].iter().map(|x| x.0).collect();
-            dst_rules.extend(self.star_dsts.iter().map(|x| x.0));
-            if node.user.is_some() {
-                for &(ri, _) in &self.self_dsts {
-                    if let Some(u) = node.user {
-                        for m in self.self_src_nodes(&self.rules[ri as usize], u) {
-                            mark[m as usize] = true;
-                        }
-                    }
-                }
-            }
-            sort_dedup(&mut dst_rules);
-            for ri in dst_rules {
-                let r = &self.rules[ri as usize];
-                if r.src.all_nodes {
-                    all = true;
-                    break;
-                }
-                r.src.nodes.iter().for_each(|&m| mark[m as usize] = true);
-            }
-        }
-        let mut v: Vec<u32> = if all {
-            (0..n as u32).collect()
-        } else {
-            (0..n as u32).filter(|&m| mark[m as usize]).collect()
-        };
-        for m in self.via_peers(i) {
-            if !v.contains(&m) {
-                v.push(m);
-            }
-        }
-        v.sort_unstable();
-        v.retain(|&m| m != i);
-        v
-    }
-
-    /// Extra visibility from via grants: sources see the via routers.
-    fn via_sees(&self, a: u32, b: u32) -> bool {
-        self.via_peers(a).contains(&b)
-    }
-
-    fn via_peers(&self, _i: u32) -> Vec<u32> {
-        Vec::new()
-    }
-
-    /// Whether traffic from `a`'s addresses may reach the address set
-    /// `set` (a route) under some rule.
-    fn may_reach_set(&self, a: u32, set: &IpNet) -> bool {
-        let rules = self.node_srcs[a as usize].iter().chain(self.star_srcs.iter());
-        for &ri in rules {
-            let r = &self.rules[ri as usize];
-            if !r.via.is_empty() {
-                continue;
-            }
-            for d in &r.dsts {
-                if d.res.wildcard || (d.res.internet && ipset::is_exit_route(set)) {
-                    return true;
-                }
-                if !d.res.internet && !d.res.self_devices && d.res.set.overlaps_prefix(set) {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    /// Whether traffic from the route `set` may reach node `b`.
-    fn set_may_send(&self, set: &IpNet, b: u32) -> bool {
-        let nb = self.node(b);
-        let _ = nb;
-        // autogroup:self narrows sources to the user's own devices, so a
-        // route never reaches a node through it.
-        let mut rules: Vec<u32> = self.node_dsts[b as usize].iter().map(|x| x.0).collect();
-        rules.extend(self.star_dsts.iter().map(|x| x.0));
-        rules.iter().any(|&ri| {
-            let r = &self.rules[ri as usize];
-            r.via.is_empty() && (r.src.danger_all || r.src.set.overlaps_prefix(set))
-        })
-    }
-
-    /// Whether `p` is the first (lowest id) node carrying one of `tags`
-    /// with route `x` approved.
-    fn via_primary(&self, tags: &[String], x: &IpNet, p: u32) -> bool {
-        for (i, n) in self.topo.nodes.iter().enumerate() {
-            if tags.iter().any(|t| n.has_tag(t)) && self.subnets[i].contains(x) {
-                return i as u32 == p;
-            }
-        }
-        false
-    }
-
-    /// Routes through `p` that via grants steer `v` to (`include`), or
-    /// away from (`exclude`); routes in `use_primary` fall back to the
-    /// global primary because a plain grant also covers them.
-    fn via_routes(&self, v: u32, p: u32) -> (Vec<IpNet>, Vec<IpNet>, Vec<IpNet>) {
-        let mut inc: Vec<IpNet> = Vec::new();
-        let mut exc: Vec<IpNet> = Vec::new();
-        let mut use_primary: Vec<IpNet> = Vec::new();
-        let pn = self.node(p);
-        let mut any = false;
-        for r in &self.rules {
-            if r.via.is_empty() || !(r.src.all_nodes || r.src.nodes.binary_search(&v).is_ok()) {
-                continue;
-            }
-            any = true;
-            let tagged = r.via.iter().any(|t| pn.has_tag(t));
-            for d in &r.dsts {
-                let mut matched: Vec<IpNet> =
-                    self.subnets[p as usize].iter().filter(|x| d.res.set.overlaps_prefix(x)).copied().collect();
-                if d.res.internet {
-                    matched.extend(self.exits[p as usize].iter().copied());
-                }
-                for x in matched {
-                    if tagged && (ipset::is_exit_route(&x) || self.via_primary(&r.via, &x, p)) {
-                        inc.push(x);
-                    } else {
-                        exc.push(x);
-                    }
-                }
-            }
-        }
-        if !any {
-            return (inc, exc, use_primary);
-        }
-        let rules = self.node_srcs[v as usize].iter().chain(self.star_srcs.iter());
-        for &ri in rules {
-            let r = &self.rules[ri as usize];
-            if !r.via.is_empty() {
-                continue;
-            }
-            for d in &r.dsts {
-                let covers = |x: &IpNet| d.res.wildcard || (!d.res.self_devices && d.res.set.overlaps_prefix(x));
-                for x in &inc {
-                    if covers(x) && !use_primary.contains(x) {
-                        use_primary.push(*x);
-                    }
-                }
-                exc.retain(|x| !covers(x));
-            }
-        }
-        inc.retain(|x| !exc.contains(x) || use_primary.contains(x));
-        (inc, exc, use_primary)
-    }
-
-    /// What `viewer` may route through `peer`: the peer's addresses, then
-    /// the peer's primary subnet routes and exit routes the viewer may use.
-    pub fn allowed_ips(&self, viewer: NodeId, peer: NodeId) -> Vec<IpNet> {
-        match (self.idx(viewer), self.idx(peer)) {
-            (Some(v), Some(p)) => self.allowed_for(v, p),
-            _ => Vec::new(),
-        }
-    }
-
-    pub(crate) fn peer_routes(&self, v: u32, p: u32) -> Vec<IpNet> {
-        let (inc, exc, use_primary) = self.via_routes(v, p);
-        let mut out = Vec::new();
-        for r in &self.primaries[p as usize] {
-            if exc.contains(r) {
-                continue;
-            }
-            // A standby router for the same route always learns the
-            // primary's route (HA failover).
-            let standby = self.subnets[v as usize].contains(r);
-            if standby || inc.contains(r) || self.may_reach_set(v, r) || self.set_may_send(r, v) {
-                out.push(*r);
-            }
-        }
-        for r in &inc {
-            if !out.contains(r) && !use_primary.contains(r) && !ipset::is_exit_route(r) {
-                out.push(*r);
-            }
-        }
-        for r in &self.exits[p as usize] {
-            if exc.contains(r) {
-                continue;
-            }
-            if inc.contains(r) || self.may_reach_set(v, r) {
-                out.push(*r);
-            }
-        }
-        out
-    }
-
-    fn v4_disabled(&self, i: u32) -> bool {
-        self.node_caps[i as usize].contains_key("disable-ipv4")
-    }
-
-    /// Addresses of `p` as `v` sees them: IPv6 only when either has the
-    /// `disable-ipv4` attribute.
-    pub(crate) fn visible_ips(&self, v: u32, p: u32) -> Vec<IpNet> {
-        let v6_only = self.v4_disabled(v) || self.v4_disabled(p);
-        self.node(p).ips.iter().filter(|ip| !(v6_only && ip.is_ipv4())).map(|ip| ipset::host_prefix(*ip)).collect()
-    }
-
-    /// A peer's addresses as the viewer sees them in its netmap.
-    pub fn peer_addresses(&self, viewer: NodeId, peer: NodeId) -> Vec<IpNet> {
-        match (self.idx(viewer), self.idx(peer)) {
-            (Some(v), Some(p)) => self.visible_ips(v, p),
-            _ => Vec::new(),
-        }
-    }
-
-    pub(crate) fn allowed_for(&self, v: u32, p: u32) -> Vec<IpNet> {
-        let mut out: Vec<IpNet> = self.visible_ips(v, p);
-        out.extend(self.peer_routes(v, p));
-        out
-    }
-
-    /// The subnet routes `peer` is primary for, as `viewer` sees them.
-    pub fn primary_routes(&self, viewer: NodeId, peer: NodeId) -> Vec<IpNet> {
-        match (self.idx(viewer), self.idx(peer)) {
-            (Some(v), Some(p)) => self.primary_for(v, p),
-            _ => Vec::new(),
-        }
-    }
-
-    pub(crate) fn primary_for(&self, v: u32, p: u32) -> Vec<IpNet> {
-        if v == p {
-            return self.primaries[p as usize].clone();
-        }
-        self.peer_routes(v, p).into_iter().filter(|r| !ipset::is_exit_route(r)).collect()
-    }
-
-    /// The node's own allowed IPs: its addresses and approved routes.
-    pub fn self_allowed_ips(&self, id: NodeId) -> Vec<IpNet> {
-        let Some(i) = self.idx(id) else { return Vec::new() };
-        let mut out: Vec<IpNet> = self.visible_ips(i, i);
-        out.extend(self.subnets[i as usize].iter().copied());
-        out.extend(self.exits[i as usize].iter().copied());
-        out
     }
 
     /// The node capability map from `nodeAttrs` (and `randomizeClientPort`).
@@ -1135,7 +667,7 @@ impl CompiledPolicy {
     }
 
     /// Capabilities a viewer sees on a peer (`suggest-exit-node` on an
-    /// approved exit node that has it).
+    /// approved exit node).
     pub fn peer_cap_map(&self, _viewer: NodeId, peer: NodeId) -> CapMap {
         let Some(p) = self.idx(peer) else { return CapMap::new() };
         let mut out = CapMap::new();
@@ -1150,7 +682,7 @@ impl CompiledPolicy {
     }
 
     /// The SSH policy of a node (`None` when the policy has no `ssh`
-    /// section, which tells clients that Tailscale SSH is not configured).
+    /// section: Tailscale SSH is then not configured).
     pub fn ssh_policy(&self, id: NodeId) -> Option<SshPolicy> {
         let i = self.idx(id)?;
         self.ssh_for(i)
@@ -1160,40 +692,39 @@ impl CompiledPolicy {
         crate::ssh::policy_for(self, i)
     }
 
-    /// Check that a user (or, for `tags` owned by tags, a tagged
-    /// credential) may apply `tags` to a node, as at registration or on
-    /// `nodes tag`. Every tag must exist in `tagOwners`; the user must own
-    /// each one directly, through a group, through `autogroup:admin`, or
-    /// through a tag that owns it and that the user may own.
+    /// Check that a user (or, for tags owned by tags, a credential that
+    /// carries `owner_tags`) may apply `tags` to a node, as at registration
+    /// or on `nodes tag`. Every tag must exist in `tagOwners`; the user
+    /// must own each one directly, through a group or autogroup, or through
+    /// a tag that owns it.
     pub fn may_own_tags(&self, user: Option<UserId>, owner_tags: &[String], tags: &[String]) -> Result<(), PolicyError> {
         crate::tags::may_own_tags(self, user, owner_tags, tags)
     }
 
-    /// Nodes whose results may change when `change` is applied: the node
-    /// itself, nodes that share a rule with it before or after, and (for
-    /// route changes) every node, since `*` includes approved subnets.
+    /// Nodes whose results (filter, peers, routes, SSH, capabilities) may
+    /// change when `change` is applied, the changed node included.
     pub fn affected(&self, change: &Change) -> BTreeSet<NodeId> {
         crate::incremental::affected(self, change)
     }
 
-    /// Apply one node change, recomputing only what depends on it.
+    /// Apply one node change, touching only what depends on that node, and
+    /// return the nodes whose results may have changed. Route changes
+    /// (which move `*` and primaries) fall back to a full rebuild.
     pub fn update_node(&mut self, change: Change) -> BTreeSet<NodeId> {
         crate::incremental::update_node(self, change)
     }
 
-    /// Errors for a `tests` entry are reported against this policy's file.
     pub(crate) fn test_error(&self, pos: crate::error::Pos, msg: String) -> PolicyError {
         PolicyError::new(&self.pol.file, Some(pos), ErrorKind::TestFailed, msg)
     }
 
-    /// Names of all nodes, by index (for messages).
     pub(crate) fn name_of(&self, i: u32) -> &str {
         &self.node(i).name
     }
 
     /// The capability map a connection from `src` has at node `id`,
-    /// computed from the node's packet filter (what `tailscaled`'s whois
-    /// answers). `None` when no capability applies.
+    /// computed from the node's packet filter (what `tailscaled` answers to
+    /// a whois lookup). `None` when no capability applies.
     pub fn whois_caps(&self, id: NodeId, src: IpAddr) -> Option<CapMap> {
         let rules = self.filter_rules(id);
         let node_ips: Vec<IpAddr> = self.idx(id).map(|i| self.node(i).ips.clone()).unwrap_or_default();
@@ -1204,9 +735,10 @@ impl CompiledPolicy {
                 continue;
             }
             for g in &r.cap_grant {
-                let hits = g.dsts.iter().any(|d| {
-                    d.parse::<IpNet>().map(|p| node_ips.iter().any(|ip| p.contains(ip))).unwrap_or(false)
-                });
+                let hits = g
+                    .dsts
+                    .iter()
+                    .any(|d| d.parse::<IpNet>().map(|p| node_ips.iter().any(|ip| p.contains(ip))).unwrap_or(false));
                 if !hits {
                     continue;
                 }
@@ -1221,6 +753,29 @@ impl CompiledPolicy {
         }
         any.then_some(out)
     }
+}
+
+/// Primary election: for each subnet route, the approved node with the
+/// lowest id (the first to register).
+pub(crate) fn elect_primaries(topo: &Topology, subnets: &[Vec<IpNet>]) -> Vec<Vec<IpNet>> {
+    let mut best: HashMap<IpNet, (NodeId, u32)> = HashMap::new();
+    for (i, s) in subnets.iter().enumerate() {
+        let id = topo.nodes[i].id;
+        for r in s {
+            let e = best.entry(*r).or_insert((id, i as u32));
+            if id < e.0 {
+                *e = (id, i as u32);
+            }
+        }
+    }
+    let mut primaries = vec![Vec::new(); subnets.len()];
+    for (r, (_, i)) in best {
+        primaries[i as usize].push(r);
+    }
+    for p in &mut primaries {
+        p.sort();
+    }
+    primaries
 }
 
 /// Whether an address matches a `SrcIPs` list.
@@ -1238,7 +793,7 @@ pub(crate) fn src_matches(src: &[Arc<str>], ip: IpAddr) -> bool {
         }
         if let Some((a, b)) = s.split_once('-') {
             if let (Ok(a), Ok(b)) = (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
-                return a <= ip && ip <= b && a.is_ipv4() == ip.is_ipv4();
+                return a.is_ipv4() == ip.is_ipv4() && a <= ip && ip <= b;
             }
         }
         false
@@ -1288,96 +843,4 @@ fn check_domains(pol: &Policy, topo: &Topology, tailnet: &Tailnet) -> Result<(),
         }
     }
     Ok(())
-}
-
-fn cap_map_of(app: &[(String, Vec<serde_json::Value>)]) -> CapMap {
-    app.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect()
-}
-
-/// Compile ACLs and grants into rules, in policy order (grants first, as
-/// Tailscale merges them into one list).
-fn compile_rules(ctx: &Ctx<'_>) -> Vec<CRule> {
-    let mut rules = Vec::new();
-    let pol = ctx.pol;
-    if pol.is_allow_all() {
-        let src = ctx.resolve(&Alias::Wildcard);
-        let dst = CDst { ports: vec![PortRange::ANY], res: ctx.resolve(&Alias::Wildcard), alias: Alias::Wildcard };
-        rules.push(make_rule(ctx, src, vec![dst], Vec::new(), None, Vec::new(), false));
-        return rules;
-    }
-    let resolve_list = |list: &[Spanned<Alias>]| {
-        let mut r = Resolved::default();
-        for a in list {
-            r.merge(ctx.resolve(&a.value));
-        }
-        r.finish();
-        r
-    };
-    for g in &pol.grants {
-        if g.src.is_empty() || g.dst.is_empty() {
-            continue;
-        }
-        let src = resolve_list(&g.src);
-        let dst_res: Vec<(Alias, Resolved)> = g.dst.iter().map(|d| (d.value.clone(), ctx.resolve(&d.value))).collect();
-        let via: Vec<String> = g.via.iter().map(|v| v.value.clone()).collect();
-        for ip in &g.ip {
-            let dsts = dst_res
-                .iter()
-                .map(|(a, r)| CDst { ports: ip.ports.clone(), res: r.clone(), alias: a.clone() })
-                .collect();
-            rules.push(make_rule(ctx, src.clone(), dsts, ip.protocols.clone(), None, via.clone(), false));
-        }
-        if !g.app.is_empty() {
-            let cap = Arc::new(cap_map_of(&g.app));
-            let dsts: Vec<CDst> = dst_res
-                .iter()
-                .map(|(a, r)| CDst { ports: Vec::new(), res: r.clone(), alias: a.clone() })
-                .collect();
-            rules.push(make_rule(ctx, src.clone(), dsts, Vec::new(), Some(cap.clone()), via.clone(), false));
-            // Companion capabilities go back from destinations to sources.
-            for (orig, comp) in COMPANIONS {
-                if cap.contains_key(*orig) {
-                    let mut cm = CapMap::new();
-                    cm.insert((*comp).to_string(), None);
-                    let mut csrc = Resolved::default();
-                    for (_, r) in &dst_res {
-                        csrc.merge(r.clone());
-                    }
-                    csrc.finish();
-                    // `self_devices` on the companion's source means "the
-                    // destination node's own user's devices".
-                    csrc.self_devices = dst_res.iter().any(|(_, r)| r.self_devices);
-                    let cdst = CDst { ports: Vec::new(), res: src.clone(), alias: Alias::Wildcard };
-                    rules.push(make_rule(ctx, csrc, vec![cdst], Vec::new(), Some(Arc::new(cm)), Vec::new(), true));
-                }
-            }
-        }
-    }
-    for acl in &pol.acls {
-        let src = resolve_list(&acl.src);
-        let dsts = acl
-            .dst
-            .iter()
-            .map(|d| CDst { ports: d.ports.clone(), res: ctx.resolve(&d.alias.value), alias: d.alias.value.clone() })
-            .collect();
-        let protos = acl.proto.as_ref().map(|p| p.value.clone()).unwrap_or_default();
-        rules.push(make_rule(ctx, src, dsts, protos, None, Vec::new(), false));
-    }
-    rules
-}
-
-fn make_rule(
-    ctx: &Ctx<'_>,
-    src: Resolved,
-    dsts: Vec<CDst>,
-    protos: Vec<u8>,
-    app: Option<Arc<CapMap>>,
-    via: Vec<String>,
-    companion: bool,
-) -> CRule {
-    let mut strs = BTreeSet::new();
-    ctx.src_strings(&src, &mut strs);
-    let src_strs = arc_strs(strs);
-    let src_key = key_of(&src_strs);
-    CRule { src, src_strs, src_key, protos, dsts, app, via, companion }
 }

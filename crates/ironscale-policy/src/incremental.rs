@@ -12,7 +12,7 @@ pub(crate) fn affected(c: &CompiledPolicy, change: &Change) -> BTreeSet<NodeId> 
     let mut next = c.clone();
     update_node(&mut next, change.clone());
     let mut out = BTreeSet::new();
-    let ids: BTreeSet<NodeId> = c.node_ids().chain(next.node_ids()).collect();
+    let ids: BTreeSet<NodeId> = c.node_ids().into_iter().chain(next.node_ids()).collect();
     for id in ids {
         if c.filter_rules(id) != next.filter_rules(id)
             || c.peers(id) != next.peers(id)

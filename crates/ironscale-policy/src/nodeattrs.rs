@@ -1,6 +1,6 @@
 //! `nodeAttrs` and `randomizeClientPort`: node capabilities by target.
 
-use crate::compile::Ctx;
+use crate::resolve::Ctx;
 use crate::output::CapMap;
 
 /// Capabilities an attribute brings along (what Tailscale adds with it).
@@ -23,25 +23,45 @@ pub(crate) fn node_caps(ctx: &Ctx<'_>) -> Vec<CapMap> {
         }
     }
     for na in &ctx.pol.node_attrs {
-        let mut targets: Vec<u32> = Vec::new();
-        for t in &na.target {
-            targets.extend(ctx.resolve(&t.value).nodes);
-        }
-        targets.sort_unstable();
-        targets.dedup();
+        let r = ctx.resolve_list(na.target.iter().map(|t| &t.value));
+        let targets: Vec<u32> = if r.all_nodes {
+            (0..n as u32).filter(|&i| ctx.topo.nodes[i as usize].alive).collect()
+        } else {
+            r.nodes()
+        };
         for &i in &targets {
-            let m = &mut out[i as usize];
-            for a in &na.attr {
-                m.entry(a.clone()).or_insert(None);
-                for x in implied(a) {
-                    m.entry((*x).to_string()).or_insert(None);
-                }
-            }
-            for (k, v) in &na.app {
-                let e = m.entry(k.clone()).or_insert(None);
-                e.get_or_insert_with(Vec::new).extend(v.iter().cloned());
-            }
+            apply(&mut out[i as usize], na);
         }
     }
     out
+}
+
+/// Add one `nodeAttrs` entry's capabilities to a node's map.
+pub(crate) fn apply(m: &mut CapMap, na: &crate::ast::NodeAttr) {
+    for a in &na.attr {
+        m.entry(a.clone()).or_insert(None);
+        for x in implied(a) {
+            m.entry((*x).to_string()).or_insert(None);
+        }
+    }
+    for (k, v) in &na.app {
+        let e = m.entry(k.clone()).or_insert(None);
+        e.get_or_insert_with(Vec::new).extend(v.iter().cloned());
+    }
+}
+
+/// The capability map of one node, computed alone (for incremental
+/// updates).
+pub(crate) fn caps_for(ctx: &Ctx<'_>, node: &crate::topology::NodeInfo) -> CapMap {
+    let mut m = CapMap::new();
+    if ctx.pol.randomize_client_port {
+        m.insert("randomize-client-port".into(), None);
+    }
+    for na in &ctx.pol.node_attrs {
+        let r = ctx.resolve_list(na.target.iter().map(|t| &t.value));
+        if r.matches(node) {
+            apply(&mut m, na);
+        }
+    }
+    m
 }

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use crate::ast::{Alias, AutoGroup, PortRange, Spanned};
-use crate::compile::{CompiledPolicy, NodeSet};
+use crate::compile::CompiledPolicy;
 use crate::error::PolicyError;
 use crate::parse::{parse_alias, parse_ports, split_host_port};
 
@@ -71,9 +71,8 @@ fn allowed(c: &CompiledPolicy, src: IpAddr, src_node: Option<u32>, dst: IpAddr, 
         if !proto_ok {
             continue;
         }
-        let src_ok = r.src.danger_all
-            || r.src.set.contains(src)
-            || src_node.is_some_and(|n| r.src.all_nodes || r.src.nodes.binary_search(&n).is_ok());
+        let sg = c.src_group(r);
+        let src_ok = sg.res.danger_all || sg.res.set.contains(src) || src_node.is_some_and(|n| sg.covers(n));
         if !src_ok {
             continue;
         }
@@ -81,15 +80,16 @@ fn allowed(c: &CompiledPolicy, src: IpAddr, src_node: Option<u32>, dst: IpAddr, 
             if !d.ports.iter().any(|p: &PortRange| p.contains(port)) {
                 continue;
             }
-            let hit = if d.res.wildcard {
+            let g = &c.dst_groups[d.group as usize];
+            let hit = if g.res.wildcard {
                 crate::ipset::tailnet_ranges().contains(dst) || c.subnet_covers(dst)
-            } else if d.res.self_devices {
+            } else if g.res.self_devices {
                 match (src_node, dst_node) {
                     (Some(a), Some(b)) => c.node(a).user.is_some() && c.node(a).user == c.node(b).user,
                     _ => false,
                 }
             } else {
-                d.res.set.contains(dst)
+                g.res.set.contains(dst) || dst_node.is_some_and(|b| g.res.m.matches(c.node(b)))
             };
             if hit {
                 return true;
@@ -242,7 +242,7 @@ fn run_ssh_tests(c: &CompiledPolicy) -> Result<(), PolicyError> {
             }
             check_defined(c, &a).map_err(|m| fail(c, d.pos, format!("dst {:?}: {m}", d.value)))?;
             let r = c.resolve_alias(&a);
-            dst_nodes.extend(r.nodes);
+            dst_nodes.extend(r.nodes());
         }
         dst_nodes.sort_unstable();
         dst_nodes.dedup();
@@ -293,6 +293,3 @@ impl CompiledPolicy {
         self.subnets.iter().flatten().any(|s| s.contains(&ip))
     }
 }
-
-#[allow(dead_code)]
-fn _unused(_: NodeSet) {}

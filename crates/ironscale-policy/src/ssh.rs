@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 
 use crate::ast::{Alias, AutoGroup, SshAction};
-use crate::compile::{CompiledPolicy, Ctx, Resolved};
+use crate::compile::CompiledPolicy;
+use crate::resolve::{Ctx, Resolved};
 use crate::output::{SshAction as OutAction, SshPolicy, SshPrincipal, SshRule as OutRule};
 
 #[derive(Debug, Clone)]
@@ -19,7 +20,10 @@ pub(crate) struct CSshRule {
     pub action: OutAction,
     pub check: bool,
     pub src: Resolved,
-    /// Destination nodes other than `autogroup:self`.
+    /// Source devices, sorted.
+    pub src_nodes: Vec<u32>,
+    /// Destinations other than `autogroup:self`, and their nodes.
+    pub dst: Resolved,
     pub dst_nodes: Vec<u32>,
     pub dst_self: bool,
     pub users: BTreeMap<String, String>,
@@ -38,31 +42,17 @@ pub(crate) fn check_url(base: &str) -> String {
     format!("{base}/machine/ssh/action/$SRC_NODE_ID/to/$DST_NODE_ID?local_user=$LOCAL_USER")
 }
 
-pub(crate) fn compile(ctx: &Ctx<'_>, _subnets: &[Vec<ipnet::IpNet>]) -> CompiledSsh {
+pub(crate) fn compile(ctx: &Ctx<'_>) -> CompiledSsh {
     let pol = ctx.pol;
+    let all: Vec<u32> = (0..ctx.topo.nodes.len() as u32).filter(|&i| ctx.topo.nodes[i as usize].alive).collect();
     let mut out = CompiledSsh { present: !pol.ssh.is_empty(), rules: Vec::new() };
     for r in &pol.ssh {
-        let mut src = Resolved::default();
-        for a in &r.src {
-            let mut one = ctx.resolve(&a.value);
-            // SSH principals are devices; address aliases match devices.
-            one.nets.clear();
-            src.nodes.extend(one.nodes);
-            src.ident.extend(one.ident);
-        }
-        src.nodes.sort_unstable();
-        src.nodes.dedup();
-        let mut dst_nodes = Vec::new();
-        let mut dst_self = false;
-        for d in &r.dst {
-            if d.value == Alias::AutoGroup(AutoGroup::SelfDevices) {
-                dst_self = true;
-                continue;
-            }
-            dst_nodes.extend(ctx.resolve(&d.value).nodes);
-        }
-        dst_nodes.sort_unstable();
-        dst_nodes.dedup();
+        // SSH principals are devices: address aliases match devices.
+        let src = ctx.resolve_list(r.src.iter().map(|a| &a.value));
+        let src_nodes = if src.all_nodes { all.clone() } else { src.nodes() };
+        let dst_self = r.dst.iter().any(|d| d.value == Alias::AutoGroup(AutoGroup::SelfDevices));
+        let dst = ctx.resolve_list(r.dst.iter().map(|a| &a.value).filter(|a| **a != Alias::AutoGroup(AutoGroup::SelfDevices)));
+        let dst_nodes = if dst.all_nodes { all.clone() } else { dst.nodes() };
 
         let names: Vec<&str> = r.users.iter().map(|u| u.value.as_str()).collect();
         let mut users = BTreeMap::new();
@@ -107,6 +97,8 @@ pub(crate) fn compile(ctx: &Ctx<'_>, _subnets: &[Vec<ipnet::IpNet>]) -> Compiled
             action,
             check,
             src,
+            src_nodes,
+            dst,
             dst_nodes,
             dst_self,
             users,
@@ -145,7 +137,7 @@ pub(crate) fn policy_for(c: &CompiledPolicy, i: u32) -> Option<SshPolicy> {
         // Source devices grouped by user (in user order), then tagged ones.
         let mut by_user: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         let mut tagged: Vec<u32> = Vec::new();
-        for &s in &r.src.nodes {
+        for &s in &r.src_nodes {
             match c.node(s).user {
                 Some(u) => by_user.entry(u).or_default().push(s),
                 None => tagged.push(s),
@@ -189,7 +181,7 @@ pub(crate) fn policy_for(c: &CompiledPolicy, i: u32) -> Option<SshPolicy> {
                 all.extend(&tagged);
                 push(&all, None, &mut rules);
             }
-        } else if r.localparts.is_some() && r.src.nodes.binary_search(&i).is_ok() && !r.dst_self {
+        } else if r.localparts.is_some() && r.src_nodes.binary_search(&i).is_ok() && !r.dst_self {
             // With localpart mappings, a source device also accepts its own
             // user's SSH.
             match node.user {

@@ -3,9 +3,9 @@
 use ironscale_types::UserId;
 
 use crate::ast::{Alias, AutoGroup};
-use crate::compile::{CompiledPolicy, Ctx};
+use crate::compile::CompiledPolicy;
 use crate::error::{ErrorKind, PolicyError};
-use crate::ipset::IpSet;
+use crate::resolve::Ctx;
 
 fn owns(c: &CompiledPolicy, ctx: &Ctx<'_>, user: Option<u32>, owner_tags: &[String], tag: &str, depth: usize) -> bool {
     if owner_tags.iter().any(|t| t == tag) && depth > 0 {
@@ -30,13 +30,7 @@ pub(crate) fn may_own_tags(
     tags: &[String],
 ) -> Result<(), PolicyError> {
     let uidx = user.and_then(|id| c.topo.users.iter().position(|u| u.id == id).map(|i| i as u32));
-    let empty_strs = Vec::new();
-    let empty_set = IpSet::new();
-    let owner = c.tailnet.owner.and_then(|id| c.topo.users.iter().position(|u| u.id == id).map(|i| i as u32));
-    let mut admins: Vec<u32> =
-        c.tailnet.admins.iter().filter_map(|id| c.topo.users.iter().position(|u| u.id == *id).map(|i| i as u32)).collect();
-    admins.extend(owner);
-    let ctx = Ctx { pol: &c.pol, topo: &c.topo, tailnet: &c.tailnet, subnet_strs: &empty_strs, subnet_set: &empty_set, admins, owner };
+    let ctx = c.ctx();
     let who = match (uidx, owner_tags.is_empty()) {
         (Some(u), _) => format!("user {:?}", c.topo.users[u as usize].login()),
         (None, false) => format!("tags {}", owner_tags.join(",")),

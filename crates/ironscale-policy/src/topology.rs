@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use ironscale_types::{Node, NodeId, User, UserId};
@@ -19,6 +20,10 @@ pub(crate) struct NodeInfo {
     pub announced: Vec<IpNet>,
     /// Explicitly approved routes (auto-approvals are added at compile).
     pub approved: Vec<IpNet>,
+    /// The addresses as filter strings, computed once.
+    pub ip_strs: Vec<Arc<str>>,
+    /// False for a slot whose node left (indexes are never reused).
+    pub alive: bool,
 }
 
 impl NodeInfo {
@@ -27,14 +32,32 @@ impl NodeInfo {
         tags.sort();
         tags.dedup();
         let user = if tags.is_empty() { n.user_id.and_then(|u| user_idx.get(&u).copied()) } else { None };
+        let ips = n.ips();
         NodeInfo {
             id: n.id,
             name: if n.given_name.is_empty() { n.hostname.clone() } else { n.given_name.clone() },
-            ips: n.ips(),
+            ip_strs: ips.iter().map(|ip| Arc::from(ip.to_string())).collect(),
+            ips,
             user,
             tags,
             announced: n.announced_routes.iter().map(|r| r.trunc()).collect(),
             approved: n.approved_routes.iter().map(|r| r.trunc()).collect(),
+            alive: true,
+        }
+    }
+
+    /// A dead slot (the node left).
+    pub fn tombstone(id: NodeId) -> NodeInfo {
+        NodeInfo {
+            id,
+            name: String::new(),
+            ips: Vec::new(),
+            user: None,
+            tags: Vec::new(),
+            announced: Vec::new(),
+            approved: Vec::new(),
+            ip_strs: Vec::new(),
+            alive: false,
         }
     }
 
@@ -95,6 +118,9 @@ pub(crate) struct Topology {
     /// Sorted (address, node) pairs, for prefix lookups.
     pub v4: Vec<(u32, u32)>,
     pub v6: Vec<(u128, u32)>,
+    /// Users by lower-case e-mail and by name.
+    pub by_email: HashMap<String, Vec<u32>>,
+    pub by_name: HashMap<String, Vec<u32>>,
 }
 
 impl Topology {
@@ -115,7 +141,19 @@ impl Topology {
         t
     }
 
+    pub fn index_users(&mut self) {
+        self.by_email.clear();
+        self.by_name.clear();
+        for (i, u) in self.users.iter().enumerate() {
+            if !u.email.is_empty() {
+                self.by_email.entry(u.email.to_ascii_lowercase()).or_default().push(i as u32);
+            }
+            self.by_name.entry(u.name.clone()).or_default().push(i as u32);
+        }
+    }
+
     pub fn reindex(&mut self) {
+        self.index_users();
         self.by_id.clear();
         self.by_user = vec![Vec::new(); self.users.len()];
         self.by_tag.clear();
@@ -123,6 +161,9 @@ impl Topology {
         self.v6.clear();
         for (i, n) in self.nodes.iter().enumerate() {
             let i = i as u32;
+            if !n.alive {
+                continue;
+            }
             self.by_id.insert(n.id, i);
             if let Some(u) = n.user {
                 self.by_user[u as usize].push(i);
@@ -158,18 +199,46 @@ impl Topology {
         }
     }
 
-    pub fn nodes_in_prefix(&self, p: &IpNet, out: &mut Vec<u32>) {
-        self.nodes_in_range(p.network(), p.broadcast(), out)
-    }
-
     pub fn node_by_ip(&self, ip: IpAddr) -> Option<u32> {
         let mut v = Vec::new();
         self.nodes_in_range(ip, ip, &mut v);
         v.first().copied()
     }
 
-    /// Users a policy token names.
+    /// Users a policy token names (`alice@example.com`, `alice@`, `alice`).
     pub fn users_matching(&self, token: &str) -> Vec<u32> {
-        (0..self.users.len() as u32).filter(|&u| self.users[u as usize].matches(token)).collect()
+        let mut v: Vec<u32> = self.by_email.get(&token.to_ascii_lowercase()).cloned().unwrap_or_default();
+        let bare = token.strip_suffix('@').unwrap_or(token);
+        if !bare.contains('@') {
+            if let Some(x) = self.by_name.get(bare) {
+                v.extend(x);
+            }
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Insert a node's addresses into the sorted address arrays.
+    pub fn add_addrs(&mut self, i: u32) {
+        for ip in self.nodes[i as usize].ips.clone() {
+            match ip {
+                IpAddr::V4(a) => {
+                    let k = (u32::from(a), i);
+                    let p = self.v4.partition_point(|x| *x < k);
+                    self.v4.insert(p, k);
+                }
+                IpAddr::V6(a) => {
+                    let k = (u128::from(a), i);
+                    let p = self.v6.partition_point(|x| *x < k);
+                    self.v6.insert(p, k);
+                }
+            }
+        }
+    }
+
+    pub fn remove_addrs(&mut self, i: u32) {
+        self.v4.retain(|x| x.1 != i);
+        self.v6.retain(|x| x.1 != i);
     }
 }
