@@ -53,7 +53,7 @@ pub fn check_local(file: &Path) -> anyhow::Result<std::process::ExitCode> {
         }
         Ok(p) => {
             for w in p.warnings() {
-                eprintln!("warning: {w}");
+                eprintln!("{w}");
             }
             match ironscale_policy::CompiledPolicy::compile(&p, &[], &[], &Default::default()) {
                 Ok(_) => {
