@@ -90,12 +90,6 @@ pub(crate) struct CRule {
     pub self_src: bool,
 }
 
-impl CRule {
-    pub fn has_self(&self, c: &CompiledPolicy) -> bool {
-        self.dsts.iter().any(|d| c.dst_groups[d.group as usize].res.self_devices)
-    }
-}
-
 /// The policy bound to users and nodes, with indexes for per-node queries.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
@@ -514,6 +508,7 @@ impl CompiledPolicy {
 
         let mut out: Vec<FilterRule> = Vec::new();
         let mut keys: Vec<(u64, usize)> = Vec::new();
+        let mut self_cache: Vec<(u32, Arc<[Arc<str>]>, u64)> = Vec::new();
         let mut k = 0;
         while k < pairs.len() {
             let ri = pairs[k].0;
@@ -539,9 +534,18 @@ impl CompiledPolicy {
                 }
             }
             if let (false, Some(u)) = (self_dis.is_empty(), node.user) {
-                let srcs = self.self_src_nodes(r, u);
-                if !srcs.is_empty() {
-                    let (strs, key) = self.user_src_strs(&srcs);
+                // Rules sharing a source group share the narrowed sources.
+                let cached = self_cache.iter().find(|(g, _, _)| *g == r.src).map(|(_, s, k)| (s.clone(), *k));
+                let (strs, key) = match cached {
+                    Some(x) => x,
+                    None => {
+                        let srcs = self.self_src_nodes(r, u);
+                        let (s, k) = self.user_src_strs(&srcs);
+                        self_cache.push((r.src, s.clone(), k));
+                        (s, k)
+                    }
+                };
+                if !strs.is_empty() {
                     self.emit(i, r, &self_dis, strs, key, &mut out, &mut keys);
                 }
             }
@@ -639,7 +643,7 @@ impl CompiledPolicy {
                 } else {
                     (!via && node.ips.iter().any(|ip| set.contains(*ip)))
                         || subnets.iter().any(|s| set.overlaps_prefix(s))
-                        || (!via && exit && ipset::internet().is_superset(set))
+                        || (!via && exit && ipset::internet_set().is_superset(set))
                 };
                 if hit {
                     for p in &d.ports {
@@ -652,7 +656,11 @@ impl CompiledPolicy {
             return;
         }
         if let Some(&(_, at)) =
-            keys.iter().find(|(k, at)| *k == key && out[*at].ip_proto == r.protos && out[*at].src_ips == src)
+            keys.iter().find(|(k, at)| {
+                *k == key
+                    && out[*at].ip_proto == r.protos
+                    && (Arc::ptr_eq(&out[*at].src_ips, &src) || out[*at].src_ips == src)
+            })
         {
             out[at].dst_ports.extend(ports);
             return;

@@ -356,6 +356,12 @@ pub fn internet() -> IpSet {
     all
 }
 
+/// [`internet`], computed once.
+pub fn internet_set() -> &'static IpSet {
+    static S: std::sync::OnceLock<IpSet> = std::sync::OnceLock::new();
+    S.get_or_init(internet)
+}
+
 /// How Tailscale writes `autogroup:internet` in `DstPorts`: one entry per
 /// range, always as `first-last`.
 pub fn internet_strings() -> Vec<String> {

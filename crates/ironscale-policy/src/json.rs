@@ -29,24 +29,6 @@ pub struct Key {
 }
 
 impl Node {
-    pub fn type_name(&self) -> &'static str {
-        match self.kind {
-            Kind::Null => "null",
-            Kind::Bool(_) => "boolean",
-            Kind::Num(_) => "number",
-            Kind::Str(_) => "string",
-            Kind::Arr(_) => "array",
-            Kind::Obj(_) => "object",
-        }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match &self.kind {
-            Kind::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
     /// Convert to a `serde_json::Value` (positions are dropped).
     pub fn to_value(&self) -> serde_json::Value {
         use serde_json::Value;

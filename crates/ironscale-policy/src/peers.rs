@@ -37,28 +37,43 @@ impl CompiledPolicy {
     }
 
     pub(crate) fn peers_of(&self, i: u32) -> Vec<u32> {
-        let n = self.topo.nodes.len();
-        let mut m = Marks { mark: vec![false; n], all: false };
-        self.mark_peers(i, &mut m);
-        let mut v: Vec<u32> = if m.all {
-            (0..n as u32).filter(|&j| self.topo.nodes[j as usize].alive).collect()
-        } else {
-            (0..n as u32).filter(|&j| m.mark[j as usize]).collect()
-        };
-        v.retain(|&j| j != i && self.topo.nodes[j as usize].alive);
+        let node = self.node(i);
+        let (mut v, everyone) =
+            self.peers_of_info(node, &self.node_srcs[i as usize], &self.node_dsts[i as usize], &self.node_via[i as usize]);
+        if everyone {
+            v = (0..self.topo.nodes.len() as u32).filter(|&j| self.topo.nodes[j as usize].alive).collect();
+        }
+        v.retain(|&j| j != i);
         v
     }
 
-    fn mark_peers(&self, i: u32, m: &mut Marks) {
-        let node = self.node(i);
-        if !node.alive {
-            return;
+    /// Peers of a node given its memberships (source groups, destination
+    /// groups, via rules reaching it): the node indexes, or `true` when it
+    /// sees every node.
+    pub(crate) fn peers_of_info(
+        &self,
+        node: &crate::topology::NodeInfo,
+        srcs: &[u32],
+        dsts: &[u32],
+        via: &[(u32, u16)],
+    ) -> (Vec<u32>, bool) {
+        let n = self.topo.nodes.len();
+        let mut m = Marks { mark: vec![false; n], all: false };
+        if node.alive {
+            self.mark_peers(node, srcs, dsts, via, &mut m);
         }
+        if m.all {
+            return (Vec::new(), true);
+        }
+        let v = (0..n as u32).filter(|&j| m.mark[j as usize] && self.topo.nodes[j as usize].alive && self.topo.nodes[j as usize].id != node.id).collect();
+        (v, false)
+    }
+
+    fn mark_peers(&self, node: &crate::topology::NodeInfo, srcs: &[u32], dsts: &[u32], via: &[(u32, u16)], m: &mut Marks) {
         let mut seen_dst = vec![false; self.dst_groups.len()];
         let mut seen_src = vec![false; self.src_groups.len()];
         // What this node may send to.
-        let srcs = self.node_srcs[i as usize].iter().chain(self.all_src_groups.iter());
-        for &sg in srcs {
+        for &sg in srcs.iter().chain(self.all_src_groups.iter()) {
             for &ri in &self.src_groups[sg as usize].rules {
                 let r = &self.rules[ri as usize];
                 for d in &r.dsts {
@@ -97,9 +112,7 @@ impl CompiledPolicy {
                 m.add(&g.nodes);
             }
         };
-        let mut dst_groups: Vec<u32> = self.node_dsts[i as usize].clone();
-        dst_groups.extend(&self.star_groups);
-        for g in dst_groups {
+        for &g in dsts.iter().chain(self.star_groups.iter()) {
             for &(ri, _) in &self.dst_groups[g as usize].uses {
                 src_of(self.rules[ri as usize].src, m);
                 if m.all {
@@ -107,7 +120,7 @@ impl CompiledPolicy {
                 }
             }
         }
-        for &(ri, _) in &self.node_via[i as usize] {
+        for &(ri, _) in via {
             src_of(self.rules[ri as usize].src, m);
         }
         if let Some(u) = node.user {

@@ -94,16 +94,6 @@ impl UserInfo {
     pub fn domain(&self) -> Option<&str> {
         self.email.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
     }
-
-    /// Whether a policy token (`alice@example.com`, `alice@`, `alice`)
-    /// names this user.
-    pub fn matches(&self, token: &str) -> bool {
-        if !self.email.is_empty() && self.email.eq_ignore_ascii_case(token) {
-            return true;
-        }
-        let bare = token.strip_suffix('@').unwrap_or(token);
-        !bare.contains('@') && bare == self.name
-    }
 }
 
 /// Nodes and users with indexes.
