@@ -118,8 +118,10 @@ pub(crate) fn is_localpart(u: &str) -> Option<&str> {
 }
 
 fn principals(c: &CompiledPolicy, nodes: &[u32]) -> Vec<SshPrincipal> {
+    let mut nodes = nodes.to_vec();
+    nodes.sort_by_key(|&n| c.node(n).id);
     let mut v = Vec::new();
-    for &n in nodes {
+    for &n in &nodes {
         for ip in &c.node(n).ips {
             v.push(SshPrincipal { node_ip: ip.to_string() });
         }

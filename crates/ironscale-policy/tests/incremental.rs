@@ -1,0 +1,177 @@
+//! Incremental node updates must give exactly what a full compile of the
+//! changed tailnet gives, and `affected` must name every node whose
+//! results changed.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use chrono::{TimeZone, Utc};
+use ironscale_policy::{Change, CompiledPolicy, Policy, Tailnet};
+use ironscale_types::{Node, NodeId, RegisterMethod, User, UserId};
+
+const POLICY: &str = r#"{
+  "groups": {"group:a": ["u0@example.com", "u1@example.com"], "group:b": ["u2@example.com", "u3@"]},
+  "tagOwners": {"tag:web": ["group:a"], "tag:db": ["group:b"], "tag:ops": ["tag:web"]},
+  "hosts": {"lan": "10.1.0.0/16", "one": "100.64.0.5"},
+  "grants": [
+    {"src": ["group:a"], "dst": ["tag:web"], "ip": ["tcp:443"], "app": {"example.com/cap/web": [{"x": 1}]}},
+    {"src": ["tag:ops"], "dst": ["autogroup:tagged"], "ip": ["*"]},
+  ],
+  "acls": [
+    {"action": "accept", "src": ["group:b"], "dst": ["tag:db:5432", "one:22"]},
+    {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]},
+    {"action": "accept", "src": ["tag:web"], "dst": ["tag:db:5432", "lan:*"]},
+    {"action": "accept", "proto": "udp", "src": ["u4@example.com"], "dst": ["100.64.0.0/28:53"]},
+  ],
+  "ssh": [
+    {"action": "accept", "src": ["group:a"], "dst": ["tag:web"], "users": ["root"]},
+    {"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"]},
+  ],
+  "nodeAttrs": [{"target": ["tag:db", "u4@example.com"], "attr": ["randomize-client-port"]}],
+}"#;
+
+fn user(i: u64) -> User {
+    User {
+        id: UserId(i + 1),
+        name: format!("u{i}"),
+        display_name: String::new(),
+        email: if i == 3 { String::new() } else { format!("u{i}@example.com") },
+        provider: String::new(),
+        provider_id: String::new(),
+        profile_pic_url: String::new(),
+        created_at: Utc.timestamp_opt(0, 0).single().unwrap_or_default(),
+    }
+}
+
+fn node(id: u64, ip: u32, user: Option<u64>, tags: &[&str]) -> Node {
+    Node {
+        id: NodeId(id),
+        machine_key: Default::default(),
+        node_key: Default::default(),
+        disco_key: Default::default(),
+        ipv4: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + ip)),
+        ipv6: Some(Ipv6Addr::from(0xfd7a_115c_a1e0_0000_0000_0000_0000_0000u128 + ip as u128)),
+        hostname: format!("n{id}"),
+        given_name: format!("n{id}"),
+        user_id: if tags.is_empty() { user.map(|u| UserId(u + 1)) } else { None },
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        hostinfo_json: None,
+        home_derp: 0,
+        announced_routes: Vec::new(),
+        approved_routes: Vec::new(),
+        endpoints: Vec::new(),
+        expiry: None,
+        created_at: Utc.timestamp_opt(0, 0).single().unwrap_or_default(),
+        last_seen: None,
+        register_method: RegisterMethod::Unspecified,
+        auth_key_id: None,
+        ephemeral: false,
+        capver: 0,
+    }
+}
+
+/// Small deterministic generator (no dependency on a RNG crate).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+const TAGS: &[&[&str]] = &[&[], &["tag:web"], &["tag:db"], &["tag:ops"], &["tag:web", "tag:ops"], &[]];
+
+fn random_node(g: &mut Lcg, id: u64) -> Node {
+    let tags = TAGS[g.next(TAGS.len() as u64) as usize];
+    node(id, 1 + g.next(40) as u32, Some(g.next(5)), tags)
+}
+
+/// Everything the engine says about every node, for comparison.
+fn snapshot(c: &CompiledPolicy) -> BTreeMap<NodeId, String> {
+    let mut out = BTreeMap::new();
+    for id in c.node_ids() {
+        let mut s = String::new();
+        s += &serde_json::to_string(&c.filter_rules(id)).unwrap_or_default();
+        for p in c.peers(id) {
+            s += &format!("|{p:?}:{:?}:{:?}", c.allowed_ips(id, p), c.primary_routes(id, p));
+        }
+        s += &format!("|ssh={:?}|caps={:?}", c.ssh_policy(id), c.node_cap_map(id));
+        out.insert(id, s);
+    }
+    out
+}
+
+#[test]
+fn incremental_matches_full_compile() {
+    let policy = Policy::parse(POLICY, "inc.hujson").expect("policy");
+    let users: Vec<User> = (0..5).map(user).collect();
+    let tailnet = Tailnet::default();
+    let mut g = Lcg(7);
+    let mut nodes: BTreeMap<u64, Node> = BTreeMap::new();
+    for id in 1..=12 {
+        nodes.insert(id, random_node(&mut g, id));
+    }
+    let all: Vec<Node> = nodes.values().cloned().collect();
+    let mut inc = CompiledPolicy::compile(&policy, &users, &all, &tailnet).expect("compiles");
+    let mut next_id = 13;
+    for step in 0..300 {
+        let before = snapshot(&inc);
+        let change = match g.next(4) {
+            0 => {
+                let n = random_node(&mut g, next_id);
+                next_id += 1;
+                nodes.insert(n.id.0, n.clone());
+                Change::Upsert(n)
+            }
+            1 if nodes.len() > 2 => {
+                let keys: Vec<u64> = nodes.keys().copied().collect();
+                let k = keys[g.next(keys.len() as u64) as usize];
+                nodes.remove(&k);
+                Change::Remove(NodeId(k))
+            }
+            _ => {
+                let keys: Vec<u64> = nodes.keys().copied().collect();
+                let k = keys[g.next(keys.len() as u64) as usize];
+                let n = random_node(&mut g, k);
+                nodes.insert(k, n.clone());
+                Change::Upsert(n)
+            }
+        };
+        let predicted = inc.affected(&change);
+        let reported = inc.update_node(change.clone());
+        assert_eq!(predicted, reported, "step {step}: affected() and update_node() disagree");
+        let all: Vec<Node> = nodes.values().cloned().collect();
+        let full = CompiledPolicy::compile(&policy, &users, &all, &tailnet).expect("compiles");
+        let after = snapshot(&inc);
+        assert_eq!(after, snapshot(&full), "step {step}: incremental differs from full compile after {change:?}");
+        // Every node whose results changed must have been reported.
+        for (id, s) in &after {
+            if before.get(id) != Some(s) {
+                assert!(reported.contains(id), "step {step}: {id:?} changed but was not reported as affected");
+            }
+        }
+        for id in before.keys() {
+            if !after.contains_key(id) {
+                assert!(reported.contains(id), "step {step}: removed {id:?} not reported");
+            }
+        }
+    }
+}
+
+#[test]
+fn route_changes_recompile() {
+    let policy = Policy::parse(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#, "r.hujson").expect("policy");
+    let users: Vec<User> = (0..2).map(user).collect();
+    let a = node(1, 1, Some(0), &[]);
+    let mut b = node(2, 2, None, &["tag:router"]);
+    let mut c = CompiledPolicy::compile(&policy, &users, &[a.clone(), b.clone()], &Tailnet::default()).expect("compiles");
+    assert!(c.allowed_ips(a.id, b.id).len() == 2);
+    let route: ipnet::IpNet = "10.9.0.0/16".parse().expect("net");
+    b.announced_routes = vec![route];
+    b.approved_routes = vec![route];
+    let affected = c.update_node(Change::Upsert(b.clone()));
+    assert!(affected.contains(&a.id) && affected.contains(&b.id));
+    assert!(c.allowed_ips(a.id, b.id).contains(&route));
+    let rules = serde_json::to_string(&c.filter_rules(a.id)).unwrap_or_default();
+    assert!(rules.contains("10.9.0.0/16"), "`*` sources now include the approved route: {rules}");
+}
