@@ -405,7 +405,7 @@ impl<'a> Parser<'a> {
             }
             self.invalid(off, msg)
         })?;
-        let alias = self.alias(off, alias_s, "dst")?;
+        let alias = self.alias(off, alias_s, &format!("dst={s:?}"))?;
         Ok(AliasPorts { alias, ports })
     }
 
