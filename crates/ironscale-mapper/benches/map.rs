@@ -91,7 +91,7 @@ fn main() {
         // Sessions hold their views; node 1's endpoints change. At 10k nodes
         // every view holds 10k peers, so only a sample of sessions fits in
         // memory: the cost per session is what is measured.
-        let sessions = n.min(1_000);
+        let sessions = n.min(10_000);
         let mut views: Vec<_> = (1..=sessions).map(|i| build_view(&t, NodeId(i), 130, now).unwrap()).collect();
         let mut port = 1u16;
         let (mn, md) = measure(runs, || {

@@ -42,6 +42,73 @@ pub struct Tailnet {
     /// Subnet route → the node currently primary for it (HA failover).
     pub primaries: Arc<BTreeMap<IpNet, NodeId>>,
     pub randomize_client_port: bool,
+    /// Viewer-independent wire nodes, shared by every session's view.
+    pub wire_cache: Arc<WireCache>,
+}
+
+struct CacheEntry {
+    src: Arc<Node>,
+    online: bool,
+    expired: bool,
+    primaries: Arc<BTreeMap<IpNet, NodeId>>,
+    dns: Arc<DnsSettings>,
+    wire: Arc<ironscale_wire::Node>,
+}
+
+/// Memo of wire nodes, validated against the exact inputs they were built
+/// from (the entry keeps those `Arc`s alive, so pointer equality is sound).
+#[derive(Default)]
+pub struct WireCache {
+    entries: std::sync::Mutex<std::collections::HashMap<NodeId, CacheEntry>>,
+}
+
+impl std::fmt::Debug for WireCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WireCache")
+    }
+}
+
+impl WireCache {
+    pub(crate) fn get_or_build(
+        &self,
+        t: &Tailnet,
+        node: &Arc<Node>,
+        now: Timestamp,
+        build: impl FnOnce() -> ironscale_wire::Node,
+    ) -> Arc<ironscale_wire::Node> {
+        let online = t.is_online(node.id);
+        let expired = node.is_expired(now);
+        let mut m = match self.entries.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(e) = m.get(&node.id) {
+            if Arc::ptr_eq(&e.src, node)
+                && e.online == online
+                && e.expired == expired
+                && Arc::ptr_eq(&e.primaries, &t.primaries)
+                && Arc::ptr_eq(&e.dns, &t.dns)
+            {
+                return e.wire.clone();
+            }
+        }
+        let wire = Arc::new(build());
+        if m.len() > 2 * t.nodes.len() + 64 {
+            m.retain(|id, _| t.nodes.contains_key(id));
+        }
+        m.insert(
+            node.id,
+            CacheEntry {
+                src: node.clone(),
+                online,
+                expired,
+                primaries: t.primaries.clone(),
+                dns: t.dns.clone(),
+                wire: wire.clone(),
+            },
+        );
+        wire
+    }
 }
 
 impl Default for Tailnet {
@@ -55,6 +122,7 @@ impl Default for Tailnet {
             policy: Arc::new(AllowAll),
             primaries: Arc::new(BTreeMap::new()),
             randomize_client_port: false,
+            wire_cache: Arc::new(WireCache::default()),
         }
     }
 }

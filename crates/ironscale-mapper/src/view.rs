@@ -13,7 +13,9 @@ pub struct View {
     pub node_id: NodeId,
     pub capver: u32,
     pub self_node: wire::Node,
-    pub peers: BTreeMap<i64, wire::Node>,
+    /// Peers as last sent. Shared (`Arc`) across sessions where the node
+    /// looks the same to every viewer, so N sessions do not hold N copies.
+    pub peers: BTreeMap<i64, Arc<wire::Node>>,
     pub filter: Vec<wire::FilterRule>,
     pub ssh: Option<Value>,
     pub dns: wire::DnsConfig,
@@ -51,23 +53,13 @@ fn hostinfo_value(node: &Node) -> Value {
         .unwrap_or_else(|| serde_json::json!({ "Hostname": node.hostname }))
 }
 
-/// The wire form of `node` as seen by `viewer` (or by itself when `viewer` is `node`).
-fn wire_node(t: &Tailnet, viewer: &Node, node: &Node, now: Timestamp) -> wire::Node {
-    let is_self = viewer.id == node.id;
+/// The viewer-independent wire form of a peer.
+fn base_wire_node(t: &Tailnet, node: &Node, now: Timestamp) -> wire::Node {
     let addrs = addresses(node);
-    let mut allowed = addrs.clone();
-    if !is_self {
-        allowed.extend(t.policy.peer_routes(t, viewer, node).iter().map(|r| r.to_string()));
-    }
     let online = t.is_online(node.id);
     let home = node.home_derp;
     let mut primary: Vec<String> = t.primary_routes(node.id).iter().map(|r| r.to_string()).collect();
     primary.sort();
-    let cap_map = if is_self {
-        Some(t.policy.node_cap_map(t, node))
-    } else {
-        Some(t.policy.peer_cap_map(t, viewer, node)).filter(|m| !m.is_empty())
-    };
     wire::Node {
         id: wire_id(node.id),
         stable_id: node.id.0.to_string(),
@@ -77,8 +69,8 @@ fn wire_node(t: &Tailnet, viewer: &Node, node: &Node, now: Timestamp) -> wire::N
         key_expiry: node.expiry,
         machine: node.machine_key,
         disco_key: node.disco_key,
+        allowed_ips: addrs.clone(),
         addresses: addrs,
-        allowed_ips: allowed,
         endpoints: node.endpoints.clone(),
         derp: if home > 0 { format!("127.3.3.40:{home}") } else { String::new() },
         home_derp: home,
@@ -90,9 +82,33 @@ fn wire_node(t: &Tailnet, viewer: &Node, node: &Node, now: Timestamp) -> wire::N
         last_seen: if online { None } else { node.last_seen },
         online: Some(online),
         machine_authorized: true,
-        cap_map,
+        cap_map: None,
         expired: node.is_expired(now),
     }
+}
+
+/// The wire form of `node` as `viewer` sees it; shared with other viewers
+/// through the tailnet's cache when nothing in it is viewer-specific.
+fn peer_wire_node(t: &Tailnet, viewer: &Node, node: &Arc<Node>, now: Timestamp) -> Arc<wire::Node> {
+    let base = t.wire_cache.get_or_build(t, node, now, || base_wire_node(t, node, now));
+    let routes = t.policy.peer_routes(t, viewer, node);
+    let caps = t.policy.peer_cap_map(t, viewer, node);
+    if routes.is_empty() && caps.is_empty() {
+        return base;
+    }
+    let mut n = (*base).clone();
+    n.allowed_ips.extend(routes.iter().map(|r| r.to_string()));
+    if !caps.is_empty() {
+        n.cap_map = Some(caps);
+    }
+    Arc::new(n)
+}
+
+/// The node's own wire form (its self node).
+fn self_wire_node(t: &Tailnet, me: &Node, now: Timestamp) -> wire::Node {
+    let mut n = base_wire_node(t, me, now);
+    n.cap_map = Some(t.policy.node_cap_map(t, me));
+    n
 }
 
 fn profile_for(t: &Tailnet, node: &Node) -> wire::UserProfile {
@@ -153,7 +169,7 @@ pub fn build_view(t: &Tailnet, node_id: NodeId, capver: u32, now: Timestamp) -> 
     profiles.insert(p.id, p);
     for peer in t.nodes.values() {
         if peer.id != me.id && t.policy.can_see(t, me, peer) {
-            let w = wire_node(t, me, peer, now);
+            let w = peer_wire_node(t, me, peer, now);
             let p = profile_for(t, peer);
             profiles.insert(p.id, p);
             peers.insert(w.id, w);
@@ -162,7 +178,7 @@ pub fn build_view(t: &Tailnet, node_id: NodeId, capver: u32, now: Timestamp) -> 
     Some(View {
         node_id,
         capver,
-        self_node: wire_node(t, me, me, now),
+        self_node: self_wire_node(t, me, now),
         peers,
         filter: t.policy.packet_filter(t, me),
         ssh: t.policy.ssh_policy(t, me),
@@ -176,7 +192,7 @@ pub fn build_view(t: &Tailnet, node_id: NodeId, capver: u32, now: Timestamp) -> 
 impl View {
     /// The first frame of a map session: everything.
     pub fn full_response(&self, now: Timestamp) -> wire::MapResponse {
-        let peers: Vec<wire::Node> = self.peers.values().cloned().collect();
+        let peers: Vec<wire::Node> = self.peers.values().map(|p| (**p).clone()).collect();
         wire::MapResponse {
             node: Some(self.self_node.clone()),
             derp_map: Some((*self.derp).clone()),
@@ -205,7 +221,7 @@ impl View {
         let me = t.nodes.get(&self.node_id)?.clone();
         let mut out = wire::MapResponse::default();
         if changed.contains(&self.node_id) {
-            let s = wire_node(t, &me, &me, now);
+            let s = self_wire_node(t, &me, now);
             if s != self.self_node {
                 self.self_node = s.clone();
                 out.node = Some(s);
@@ -238,7 +254,7 @@ impl View {
                 .nodes
                 .get(id)
                 .filter(|p| t.policy.can_see(t, &me, p))
-                .map(|p| (wire_node(t, &me, p, now), profile_for(t, p)));
+                .map(|p| (peer_wire_node(t, &me, p, now), profile_for(t, p)));
             let prev = self.peers.get(&wid);
             match (prev, next) {
                 (None, None) => {}
@@ -251,8 +267,9 @@ impl View {
                         self.profiles.insert(prof.id, prof.clone());
                         new_profiles.push(prof);
                     }
-                    if prev != Some(&n) {
-                        push_peer_delta(&mut out, prev, &n);
+                    let same = prev.is_some_and(|p| Arc::ptr_eq(p, &n) || **p == *n);
+                    if !same {
+                        push_peer_delta(&mut out, prev.map(|p| &**p), &n);
                         self.peers.insert(wid, n);
                     }
                 }
@@ -375,8 +392,8 @@ pub fn diff(prev: &View, next: &View) -> Option<wire::MapResponse> {
     }
     for (id, n) in &next.peers {
         let p = prev.peers.get(id);
-        if p != Some(n) {
-            push_peer_delta(&mut out, p, n);
+        if !p.is_some_and(|p| Arc::ptr_eq(p, n) || p == n) {
+            push_peer_delta(&mut out, p.map(|p| &**p), n);
         }
     }
     if out.is_empty() {
