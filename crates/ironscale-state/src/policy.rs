@@ -166,8 +166,8 @@ impl State {
                 (Some(_), None) => ironscale_policy::Change::Remove(*id),
                 (None, None) => continue,
             };
-            affected.extend(compiled.affected(&change));
-            Arc::make_mut(compiled).update_node(change);
+            // Copy-on-write: sessions may still read the previous snapshot.
+            affected.extend(Arc::make_mut(compiled).update_node(change));
             touched = true;
         }
         if touched {
