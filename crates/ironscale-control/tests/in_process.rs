@@ -318,3 +318,57 @@ async fn malformed_handshakes_close_only_their_connection() {
     assert!(r2.machine_authorized);
     let _ = Arc::new(());
 }
+
+/// Policy changes reach running sessions as map updates; a rejected policy
+/// changes nothing.
+#[tokio::test]
+async fn policy_changes_reach_sessions_and_bad_policies_are_rejected() {
+    let s = start().await;
+    s.state.create_user("alice", "", "alice@example.com").await.unwrap();
+    s.state.create_user("bob", "", "bob@example.com").await.unwrap();
+    let ka = s.state.create_preauth_key(Some("alice"), false, false, None, vec![]).await.unwrap().1;
+    let kb = s.state.create_preauth_key(Some("bob"), false, false, None, vec![]).await.unwrap().1;
+    let policy = r#"{
+        // alice may reach bob's SSH port only
+        "acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com:22"]}],
+    }"#;
+    s.state.set_policy_text(policy, "policy.hujson").await.unwrap();
+    let (mut a, _) = join(&s, &ka, "alpha").await;
+    let (mut b, _) = join(&s, &kb, "beta").await;
+    let mut fa = map_stream(&mut a.h2, &a.node.node_public(), &a.disco).await;
+    let mut fb = map_stream(&mut b.h2, &b.node.node_public(), &b.disco).await;
+    let first_a = fa.next().await;
+    let first_b = fb.next().await;
+    let alpha_ip = first_a.node.as_ref().unwrap().addresses[0].trim_end_matches("/32").to_string();
+    assert_eq!(first_a.packet_filter, Some(vec![]), "alpha accepts nothing inbound");
+    let fb_rules = first_b.packet_filter.unwrap();
+    assert_eq!(fb_rules.len(), 1);
+    assert!(fb_rules[0].src_ips.iter().any(|s| s.starts_with(&alpha_ip)), "{fb_rules:?}");
+    assert_eq!(fb_rules[0].dst_ports[0].ports, wire::PortRange { first: 22, last: 22 });
+    assert_eq!(first_a.peers.unwrap().len(), 1, "alpha sees beta (it may reach it)");
+
+    // A broken policy is rejected with file:line:col; the old one stays.
+    let err = s.state.set_policy_text("{\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"group:nope\"], \"dst\": [\"*:*\"]}\n  ]\n}", "broken.hujson").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("broken.hujson:3:"), "{msg}");
+    assert!(msg.contains("group:nope"), "{msg}");
+    assert!(s.state.policy_state().text.unwrap().contains("bob@example.com:22"));
+
+    // Allow all: both sessions get the new filter within a second.
+    let t0 = std::time::Instant::now();
+    s.state
+        .set_policy_text(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#, "p2.hujson")
+        .await
+        .unwrap();
+    for f in [&mut fa, &mut fb] {
+        loop {
+            let d = f.next_update().await;
+            if let Some(pf) = d.packet_filter {
+                assert_eq!(pf.len(), 1);
+                assert_eq!(pf[0].dst_ports[0].ports, wire::PortRange { first: 0, last: 65535 });
+                break;
+            }
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}
