@@ -1,0 +1,145 @@
+//! Issue 3 acceptance with real `tailscaled` 1.96.4 nodes: the seed's
+//! enterprise policy (admins reach everything, clients only the internet
+//! through exit nodes, admins SSH to tagged servers on port 22) lets an
+//! allowed connection through and stops a denied one; a policy change takes
+//! effect on running clients without restarting them; a broken policy is
+//! rejected with file:line:col while the old one stays in force.
+//!
+//! Needs root (network namespaces, TUN); see ironscale-testkit.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ironscale_testkit::{
+    grep_file, install_clients, require_root, wait_until, Clients, Host, KeyOpts, Lab, Result, ServerProc, Tailscaled,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
+
+fn must<T>(r: Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The seed's enterprise policy (section 4), users named bare as in Headscale docs.
+const ENTERPRISE: &str = r#"{
+  "groups": {
+    "group:admin": ["admin"],
+    "group:clients": ["clients"]
+  },
+  "tagOwners": {
+    "tag:exit-node": ["group:admin"],
+    "tag:server": ["group:admin"]
+  },
+  "acls": [
+    // Admin: full access to all nodes
+    {"action": "accept", "src": ["group:admin"], "dst": ["*:*"]},
+    // Clients: internet only through exit nodes
+    {"action": "accept", "src": ["group:clients"], "dst": ["autogroup:internet:*"]},
+    // Admin can SSH to tagged servers
+    {"action": "accept", "src": ["group:admin"], "dst": ["tag:server:22"]},
+  ]
+}
+"#;
+
+fn node(lab: &Lab, clients: &Clients, name: &str) -> Tailscaled {
+    let host = must(lab.add_host(name));
+    must(Tailscaled::start(&host, clients, "ts", &[]))
+}
+
+/// A TCP round trip that must succeed (retried briefly: the path may need a moment).
+fn reach(from: &Host, src: Ipv4Addr, dst: Ipv4Addr, port: u16, what: &str) {
+    let start = Instant::now();
+    let reply = must(wait_until(what, Duration::from_secs(20), Duration::from_millis(500), || {
+        Ok(from.tcp_roundtrip(Some(src), dst, port, "hello").ok())
+    }));
+    assert!(reply.contains("hello"), "{what}: unexpected reply {reply:?}");
+    eprintln!("{what}: allowed, ok after {:.1}s", start.elapsed().as_secs_f64());
+}
+
+/// A TCP round trip that must fail (the packet filter of the destination drops it).
+fn blocked(from: &Host, src: Ipv4Addr, dst: Ipv4Addr, port: u16, what: &str) {
+    let r = from.tcp_roundtrip(Some(src), dst, port, "hello");
+    assert!(r.is_err(), "{what}: expected to be blocked by the policy, got {r:?}");
+    eprintln!("{what}: blocked, as the policy says");
+}
+
+#[test]
+fn enterprise_policy_allows_denies_and_reloads() {
+    must(require_root());
+    let clients = must(install_clients());
+    let lab = must(Lab::new("isi-pol"));
+    let policy_path = lab.dir().join("policy.hujson");
+    std::fs::write(&policy_path, ENTERPRISE).unwrap();
+    let server = must(ServerProc::start(
+        &lab,
+        Some(Path::new(BIN)),
+        serde_json::json!({"policy": {"mode": "file", "path": policy_path.to_string_lossy()}}),
+    ));
+    // The bare user names load with a warning that suggests `admin@`.
+    assert!(
+        !grep_file(server.log_path(), &["admin@"], 5).is_empty(),
+        "expected a warning suggesting admin@ in the server log:\n{}",
+        server.log_tail(40)
+    );
+    must(server.create_user("admin"));
+    must(server.create_user("clients"));
+    let kadm = must(server.create_preauthkey("admin", &KeyOpts { reusable: true, ..KeyOpts::default() }));
+    let kcli = must(server.create_preauthkey("clients", &KeyOpts { reusable: true, ..KeyOpts::default() }));
+    let ksrv = must(server.create_preauthkey(
+        "admin",
+        &KeyOpts { reusable: true, tags: vec!["tag:server".into()], ..KeyOpts::default() },
+    ));
+    // A key with a tag nobody owns is refused by the server.
+    let bad = server.create_preauthkey("clients", &KeyOpts { tags: vec!["tag:server".into()], ..KeyOpts::default() });
+    assert!(bad.is_err(), "clients must not get a tag:server key: {bad:?}");
+
+    let url = server.url();
+    let adm = node(&lab, &clients, "adm");
+    let cli = node(&lab, &clients, "cli");
+    let srv = node(&lab, &clients, "srv");
+    for (n, k, h) in [(&adm, &kadm, "adm"), (&cli, &kcli, "cli"), (&srv, &ksrv, "srv")] {
+        must(n.up_ok(&url, Some(k), h, &[]));
+        must(n.wait_running(Duration::from_secs(30)));
+    }
+    let (ia, ic, is) = (must(adm.ip4()), must(cli.ip4()), must(srv.ip4()));
+    eprintln!("tailnet IPs: adm={ia} cli={ic} srv={is}");
+    let nodes = must(server.nodes());
+    let srv_info = nodes.iter().find(|n| n.given_name == "srv").expect("srv listed");
+    assert!(srv_info.raw.to_string().contains("tag:server"), "srv must be tagged: {}", srv_info.raw);
+
+    let _ssh = must(srv.host().tcp_echo("ssh", is, 22));
+    let _web = must(srv.host().tcp_echo("web", is, 8080));
+    let _cliweb = must(cli.host().tcp_echo("cliweb", ic, 8080));
+
+    // Allowed: admin → server:22 and admin → client. Denied: client → server, client → admin.
+    reach(adm.host(), ia, is, 22, "admin -> tag:server:22");
+    reach(adm.host(), ia, ic, 8080, "admin -> client:8080");
+    blocked(cli.host(), ic, is, 22, "client -> tag:server:22");
+    blocked(cli.host(), ic, is, 8080, "client -> tag:server:8080");
+
+    // A policy change reaches the running clients (no restart): clients may
+    // now use the server's web port.
+    let changed = ENTERPRISE.replace(
+        "    // Admin can SSH to tagged servers",
+        "    {\"action\": \"accept\", \"src\": [\"group:clients\"], \"dst\": [\"tag:server:8080\"]},\n    // Admin can SSH to tagged servers",
+    );
+    assert_ne!(changed, ENTERPRISE);
+    std::fs::write(&policy_path, &changed).unwrap();
+    reach(cli.host(), ic, is, 8080, "after the change: client -> tag:server:8080");
+    blocked(cli.host(), ic, is, 22, "after the change: client -> tag:server:22");
+
+    // A broken policy (unknown group) is rejected with file:line:col; the old
+    // one stays in force.
+    let broken = changed.replace("\"src\": [\"group:clients\"], \"dst\": [\"tag:server:8080\"]", "\"src\": [\"group:contractors\"], \"dst\": [\"tag:server:8080\"]");
+    std::fs::write(&policy_path, &broken).unwrap();
+    let lines = must(wait_until("the server to reject the broken policy", Duration::from_secs(10), Duration::from_millis(300), || {
+        let l = grep_file(server.log_path(), &["group:contractors"], 5);
+        Ok((!l.is_empty()).then_some(l))
+    }));
+    let shown = lines.join("\n");
+    assert!(shown.contains("policy.hujson:"), "error must name file:line:col: {shown}");
+    assert!(server.is_running(), "the server must keep running");
+    reach(cli.host(), ic, is, 8080, "broken policy ignored: client -> tag:server:8080 still allowed");
+    reach(adm.host(), ia, is, 22, "broken policy ignored: admin -> tag:server:22 still allowed");
+}
