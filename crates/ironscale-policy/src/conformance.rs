@@ -448,6 +448,47 @@ pub fn run_case(case: &Value) -> CaseResult {
 }
 
 
+/// Parse `text` as a policy, compile it against a small built-in tailnet
+/// (users, user-owned and tagged nodes, a subnet router, an exit node) and
+/// run every per-node query. Returns the number of filter rules produced.
+/// Used by the fuzz targets and smoke tests: it must never panic.
+pub fn exercise(text: &str) -> Result<usize, crate::PolicyError> {
+    let case = json!({
+        "users": [
+            {"id": 1, "name": "odin", "email": "odin@example.com"},
+            {"id": 2, "name": "thor", "email": "thor@example.org"},
+            {"id": 3, "name": "admin", "email": ""}
+        ],
+        "nodes": {
+            "bulbasaur": {"ipv4": "100.64.0.1", "ipv6": "fd7a:115c:a1e0::1", "user": "odin", "tags": []},
+            "ivysaur": {"ipv4": "100.64.0.2", "ipv6": "fd7a:115c:a1e0::2", "user": "thor", "tags": []},
+            "venusaur": {"ipv4": "100.64.0.3", "ipv6": "fd7a:115c:a1e0::3", "user": "admin", "tags": []},
+            "beedrill": {"ipv4": "100.64.0.4", "ipv6": "fd7a:115c:a1e0::4", "tags": ["tag:server"]},
+            "squirtle": {"ipv4": "100.64.0.5", "ipv6": "fd7a:115c:a1e0::5", "tags": ["tag:router"],
+                         "routable_ips": ["10.33.0.0/16"], "approved_routes": ["10.33.0.0/16"]},
+            "charmander": {"ipv4": "100.64.0.6", "ipv6": "fd7a:115c:a1e0::6", "tags": ["tag:exit"],
+                           "routable_ips": ["0.0.0.0/0", "::/0"], "approved_routes": ["0.0.0.0/0", "::/0"]}
+        }
+    });
+    let tn = build_tailnet(&case);
+    let policy = Policy::parse(text, "fuzz.hujson")?;
+    let c = CompiledPolicy::compile(&policy, &tn.users, &tn.nodes, &tn.tailnet)?;
+    let mut rules = 0;
+    for n in &tn.nodes {
+        rules += c.filter_rules(n.id).len();
+        for p in c.peers(n.id) {
+            let _ = c.allowed_ips(n.id, p);
+            let _ = c.primary_routes(n.id, p);
+            let _ = c.peer_cap_map(n.id, p);
+            assert!(c.can_see(n.id, p), "peers() and can_see() disagree");
+        }
+        let _ = c.ssh_policy(n.id);
+        let _ = c.node_cap_map(n.id);
+        let _ = c.whois_caps(n.id, std::net::IpAddr::V4(std::net::Ipv4Addr::new(100, 64, 0, 1)));
+    }
+    Ok(rules)
+}
+
 // ---- comparison -------------------------------------------------------
 
 fn sorted_strs(v: &Value) -> Vec<String> {
