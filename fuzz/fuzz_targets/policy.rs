@@ -6,7 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match ironscale_policy::Policy::parse(text, "fuzz.hujson") {
         Ok(_) => {
             let _ = ironscale_policy::conformance::exercise(text);
@@ -14,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             if let Some(p) = e.pos {
                 let lines = text.split('\n').count() as u32;
-                assert!(p.line >= 1 && p.line <= lines.max(1), "error line {} outside the text", p.line);
+                assert!(
+                    p.line >= 1 && p.line <= lines.max(1),
+                    "error line {} outside the text",
+                    p.line
+                );
             }
             assert!(!e.message.is_empty());
         }

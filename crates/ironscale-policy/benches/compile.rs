@@ -33,7 +33,13 @@ fn user(i: usize) -> User {
 fn node(i: usize, user: Option<usize>, tags: Vec<String>) -> Node {
     let n = i as u32 + 1;
     let v4 = Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + n);
-    let v6 = Ipv6Addr::from(u128::from("fd7a:115c:a1e0::".parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::UNSPECIFIED)) + n as u128);
+    let v6 = Ipv6Addr::from(
+        u128::from(
+            "fd7a:115c:a1e0::"
+                .parse::<Ipv6Addr>()
+                .unwrap_or(Ipv6Addr::UNSPECIFIED),
+        ) + n as u128,
+    );
     Node {
         id: NodeId(i as u64 + 1),
         machine_key: Default::default(),
@@ -43,7 +49,11 @@ fn node(i: usize, user: Option<usize>, tags: Vec<String>) -> Node {
         ipv6: Some(v6),
         hostname: format!("node{i}"),
         given_name: format!("node{i}"),
-        user_id: if tags.is_empty() { user.map(|u| UserId(u as u64 + 1)) } else { None },
+        user_id: if tags.is_empty() {
+            user.map(|u| UserId(u as u64 + 1))
+        } else {
+            None
+        },
         tags,
         hostinfo_json: None,
         home_derp: 0,
@@ -61,7 +71,11 @@ fn node(i: usize, user: Option<usize>, tags: Vec<String>) -> Node {
 }
 
 fn topology() -> (Vec<User>, Vec<Node>) {
-    let users: Vec<User> = (0..USERS).collect::<Vec<_>>().into_iter().map(user).collect();
+    let users: Vec<User> = (0..USERS)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(user)
+        .collect();
     let mut nodes = Vec::with_capacity(NODES);
     for i in 0..NODES {
         if i % 5 == 4 {
@@ -76,8 +90,15 @@ fn topology() -> (Vec<User>, Vec<Node>) {
         }
     }
     // A few subnet routers.
-    for (k, n) in nodes.iter_mut().filter(|n| !n.tags.is_empty()).take(10).enumerate() {
-        let r = format!("10.{k}.0.0/16").parse().unwrap_or_else(|_| "10.0.0.0/16".parse().expect("net"));
+    for (k, n) in nodes
+        .iter_mut()
+        .filter(|n| !n.tags.is_empty())
+        .take(10)
+        .enumerate()
+    {
+        let r = format!("10.{k}.0.0/16")
+            .parse()
+            .unwrap_or_else(|_| "10.0.0.0/16".parse().expect("net"));
         n.announced_routes.push(r);
         n.approved_routes.push(r);
     }
@@ -87,7 +108,9 @@ fn topology() -> (Vec<User>, Vec<Node>) {
 fn policy_text() -> String {
     let mut s = String::from("{\n  \"groups\": {\n");
     for g in 0..GROUPS {
-        let members: Vec<String> = (0..20).map(|k| format!("\"user{}@example.com\"", (g * 20 + k) % USERS)).collect();
+        let members: Vec<String> = (0..20)
+            .map(|k| format!("\"user{}@example.com\"", (g * 20 + k) % USERS))
+            .collect();
         s.push_str(&format!("    \"group:g{g}\": [{}],\n", members.join(", ")));
     }
     s.push_str("  },\n  \"tagOwners\": {\n");
@@ -101,7 +124,7 @@ fn policy_text() -> String {
     s.push_str("  },\n  \"acls\": [\n");
     for r in 0..RULES {
         let line = match r % 10 {
-            0 | 1 | 2 => format!(
+            0..=2 => format!(
                 "{{\"action\": \"accept\", \"src\": [\"group:g{}\"], \"dst\": [\"tag:t{}:22,443\", \"tag:t{}:80\"]}}",
                 r % GROUPS,
                 r % TAGS,
@@ -205,7 +228,11 @@ fn main() {
     // A tagged node changes tags.
     let mut retag = Vec::new();
     let mut retag_affected = 0;
-    let tagged: Vec<&Node> = nodes.iter().filter(|n| !n.tags.is_empty() && n.approved_routes.is_empty()).take(50).collect();
+    let tagged: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| !n.tags.is_empty() && n.approved_routes.is_empty())
+        .take(50)
+        .collect();
     for (k, n) in tagged.iter().enumerate() {
         let mut changed = (*n).clone();
         changed.tags = vec![format!("tag:t{}", (k * 11 + 3) % TAGS)];
@@ -218,9 +245,27 @@ fn main() {
 
     println!("policy: {RULES} rules, {GROUPS} groups, {TAGS} tags; tailnet: {NODES} nodes, {USERS} users");
     println!("parse                        {}", ms(parse));
-    println!("full compile                 min {}  median {}", ms(cmin), ms(cmed));
-    println!("all packet filters           {} ({rules} rules over {NODES} nodes)", ms(all_filters));
-    println!("peers of 100 nodes           {} ({peers} peers)", ms(peers_100));
-    println!("node joins (incremental)     min {}  median {}  (affects {join_affected} nodes)", ms(jmin), ms(jmed));
-    println!("node changes tags            min {}  median {}  (affects {retag_affected} nodes)", ms(rmin), ms(rmed));
+    println!(
+        "full compile                 min {}  median {}",
+        ms(cmin),
+        ms(cmed)
+    );
+    println!(
+        "all packet filters           {} ({rules} rules over {NODES} nodes)",
+        ms(all_filters)
+    );
+    println!(
+        "peers of 100 nodes           {} ({peers} peers)",
+        ms(peers_100)
+    );
+    println!(
+        "node joins (incremental)     min {}  median {}  (affects {join_affected} nodes)",
+        ms(jmin),
+        ms(jmed)
+    );
+    println!(
+        "node changes tags            min {}  median {}  (affects {retag_affected} nodes)",
+        ms(rmin),
+        ms(rmed)
+    );
 }

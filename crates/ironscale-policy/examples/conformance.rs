@@ -4,12 +4,21 @@ use std::path::PathBuf;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = args.first().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../../shared/conformance/policy"));
+    let dir = args
+        .first()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../../shared/conformance/policy"));
     let json = args.iter().any(|a| a == "json");
-    let filter = args.iter().skip(1).find(|a| *a != "-o" && *a != "json").cloned();
+    let filter = args
+        .iter()
+        .skip(1)
+        .find(|a| *a != "-o" && *a != "json")
+        .cloned();
     let mut report = ironscale_policy::conformance::run_dir(&dir);
     if let Some(f) = filter {
-        report.results.retain(|r| r.id.contains(&f) || r.category == f);
+        report
+            .results
+            .retain(|r| r.id.contains(&f) || r.category == f);
     }
     if json {
         print!("{}", report.json_lines());

@@ -129,7 +129,10 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub const ANY: PortRange = PortRange { first: 0, last: 65535 };
+    pub const ANY: PortRange = PortRange {
+        first: 0,
+        last: 65535,
+    };
     pub fn contains(&self, p: u16) -> bool {
         self.first <= p && p <= self.last
     }

@@ -38,6 +38,7 @@ pub struct Tailnet {
 /// A change to one node, for [`CompiledPolicy::affected`] and
 /// [`CompiledPolicy::update_node`].
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     /// The node joined, or changed (tags, user, routes, addresses).
     Upsert(Node),
@@ -121,6 +122,9 @@ pub struct CompiledPolicy {
     pub(crate) ssh: crate::ssh::CompiledSsh,
 }
 
+/// `SrcIPs` shared between rules.
+pub(crate) type SrcStrs = Arc<[Arc<str>]>;
+
 pub(crate) fn key_of(strs: &[Arc<str>]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     strs.hash(&mut h);
@@ -143,10 +147,15 @@ fn approve_routes(ctx: &Ctx<'_>, n: &NodeInfo) -> (Vec<IpNet>, Vec<IpNet>) {
         let explicit = n.approved.contains(r);
         let auto = || {
             if ipset::is_exit_route(r) {
-                ctx.pol.auto_approvers.exit_node.iter().any(|a| approver_matches(ctx, &a.value, n))
+                ctx.pol
+                    .auto_approvers
+                    .exit_node
+                    .iter()
+                    .any(|a| approver_matches(ctx, &a.value, n))
             } else {
                 ctx.pol.auto_approvers.routes.iter().any(|(p, approvers)| {
-                    p.value.contains(r) && approvers.iter().any(|a| approver_matches(ctx, &a.value, n))
+                    p.value.contains(r)
+                        && approvers.iter().any(|a| approver_matches(ctx, &a.value, n))
                 })
             }
         };
@@ -210,7 +219,12 @@ impl Builder<'_, '_> {
         }
         let res = self.ctx.resolve_list(key.iter());
         let g = self.src_groups.len() as u32;
-        self.src_groups.push(SrcGroup { res, nodes: Vec::new(), rules: Vec::new(), strs: OnceLock::new() });
+        self.src_groups.push(SrcGroup {
+            res,
+            nodes: Vec::new(),
+            rules: Vec::new(),
+            strs: OnceLock::new(),
+        });
         self.src_keys.insert(key, g);
         g
     }
@@ -221,16 +235,42 @@ impl Builder<'_, '_> {
         }
         let res = (*self.ctx.resolve(a)).clone();
         let g = self.dst_groups.len() as u32;
-        self.dst_groups.push(DstGroup { res, targets: Vec::new(), uses: Vec::new() });
+        self.dst_groups.push(DstGroup {
+            res,
+            targets: Vec::new(),
+            uses: Vec::new(),
+        });
         self.dst_keys.insert(a.clone(), g);
         g
     }
 
-    fn rule(&mut self, src: u32, dsts: Vec<(u32, Vec<PortRange>)>, protos: Vec<u8>, app: Option<Arc<CapMap>>, via: Vec<String>, self_src: bool) {
+    fn rule(
+        &mut self,
+        src: u32,
+        dsts: Vec<(u32, Vec<PortRange>)>,
+        protos: Vec<u8>,
+        app: Option<Arc<CapMap>>,
+        via: Vec<String>,
+        self_src: bool,
+    ) {
         let ri = self.rules.len() as u32;
         self.src_groups[src as usize].rules.push(ri);
-        let dsts = dsts.into_iter().map(|(group, ports)| CDst { group, ports, via_targets: Vec::new() }).collect();
-        self.rules.push(CRule { src, protos, dsts, app, via, self_src });
+        let dsts = dsts
+            .into_iter()
+            .map(|(group, ports)| CDst {
+                group,
+                ports,
+                via_targets: Vec::new(),
+            })
+            .collect();
+        self.rules.push(CRule {
+            src,
+            protos,
+            dsts,
+            app,
+            via,
+            self_src,
+        });
     }
 
     /// Grants first, then ACLs (as Tailscale merges them).
@@ -239,7 +279,14 @@ impl Builder<'_, '_> {
         if pol.is_allow_all() {
             let s = self.src(&[Alias::Wildcard]);
             let d = self.dst(&Alias::Wildcard);
-            self.rule(s, vec![(d, vec![PortRange::ANY])], Vec::new(), None, Vec::new(), false);
+            self.rule(
+                s,
+                vec![(d, vec![PortRange::ANY])],
+                Vec::new(),
+                None,
+                Vec::new(),
+                false,
+            );
             return;
         }
         for g in &pol.grants {
@@ -256,7 +303,11 @@ impl Builder<'_, '_> {
                 self.rule(s, dsts, ip.protocols.clone(), None, via.clone(), false);
             }
             if !g.app.is_empty() {
-                let cap: CapMap = g.app.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+                let cap: CapMap = g
+                    .app
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect();
                 let cap = Arc::new(cap);
                 let dsts = dgroups.iter().map(|&d| (d, Vec::new())).collect();
                 self.rule(s, dsts, Vec::new(), Some(cap.clone()), via.clone(), false);
@@ -265,10 +316,21 @@ impl Builder<'_, '_> {
                     if cap.contains_key(*orig) {
                         let mut cm = CapMap::new();
                         cm.insert((*comp).to_string(), None);
-                        let self_src = dst_aliases.iter().any(|a| *a == Alias::AutoGroup(AutoGroup::SelfDevices));
+                        let self_src =
+                            dst_aliases.contains(&Alias::AutoGroup(AutoGroup::SelfDevices));
                         let cs = self.src(&dst_aliases);
-                        let cdsts = src_aliases.iter().map(|a| (self.dst(a), Vec::new())).collect();
-                        self.rule(cs, cdsts, Vec::new(), Some(Arc::new(cm)), Vec::new(), self_src);
+                        let cdsts = src_aliases
+                            .iter()
+                            .map(|a| (self.dst(a), Vec::new()))
+                            .collect();
+                        self.rule(
+                            cs,
+                            cdsts,
+                            Vec::new(),
+                            Some(Arc::new(cm)),
+                            Vec::new(),
+                            self_src,
+                        );
                     }
                 }
             }
@@ -276,8 +338,16 @@ impl Builder<'_, '_> {
         for acl in &pol.acls {
             let src_aliases: Vec<Alias> = acl.src.iter().map(|a| a.value.clone()).collect();
             let s = self.src(&src_aliases);
-            let dsts = acl.dst.iter().map(|d| (self.dst(&d.alias.value), d.ports.clone())).collect();
-            let protos = acl.proto.as_ref().map(|p| p.value.clone()).unwrap_or_default();
+            let dsts = acl
+                .dst
+                .iter()
+                .map(|d| (self.dst(&d.alias.value), d.ports.clone()))
+                .collect();
+            let protos = acl
+                .proto
+                .as_ref()
+                .map(|p| p.value.clone())
+                .unwrap_or_default();
             self.rule(s, dsts, protos, None, Vec::new(), false);
         }
     }
@@ -286,14 +356,23 @@ impl Builder<'_, '_> {
 impl CompiledPolicy {
     /// Bind `policy` to the tailnet's users and nodes, then run the
     /// policy's `tests` and `sshTests` (a failing test is an error).
-    pub fn compile(policy: &Policy, users: &[User], nodes: &[Node], tailnet: &Tailnet) -> Result<CompiledPolicy, PolicyError> {
+    pub fn compile(
+        policy: &Policy,
+        users: &[User],
+        nodes: &[Node],
+        tailnet: &Tailnet,
+    ) -> Result<CompiledPolicy, PolicyError> {
         let topo = Topology::build(users, nodes);
         let c = Self::build(Arc::new(policy.clone()), topo, tailnet.clone())?;
         crate::policytests::run(&c)?;
         Ok(c)
     }
 
-    pub(crate) fn build(pol: Arc<Policy>, topo: Topology, tailnet: Tailnet) -> Result<CompiledPolicy, PolicyError> {
+    pub(crate) fn build(
+        pol: Arc<Policy>,
+        topo: Topology,
+        tailnet: Tailnet,
+    ) -> Result<CompiledPolicy, PolicyError> {
         check_domains(&pol, &topo, &tailnet)?;
         let n = topo.nodes.len();
 
@@ -331,7 +410,12 @@ impl CompiledPolicy {
             dst_keys: HashMap::new(),
         };
         b.compile();
-        let Builder { rules, src_groups, dst_groups, .. } = b;
+        let Builder {
+            rules,
+            src_groups,
+            dst_groups,
+            ..
+        } = b;
         let node_caps = crate::nodeattrs::node_caps(&ctx);
         let ssh = crate::ssh::compile(&ctx);
         drop(ctx);
@@ -364,8 +448,12 @@ impl CompiledPolicy {
     /// Build the per-node indexes from the groups.
     fn index(&mut self) {
         let n = self.topo.nodes.len();
-        let routers: Vec<u32> = (0..n as u32).filter(|&i| !self.subnets[i as usize].is_empty()).collect();
-        let exit_nodes: Vec<u32> = (0..n as u32).filter(|&i| !self.exits[i as usize].is_empty()).collect();
+        let routers: Vec<u32> = (0..n as u32)
+            .filter(|&i| !self.subnets[i as usize].is_empty())
+            .collect();
+        let exit_nodes: Vec<u32> = (0..n as u32)
+            .filter(|&i| !self.exits[i as usize].is_empty())
+            .collect();
         let internet = ipset::internet();
         for (gi, g) in self.src_groups.iter_mut().enumerate() {
             if g.res.all_nodes {
@@ -377,7 +465,13 @@ impl CompiledPolicy {
             let mut extra: Vec<u32> = routers
                 .iter()
                 .copied()
-                .filter(|&r| g.res.nets.iter().any(|(_, set)| self.subnets[r as usize].iter().any(|s| set.overlaps_prefix(s))))
+                .filter(|&r| {
+                    g.res.nets.iter().any(|(_, set)| {
+                        self.subnets[r as usize]
+                            .iter()
+                            .any(|s| set.overlaps_prefix(s))
+                    })
+                })
                 .collect();
             sort_dedup(&mut extra);
             g.nodes = crate::resolve::merge_sorted(&g.res.nodes(), &extra);
@@ -425,7 +519,10 @@ impl CompiledPolicy {
                 t.extend(&exit_nodes);
             } else {
                 for &rn in &routers {
-                    if self.subnets[rn as usize].iter().any(|s| g.res.set.overlaps_prefix(s)) {
+                    if self.subnets[rn as usize]
+                        .iter()
+                        .any(|s| g.res.set.overlaps_prefix(s))
+                    {
                         t.push(rn);
                     }
                 }
@@ -442,7 +539,13 @@ impl CompiledPolicy {
     }
 
     pub(crate) fn ctx(&self) -> Ctx<'_> {
-        Ctx::new(&self.pol, &self.topo, &self.tailnet, &self.all_subnet_strs, &self.subnet_set)
+        Ctx::new(
+            &self.pol,
+            &self.topo,
+            &self.tailnet,
+            &self.all_subnet_strs,
+            &self.subnet_set,
+        )
     }
 
     pub(crate) fn resolve_alias(&self, a: &Alias) -> Arc<Resolved> {
@@ -477,14 +580,20 @@ impl CompiledPolicy {
     /// `autogroup:self`.
     pub(crate) fn self_src_nodes(&self, r: &CRule, user: u32) -> Vec<u32> {
         let g = self.src_group(r);
-        self.topo.by_user[user as usize].iter().copied().filter(|&m| g.covers(m)).collect()
+        self.topo.by_user[user as usize]
+            .iter()
+            .copied()
+            .filter(|&m| g.covers(m))
+            .collect()
     }
 
     /// The packet filter for a node: the rules whose destinations include
     /// it, reduced to the destinations that concern it, rules with the
     /// same sources and protocols merged. Empty for an unknown node.
     pub fn filter_rules(&self, id: NodeId) -> Vec<FilterRule> {
-        let Some(i) = self.idx(id) else { return Vec::new() };
+        let Some(i) = self.idx(id) else {
+            return Vec::new();
+        };
         self.filter_for(i)
     }
 
@@ -508,7 +617,7 @@ impl CompiledPolicy {
 
         let mut out: Vec<FilterRule> = Vec::new();
         let mut keys: Vec<(u64, usize)> = Vec::new();
-        let mut self_cache: Vec<(u32, Arc<[Arc<str>]>, u64)> = Vec::new();
+        let mut self_cache: Vec<(u32, SrcStrs, u64)> = Vec::new();
         let mut k = 0;
         while k < pairs.len() {
             let ri = pairs[k].0;
@@ -520,8 +629,11 @@ impl CompiledPolicy {
             let r = &self.rules[ri as usize];
             // Self destinations get their own rule (sources narrowed to the
             // node's user); other destinations share the rule's sources.
-            let (self_dis, other_dis): (Vec<u16>, Vec<u16>) =
-                dis.into_iter().partition(|&d| self.dst_groups[r.dsts[d as usize].group as usize].res.self_devices);
+            let (self_dis, other_dis): (Vec<u16>, Vec<u16>) = dis.into_iter().partition(|&d| {
+                self.dst_groups[r.dsts[d as usize].group as usize]
+                    .res
+                    .self_devices
+            });
             if !other_dis.is_empty() {
                 if r.self_src {
                     if let Some(u) = node.user {
@@ -535,7 +647,10 @@ impl CompiledPolicy {
             }
             if let (false, Some(u)) = (self_dis.is_empty(), node.user) {
                 // Rules sharing a source group share the narrowed sources.
-                let cached = self_cache.iter().find(|(g, _, _)| *g == r.src).map(|(_, s, k)| (s.clone(), *k));
+                let cached = self_cache
+                    .iter()
+                    .find(|(g, _, _)| *g == r.src)
+                    .map(|(_, s, k)| (s.clone(), *k));
                 let (strs, key) = match cached {
                     Some(x) => x,
                     None => {
@@ -554,7 +669,10 @@ impl CompiledPolicy {
     }
 
     fn user_src_strs(&self, nodes: &[u32]) -> (Arc<[Arc<str>]>, u64) {
-        let mut v: Vec<Arc<str>> = nodes.iter().flat_map(|&m| self.node(m).ip_strs.iter().cloned()).collect();
+        let mut v: Vec<Arc<str>> = nodes
+            .iter()
+            .flat_map(|&m| self.node(m).ip_strs.iter().cloned())
+            .collect();
         v.sort_unstable();
         v.dedup();
         let key = key_of(&v);
@@ -594,7 +712,10 @@ impl CompiledPolicy {
                     }
                     for (_, set) in &g.res.nets {
                         for p in set.prefixes() {
-                            if subnets.iter().any(|s| s.contains(&p.network()) || p.contains(&s.network())) {
+                            if subnets
+                                .iter()
+                                .any(|s| s.contains(&p.network()) || p.contains(&s.network()))
+                            {
                                 dsts.push(p.to_string());
                             }
                         }
@@ -602,14 +723,22 @@ impl CompiledPolicy {
                 }
                 dsts.dedup();
                 if !dsts.is_empty() {
-                    let cg = CapGrant { dsts, cap_map: cap.clone() };
+                    let cg = CapGrant {
+                        dsts,
+                        cap_map: cap.clone(),
+                    };
                     if !grants.contains(&cg) {
                         grants.push(cg);
                     }
                 }
             }
             if !grants.is_empty() {
-                out.push(FilterRule { src_ips: src, dst_ports: Vec::new(), ip_proto: Vec::new(), cap_grant: grants });
+                out.push(FilterRule {
+                    src_ips: src,
+                    dst_ports: Vec::new(),
+                    ip_proto: Vec::new(),
+                    cap_grant: grants,
+                });
             }
             return;
         }
@@ -623,14 +752,20 @@ impl CompiledPolicy {
             let g = &self.dst_groups[d.group as usize];
             if g.res.wildcard {
                 for p in &d.ports {
-                    ports.push(NetPortRange { ip: Arc::from("*"), ports: *p });
+                    ports.push(NetPortRange {
+                        ip: Arc::from("*"),
+                        ports: *p,
+                    });
                 }
                 continue;
             }
             if g.res.self_devices || (!via && g.res.m.matches(node)) {
                 for s in &node.ip_strs {
                     for p in &d.ports {
-                        ports.push(NetPortRange { ip: s.clone(), ports: *p });
+                        ports.push(NetPortRange {
+                            ip: s.clone(),
+                            ports: *p,
+                        });
                     }
                 }
             }
@@ -647,7 +782,10 @@ impl CompiledPolicy {
                 };
                 if hit {
                     for p in &d.ports {
-                        ports.push(NetPortRange { ip: text.clone(), ports: *p });
+                        ports.push(NetPortRange {
+                            ip: text.clone(),
+                            ports: *p,
+                        });
                     }
                 }
             }
@@ -655,29 +793,36 @@ impl CompiledPolicy {
         if ports.is_empty() {
             return;
         }
-        if let Some(&(_, at)) =
-            keys.iter().find(|(k, at)| {
-                *k == key
-                    && out[*at].ip_proto == r.protos
-                    && (Arc::ptr_eq(&out[*at].src_ips, &src) || out[*at].src_ips == src)
-            })
-        {
+        if let Some(&(_, at)) = keys.iter().find(|(k, at)| {
+            *k == key
+                && out[*at].ip_proto == r.protos
+                && (Arc::ptr_eq(&out[*at].src_ips, &src) || out[*at].src_ips == src)
+        }) {
             out[at].dst_ports.extend(ports);
             return;
         }
         keys.push((key, out.len()));
-        out.push(FilterRule { src_ips: src, dst_ports: ports, ip_proto: r.protos.clone(), cap_grant: Vec::new() });
+        out.push(FilterRule {
+            src_ips: src,
+            dst_ports: ports,
+            ip_proto: r.protos.clone(),
+            cap_grant: Vec::new(),
+        });
     }
 
     /// The node capability map from `nodeAttrs` (and `randomizeClientPort`).
     pub fn node_cap_map(&self, id: NodeId) -> CapMap {
-        self.idx(id).map(|i| self.node_caps[i as usize].clone()).unwrap_or_default()
+        self.idx(id)
+            .map(|i| self.node_caps[i as usize].clone())
+            .unwrap_or_default()
     }
 
     /// Capabilities a viewer sees on a peer (`suggest-exit-node` on an
     /// approved exit node).
     pub fn peer_cap_map(&self, _viewer: NodeId, peer: NodeId) -> CapMap {
-        let Some(p) = self.idx(peer) else { return CapMap::new() };
+        let Some(p) = self.idx(peer) else {
+            return CapMap::new();
+        };
         let mut out = CapMap::new();
         if !self.exits[p as usize].is_empty() {
             if let Some(v) = self.node_caps[p as usize].get("suggest-exit-node") {
@@ -705,7 +850,12 @@ impl CompiledPolicy {
     /// or on `nodes tag`. Every tag must exist in `tagOwners`; the user
     /// must own each one directly, through a group or autogroup, or through
     /// a tag that owns it.
-    pub fn may_own_tags(&self, user: Option<UserId>, owner_tags: &[String], tags: &[String]) -> Result<(), PolicyError> {
+    pub fn may_own_tags(
+        &self,
+        user: Option<UserId>,
+        owner_tags: &[String],
+        tags: &[String],
+    ) -> Result<(), PolicyError> {
         crate::tags::may_own_tags(self, user, owner_tags, tags)
     }
 
@@ -735,7 +885,10 @@ impl CompiledPolicy {
     /// a whois lookup). `None` when no capability applies.
     pub fn whois_caps(&self, id: NodeId, src: IpAddr) -> Option<CapMap> {
         let rules = self.filter_rules(id);
-        let node_ips: Vec<IpAddr> = self.idx(id).map(|i| self.node(i).ips.clone()).unwrap_or_default();
+        let node_ips: Vec<IpAddr> = self
+            .idx(id)
+            .map(|i| self.node(i).ips.clone())
+            .unwrap_or_default();
         let mut out: CapMap = BTreeMap::new();
         let mut any = false;
         for r in &rules {
@@ -743,10 +896,11 @@ impl CompiledPolicy {
                 continue;
             }
             for g in &r.cap_grant {
-                let hits = g
-                    .dsts
-                    .iter()
-                    .any(|d| d.parse::<IpNet>().map(|p| node_ips.iter().any(|ip| p.contains(ip))).unwrap_or(false));
+                let hits = g.dsts.iter().any(|d| {
+                    d.parse::<IpNet>()
+                        .map(|p| node_ips.iter().any(|ip| p.contains(ip)))
+                        .unwrap_or(false)
+                });
                 if !hits {
                     continue;
                 }
@@ -812,17 +966,27 @@ pub(crate) fn src_matches(src: &[Arc<str>], ip: IpAddr) -> bool {
 /// own domains.
 fn check_domains(pol: &Policy, topo: &Topology, tailnet: &Tailnet) -> Result<(), PolicyError> {
     let domains: Vec<String> = if tailnet.domains.is_empty() {
-        topo.users.iter().filter_map(|u| u.domain().map(str::to_string)).collect()
+        topo.users
+            .iter()
+            .filter_map(|u| u.domain().map(str::to_string))
+            .collect()
     } else {
         tailnet.domains.clone()
     };
     let bad = |d: &str| !domains.iter().any(|x| x == d);
-    let msg = |d: &str| format!("{d} is not associated with this Tailnet and cannot be used in user:*@<domain> expressions");
+    let msg = |d: &str| {
+        format!("{d} is not associated with this Tailnet and cannot be used in user:*@<domain> expressions")
+    };
     let check_list = |list: &[Spanned<Alias>], prefix: &str| -> Result<(), PolicyError> {
         for a in list {
             if let Alias::UserDomain(d) = &a.value {
                 if bad(d) {
-                    return Err(PolicyError::new(&pol.file, Some(a.pos), ErrorKind::Tailnet, format!("{prefix}{}", msg(d))));
+                    return Err(PolicyError::new(
+                        &pol.file,
+                        Some(a.pos),
+                        ErrorKind::Tailnet,
+                        format!("{prefix}{}", msg(d)),
+                    ));
                 }
             }
         }
@@ -844,7 +1008,12 @@ fn check_domains(pol: &Policy, topo: &Topology, tailnet: &Tailnet) -> Result<(),
             if let Some(rest) = u.value.strip_prefix("localpart:") {
                 if let Some((lp, d)) = rest.rsplit_once('@') {
                     if lp == "*" && !d.is_empty() && bad(d) {
-                        return Err(PolicyError::new(&pol.file, Some(u.pos), ErrorKind::Tailnet, msg(d)));
+                        return Err(PolicyError::new(
+                            &pol.file,
+                            Some(u.pos),
+                            ErrorKind::Tailnet,
+                            msg(d),
+                        ));
                     }
                 }
             }

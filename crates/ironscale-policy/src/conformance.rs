@@ -26,8 +26,25 @@ use crate::{CompiledPolicy, Policy, Tailnet};
 /// decides which router is primary for a subnet two routers announce
 /// ("the first advertiser is primary"). Unknown names come after, by name.
 const REGISTRATION_ORDER: &[&str] = &[
-    "caterpie", "pidgey", "pidgeotto", "charmander", "rattata", "raticate", "metapod", "butterfree", "blastoise",
-    "wartortle", "spearow", "fearow", "squirtle", "weedle", "kakuna", "beedrill", "ivysaur", "venusaur", "bulbasaur",
+    "caterpie",
+    "pidgey",
+    "pidgeotto",
+    "charmander",
+    "rattata",
+    "raticate",
+    "metapod",
+    "butterfree",
+    "blastoise",
+    "wartortle",
+    "spearow",
+    "fearow",
+    "squirtle",
+    "weedle",
+    "kakuna",
+    "beedrill",
+    "ivysaur",
+    "venusaur",
+    "bulbasaur",
 ];
 
 /// Capabilities of the captured tailnet's state that every node gets.
@@ -151,7 +168,9 @@ pub fn run_dir(dir: &Path) -> Report {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -164,10 +183,17 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Run one case file.
 pub fn run_file(path: &Path) -> CaseResult {
-    let fallback_id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let fallback_id = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let bad = |msg: String| CaseResult {
         id: fallback_id.clone(),
-        category: path.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        category: path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         path: path.to_path_buf(),
         accepted: false,
         error: None,
@@ -200,7 +226,13 @@ fn epoch() -> chrono::DateTime<Utc> {
 }
 
 fn strs(v: &Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn nets(v: &Value) -> Vec<IpNet> {
@@ -224,7 +256,13 @@ fn not_advertising(case: &Value) -> BTreeSet<String> {
 
 fn build_tailnet(case: &Value) -> Tn {
     let mut users = Vec::new();
-    for (i, u) in case["users"].as_array().cloned().unwrap_or_default().iter().enumerate() {
+    for (i, u) in case["users"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         users.push(User {
             id: UserId(i as u64 + 1),
             name: u["name"].as_str().unwrap_or_default().to_string(),
@@ -237,8 +275,11 @@ fn build_tailnet(case: &Value) -> Tn {
         });
     }
     let owner = users.first().map(|u| u.id);
-    let domains: Vec<String> =
-        users.first().and_then(|u| u.email.rsplit_once('@').map(|(_, d)| d.to_string())).into_iter().collect();
+    let domains: Vec<String> = users
+        .first()
+        .and_then(|u| u.email.rsplit_once('@').map(|(_, d)| d.to_string()))
+        .into_iter()
+        .collect();
     let tailnet = Tailnet {
         domains,
         owner,
@@ -247,9 +288,15 @@ fn build_tailnet(case: &Value) -> Tn {
         suggest_exit_nodes: true,
     };
     let silent = not_advertising(case);
-    let mut names: Vec<String> = case["nodes"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let mut names: Vec<String> = case["nodes"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     names.sort_by_key(|n| {
-        let pos = REGISTRATION_ORDER.iter().position(|x| x == n).unwrap_or(REGISTRATION_ORDER.len());
+        let pos = REGISTRATION_ORDER
+            .iter()
+            .position(|x| x == n)
+            .unwrap_or(REGISTRATION_ORDER.len());
         (pos, n.clone())
     });
     let mut nodes = Vec::new();
@@ -258,8 +305,15 @@ fn build_tailnet(case: &Value) -> Tn {
     for (i, name) in names.iter().enumerate() {
         let n = &case["nodes"][name];
         let id = NodeId(i as u64 + 1);
-        let user_id = n["user"].as_str().and_then(|un| users.iter().find(|u| u.name == un)).map(|u| u.id);
-        let announced = if silent.contains(name) { Vec::new() } else { nets(&n["routable_ips"]) };
+        let user_id = n["user"]
+            .as_str()
+            .and_then(|un| users.iter().find(|u| u.name == un))
+            .map(|u| u.id);
+        let announced = if silent.contains(name) {
+            Vec::new()
+        } else {
+            nets(&n["routable_ips"])
+        };
         nodes.push(Node {
             id,
             machine_key: Default::default(),
@@ -287,16 +341,25 @@ fn build_tailnet(case: &Value) -> Tn {
         id_names.insert(id, name.clone());
         ids.insert(name.clone(), id);
     }
-    Tn { users, nodes, names: id_names, ids, tailnet }
+    Tn {
+        users,
+        nodes,
+        names: id_names,
+        ids,
+        tailnet,
+    }
 }
 
 fn cap_json(m: &crate::output::CapMap) -> Value {
     let mut o = Map::new();
     for (k, v) in m {
-        o.insert(k.clone(), match v {
-            None => Value::Null,
-            Some(list) => Value::Array(list.clone()),
-        });
+        o.insert(
+            k.clone(),
+            match v {
+                None => Value::Null,
+                Some(list) => Value::Array(list.clone()),
+            },
+        );
     }
     Value::Object(o)
 }
@@ -313,15 +376,25 @@ fn tailnet_caps(tn: &Tn, node: &Node, case: &Value, out: &mut Map<String, Value>
     // The capture tailnet is named after its owner's login; the corpus
     // anonymises it to `<owner>@example.com` even where the owner's e-mail
     // is blank.
-    let owner_email =
-        tn.users.first().map(|u| if u.email.is_empty() { format!("{}@example.com", u.name) } else { u.email.clone() });
-    out.insert("tailnet-display-name".into(), json!([owner_email.unwrap_or_default()]));
+    let owner_email = tn.users.first().map(|u| {
+        if u.email.is_empty() {
+            format!("{}@example.com", u.name)
+        } else {
+            u.email.clone()
+        }
+    });
+    out.insert(
+        "tailnet-display-name".into(),
+        json!([owner_email.unwrap_or_default()]),
+    );
     let tagged = !node.tags.is_empty();
     if tagged || (node.user_id.is_some() && node.user_id == tn.tailnet.owner) {
-        out.entry("https://tailscale.com/cap/is-owner".to_string()).or_insert(Value::Null);
+        out.entry("https://tailscale.com/cap/is-owner".to_string())
+            .or_insert(Value::Null);
     }
     if !tagged && node.user_id.is_some_and(|u| tn.tailnet.admins.contains(&u)) {
-        out.entry("https://tailscale.com/cap/is-admin".to_string()).or_insert(Value::Null);
+        out.entry("https://tailscale.com/cap/is-admin".to_string())
+            .or_insert(Value::Null);
     }
     if let Some(b) = case["tailnet_settings"]["devices_auto_updates_on"].as_bool() {
         out.insert("default-auto-update".into(), json!([b]));
@@ -329,25 +402,46 @@ fn tailnet_caps(tn: &Tn, node: &Node, case: &Value, out: &mut Map<String, Value>
 }
 
 /// Compute the corpus-shaped `expect` for the nodes `names`.
-fn compute_expect(c: &CompiledPolicy, tn: &Tn, case: &Value, names: &[String], with_whois: bool) -> Value {
+fn compute_expect(
+    c: &CompiledPolicy,
+    tn: &Tn,
+    case: &Value,
+    names: &[String],
+    with_whois: bool,
+) -> Value {
     let mut out = Map::new();
     for name in names {
-        let Some(&id) = tn.ids.get(name) else { continue };
-        let Some(node) = tn.nodes.iter().find(|n| n.id == id) else { continue };
+        let Some(&id) = tn.ids.get(name) else {
+            continue;
+        };
+        let Some(node) = tn.nodes.iter().find(|n| n.id == id) else {
+            continue;
+        };
         let mut e = Map::new();
-        let rules: Vec<Value> =
-            c.filter_rules(id).iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect();
+        let rules: Vec<Value> = c
+            .filter_rules(id)
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+            .collect();
         e.insert("packet_filter_rules".into(), Value::Array(rules));
         let addresses = |n: &Node| -> Vec<Value> {
-            c.peer_addresses(id, n.id).iter().map(|p| Value::String(p.to_string())).collect()
+            c.peer_addresses(id, n.id)
+                .iter()
+                .map(|p| Value::String(p.to_string()))
+                .collect()
         };
         let mut peers = Map::new();
         let peer_ids = c.peers(id);
         for p in &peer_ids {
-            let Some(pn) = tn.nodes.iter().find(|n| n.id == *p) else { continue };
+            let Some(pn) = tn.nodes.iter().find(|n| n.id == *p) else {
+                continue;
+            };
             let mut pe = Map::new();
             pe.insert("addresses".into(), Value::Array(addresses(pn)));
-            pe.insert("allowed_ips".into(), Value::Array(prefix_strs(&c.allowed_ips(id, *p))));
+            pe.insert(
+                "allowed_ips".into(),
+                Value::Array(prefix_strs(&c.allowed_ips(id, *p))),
+            );
             let prim = c.primary_routes(id, *p);
             if !prim.is_empty() {
                 pe.insert("primary_routes".into(), Value::Array(prefix_strs(&prim)));
@@ -364,7 +458,10 @@ fn compute_expect(c: &CompiledPolicy, tn: &Tn, case: &Value, names: &[String], w
         e.insert("peers".into(), Value::Object(peers));
         let mut s = Map::new();
         s.insert("addresses".into(), Value::Array(addresses(node)));
-        s.insert("allowed_ips".into(), Value::Array(prefix_strs(&c.self_allowed_ips(id))));
+        s.insert(
+            "allowed_ips".into(),
+            Value::Array(prefix_strs(&c.self_allowed_ips(id))),
+        );
         let prim = c.primary_routes(id, id);
         if !prim.is_empty() {
             s.insert("primary_routes".into(), Value::Array(prefix_strs(&prim)));
@@ -380,7 +477,10 @@ fn compute_expect(c: &CompiledPolicy, tn: &Tn, case: &Value, names: &[String], w
         s.insert("cap_map".into(), Value::Object(cm));
         e.insert("self".into(), Value::Object(s));
         let ssh = c.ssh_policy(id).unwrap_or_default();
-        e.insert("ssh_policy".into(), serde_json::to_value(&ssh).unwrap_or(json!({"rules": []})));
+        e.insert(
+            "ssh_policy".into(),
+            serde_json::to_value(&ssh).unwrap_or(json!({"rules": []})),
+        );
         if with_whois && !peer_ids.is_empty() {
             let mut w = Map::new();
             for p in &peer_ids {
@@ -410,7 +510,8 @@ pub fn run_case(case: &Value) -> CaseResult {
         Ok(c) => (true, None, c),
         Err(e) => {
             // A rejected policy leaves the previous one (the default) in force.
-            let fallback = CompiledPolicy::compile(&Policy::allow_all(), &tn.users, &tn.nodes, &tn.tailnet);
+            let fallback =
+                CompiledPolicy::compile(&Policy::allow_all(), &tn.users, &tn.nodes, &tn.tailnet);
             match fallback {
                 Ok(c) => (false, Some(e.to_string()), c),
                 Err(e2) => {
@@ -427,16 +528,24 @@ pub fn run_case(case: &Value) -> CaseResult {
             }
         }
     };
-    let mut names: Vec<String> = case["expect"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let mut names: Vec<String> = case["expect"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     if names.is_empty() {
         names = tn.ids.keys().cloned().collect();
     }
-    let with_whois = case["expect"].as_object().is_some_and(|m| m.values().any(|v| v.get("whois").is_some()));
+    let with_whois = case["expect"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|v| v.get("whois").is_some()));
     let expect = compute_expect(&compiled, &tn, case, &names, with_whois);
     let mut diffs = Vec::new();
     if accepted != want_accepted {
         if want_accepted {
-            diffs.push(format!("rejected, but Tailscale accepts it: {}", error.clone().unwrap_or_default()));
+            diffs.push(format!(
+                "rejected, but Tailscale accepts it: {}",
+                error.clone().unwrap_or_default()
+            ));
         } else {
             let msg = case["api_response_body"]["message"].as_str().unwrap_or("");
             diffs.push(format!("accepted, but Tailscale rejects it ({msg})"));
@@ -444,9 +553,16 @@ pub fn run_case(case: &Value) -> CaseResult {
     } else if accepted {
         compare(case, &expect, &mut diffs);
     }
-    CaseResult { id, category, path: PathBuf::new(), accepted, error, diffs, expect }
+    CaseResult {
+        id,
+        category,
+        path: PathBuf::new(),
+        accepted,
+        error,
+        diffs,
+        expect,
+    }
 }
-
 
 /// Parse `text` as a policy, compile it against a small built-in tailnet
 /// (users, user-owned and tagged nodes, a subnet router, an exit node) and
@@ -484,7 +600,10 @@ pub fn exercise(text: &str) -> Result<usize, crate::PolicyError> {
         }
         let _ = c.ssh_policy(n.id);
         let _ = c.node_cap_map(n.id);
-        let _ = c.whois_caps(n.id, std::net::IpAddr::V4(std::net::Ipv4Addr::new(100, 64, 0, 1)));
+        let _ = c.whois_caps(
+            n.id,
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(100, 64, 0, 1)),
+        );
     }
     Ok(rules)
 }
@@ -494,7 +613,15 @@ pub fn exercise(text: &str) -> Result<usize, crate::PolicyError> {
 fn sorted_strs(v: &Value) -> Vec<String> {
     let mut s: Vec<String> = v
         .as_array()
-        .map(|a| a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .collect()
+        })
         .unwrap_or_default();
     s.sort();
     s.dedup();
@@ -508,7 +635,14 @@ fn norm_rule(r: &Value) -> String {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|d| format!("{}:{}-{}", d["IP"].as_str().unwrap_or(""), d["Ports"]["First"], d["Ports"]["Last"]))
+                .map(|d| {
+                    format!(
+                        "{}:{}-{}",
+                        d["IP"].as_str().unwrap_or(""),
+                        d["Ports"]["First"],
+                        d["Ports"]["Last"]
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -517,7 +651,11 @@ fn norm_rule(r: &Value) -> String {
     let proto = sorted_strs(&r["IPProto"]);
     let mut caps: Vec<String> = r["CapGrant"]
         .as_array()
-        .map(|a| a.iter().map(|g| format!("{:?}=>{}", sorted_strs(&g["Dsts"]), canon(&g["CapMap"]))).collect())
+        .map(|a| {
+            a.iter()
+                .map(|g| format!("{:?}=>{}", sorted_strs(&g["Dsts"]), canon(&g["CapMap"])))
+                .collect()
+        })
         .unwrap_or_default();
     caps.sort();
     format!("src={src:?} dst={dst:?} proto={proto:?} cap={caps:?}")
@@ -529,7 +667,9 @@ fn canon(v: &Value) -> String {
 }
 
 fn rule_set(v: &Value) -> BTreeSet<String> {
-    v.as_array().map(|a| a.iter().map(norm_rule).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().map(norm_rule).collect())
+        .unwrap_or_default()
 }
 
 fn set_diff(what: &str, want: &BTreeSet<String>, got: &BTreeSet<String>, out: &mut Vec<String>) {
@@ -587,27 +727,58 @@ fn norm_ssh(v: &Value) -> Vec<String> {
 }
 
 fn compare(case: &Value, got: &Value, diffs: &mut Vec<String>) {
-    let Some(want) = case["expect"].as_object() else { return };
+    let Some(want) = case["expect"].as_object() else {
+        return;
+    };
     for (name, w) in want {
         let g = &got[name];
         let mut d = Vec::new();
-        set_diff("rules", &rule_set(&w["packet_filter_rules"]), &rule_set(&g["packet_filter_rules"]), &mut d);
-        let wp: BTreeSet<String> = w["peers"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-        let gp: BTreeSet<String> = g["peers"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        set_diff(
+            "rules",
+            &rule_set(&w["packet_filter_rules"]),
+            &rule_set(&g["packet_filter_rules"]),
+            &mut d,
+        );
+        let wp: BTreeSet<String> = w["peers"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let gp: BTreeSet<String> = g["peers"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         set_diff("peers", &wp, &gp, &mut d);
         for p in wp.intersection(&gp) {
             let (wv, gv) = (&w["peers"][p], &g["peers"][p]);
             for k in ["addresses", "allowed_ips", "primary_routes", "tags"] {
-                set_diff(&format!("peer {p} {k}"), &str_set(&wv[k]), &str_set(&gv[k]), &mut d);
+                set_diff(
+                    &format!("peer {p} {k}"),
+                    &str_set(&wv[k]),
+                    &str_set(&gv[k]),
+                    &mut d,
+                );
             }
-            if canon(&wv.get("cap_map").cloned().unwrap_or(json!({}))) != canon(&gv.get("cap_map").cloned().unwrap_or(json!({}))) {
-                d.push(format!("peer {p} cap_map: want {} got {}", wv["cap_map"], gv["cap_map"]));
+            if canon(&wv.get("cap_map").cloned().unwrap_or(json!({})))
+                != canon(&gv.get("cap_map").cloned().unwrap_or(json!({})))
+            {
+                d.push(format!(
+                    "peer {p} cap_map: want {} got {}",
+                    wv["cap_map"], gv["cap_map"]
+                ));
             }
         }
         for k in ["addresses", "allowed_ips", "primary_routes", "tags"] {
-            set_diff(&format!("self {k}"), &str_set(&w["self"][k]), &str_set(&g["self"][k]), &mut d);
+            set_diff(
+                &format!("self {k}"),
+                &str_set(&w["self"][k]),
+                &str_set(&g["self"][k]),
+                &mut d,
+            );
         }
-        let (wc, gc) = (strip_caps(&w["self"]["cap_map"], case), strip_caps(&g["self"]["cap_map"], case));
+        let (wc, gc) = (
+            strip_caps(&w["self"]["cap_map"], case),
+            strip_caps(&g["self"]["cap_map"], case),
+        );
         if canon(&wc) != canon(&gc) {
             d.push(format!("self cap_map: want {wc} got {gc}"));
         }
@@ -623,7 +794,12 @@ fn compare(case: &Value, got: &Value, diffs: &mut Vec<String>) {
                 let bad: Vec<String> = wm
                     .iter()
                     .filter(|(k, v)| gm.get(*k) != Some(v))
-                    .map(|(k, v)| format!("{k}: want {v} got {}", gm.get(k).cloned().unwrap_or(Value::Null)))
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}: want {v} got {}",
+                            gm.get(k).cloned().unwrap_or(Value::Null)
+                        )
+                    })
                     .take(3)
                     .collect();
                 d.push(format!("whois: {}", bad.join(", ")));

@@ -54,7 +54,12 @@ impl fmt::Display for PolicyError {
 
 impl PolicyError {
     pub fn new(file: &str, pos: Option<Pos>, kind: ErrorKind, message: impl Into<String>) -> Self {
-        PolicyError { file: file.to_string(), pos, kind, message: message.into() }
+        PolicyError {
+            file: file.to_string(),
+            pos,
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -69,6 +74,10 @@ pub struct PolicyWarning {
 
 impl fmt::Display for PolicyWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: warning: {}", self.file, self.pos.line, self.pos.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: warning: {}",
+            self.file, self.pos.line, self.pos.col, self.message
+        )
     }
 }

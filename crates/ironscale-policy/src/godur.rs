@@ -40,7 +40,10 @@ pub fn parse(s: &str) -> Result<i64, String> {
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(bad());
         }
-        let ul = rest.bytes().take_while(|b| !b.is_ascii_digit() && *b != b'.').count();
+        let ul = rest
+            .bytes()
+            .take_while(|b| !b.is_ascii_digit() && *b != b'.')
+            .count();
         let unit = match &rest[..ul] {
             "ns" => NS,
             "us" | "µs" | "μs" => US,
@@ -52,7 +55,11 @@ pub fn parse(s: &str) -> Result<i64, String> {
             u => return Err(format!("time: unknown unit \"{u}\" in duration \"{s}\"")),
         };
         rest = &rest[ul..];
-        let iv: i128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| bad())? };
+        let iv: i128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| bad())?
+        };
         let mut v = iv.checked_mul(unit).ok_or_else(bad)?;
         if !frac_part.is_empty() {
             let mut scale: i128 = 1;
@@ -138,7 +145,10 @@ mod tests {
         assert_eq!(parse("1.5s").map(format), Ok("1.5s".to_string()));
         assert_eq!(parse("0s"), Ok(0));
         assert_eq!(parse("0"), Ok(0));
-        assert_eq!(parse("abc"), Err("time: invalid duration \"abc\"".to_string()));
+        assert_eq!(
+            parse("abc"),
+            Err("time: invalid duration \"abc\"".to_string())
+        );
         assert!(parse("5").is_err());
         assert_eq!(format(1_500_000), "1.5ms");
     }

@@ -121,11 +121,20 @@ pub fn position(text: &str, offset: usize) -> Pos {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
     // Count characters, not bytes; the offset may sit inside a character
     // only for corrupt input, so be lenient.
-    let col = String::from_utf8_lossy(&text.as_bytes()[line_start..offset]).chars().count() + 1;
-    Pos { line: line as u32, col: col as u32 }
+    let col = String::from_utf8_lossy(&text.as_bytes()[line_start..offset])
+        .chars()
+        .count()
+        + 1;
+    Pos {
+        line: line as u32,
+        col: col as u32,
+    }
 }
 
 /// Byte offset of a 1-based line and byte column (as serde_json reports
@@ -191,7 +200,7 @@ mod tests {
 
     #[test]
     fn unterminated_block_comment() {
-        let e = standardize("{ /* abc").unwrap_err();
+        let e = standardize("{ /* abc").expect_err("unterminated");
         assert_eq!(e.offset, 2);
     }
 

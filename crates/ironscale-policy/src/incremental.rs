@@ -26,13 +26,22 @@ fn member(res: &Resolved, n: &NodeInfo) -> (bool, bool) {
     if !n.alive {
         return (false, false);
     }
-    (res.m.matches(n), n.ips.iter().any(|ip| res.set.contains(*ip)))
+    (
+        res.m.matches(n),
+        n.ips.iter().any(|ip| res.set.contains(*ip)),
+    )
 }
 
 fn new_info(c: &CompiledPolicy, change: &Change) -> (NodeId, NodeInfo) {
     match change {
         Change::Upsert(n) => {
-            let uidx: HashMap<_, _> = c.topo.users.iter().enumerate().map(|(i, u)| (u.id, i as u32)).collect();
+            let uidx: HashMap<_, _> = c
+                .topo
+                .users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.id, i as u32))
+                .collect();
             (n.id, NodeInfo::from_node(n, &uidx))
         }
         Change::Remove(id) => (*id, NodeInfo::tombstone(*id)),
@@ -89,7 +98,9 @@ fn ssh_related(c: &CompiledPolicy, n: &NodeInfo, out: &mut BTreeSet<u32>) {
 fn needs_rebuild(c: &CompiledPolicy, id: NodeId, new: &NodeInfo) -> bool {
     let old_routes = c.idx(id).is_some_and(|i| {
         let o = c.node(i);
-        !o.announced.is_empty() || !c.subnets[i as usize].is_empty() || !c.exits[i as usize].is_empty()
+        !o.announced.is_empty()
+            || !c.subnets[i as usize].is_empty()
+            || !c.exits[i as usize].is_empty()
     });
     old_routes || !new.announced.is_empty()
 }
@@ -111,8 +122,12 @@ pub(crate) fn affected(c: &CompiledPolicy, change: &Change) -> BTreeSet<NodeId> 
     let mut all = false;
     if let Some(i) = c.idx(id) {
         let old = c.node(i);
-        let (peers, everyone) =
-            c.peers_of_info(old, &c.node_srcs[i as usize], &c.node_dsts[i as usize], &c.node_via[i as usize]);
+        let (peers, everyone) = c.peers_of_info(
+            old,
+            &c.node_srcs[i as usize],
+            &c.node_dsts[i as usize],
+            &c.node_via[i as usize],
+        );
         all |= everyone;
         idxs.extend(peers);
         ssh_related(c, old, &mut idxs);
@@ -127,7 +142,10 @@ pub(crate) fn affected(c: &CompiledPolicy, change: &Change) -> BTreeSet<NodeId> 
     let mut out: BTreeSet<NodeId> = if all {
         all_nodes(c)
     } else {
-        idxs.into_iter().filter(|&j| c.node(j).alive).map(|j| c.node(j).id).collect()
+        idxs.into_iter()
+            .filter(|&j| c.node(j).alive)
+            .map(|j| c.node(j).id)
+            .collect()
     };
     out.insert(id);
     out
@@ -146,7 +164,12 @@ pub(crate) fn update_node(c: &mut CompiledPolicy, change: Change) -> BTreeSet<No
 /// Full recompilation with the change applied (route changes).
 fn rebuild(c: &mut CompiledPolicy, change: Change) -> BTreeSet<NodeId> {
     let mut topo = c.topo.clone();
-    let uidx: HashMap<_, _> = topo.users.iter().enumerate().map(|(i, u)| (u.id, i as u32)).collect();
+    let uidx: HashMap<_, _> = topo
+        .users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.id, i as u32))
+        .collect();
     match &change {
         Change::Upsert(n) => {
             let info = NodeInfo::from_node(n, &uidx);
@@ -320,5 +343,9 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
     }
 
     // Node capabilities.
-    c.node_caps[i as usize] = if new.alive { crate::nodeattrs::caps_for(&c.ctx(), &new) } else { Default::default() };
+    c.node_caps[i as usize] = if new.alive {
+        crate::nodeattrs::caps_for(&c.ctx(), &new)
+    } else {
+        Default::default()
+    };
 }

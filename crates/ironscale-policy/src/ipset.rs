@@ -198,7 +198,10 @@ impl IpSet {
 
     /// Addresses removed: `self \ o`.
     pub fn difference(&self, o: &IpSet) -> IpSet {
-        IpSet { v4: diff(&self.v4, &o.v4), v6: diff(&self.v6, &o.v6) }
+        IpSet {
+            v4: diff(&self.v4, &o.v4),
+            v6: diff(&self.v6, &o.v6),
+        }
     }
 }
 
@@ -268,7 +271,11 @@ fn range_to_prefixes_v6(mut a: u128, b: u128, out: &mut Vec<IpNet>) {
         let mut len = 128u8;
         while len > 0 {
             let bits = 128 - (len - 1) as u32;
-            let mask: u128 = if bits >= 128 { u128::MAX } else { (1u128 << bits) - 1 };
+            let mask: u128 = if bits >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << bits) - 1
+            };
             if a & mask != 0 || a.checked_add(mask).is_none_or(|e| e > b) {
                 break;
             }
@@ -278,7 +285,11 @@ fn range_to_prefixes_v6(mut a: u128, b: u128, out: &mut Vec<IpNet>) {
             out.push(IpNet::V6(n));
         }
         let bits = 128 - len as u32;
-        let size_m1: u128 = if bits >= 128 { u128::MAX } else { (1u128 << bits) - 1 };
+        let size_m1: u128 = if bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << bits) - 1
+        };
         let end = a.saturating_add(size_m1);
         if end >= b {
             break;
@@ -340,15 +351,24 @@ pub fn tailnet_ranges() -> IpSet {
 }
 
 /// How Tailscale writes `*` in `SrcIPs`.
-pub const TAILNET_SRC_STRINGS: [&str; 3] =
-    ["100.64.0.0-100.115.91.255", "100.115.94.0-100.127.255.255", "fd7a:115c:a1e0::/48"];
+pub const TAILNET_SRC_STRINGS: [&str; 3] = [
+    "100.64.0.0-100.115.91.255",
+    "100.115.94.0-100.127.255.255",
+    "fd7a:115c:a1e0::/48",
+];
 
 /// The public internet as Tailscale reaches it through exit nodes: every
 /// IPv4 address outside private, shared and link-local space, and 2000::/3.
 pub fn internet() -> IpSet {
     let mut all = IpSet::from_prefix(&net("0.0.0.0/0"));
     let mut private = IpSet::new();
-    for p in ["10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"] {
+    for p in [
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    ] {
         private.add_prefix(&net(p));
     }
     all = all.difference(&private);
@@ -365,7 +385,11 @@ pub fn internet_set() -> &'static IpSet {
 /// How Tailscale writes `autogroup:internet` in `DstPorts`: one entry per
 /// range, always as `first-last`.
 pub fn internet_strings() -> Vec<String> {
-    internet().ranges().into_iter().map(|(a, b)| format!("{a}-{b}")).collect()
+    internet()
+        .ranges()
+        .into_iter()
+        .map(|(a, b)| format!("{a}-{b}"))
+        .collect()
 }
 
 /// Whether a route is an exit route (0.0.0.0/0 or ::/0).
@@ -426,7 +450,10 @@ mod tests {
         let mut s = IpSet::new();
         s.add_range(ip("10.0.0.1"), ip("10.0.0.6"));
         let p: Vec<String> = s.prefixes().iter().map(|p| p.to_string()).collect();
-        assert_eq!(p, vec!["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]);
+        assert_eq!(
+            p,
+            vec!["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
+        );
         let all = IpSet::from_prefix(&net("::/0"));
         assert_eq!(all.prefixes(), vec![net("::/0")]);
         let all4 = IpSet::from_prefix(&net("0.0.0.0/0"));

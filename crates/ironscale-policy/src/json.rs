@@ -70,9 +70,17 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             Some(i) => msg[..i].to_string(),
             None => msg,
         };
-        return Err(SyntaxError { offset, message: msg });
+        return Err(SyntaxError {
+            offset,
+            message: msg,
+        });
     }
-    let mut p = Parser { s: text.as_bytes(), text, i: 0, depth: 0 };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        text,
+        i: 0,
+        depth: 0,
+    };
     p.ws();
     let v = p.value()?;
     p.ws();
@@ -91,7 +99,10 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn err(&self, m: &str) -> SyntaxError {
-        SyntaxError { offset: self.i, message: m.to_string() }
+        SyntaxError {
+            offset: self.i,
+            message: m.to_string(),
+        }
     }
 
     fn ws(&mut self) {
@@ -123,7 +134,13 @@ impl Parser<'_> {
                         self.i += 1;
                         self.ws();
                         let v = self.value()?;
-                        members.push((Key { start: kstart, name }, v));
+                        members.push((
+                            Key {
+                                start: kstart,
+                                name,
+                            },
+                            v,
+                        ));
                         self.ws();
                         match self.s.get(self.i) {
                             Some(b',') => self.i += 1,
@@ -178,7 +195,10 @@ impl Parser<'_> {
             }
             Some(c) if *c == b'-' || c.is_ascii_digit() => {
                 while self.i < self.s.len()
-                    && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                    && matches!(
+                        self.s[self.i],
+                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+                    )
                 {
                     self.i += 1;
                 }
@@ -222,8 +242,10 @@ impl Parser<'_> {
         if !escaped {
             return Ok(raw[1..raw.len() - 1].to_string());
         }
-        serde_json::from_str::<String>(raw)
-            .map_err(|e| SyntaxError { offset: start, message: e.to_string() })
+        serde_json::from_str::<String>(raw).map_err(|e| SyntaxError {
+            offset: start,
+            message: e.to_string(),
+        })
     }
 }
 
@@ -235,10 +257,14 @@ mod tests {
     fn parses_with_offsets() {
         let t = r#"{"a": [1, "x\n"], "b": {"c": null}}"#;
         let v = parse(t).expect("parse");
-        let Kind::Obj(m) = &v.kind else { panic!("not object") };
+        let Kind::Obj(m) = &v.kind else {
+            panic!("not object")
+        };
         assert_eq!(m[0].0.name, "a");
         assert_eq!(m[0].0.start, 1);
-        let Kind::Arr(a) = &m[0].1.kind else { panic!("not array") };
+        let Kind::Arr(a) = &m[0].1.kind else {
+            panic!("not array")
+        };
         assert_eq!(a[1].kind, Kind::Str("x\n".into()));
         assert_eq!(a[1].start, 10);
         assert_eq!(v.to_value()["b"]["c"], serde_json::Value::Null);
@@ -247,7 +273,7 @@ mod tests {
     #[test]
     fn syntax_error_has_offset() {
         let t = "{\n  \"a\": 1\n  \"b\": 2\n}";
-        let e = parse(t).unwrap_err();
+        let e = parse(t).expect_err("syntax error");
         assert_eq!(crate::hujson::position(t, e.offset).line, 3);
         assert!(e.message.contains("expected"), "{}", e.message);
     }

@@ -50,15 +50,15 @@ pub mod conformance;
 pub mod error;
 mod godur;
 pub mod hujson;
+mod incremental;
 pub mod ipset;
 mod json;
+mod nodeattrs;
 pub mod output;
 mod parse;
 mod peers;
 mod policytests;
 mod resolve;
-mod incremental;
-mod nodeattrs;
 mod ssh;
 mod tags;
 mod topology;
@@ -66,7 +66,10 @@ mod validate;
 
 pub use compile::{Change, CompiledPolicy, Tailnet};
 pub use error::{ErrorKind, PolicyError, PolicyWarning, Pos};
-pub use output::{CapGrant, FilterRule, NetPortRange, SshAction as SshActionOut, SshPolicy, SshPrincipal, SshRule as SshRuleOut};
+pub use output::{
+    CapGrant, FilterRule, NetPortRange, SshAction as SshActionOut, SshPolicy, SshPrincipal,
+    SshRule as SshRuleOut,
+};
 
 use ast::*;
 

@@ -1,7 +1,7 @@
 //! `nodeAttrs` and `randomizeClientPort`: node capabilities by target.
 
-use crate::resolve::Ctx;
 use crate::output::CapMap;
+use crate::resolve::Ctx;
 
 /// Capabilities an attribute brings along (what Tailscale adds with it).
 fn implied(attr: &str) -> &'static [&'static str] {
@@ -25,7 +25,9 @@ pub(crate) fn node_caps(ctx: &Ctx<'_>) -> Vec<CapMap> {
     for na in &ctx.pol.node_attrs {
         let r = ctx.resolve_list(na.target.iter().map(|t| &t.value));
         let targets: Vec<u32> = if r.all_nodes {
-            (0..n as u32).filter(|&i| ctx.topo.nodes[i as usize].alive).collect()
+            (0..n as u32)
+                .filter(|&i| ctx.topo.nodes[i as usize].alive)
+                .collect()
         } else {
             r.nodes()
         };

@@ -66,11 +66,20 @@ pub struct SshAction {
     pub accept: bool,
     #[serde(rename = "holdAndDelegate", skip_serializing_if = "String::is_empty")]
     pub hold_and_delegate: String,
-    #[serde(rename = "allowAgentForwarding", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        rename = "allowAgentForwarding",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub allow_agent_forwarding: bool,
-    #[serde(rename = "allowLocalPortForwarding", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        rename = "allowLocalPortForwarding",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub allow_local_port_forwarding: bool,
-    #[serde(rename = "allowRemotePortForwarding", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        rename = "allowRemotePortForwarding",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub allow_remote_port_forwarding: bool,
 }
 

@@ -19,16 +19,30 @@ pub(crate) struct LineIndex<'a> {
 impl<'a> LineIndex<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
-        starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
         LineIndex { text, starts }
     }
 
     pub(crate) fn pos(&self, offset: usize) -> Pos {
         let offset = offset.min(self.text.len());
-        let line = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let line = self
+            .starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1);
         let start = self.starts[line];
-        let col = String::from_utf8_lossy(&self.text.as_bytes()[start..offset]).chars().count() + 1;
-        Pos { line: line as u32 + 1, col: col as u32 }
+        let col = String::from_utf8_lossy(&self.text.as_bytes()[start..offset])
+            .chars()
+            .count()
+            + 1;
+        Pos {
+            line: line as u32 + 1,
+            col: col as u32,
+        }
     }
 }
 
@@ -57,7 +71,10 @@ pub(crate) fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-pub(crate) fn suggest<'b>(word: &str, choices: impl IntoIterator<Item = &'b str>) -> Option<&'b str> {
+pub(crate) fn suggest<'b>(
+    word: &str,
+    choices: impl IntoIterator<Item = &'b str>,
+) -> Option<&'b str> {
     let lw = word.to_ascii_lowercase();
     choices
         .into_iter()
@@ -101,7 +118,12 @@ impl<'a> Parser<'a> {
 
     /// Check an object's keys against `allowed` (matched case-insensitively,
     /// as Go's encoding/json does) and return them by canonical name.
-    fn fields<'n>(&self, n: &'n Node, what: &str, allowed: &[&'static str]) -> R<Vec<(&'static str, &'n Key, &'n Node)>> {
+    fn fields<'n>(
+        &self,
+        n: &'n Node,
+        what: &str,
+        allowed: &[&'static str],
+    ) -> R<Vec<(&'static str, &'n Key, &'n Node)>> {
         let Kind::Obj(members) = &n.kind else {
             return Err(self.schema(n, format!("{what} must be an object, not {}", article(n))));
         };
@@ -125,7 +147,11 @@ impl<'a> Parser<'a> {
                 return Err(self.err(k.start, ErrorKind::Schema, msg));
             };
             if out.iter().any(|(c, _, _)| c == canon) {
-                return Err(self.err(k.start, ErrorKind::Schema, format!("duplicate key {:?} in {what}", k.name)));
+                return Err(self.err(
+                    k.start,
+                    ErrorKind::Schema,
+                    format!("duplicate key {:?} in {what}", k.name),
+                ));
             }
             out.push((canon, k, v));
         }
@@ -147,10 +173,16 @@ impl<'a> Parser<'a> {
                 .iter()
                 .map(|i| match &i.kind {
                     Kind::Str(s) => Ok((i.start, s.clone())),
-                    _ => Err(self.schema(i, format!("{what} must be a list of strings; found {}", article(i)))),
+                    _ => Err(self.schema(
+                        i,
+                        format!("{what} must be a list of strings; found {}", article(i)),
+                    )),
                 })
                 .collect(),
-            _ => Err(self.schema(n, format!("{what} must be a list of strings, not {}", article(n)))),
+            _ => Err(self.schema(
+                n,
+                format!("{what} must be a list of strings, not {}", article(n)),
+            )),
         }
     }
 
@@ -175,14 +207,18 @@ impl<'a> Parser<'a> {
         let s = raw.trim();
         let a = parse_alias(s).map_err(|m| self.invalid(off, format!("{what}: {m}")))?;
         let a = match a {
-            Alias::BareUser(name) if self.hosts.iter().any(|h| *h == name) => Alias::Host(name),
+            Alias::BareUser(name) if self.hosts.contains(&name) => Alias::Host(name),
             other => other,
         };
         Ok(Spanned::new(a, pos))
     }
 
     pub(crate) fn warn(&mut self, pos: Pos, msg: String) {
-        self.warnings.push(PolicyWarning { file: self.file.to_string(), pos, message: msg });
+        self.warnings.push(PolicyWarning {
+            file: self.file.to_string(),
+            pos,
+            message: msg,
+        });
     }
 
     pub(crate) fn policy(&mut self, root: &Node) -> R<Policy> {
@@ -234,7 +270,15 @@ impl<'a> Parser<'a> {
                 "randomizeClientPort" => match v.kind {
                     Kind::Bool(b) => pol.randomize_client_port = b,
                     Kind::Null => {}
-                    _ => return Err(self.schema(v, format!("randomizeClientPort must be true or false, not {}", article(v)))),
+                    _ => {
+                        return Err(self.schema(
+                            v,
+                            format!(
+                                "randomizeClientPort must be true or false, not {}",
+                                article(v)
+                            ),
+                        ))
+                    }
                 },
                 "ipsets" => pol.ipsets = self.ipsets_section(v)?,
                 _ => {}
@@ -249,7 +293,11 @@ impl<'a> Parser<'a> {
             Kind::Obj(m) => {
                 for (i, (k, _)) in m.iter().enumerate() {
                     if m[..i].iter().any(|(k2, _)| k2.name == k.name) {
-                        return Err(self.err(k.start, ErrorKind::Schema, format!("duplicate key {:?} in {what}", k.name)));
+                        return Err(self.err(
+                            k.start,
+                            ErrorKind::Schema,
+                            format!("duplicate key {:?} in {what}", k.name),
+                        ));
                     }
                 }
                 Ok(m)
@@ -266,12 +314,17 @@ impl<'a> Parser<'a> {
                 || name.contains(':')
                 || name.contains('@')
                 || name == "*"
-                || !name.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                || !name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
             {
                 return Err(self.invalid(k.start, format!("hosts: invalid host name {name:?}")));
             }
             if parse_ip_or_cidr(&name).is_some() {
-                return Err(self.invalid(k.start, format!("hosts: host name {name:?} must not be an IP address")));
+                return Err(self.invalid(
+                    k.start,
+                    format!("hosts: host name {name:?} must not be an IP address"),
+                ));
             }
             let val = self.string(v, &format!("hosts[{name:?}]"))?;
             let t = val.value.trim();
@@ -285,7 +338,10 @@ impl<'a> Parser<'a> {
                     ))
                 }
             };
-            out.push(HostDef { name: Spanned::new(name, self.pos(k.start)), value: Spanned::new(alias, val.pos) });
+            out.push(HostDef {
+                name: Spanned::new(name, self.pos(k.start)),
+                value: Spanned::new(alias, val.pos),
+            });
         }
         Ok(out)
     }
@@ -307,7 +363,10 @@ impl<'a> Parser<'a> {
             for (off, s) in self.strings(v, &what)? {
                 members.push(self.alias(off, &s, &what)?);
             }
-            out.push(GroupDef { name: Spanned::new(k.name.clone(), self.pos(k.start)), members });
+            out.push(GroupDef {
+                name: Spanned::new(k.name.clone(), self.pos(k.start)),
+                members,
+            });
         }
         Ok(out)
     }
@@ -315,13 +374,17 @@ impl<'a> Parser<'a> {
     fn tag_owners_section(&self, n: &Node) -> R<Vec<TagOwnerDef>> {
         let mut out = Vec::new();
         for (k, v) in self.map(n, "tagOwners")? {
-            check_tag_name(&k.name).map_err(|m| self.invalid(k.start, format!("tagOwners[{:?}]: {m}", k.name)))?;
+            check_tag_name(&k.name)
+                .map_err(|m| self.invalid(k.start, format!("tagOwners[{:?}]: {m}", k.name)))?;
             let what = format!("tagOwners[{:?}]", k.name);
             let mut owners = Vec::new();
             for (off, s) in self.strings(v, &what)? {
                 owners.push(self.alias(off, &s, &what)?);
             }
-            out.push(TagOwnerDef { tag: Spanned::new(k.name.clone(), self.pos(k.start)), owners });
+            out.push(TagOwnerDef {
+                tag: Spanned::new(k.name.clone(), self.pos(k.start)),
+                owners,
+            });
         }
         Ok(out)
     }
@@ -330,7 +393,10 @@ impl<'a> Parser<'a> {
         let mut out = Vec::new();
         for (k, v) in self.map(n, "ipsets")? {
             if !k.name.starts_with("ipset:") {
-                return Err(self.invalid(k.start, format!("ipsets: name {:?} must start with \"ipset:\"", k.name)));
+                return Err(self.invalid(
+                    k.start,
+                    format!("ipsets: name {:?} must start with \"ipset:\"", k.name),
+                ));
             }
             let what = format!("ipsets[{:?}]", k.name);
             let mut items = Vec::new();
@@ -342,13 +408,20 @@ impl<'a> Parser<'a> {
                 };
                 items.push((remove, self.alias(off, rest, &what)?));
             }
-            out.push(IpSetDef { name: Spanned::new(k.name.clone(), self.pos(k.start)), items });
+            out.push(IpSetDef {
+                name: Spanned::new(k.name.clone(), self.pos(k.start)),
+                items,
+            });
         }
         Ok(out)
     }
 
     fn acl(&self, n: &Node) -> R<Acl> {
-        let f = self.fields(n, "acls entry", &["action", "src", "dst", "proto", "users", "ports"])?;
+        let f = self.fields(
+            n,
+            "acls entry",
+            &["action", "src", "dst", "proto", "users", "ports"],
+        )?;
         let mut action = None;
         let mut src = None;
         let mut dst = None;
@@ -374,8 +447,7 @@ impl<'a> Parser<'a> {
                 }
                 "proto" => {
                     let s = self.string(v, "proto")?;
-                    let p = parse_proto(s.value.trim())
-                        .map_err(|m| self.invalid(v.start, m))?;
+                    let p = parse_proto(s.value.trim()).map_err(|m| self.invalid(v.start, m))?;
                     proto = Some(Spanned::new(p, s.pos));
                 }
                 _ => {}
@@ -383,20 +455,39 @@ impl<'a> Parser<'a> {
         }
         match action.as_ref().map(|a| a.value.trim()) {
             Some("accept") => {}
-            None | Some("") => return Err(self.invalid(n.start, "action must be specified (\"accept\")")),
+            None | Some("") => {
+                return Err(self.invalid(n.start, "action must be specified (\"accept\")"))
+            }
             Some(other) => {
-                let off = f.iter().find(|(c, _, _)| *c == "action").map_or(n.start, |(_, _, v)| v.start);
-                return Err(self.invalid(off, format!("action={other:?} is not supported (only \"accept\" exists)")));
+                let off = f
+                    .iter()
+                    .find(|(c, _, _)| *c == "action")
+                    .map_or(n.start, |(_, _, v)| v.start);
+                return Err(self.invalid(
+                    off,
+                    format!("action={other:?} is not supported (only \"accept\" exists)"),
+                ));
             }
         }
-        Ok(Acl { pos: self.pos(n.start), src: src.unwrap_or_default(), dst: dst.unwrap_or_default(), proto })
+        Ok(Acl {
+            pos: self.pos(n.start),
+            src: src.unwrap_or_default(),
+            dst: dst.unwrap_or_default(),
+            proto,
+        })
     }
 
     /// `alias:ports` (ACL dst or test destination).
     pub(crate) fn alias_ports(&self, off: usize, raw: &str) -> R<AliasPorts> {
         let s = raw.trim();
         let (alias_s, ports_s) = split_host_port(s).ok_or_else(|| {
-            self.invalid(off, format!("dst={s:?}: missing port (write {:?} for every port)", format!("{s}:*")))
+            self.invalid(
+                off,
+                format!(
+                    "dst={s:?}: missing port (write {:?} for every port)",
+                    format!("{s}:*")
+                ),
+            )
         })?;
         let ports = parse_ports(ports_s).map_err(|m| {
             let mut msg = format!("dst={s:?}: port range {ports_s:?}: {m}");
@@ -410,7 +501,11 @@ impl<'a> Parser<'a> {
     }
 
     fn grant(&self, n: &Node) -> R<Grant> {
-        let f = self.fields(n, "grants entry", &["src", "dst", "ip", "app", "via", "srcPosture"])?;
+        let f = self.fields(
+            n,
+            "grants entry",
+            &["src", "dst", "ip", "app", "via", "srcPosture"],
+        )?;
         let mut g = Grant {
             pos: self.pos(n.start),
             src: Vec::new(),
@@ -442,15 +537,18 @@ impl<'a> Parser<'a> {
                     };
                     for i in items {
                         match &i.kind {
-                            Kind::Str(s) if s.trim().starts_with("tag:") => {
-                                g.via.push(Spanned::new(s.trim().to_string(), self.pos(i.start)))
-                            }
+                            Kind::Str(s) if s.trim().starts_with("tag:") => g
+                                .via
+                                .push(Spanned::new(s.trim().to_string(), self.pos(i.start))),
                             _ => return Err(self.invalid(i.start, "via can only be a tag")),
                         }
                     }
                 }
                 "srcPosture" => {
-                    return Err(self.invalid(v.start, "srcPosture is not supported (device posture is not implemented)"))
+                    return Err(self.invalid(
+                        v.start,
+                        "srcPosture is not supported (device posture is not implemented)",
+                    ))
                 }
                 _ => {}
             }
@@ -464,7 +562,11 @@ impl<'a> Parser<'a> {
             let vals = match &val.kind {
                 Kind::Arr(items) => items.iter().map(Node::to_value).collect(),
                 Kind::Null => Vec::new(),
-                _ => return Err(self.schema(val, format!("app[{:?}] must be a list of objects", k.name))),
+                _ => {
+                    return Err(
+                        self.schema(val, format!("app[{:?}] must be a list of objects", k.name))
+                    )
+                }
             };
             out.push((k.name.clone(), vals));
         }
@@ -472,7 +574,19 @@ impl<'a> Parser<'a> {
     }
 
     fn ssh_rule(&self, n: &Node) -> R<SshRule> {
-        let f = self.fields(n, "ssh entry", &["action", "src", "dst", "users", "checkPeriod", "acceptEnv", "srcPosture"])?;
+        let f = self.fields(
+            n,
+            "ssh entry",
+            &[
+                "action",
+                "src",
+                "dst",
+                "users",
+                "checkPeriod",
+                "acceptEnv",
+                "srcPosture",
+            ],
+        )?;
         let mut action: Option<(usize, String)> = None;
         let mut rule = SshRule {
             pos: self.pos(n.start),
@@ -503,9 +617,18 @@ impl<'a> Parser<'a> {
                     let s = self.string(v, "checkPeriod")?;
                     period = Some((v.start, s.value.trim().to_string()));
                 }
-                "acceptEnv" => rule.accept_env = self.strings(v, "acceptEnv")?.into_iter().map(|(_, s)| s).collect(),
+                "acceptEnv" => {
+                    rule.accept_env = self
+                        .strings(v, "acceptEnv")?
+                        .into_iter()
+                        .map(|(_, s)| s)
+                        .collect()
+                }
                 "srcPosture" => {
-                    return Err(self.invalid(v.start, "srcPosture is not supported (device posture is not implemented)"))
+                    return Err(self.invalid(
+                        v.start,
+                        "srcPosture is not supported (device posture is not implemented)",
+                    ))
                 }
                 _ => {}
             }
@@ -514,10 +637,16 @@ impl<'a> Parser<'a> {
             Some((_, "accept")) => SshAction::Accept,
             Some((_, "check")) => SshAction::Check,
             None | Some((_, "")) => {
-                return Err(self.invalid(n.start, "action must be specified (\"accept\" or \"check\")"))
+                return Err(self.invalid(
+                    n.start,
+                    "action must be specified (\"accept\" or \"check\")",
+                ))
             }
             Some((o, other)) => {
-                return Err(self.invalid(o, format!("{other:?} is not a valid action (use \"accept\" or \"check\")")))
+                return Err(self.invalid(
+                    o,
+                    format!("{other:?} is not a valid action (use \"accept\" or \"check\")"),
+                ))
             }
         };
         if let Some((off, p)) = period {
@@ -533,17 +662,28 @@ impl<'a> Parser<'a> {
 
     fn node_attr(&self, n: &Node) -> R<NodeAttr> {
         let f = self.fields(n, "nodeAttrs entry", &["target", "attr", "ipPool", "app"])?;
-        let mut na = NodeAttr { pos: self.pos(n.start), target: Vec::new(), attr: Vec::new(), ip_pool: Vec::new(), app: Vec::new() };
+        let mut na = NodeAttr {
+            pos: self.pos(n.start),
+            target: Vec::new(),
+            attr: Vec::new(),
+            ip_pool: Vec::new(),
+            app: Vec::new(),
+        };
         for (c, _, v) in &f {
             match *c {
                 "target" => na.target = self.aliases(v, "target")?,
-                "attr" => na.attr = self.strings(v, "attr")?.into_iter().map(|(_, s)| s).collect(),
+                "attr" => {
+                    na.attr = self
+                        .strings(v, "attr")?
+                        .into_iter()
+                        .map(|(_, s)| s)
+                        .collect()
+                }
                 "ipPool" => {
                     for (off, s) in self.strings(v, "ipPool")? {
-                        let p: IpNet = s
-                            .trim()
-                            .parse()
-                            .map_err(|_| self.invalid(off, format!("ipPool: {s:?} is not a CIDR")))?;
+                        let p: IpNet = s.trim().parse().map_err(|_| {
+                            self.invalid(off, format!("ipPool: {s:?} is not a CIDR"))
+                        })?;
                         na.ip_pool.push(p);
                     }
                 }
@@ -585,7 +725,11 @@ impl<'a> Parser<'a> {
     }
 
     fn test(&self, n: &Node) -> R<PolicyTest> {
-        let f = self.fields(n, "tests entry", &["src", "proto", "accept", "deny", "srcPostureAttrs"])?;
+        let f = self.fields(
+            n,
+            "tests entry",
+            &["src", "proto", "accept", "deny", "srcPostureAttrs"],
+        )?;
         let mut t = PolicyTest {
             pos: self.pos(n.start),
             src: Spanned::new(String::new(), self.pos(n.start)),
@@ -619,19 +763,30 @@ impl<'a> Parser<'a> {
                     }
                 }
                 "srcPostureAttrs" => {
-                    return Err(self.invalid(v.start, "srcPostureAttrs is not supported (device posture is not implemented)"))
+                    return Err(self.invalid(
+                        v.start,
+                        "srcPostureAttrs is not supported (device posture is not implemented)",
+                    ))
                 }
                 _ => {}
             }
         }
         if !has_src || t.src.value.is_empty() {
-            return Err(self.err(n.start, ErrorKind::TestFailed, "test(s) failed: tests entry must have a \"src\""));
+            return Err(self.err(
+                n.start,
+                ErrorKind::TestFailed,
+                "test(s) failed: tests entry must have a \"src\"",
+            ));
         }
         Ok(t)
     }
 
     fn ssh_test(&self, n: &Node) -> R<SshTest> {
-        let f = self.fields(n, "sshTests entry", &["src", "dst", "accept", "check", "deny", "srcPostureAttrs"])?;
+        let f = self.fields(
+            n,
+            "sshTests entry",
+            &["src", "dst", "accept", "check", "deny", "srcPostureAttrs"],
+        )?;
         let mut t = SshTest {
             pos: self.pos(n.start),
             src: Spanned::new(String::new(), self.pos(n.start)),
@@ -653,11 +808,32 @@ impl<'a> Parser<'a> {
                         .map(|(off, s)| Spanned::new(s.trim().to_string(), self.pos(off)))
                         .collect()
                 }
-                "accept" => t.accept = self.strings(v, "accept")?.into_iter().map(|(_, s)| s.trim().to_string()).collect(),
-                "check" => t.check = self.strings(v, "check")?.into_iter().map(|(_, s)| s.trim().to_string()).collect(),
-                "deny" => t.deny = self.strings(v, "deny")?.into_iter().map(|(_, s)| s.trim().to_string()).collect(),
+                "accept" => {
+                    t.accept = self
+                        .strings(v, "accept")?
+                        .into_iter()
+                        .map(|(_, s)| s.trim().to_string())
+                        .collect()
+                }
+                "check" => {
+                    t.check = self
+                        .strings(v, "check")?
+                        .into_iter()
+                        .map(|(_, s)| s.trim().to_string())
+                        .collect()
+                }
+                "deny" => {
+                    t.deny = self
+                        .strings(v, "deny")?
+                        .into_iter()
+                        .map(|(_, s)| s.trim().to_string())
+                        .collect()
+                }
                 "srcPostureAttrs" => {
-                    return Err(self.invalid(v.start, "srcPostureAttrs is not supported (device posture is not implemented)"))
+                    return Err(self.invalid(
+                        v.start,
+                        "srcPostureAttrs is not supported (device posture is not implemented)",
+                    ))
                 }
                 _ => {}
             }
@@ -687,8 +863,13 @@ pub(crate) fn check_tag_name(t: &str) -> Result<(), String> {
         Some(c) if c.is_ascii_alphabetic() => {}
         _ => return Err("tag names must start with a letter, after 'tag:'".into()),
     }
-    if let Some(bad) = rest.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')) {
-        return Err(format!("tag names can only contain letters, numbers, dashes and underscores (found {bad:?})"));
+    if let Some(bad) = rest
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.'))
+    {
+        return Err(format!(
+            "tag names can only contain letters, numbers, dashes and underscores (found {bad:?})"
+        ));
     }
     Ok(())
 }
@@ -703,7 +884,9 @@ pub(crate) fn parse_ip_or_cidr(s: &str) -> Option<Result<Alias, String>> {
     if let Some((a, b)) = s.split_once('/') {
         let Ok(addr) = a.parse::<IpAddr>() else {
             if looks_numeric(a) {
-                return Some(Err(format!("invalid CIDR {s:?}: {a:?} is not an IP address")));
+                return Some(Err(format!(
+                    "invalid CIDR {s:?}: {a:?} is not an IP address"
+                )));
             }
             return None;
         };
@@ -712,7 +895,9 @@ pub(crate) fn parse_ip_or_cidr(s: &str) -> Option<Result<Alias, String>> {
             return Some(Err(format!("invalid CIDR {s:?}: bad prefix length {b:?}")));
         };
         if len > max || b.starts_with('+') {
-            return Some(Err(format!("invalid CIDR {s:?}: prefix length {len} is over {max}")));
+            return Some(Err(format!(
+                "invalid CIDR {s:?}: prefix length {len} is over {max}"
+            )));
         }
         return match IpNet::new(addr, len) {
             Ok(n) => Some(Ok(Alias::Prefix(n.trunc()))),
@@ -742,7 +927,9 @@ pub(crate) fn parse_ip_or_cidr(s: &str) -> Option<Result<Alias, String>> {
 
 fn looks_numeric(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_digit() || c == '.') && s.contains('.')
-        || (s.contains("::") && s.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.'))
+        || (s.contains("::")
+            && s.chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.'))
 }
 
 /// Parse an alias (already trimmed). Bare words become `BareUser` here; the
@@ -767,7 +954,9 @@ pub(crate) fn parse_alias(s: &str) -> Result<Alias, String> {
                 "autogroup:owner",
                 "autogroup:shared",
             ];
-            let hint = suggest(s, names).map(|h| format!(" (did you mean {h:?}?)")).unwrap_or_default();
+            let hint = suggest(s, names)
+                .map(|h| format!(" (did you mean {h:?}?)"))
+                .unwrap_or_default();
             format!("unknown autogroup \"autogroup:{rest}\"{hint}")
         });
     }
@@ -793,7 +982,10 @@ pub(crate) fn parse_alias(s: &str) -> Result<Alias, String> {
         return r;
     }
     if s.contains(':') {
-        return Err(format!("{s:?} is not a valid alias (unknown prefix {:?})", s.split(':').next().unwrap_or("")));
+        return Err(format!(
+            "{s:?} is not a valid alias (unknown prefix {:?})",
+            s.split(':').next().unwrap_or("")
+        ));
     }
     if s.contains('/') {
         return Err(format!("invalid CIDR {s:?}"));
@@ -889,22 +1081,32 @@ pub(crate) fn parse_proto(s: &str) -> Result<Protocols, String> {
             _ => Err(format!("protocol number {s} out of range (0-255)")),
         };
     }
-    Err(format!("unknown protocol {s:?}; use a protocol name (tcp, udp, icmp, ...) or number 1-255"))
+    Err(format!(
+        "unknown protocol {s:?}; use a protocol name (tcp, udp, icmp, ...) or number 1-255"
+    ))
 }
 
 /// Parse a grant `ip` entry: `*`, `443`, `tcp:443`, `udp:*`, `6:22`.
 pub(crate) fn parse_ip_grant(s: &str) -> Result<IpGrant, String> {
     if s == "*" {
-        return Ok(IpGrant { protocols: Vec::new(), ports: vec![PortRange::ANY] });
+        return Ok(IpGrant {
+            protocols: Vec::new(),
+            ports: vec![PortRange::ANY],
+        });
     }
     match s.split_once(':') {
         None => {
             let ports = parse_ports(s).map_err(|m| format!("port range {s:?}: {m}"))?;
-            Ok(IpGrant { protocols: Vec::new(), ports })
+            Ok(IpGrant {
+                protocols: Vec::new(),
+                ports,
+            })
         }
         Some((p, ports)) => {
             if ports.contains(':') {
-                return Err(format!("{s:?}: expected only one colon in Internet protocol and port type"));
+                return Err(format!(
+                    "{s:?}: expected only one colon in Internet protocol and port type"
+                ));
             }
             let protocols = parse_proto(p)?;
             let ports = parse_ports(ports).map_err(|m| format!("port range {ports:?}: {m}"))?;
@@ -917,14 +1119,35 @@ pub(crate) fn parse_ip_grant(s: &str) -> Result<IpGrant, String> {
 pub(crate) fn parse_policy(text: &str, file: &str) -> Result<Policy, PolicyError> {
     let lines = LineIndex::new(text);
     let std = crate::hujson::standardize(text).map_err(|e| {
-        PolicyError::new(file, Some(lines.pos(e.offset)), ErrorKind::Syntax, e.message)
+        PolicyError::new(
+            file,
+            Some(lines.pos(e.offset)),
+            ErrorKind::Syntax,
+            e.message,
+        )
     })?;
     if std.trim().is_empty() {
-        return Err(PolicyError::new(file, Some(Pos { line: 1, col: 1 }), ErrorKind::Syntax, "empty policy"));
+        return Err(PolicyError::new(
+            file,
+            Some(Pos { line: 1, col: 1 }),
+            ErrorKind::Syntax,
+            "empty policy",
+        ));
     }
-    let root = json::parse(&std)
-        .map_err(|e| PolicyError::new(file, Some(lines.pos(e.offset)), ErrorKind::Syntax, e.message))?;
-    let mut p = Parser { file, lines, warnings: Vec::new(), hosts: Vec::new() };
+    let root = json::parse(&std).map_err(|e| {
+        PolicyError::new(
+            file,
+            Some(lines.pos(e.offset)),
+            ErrorKind::Syntax,
+            e.message,
+        )
+    })?;
+    let mut p = Parser {
+        file,
+        lines,
+        warnings: Vec::new(),
+        hosts: Vec::new(),
+    };
     let mut pol = p.policy(&root)?;
     crate::validate::validate(&mut p, &mut pol)?;
     pol.warnings = std::mem::take(&mut p.warnings);
@@ -938,8 +1161,23 @@ mod tests {
     #[test]
     fn ports() {
         assert_eq!(parse_ports("*"), Ok(vec![PortRange::ANY]));
-        assert_eq!(parse_ports("80,443"), Ok(vec![PortRange { first: 80, last: 80 }, PortRange { first: 443, last: 443 }]));
-        assert_eq!(parse_ports("0"), Err("first port must be >0, or use '*' for wildcard".into()));
+        assert_eq!(
+            parse_ports("80,443"),
+            Ok(vec![
+                PortRange {
+                    first: 80,
+                    last: 80
+                },
+                PortRange {
+                    first: 443,
+                    last: 443
+                }
+            ])
+        );
+        assert_eq!(
+            parse_ports("0"),
+            Err("first port must be >0, or use '*' for wildcard".into())
+        );
         assert_eq!(parse_ports("self"), Err("invalid first integer".into()));
         assert!(parse_ports("99999").is_err());
     }
@@ -948,10 +1186,15 @@ mod tests {
     fn aliases() {
         assert_eq!(parse_alias("*"), Ok(Alias::Wildcard));
         assert_eq!(parse_alias("alice@"), Ok(Alias::User("alice@".into())));
-        assert_eq!(parse_alias("10.0.0.0/8"), Ok(Alias::Prefix("10.0.0.0/8".parse().expect("net"))));
+        assert_eq!(
+            parse_alias("10.0.0.0/8"),
+            Ok(Alias::Prefix("10.0.0.0/8".parse().expect("net")))
+        );
         assert!(parse_alias("10.0.0.0/33").is_err());
         assert!(parse_alias("10.0.0/8").is_err());
-        assert!(parse_alias("autogroup:membr").unwrap_err().contains("autogroup:member"));
+        assert!(parse_alias("autogroup:membr")
+            .expect_err("unknown")
+            .contains("autogroup:member"));
         assert_eq!(parse_alias("admin"), Ok(Alias::BareUser("admin".into())));
         assert_eq!(split_host_port("fd7a::1:22"), Some(("fd7a::1", "22")));
         assert_eq!(split_host_port("[fd7a::1]:22"), Some(("fd7a::1", "22")));

@@ -30,18 +30,30 @@ impl Marks {
 impl CompiledPolicy {
     /// The peers of a node, in node-id order.
     pub fn peers(&self, id: NodeId) -> Vec<NodeId> {
-        let Some(i) = self.idx(id) else { return Vec::new() };
-        let mut v: Vec<NodeId> = self.peers_of(i).into_iter().map(|j| self.node(j).id).collect();
+        let Some(i) = self.idx(id) else {
+            return Vec::new();
+        };
+        let mut v: Vec<NodeId> = self
+            .peers_of(i)
+            .into_iter()
+            .map(|j| self.node(j).id)
+            .collect();
         v.sort();
         v
     }
 
     pub(crate) fn peers_of(&self, i: u32) -> Vec<u32> {
         let node = self.node(i);
-        let (mut v, everyone) =
-            self.peers_of_info(node, &self.node_srcs[i as usize], &self.node_dsts[i as usize], &self.node_via[i as usize]);
+        let (mut v, everyone) = self.peers_of_info(
+            node,
+            &self.node_srcs[i as usize],
+            &self.node_dsts[i as usize],
+            &self.node_via[i as usize],
+        );
         if everyone {
-            v = (0..self.topo.nodes.len() as u32).filter(|&j| self.topo.nodes[j as usize].alive).collect();
+            v = (0..self.topo.nodes.len() as u32)
+                .filter(|&j| self.topo.nodes[j as usize].alive)
+                .collect();
         }
         v.retain(|&j| j != i);
         v
@@ -58,18 +70,34 @@ impl CompiledPolicy {
         via: &[(u32, u16)],
     ) -> (Vec<u32>, bool) {
         let n = self.topo.nodes.len();
-        let mut m = Marks { mark: vec![false; n], all: false };
+        let mut m = Marks {
+            mark: vec![false; n],
+            all: false,
+        };
         if node.alive {
             self.mark_peers(node, srcs, dsts, via, &mut m);
         }
         if m.all {
             return (Vec::new(), true);
         }
-        let v = (0..n as u32).filter(|&j| m.mark[j as usize] && self.topo.nodes[j as usize].alive && self.topo.nodes[j as usize].id != node.id).collect();
+        let v = (0..n as u32)
+            .filter(|&j| {
+                m.mark[j as usize]
+                    && self.topo.nodes[j as usize].alive
+                    && self.topo.nodes[j as usize].id != node.id
+            })
+            .collect();
         (v, false)
     }
 
-    fn mark_peers(&self, node: &crate::topology::NodeInfo, srcs: &[u32], dsts: &[u32], via: &[(u32, u16)], m: &mut Marks) {
+    fn mark_peers(
+        &self,
+        node: &crate::topology::NodeInfo,
+        srcs: &[u32],
+        dsts: &[u32],
+        via: &[(u32, u16)],
+        m: &mut Marks,
+    ) {
         let mut seen_dst = vec![false; self.dst_groups.len()];
         let mut seen_src = vec![false; self.src_groups.len()];
         // What this node may send to.
@@ -138,7 +166,9 @@ impl CompiledPolicy {
         let na = self.node(a);
         let nb = self.node(b);
         let same_user = na.user.is_some() && na.user == nb.user;
-        let srcs = self.node_srcs[a as usize].iter().chain(self.all_src_groups.iter());
+        let srcs = self.node_srcs[a as usize]
+            .iter()
+            .chain(self.all_src_groups.iter());
         for &sg in srcs {
             for &ri in &self.src_groups[sg as usize].rules {
                 let r = &self.rules[ri as usize];
@@ -173,7 +203,9 @@ impl CompiledPolicy {
     /// Whether node `a` may reach addresses in `route` under a plain
     /// (non-via) rule.
     fn may_reach_set(&self, a: u32, route: &IpNet) -> bool {
-        let srcs = self.node_srcs[a as usize].iter().chain(self.all_src_groups.iter());
+        let srcs = self.node_srcs[a as usize]
+            .iter()
+            .chain(self.all_src_groups.iter());
         for &sg in srcs {
             for &ri in &self.src_groups[sg as usize].rules {
                 let r = &self.rules[ri as usize];
@@ -197,7 +229,9 @@ impl CompiledPolicy {
     /// Whether traffic from addresses in `route` may reach node `b`
     /// (`autogroup:self` never admits a route: its sources are devices).
     fn route_may_send(&self, route: &IpNet, b: u32) -> bool {
-        let groups = self.node_dsts[b as usize].iter().chain(self.star_groups.iter());
+        let groups = self.node_dsts[b as usize]
+            .iter()
+            .chain(self.star_groups.iter());
         for &g in groups {
             for &(ri, _) in &self.dst_groups[g as usize].uses {
                 let s = self.src_group(&self.rules[ri as usize]);
@@ -214,7 +248,11 @@ impl CompiledPolicy {
     fn via_primary(&self, tags: &[String], x: &IpNet, p: u32) -> bool {
         let mut best: Option<(NodeId, u32)> = None;
         for (i, n) in self.topo.nodes.iter().enumerate() {
-            if n.alive && tags.iter().any(|t| n.has_tag(t)) && self.subnets[i].contains(x) && best.is_none_or(|b| n.id < b.0) {
+            if n.alive
+                && tags.iter().any(|t| n.has_tag(t))
+                && self.subnets[i].contains(x)
+                && best.is_none_or(|b| n.id < b.0)
+            {
                 best = Some((n.id, i as u32));
             }
         }
@@ -238,8 +276,11 @@ impl CompiledPolicy {
             let tagged = r.via.iter().any(|t| pn.has_tag(t));
             for d in &r.dsts {
                 let g = &self.dst_groups[d.group as usize];
-                let mut matched: Vec<IpNet> =
-                    self.subnets[p as usize].iter().filter(|x| g.res.set.overlaps_prefix(x)).copied().collect();
+                let mut matched: Vec<IpNet> = self.subnets[p as usize]
+                    .iter()
+                    .filter(|x| g.res.set.overlaps_prefix(x))
+                    .copied()
+                    .collect();
                 if g.res.internet {
                     matched.extend(self.exits[p as usize].iter().copied());
                 }
@@ -255,7 +296,9 @@ impl CompiledPolicy {
         if !any {
             return (inc, exc, use_primary);
         }
-        let srcs = self.node_srcs[v as usize].iter().chain(self.all_src_groups.iter());
+        let srcs = self.node_srcs[v as usize]
+            .iter()
+            .chain(self.all_src_groups.iter());
         for &sg in srcs {
             for &ri in &self.src_groups[sg as usize].rules {
                 let r = &self.rules[ri as usize];
@@ -264,7 +307,9 @@ impl CompiledPolicy {
                 }
                 for d in &r.dsts {
                     let g = &self.dst_groups[d.group as usize];
-                    let covers = |x: &IpNet| g.res.wildcard || (!g.res.self_devices && g.res.set.overlaps_prefix(x));
+                    let covers = |x: &IpNet| {
+                        g.res.wildcard || (!g.res.self_devices && g.res.set.overlaps_prefix(x))
+                    };
                     for x in &inc {
                         if covers(x) && !use_primary.contains(x) {
                             use_primary.push(*x);
@@ -280,7 +325,10 @@ impl CompiledPolicy {
 
     /// The routes `v` may use through `p` (subnets first, then exit).
     pub(crate) fn peer_routes(&self, v: u32, p: u32) -> Vec<IpNet> {
-        if self.primaries[p as usize].is_empty() && self.exits[p as usize].is_empty() && self.subnets[p as usize].is_empty() {
+        if self.primaries[p as usize].is_empty()
+            && self.exits[p as usize].is_empty()
+            && self.subnets[p as usize].is_empty()
+        {
             return Vec::new();
         }
         let (inc, exc, use_primary) = self.via_routes(v, p);
@@ -319,7 +367,12 @@ impl CompiledPolicy {
     /// `disable-ipv4` attribute.
     pub(crate) fn visible_ips(&self, v: u32, p: u32) -> Vec<IpNet> {
         let v6_only = self.v4_disabled(v) || self.v4_disabled(p);
-        self.node(p).ips.iter().filter(|ip| !(v6_only && ip.is_ipv4())).map(|ip| ipset::host_prefix(*ip)).collect()
+        self.node(p)
+            .ips
+            .iter()
+            .filter(|ip| !(v6_only && ip.is_ipv4()))
+            .map(|ip| ipset::host_prefix(*ip))
+            .collect()
     }
 
     /// A peer's addresses as the viewer sees them in its netmap.
@@ -348,14 +401,20 @@ impl CompiledPolicy {
     pub fn primary_routes(&self, viewer: NodeId, peer: NodeId) -> Vec<IpNet> {
         match (self.idx(viewer), self.idx(peer)) {
             (Some(v), Some(p)) if v == p => self.primaries[p as usize].clone(),
-            (Some(v), Some(p)) => self.peer_routes(v, p).into_iter().filter(|r| !ipset::is_exit_route(r)).collect(),
+            (Some(v), Some(p)) => self
+                .peer_routes(v, p)
+                .into_iter()
+                .filter(|r| !ipset::is_exit_route(r))
+                .collect(),
             _ => Vec::new(),
         }
     }
 
     /// The node's own allowed IPs: its addresses and approved routes.
     pub fn self_allowed_ips(&self, id: NodeId) -> Vec<IpNet> {
-        let Some(i) = self.idx(id) else { return Vec::new() };
+        let Some(i) = self.idx(id) else {
+            return Vec::new();
+        };
         let mut out: Vec<IpNet> = self.visible_ips(i, i);
         out.extend(self.subnets[i as usize].iter().copied());
         out.extend(self.exits[i as usize].iter().copied());

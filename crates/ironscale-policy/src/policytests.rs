@@ -19,8 +19,13 @@ fn src_addrs(c: &CompiledPolicy, s: &Spanned<String>) -> Result<Vec<IpAddr>, Pol
     let a = host_or_user(c, a);
     check_defined(c, &a).map_err(|m| fail(c, s.pos, format!("src {:?}: {m}", s.value)))?;
     match a {
-        Alias::Wildcard | Alias::AutoGroup(AutoGroup::Internet | AutoGroup::SelfDevices | AutoGroup::DangerAll) => {
-            return Err(fail(c, s.pos, format!("src {:?} is not valid in tests", s.value)))
+        Alias::Wildcard
+        | Alias::AutoGroup(AutoGroup::Internet | AutoGroup::SelfDevices | AutoGroup::DangerAll) => {
+            return Err(fail(
+                c,
+                s.pos,
+                format!("src {:?} is not valid in tests", s.value),
+            ))
         }
         _ => {}
     }
@@ -33,13 +38,21 @@ fn src_addrs(c: &CompiledPolicy, s: &Spanned<String>) -> Result<Vec<IpAddr>, Pol
         if a == b {
             ips.push(a);
         } else if r.ident.is_empty() {
-            return Err(fail(c, s.pos, format!("src {:?} must be a single host, not a range", s.value)));
+            return Err(fail(
+                c,
+                s.pos,
+                format!("src {:?} must be a single host, not a range", s.value),
+            ));
         }
     }
     ips.sort();
     ips.dedup();
     if ips.is_empty() {
-        return Err(fail(c, s.pos, format!("src {:?} matches no device or address", s.value)));
+        return Err(fail(
+            c,
+            s.pos,
+            format!("src {:?} matches no device or address", s.value),
+        ));
     }
     Ok(ips)
 }
@@ -53,26 +66,44 @@ fn host_or_user(c: &CompiledPolicy, a: Alias) -> Alias {
 
 fn check_defined(c: &CompiledPolicy, a: &Alias) -> Result<(), String> {
     match a {
-        Alias::Group(g) if !c.pol.groups.iter().any(|d| d.name.value == *g) => Err(format!("group {g:?} is not defined")),
-        Alias::Tag(t) if !c.pol.tag_owners.iter().any(|d| d.tag.value == *t) => Err(format!("tag {t:?} is not defined")),
-        Alias::User(u) | Alias::BareUser(u) if c.topo.users_matching(u).is_empty() => Err(format!("user {u:?} does not exist")),
+        Alias::Group(g) if !c.pol.groups.iter().any(|d| d.name.value == *g) => {
+            Err(format!("group {g:?} is not defined"))
+        }
+        Alias::Tag(t) if !c.pol.tag_owners.iter().any(|d| d.tag.value == *t) => {
+            Err(format!("tag {t:?} is not defined"))
+        }
+        Alias::User(u) | Alias::BareUser(u) if c.topo.users_matching(u).is_empty() => {
+            Err(format!("user {u:?} does not exist"))
+        }
         _ => Ok(()),
     }
 }
 
 /// Whether a packet from `src` to `dst:port` over `proto` is allowed.
-fn allowed(c: &CompiledPolicy, src: IpAddr, src_node: Option<u32>, dst: IpAddr, port: u16, proto: u8) -> bool {
+fn allowed(
+    c: &CompiledPolicy,
+    src: IpAddr,
+    src_node: Option<u32>,
+    dst: IpAddr,
+    port: u16,
+    proto: u8,
+) -> bool {
     let dst_node = c.topo.node_by_ip(dst);
     for r in &c.rules {
         if r.app.is_some() {
             continue;
         }
-        let proto_ok = if r.protos.is_empty() { matches!(proto, 6 | 17 | 1 | 58) } else { r.protos.contains(&proto) };
+        let proto_ok = if r.protos.is_empty() {
+            matches!(proto, 6 | 17 | 1 | 58)
+        } else {
+            r.protos.contains(&proto)
+        };
         if !proto_ok {
             continue;
         }
         let sg = c.src_group(r);
-        let src_ok = sg.res.danger_all || sg.res.set.contains(src) || src_node.is_some_and(|n| sg.covers(n));
+        let src_ok =
+            sg.res.danger_all || sg.res.set.contains(src) || src_node.is_some_and(|n| sg.covers(n));
         if !src_ok {
             continue;
         }
@@ -85,7 +116,9 @@ fn allowed(c: &CompiledPolicy, src: IpAddr, src_node: Option<u32>, dst: IpAddr, 
                 crate::ipset::tailnet_ranges().contains(dst) || c.subnet_covers(dst)
             } else if g.res.self_devices {
                 match (src_node, dst_node) {
-                    (Some(a), Some(b)) => c.node(a).user.is_some() && c.node(a).user == c.node(b).user,
+                    (Some(a), Some(b)) => {
+                        c.node(a).user.is_some() && c.node(a).user == c.node(b).user
+                    }
                     _ => false,
                 }
             } else {
@@ -102,12 +135,22 @@ fn allowed(c: &CompiledPolicy, src: IpAddr, src_node: Option<u32>, dst: IpAddr, 
 fn run_tests(c: &CompiledPolicy) -> Result<(), PolicyError> {
     for t in &c.pol.tests {
         if t.accept.is_empty() && t.deny.is_empty() {
-            return Err(fail(c, t.pos, "test entry must have at least one of \"accept\" or \"deny\"".into()));
+            return Err(fail(
+                c,
+                t.pos,
+                "test entry must have at least one of \"accept\" or \"deny\"".into(),
+            ));
         }
         let proto = match t.proto.as_deref() {
             None | Some([]) => 6,
             Some([p]) if matches!(p, 6 | 17 | 132) => *p,
-            Some(_) => return Err(fail(c, t.pos, "test protocol must be tcp, udp, sctp, or empty".into())),
+            Some(_) => {
+                return Err(fail(
+                    c,
+                    t.pos,
+                    "test protocol must be tcp, udp, sctp, or empty".into(),
+                ))
+            }
         };
         let srcs = src_addrs(c, &t.src)?;
         for (want, list) in [(true, &t.accept), (false, &t.deny)] {
@@ -127,12 +170,21 @@ fn run_tests(c: &CompiledPolicy) -> Result<(), PolicyError> {
                             return Err(fail(
                                 c,
                                 d.pos,
-                                format!("{} ({s}) {verb} {} ({dst}), but the test says it {}", t.src.value, d.value, if want { "should" } else { "should not" }),
+                                format!(
+                                    "{} ({s}) {verb} {} ({dst}), but the test says it {}",
+                                    t.src.value,
+                                    d.value,
+                                    if want { "should" } else { "should not" }
+                                ),
                             ));
                         }
                     }
                     if pairs == 0 && want {
-                        return Err(fail(c, d.pos, format!("{} has no address of the same family as {dst}", t.src.value)));
+                        return Err(fail(
+                            c,
+                            d.pos,
+                            format!("{} has no address of the same family as {dst}", t.src.value),
+                        ));
                     }
                 }
             }
@@ -145,16 +197,18 @@ fn run_tests(c: &CompiledPolicy) -> Result<(), PolicyError> {
 fn test_dst(c: &CompiledPolicy, d: &Spanned<String>) -> Result<(Vec<IpAddr>, u16), PolicyError> {
     let e = |m: String| fail(c, d.pos, format!("dst {:?}: {m}", d.value));
     let (host, ports) = split_host_port(&d.value).ok_or_else(|| e("must be host:port".into()))?;
-    let ports = parse_ports(ports).map_err(|m| e(m))?;
+    let ports = parse_ports(ports).map_err(e)?;
     let port = match ports.as_slice() {
         [p] if p.first == p.last => p.first,
         _ => return Err(e("test destination port must be a single port".into())),
     };
     if host.contains('/') {
-        return Err(e("test destination must be a single host, not a CIDR range".into()));
+        return Err(e(
+            "test destination must be a single host, not a CIDR range".into(),
+        ));
     }
-    let a = host_or_user(c, parse_alias(host).map_err(|m| e(m))?);
-    check_defined(c, &a).map_err(|m| e(m))?;
+    let a = host_or_user(c, parse_alias(host).map_err(e)?);
+    check_defined(c, &a).map_err(e)?;
     match &a {
         Alias::AutoGroup(_) | Alias::Wildcard | Alias::Range(_, _) => {
             return Err(e(format!("{host} is not valid as a test destination")))
@@ -163,7 +217,9 @@ fn test_dst(c: &CompiledPolicy, d: &Spanned<String>) -> Result<(Vec<IpAddr>, u16
             if let Some(def) = c.pol.hosts.iter().find(|x| x.name.value == *h) {
                 if let Alias::Prefix(p) = &def.value.value {
                     if p.prefix_len() != p.max_prefix_len() {
-                        return Err(e("test destination must be a single host, not a CIDR range".into()));
+                        return Err(e(
+                            "test destination must be a single host, not a CIDR range".into(),
+                        ));
                     }
                 }
             }
@@ -196,7 +252,9 @@ enum SshOutcome {
 }
 
 fn ssh_outcome(c: &CompiledPolicy, dst: u32, src: IpAddr, login: &str) -> SshOutcome {
-    let Some(pol) = c.ssh_for(dst) else { return SshOutcome::Deny };
+    let Some(pol) = c.ssh_for(dst) else {
+        return SshOutcome::Deny;
+    };
     let s = src.to_string();
     for r in &pol.rules {
         if !r.principals.iter().any(|p| p.node_ip == s) {
@@ -208,7 +266,11 @@ fn ssh_outcome(c: &CompiledPolicy, dst: u32, src: IpAddr, login: &str) -> SshOut
         };
         match mapped {
             Some(m) if !m.is_empty() => {
-                return if r.action.hold_and_delegate.is_empty() { SshOutcome::Accept } else { SshOutcome::Check };
+                return if r.action.hold_and_delegate.is_empty() {
+                    SshOutcome::Accept
+                } else {
+                    SshOutcome::Check
+                };
             }
             _ => continue,
         }
@@ -219,20 +281,37 @@ fn ssh_outcome(c: &CompiledPolicy, dst: u32, src: IpAddr, login: &str) -> SshOut
 fn run_ssh_tests(c: &CompiledPolicy) -> Result<(), PolicyError> {
     for t in &c.pol.ssh_tests {
         if t.dst.is_empty() {
-            return Err(fail(c, t.pos, "SSH tests entry must have at least one dst".into()));
+            return Err(fail(
+                c,
+                t.pos,
+                "SSH tests entry must have at least one dst".into(),
+            ));
         }
         let mut dst_nodes: Vec<u32> = Vec::new();
         for d in &t.dst {
-            let a = host_or_user(c, parse_alias(&d.value).map_err(|m| fail(c, d.pos, format!("dst {:?}: {m}", d.value)))?);
+            let a = host_or_user(
+                c,
+                parse_alias(&d.value)
+                    .map_err(|m| fail(c, d.pos, format!("dst {:?}: {m}", d.value)))?,
+            );
             match &a {
                 Alias::Tag(tag) if !c.pol.tag_owners.iter().any(|x| x.tag.value == *tag) => {
-                    return Err(c.test_error(d.pos, format!("SSH tests dst contains unknown tag {:?}", d.value)))
+                    return Err(c.test_error(
+                        d.pos,
+                        format!("SSH tests dst contains unknown tag {:?}", d.value),
+                    ))
                 }
                 Alias::Prefix(p) if p.prefix_len() != p.max_prefix_len() => {
-                    return Err(c.test_error(d.pos, format!("SSH tests dst contains disallowed element {:?}", d.value)))
+                    return Err(c.test_error(
+                        d.pos,
+                        format!("SSH tests dst contains disallowed element {:?}", d.value),
+                    ))
                 }
                 Alias::AutoGroup(AutoGroup::Internet) | Alias::Wildcard | Alias::Range(_, _) => {
-                    return Err(c.test_error(d.pos, format!("SSH tests dst contains disallowed element {:?}", d.value)))
+                    return Err(c.test_error(
+                        d.pos,
+                        format!("SSH tests dst contains disallowed element {:?}", d.value),
+                    ))
                 }
                 Alias::Prefix(p) if p.addr().is_ipv6() => {
                     // Tailscale matches SSH test hosts by IPv4 address only.
@@ -247,11 +326,22 @@ fn run_ssh_tests(c: &CompiledPolicy) -> Result<(), PolicyError> {
         dst_nodes.sort_unstable();
         dst_nodes.dedup();
         let src = src_addrs(c, &t.src)?;
-        let expectations = [(SshOutcome::Accept, &t.accept), (SshOutcome::Check, &t.check), (SshOutcome::Deny, &t.deny)];
+        let expectations = [
+            (SshOutcome::Accept, &t.accept),
+            (SshOutcome::Check, &t.check),
+            (SshOutcome::Deny, &t.deny),
+        ];
         for (want, users) in expectations {
             for login in users.iter() {
                 if want != SshOutcome::Deny && dst_nodes.is_empty() {
-                    return Err(fail(c, t.pos, format!("sshTests dst {:?} matches no device", t.dst.iter().map(|d| d.value.as_str()).collect::<Vec<_>>())));
+                    return Err(fail(
+                        c,
+                        t.pos,
+                        format!(
+                            "sshTests dst {:?} matches no device",
+                            t.dst.iter().map(|d| d.value.as_str()).collect::<Vec<_>>()
+                        ),
+                    ));
                 }
                 for &dn in &dst_nodes {
                     for s in &src {

@@ -87,7 +87,10 @@ impl Matcher {
         }
         match n.user {
             Some(u) => self.member || self.users.binary_search(&u).is_ok(),
-            None => (self.tagged && n.tagged()) || n.tags.iter().any(|t| self.tags.binary_search(t).is_ok()),
+            None => {
+                (self.tagged && n.tagged())
+                    || n.tags.iter().any(|t| self.tags.binary_search(t).is_ok())
+            }
         }
     }
 }
@@ -133,7 +136,10 @@ impl Resolved {
 
     /// Whether node `n` is named (by identity or by one of its addresses).
     pub fn matches(&self, n: &NodeInfo) -> bool {
-        n.alive && (self.all_nodes || self.m.matches(n) || n.ips.iter().any(|ip| self.set.contains(*ip)))
+        n.alive
+            && (self.all_nodes
+                || self.m.matches(n)
+                || n.ips.iter().any(|ip| self.set.contains(*ip)))
     }
 }
 
@@ -162,11 +168,22 @@ impl<'a> Ctx<'a> {
         let mut admins: Vec<u32> = tailnet.admins.iter().filter_map(|&id| uidx(id)).collect();
         admins.extend(owner);
         sort_dedup(&mut admins);
-        Ctx { pol, topo, tailnet, subnet_strs, subnet_set, admins, owner, memo: RefCell::new(HashMap::new()) }
+        Ctx {
+            pol,
+            topo,
+            tailnet,
+            subnet_strs,
+            subnet_set,
+            admins,
+            owner,
+            memo: RefCell::new(HashMap::new()),
+        }
     }
 
     fn users_of_domain(&self, domain: &str) -> Vec<u32> {
-        (0..self.topo.users.len() as u32).filter(|&u| self.topo.users[u as usize].domain() == Some(domain)).collect()
+        (0..self.topo.users.len() as u32)
+            .filter(|&u| self.topo.users[u as usize].domain() == Some(domain))
+            .collect()
     }
 
     /// Users an alias names (users, groups, user domains, admin/owner).
@@ -196,7 +213,12 @@ impl<'a> Ctx<'a> {
             self.topo.nodes_in_range(a, b, &mut nodes);
         }
         sort_dedup(&mut nodes);
-        Resolved { addr_nodes: nodes, nets: vec![(text, set.clone())], set, ..Default::default() }
+        Resolved {
+            addr_nodes: nodes,
+            nets: vec![(text, set.clone())],
+            set,
+            ..Default::default()
+        }
     }
 
     /// Resolve one alias (memoised).
@@ -231,12 +253,24 @@ impl<'a> Ctx<'a> {
                 for s in self.subnet_strs {
                     nets.push((s.clone(), IpSet::new()));
                 }
-                Resolved { nets, set, all_nodes: true, wildcard: true, ..Default::default() }
+                Resolved {
+                    nets,
+                    set,
+                    all_nodes: true,
+                    wildcard: true,
+                    ..Default::default()
+                }
             }
             Alias::AutoGroup(AutoGroup::DangerAll) => {
                 let mut set = IpSet::new();
-                set.add_range("0.0.0.0".parse().unwrap_or(std::net::IpAddr::V4(0.into())), std::net::IpAddr::V4(u32::MAX.into()));
-                set.add_range(std::net::IpAddr::V6(0u128.into()), std::net::IpAddr::V6(u128::MAX.into()));
+                set.add_range(
+                    "0.0.0.0".parse().unwrap_or(std::net::IpAddr::V4(0.into())),
+                    std::net::IpAddr::V4(u32::MAX.into()),
+                );
+                set.add_range(
+                    std::net::IpAddr::V6(0u128.into()),
+                    std::net::IpAddr::V6(u128::MAX.into()),
+                );
                 Resolved {
                     nets: vec![(Arc::from("*"), IpSet::new())],
                     set,
@@ -246,17 +280,46 @@ impl<'a> Ctx<'a> {
                 }
             }
             Alias::AutoGroup(AutoGroup::Internet) => {
-                let nets = ipset::internet_strings().into_iter().map(|s| (Arc::from(s), IpSet::new())).collect();
-                Resolved { nets, set: ipset::internet(), internet: true, ..Default::default() }
+                let nets = ipset::internet_strings()
+                    .into_iter()
+                    .map(|s| (Arc::from(s), IpSet::new()))
+                    .collect();
+                Resolved {
+                    nets,
+                    set: ipset::internet(),
+                    internet: true,
+                    ..Default::default()
+                }
             }
-            Alias::AutoGroup(AutoGroup::SelfDevices) => Resolved { self_devices: true, ..Default::default() },
+            Alias::AutoGroup(AutoGroup::SelfDevices) => Resolved {
+                self_devices: true,
+                ..Default::default()
+            },
             Alias::AutoGroup(AutoGroup::Member) => {
-                let ident = (0..topo.nodes.len() as u32).filter(|&i| topo.nodes[i as usize].user.is_some()).collect();
-                Resolved { ident, m: Matcher { member: true, ..Default::default() }, ..Default::default() }
+                let ident = (0..topo.nodes.len() as u32)
+                    .filter(|&i| topo.nodes[i as usize].user.is_some())
+                    .collect();
+                Resolved {
+                    ident,
+                    m: Matcher {
+                        member: true,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }
             }
             Alias::AutoGroup(AutoGroup::Tagged) => {
-                let ident = (0..topo.nodes.len() as u32).filter(|&i| topo.nodes[i as usize].tagged()).collect();
-                Resolved { ident, m: Matcher { tagged: true, ..Default::default() }, ..Default::default() }
+                let ident = (0..topo.nodes.len() as u32)
+                    .filter(|&i| topo.nodes[i as usize].tagged())
+                    .collect();
+                Resolved {
+                    ident,
+                    m: Matcher {
+                        tagged: true,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }
             }
             Alias::AutoGroup(AutoGroup::NonRoot | AutoGroup::Shared) => Resolved::default(),
             Alias::AutoGroup(AutoGroup::Admin | AutoGroup::Owner)
@@ -265,20 +328,39 @@ impl<'a> Ctx<'a> {
             | Alias::UserDomain(_)
             | Alias::Group(_) => {
                 let users = self.users_of(a);
-                let mut ident: Vec<u32> = users.iter().flat_map(|&u| topo.by_user[u as usize].iter().copied()).collect();
+                let mut ident: Vec<u32> = users
+                    .iter()
+                    .flat_map(|&u| topo.by_user[u as usize].iter().copied())
+                    .collect();
                 sort_dedup(&mut ident);
-                Resolved { ident, m: Matcher { users, ..Default::default() }, ..Default::default() }
+                Resolved {
+                    ident,
+                    m: Matcher {
+                        users,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }
             }
             Alias::Tag(t) => {
                 let mut ident = topo.by_tag.get(t).cloned().unwrap_or_default();
                 sort_dedup(&mut ident);
-                Resolved { ident, m: Matcher { tags: vec![t.clone()], ..Default::default() }, ..Default::default() }
+                Resolved {
+                    ident,
+                    m: Matcher {
+                        tags: vec![t.clone()],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }
             }
             Alias::Host(h) => match self.pol.hosts.iter().find(|d| d.name.value == *h) {
                 Some(def) => (*self.resolve(&def.value.value)).clone(),
                 None => Resolved::default(),
             },
-            Alias::Prefix(p) => self.net_res(Arc::from(ipset::prefix_string(p)), IpSet::from_prefix(p)),
+            Alias::Prefix(p) => {
+                self.net_res(Arc::from(ipset::prefix_string(p)), IpSet::from_prefix(p))
+            }
             Alias::Range(a, b) => {
                 let mut s = IpSet::new();
                 s.add_range(*a, *b);

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use crate::ast::{Alias, AutoGroup, SshAction};
 use crate::compile::CompiledPolicy;
-use crate::resolve::{Ctx, Resolved};
 use crate::output::{SshAction as OutAction, SshPolicy, SshPrincipal, SshRule as OutRule};
+use crate::resolve::{Ctx, Resolved};
 
 #[derive(Debug, Clone)]
 pub(crate) struct CSshRule {
@@ -44,15 +44,36 @@ pub(crate) fn check_url(base: &str) -> String {
 
 pub(crate) fn compile(ctx: &Ctx<'_>) -> CompiledSsh {
     let pol = ctx.pol;
-    let all: Vec<u32> = (0..ctx.topo.nodes.len() as u32).filter(|&i| ctx.topo.nodes[i as usize].alive).collect();
-    let mut out = CompiledSsh { present: !pol.ssh.is_empty(), rules: Vec::new() };
+    let all: Vec<u32> = (0..ctx.topo.nodes.len() as u32)
+        .filter(|&i| ctx.topo.nodes[i as usize].alive)
+        .collect();
+    let mut out = CompiledSsh {
+        present: !pol.ssh.is_empty(),
+        rules: Vec::new(),
+    };
     for r in &pol.ssh {
         // SSH principals are devices: address aliases match devices.
         let src = ctx.resolve_list(r.src.iter().map(|a| &a.value));
-        let src_nodes = if src.all_nodes { all.clone() } else { src.nodes() };
-        let dst_self = r.dst.iter().any(|d| d.value == Alias::AutoGroup(AutoGroup::SelfDevices));
-        let dst = ctx.resolve_list(r.dst.iter().map(|a| &a.value).filter(|a| **a != Alias::AutoGroup(AutoGroup::SelfDevices)));
-        let dst_nodes = if dst.all_nodes { all.clone() } else { dst.nodes() };
+        let src_nodes = if src.all_nodes {
+            all.clone()
+        } else {
+            src.nodes()
+        };
+        let dst_self = r
+            .dst
+            .iter()
+            .any(|d| d.value == Alias::AutoGroup(AutoGroup::SelfDevices));
+        let dst = ctx.resolve_list(
+            r.dst
+                .iter()
+                .map(|a| &a.value)
+                .filter(|a| **a != Alias::AutoGroup(AutoGroup::SelfDevices)),
+        );
+        let dst_nodes = if dst.all_nodes {
+            all.clone()
+        } else {
+            dst.nodes()
+        };
 
         let names: Vec<&str> = r.users.iter().map(|u| u.value.as_str()).collect();
         let mut users = BTreeMap::new();
@@ -80,10 +101,20 @@ pub(crate) fn compile(ctx: &Ctx<'_>) -> CompiledSsh {
                 }
             }
         }
-        users.insert("root".to_string(), if has_root { "root".to_string() } else { String::new() });
+        users.insert(
+            "root".to_string(),
+            if has_root {
+                "root".to_string()
+            } else {
+                String::new()
+            },
+        );
         let check = r.action == SshAction::Check;
         let action = if check {
-            OutAction { hold_and_delegate: check_url(&ctx.tailnet.control_url), ..Default::default() }
+            OutAction {
+                hold_and_delegate: check_url(&ctx.tailnet.control_url),
+                ..Default::default()
+            }
         } else {
             OutAction {
                 accept: true,
@@ -123,7 +154,9 @@ fn principals(c: &CompiledPolicy, nodes: &[u32]) -> Vec<SshPrincipal> {
     let mut v = Vec::new();
     for &n in &nodes {
         for ip in &c.node(n).ips {
-            v.push(SshPrincipal { node_ip: ip.to_string() });
+            v.push(SshPrincipal {
+                node_ip: ip.to_string(),
+            });
         }
     }
     v
@@ -152,7 +185,12 @@ pub(crate) fn policy_for(c: &CompiledPolicy, i: u32) -> Option<SshPolicy> {
             }
             rules.push((
                 r.check,
-                OutRule { principals: p.clone(), ssh_users: r.users.clone(), action: r.action.clone(), accept_env: r.accept_env.clone() },
+                OutRule {
+                    principals: p.clone(),
+                    ssh_users: r.users.clone(),
+                    action: r.action.clone(),
+                    accept_env: r.accept_env.clone(),
+                },
             ));
             if let (Some(u), Some(lps)) = (user, &r.localparts) {
                 if let Some(lp) = lps.get(&u) {
@@ -160,7 +198,12 @@ pub(crate) fn policy_for(c: &CompiledPolicy, i: u32) -> Option<SshPolicy> {
                     m.insert(lp.clone(), lp.clone());
                     rules.push((
                         r.check,
-                        OutRule { principals: p, ssh_users: m, action: r.action.clone(), accept_env: r.accept_env.clone() },
+                        OutRule {
+                            principals: p,
+                            ssh_users: m,
+                            action: r.action.clone(),
+                            accept_env: r.accept_env.clone(),
+                        },
                     ));
                 }
             }
@@ -198,5 +241,7 @@ pub(crate) fn policy_for(c: &CompiledPolicy, i: u32) -> Option<SshPolicy> {
     }
     // check (holdAndDelegate) rules first; stable otherwise.
     rules.sort_by_key(|(check, _)| !*check);
-    Some(SshPolicy { rules: rules.into_iter().map(|(_, r)| r).collect() })
+    Some(SshPolicy {
+        rules: rules.into_iter().map(|(_, r)| r).collect(),
+    })
 }

@@ -31,11 +31,19 @@ impl NodeInfo {
         let mut tags = n.tags.clone();
         tags.sort();
         tags.dedup();
-        let user = if tags.is_empty() { n.user_id.and_then(|u| user_idx.get(&u).copied()) } else { None };
+        let user = if tags.is_empty() {
+            n.user_id.and_then(|u| user_idx.get(&u).copied())
+        } else {
+            None
+        };
         let ips = n.ips();
         NodeInfo {
             id: n.id,
-            name: if n.given_name.is_empty() { n.hostname.clone() } else { n.given_name.clone() },
+            name: if n.given_name.is_empty() {
+                n.hostname.clone()
+            } else {
+                n.given_name.clone()
+            },
             ip_strs: ips.iter().map(|ip| Arc::from(ip.to_string())).collect(),
             ips,
             user,
@@ -79,7 +87,11 @@ pub(crate) struct UserInfo {
 
 impl UserInfo {
     pub fn from_user(u: &User) -> UserInfo {
-        UserInfo { id: u.id, name: u.name.clone(), email: u.email.clone() }
+        UserInfo {
+            id: u.id,
+            name: u.name.clone(),
+            email: u.email.clone(),
+        }
     }
 
     /// The login name policies use: the e-mail, else `name@`.
@@ -92,7 +104,10 @@ impl UserInfo {
     }
 
     pub fn domain(&self) -> Option<&str> {
-        self.email.rsplit_once('@').map(|(_, d)| d).filter(|d| !d.is_empty())
+        self.email
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .filter(|d| !d.is_empty())
     }
 }
 
@@ -136,9 +151,15 @@ impl Topology {
         self.by_name.clear();
         for (i, u) in self.users.iter().enumerate() {
             if !u.email.is_empty() {
-                self.by_email.entry(u.email.to_ascii_lowercase()).or_default().push(i as u32);
+                self.by_email
+                    .entry(u.email.to_ascii_lowercase())
+                    .or_default()
+                    .push(i as u32);
             }
-            self.by_name.entry(u.name.clone()).or_default().push(i as u32);
+            self.by_name
+                .entry(u.name.clone())
+                .or_default()
+                .push(i as u32);
         }
     }
 
@@ -197,7 +218,11 @@ impl Topology {
 
     /// Users a policy token names (`alice@example.com`, `alice@`, `alice`).
     pub fn users_matching(&self, token: &str) -> Vec<u32> {
-        let mut v: Vec<u32> = self.by_email.get(&token.to_ascii_lowercase()).cloned().unwrap_or_default();
+        let mut v: Vec<u32> = self
+            .by_email
+            .get(&token.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default();
         let bare = token.strip_suffix('@').unwrap_or(token);
         if !bare.contains('@') {
             if let Some(x) = self.by_name.get(bare) {

@@ -67,7 +67,10 @@ impl V<'_, '_> {
         if self.ipsets.iter().any(|x| x == s) {
             return Ok(());
         }
-        Err(self.err(pos, format!("ipset not found: {s:?} (define it in \"ipsets\")")))
+        Err(self.err(
+            pos,
+            format!("ipset not found: {s:?} (define it in \"ipsets\")"),
+        ))
     }
 
     /// Warn about a bare user name once per position.
@@ -113,16 +116,24 @@ impl V<'_, '_> {
         if let Alias::AutoGroup(ag) = a.value {
             match (side, ag) {
                 (Side::Src, AutoGroup::Internet) => {
-                    return Err(self.err(a.pos, "autogroup:internet can only be used as a destination (dst)"))
+                    return Err(self.err(
+                        a.pos,
+                        "autogroup:internet can only be used as a destination (dst)",
+                    ))
                 }
                 (Side::Src, AutoGroup::SelfDevices) => {
-                    return Err(self.err(a.pos, "\"autogroup:self\" not valid on the src side of a rule"))
+                    return Err(self.err(
+                        a.pos,
+                        "\"autogroup:self\" not valid on the src side of a rule",
+                    ))
                 }
                 (Side::Dst, AutoGroup::DangerAll) => {
                     return Err(self.err(a.pos, "cannot use autogroup:danger-all as a dst"))
                 }
                 (_, AutoGroup::NonRoot) => {
-                    return Err(self.err(a.pos, "autogroup:nonroot can only be used in SSH \"users\""))
+                    return Err(
+                        self.err(a.pos, "autogroup:nonroot can only be used in SSH \"users\"")
+                    )
                 }
                 _ => {}
             }
@@ -131,7 +142,10 @@ impl V<'_, '_> {
             if p.prefix_len() == 0 {
                 return Err(self.err(
                     a.pos,
-                    format!("dst {:?}: to allow all IP addresses, use \"*\" or \"autogroup:internet\"", p.to_string()),
+                    format!(
+                        "dst {:?}: to allow all IP addresses, use \"*\" or \"autogroup:internet\"",
+                        p.to_string()
+                    ),
                 ));
             }
         }
@@ -139,11 +153,20 @@ impl V<'_, '_> {
     }
 
     /// `autogroup:self` in dst needs sources that are users or groups.
-    fn self_sources(&self, src: &[Spanned<Alias>], dst_has_self: Option<Pos>, allow_wildcard: bool) -> R {
-        let Some(pos) = dst_has_self else { return Ok(()) };
+    fn self_sources(
+        &self,
+        src: &[Spanned<Alias>],
+        dst_has_self: Option<Pos>,
+        allow_wildcard: bool,
+    ) -> R {
+        let Some(pos) = dst_has_self else {
+            return Ok(());
+        };
         for s in src {
             let ok = match &s.value {
-                Alias::User(_) | Alias::BareUser(_) | Alias::Group(_) | Alias::UserDomain(_) => true,
+                Alias::User(_) | Alias::BareUser(_) | Alias::Group(_) | Alias::UserDomain(_) => {
+                    true
+                }
                 Alias::AutoGroup(AutoGroup::Member) => true,
                 Alias::Wildcard => allow_wildcard,
                 _ => false,
@@ -174,13 +197,15 @@ impl V<'_, '_> {
             }
         }
         if let Some(proto) = &acl.proto {
-            let ported = proto.value.is_empty() || proto.value.iter().any(|p| matches!(p, 6 | 17 | 132));
+            let ported =
+                proto.value.is_empty() || proto.value.iter().any(|p| matches!(p, 6 | 17 | 132));
             if !ported {
                 for d in &acl.dst {
                     if d.ports.iter().any(|r| *r != PortRange::ANY) {
                         return Err(self.err(
                             d.alias.pos,
-                            "protocol does not support specific ports; only \"*\" is allowed".to_string(),
+                            "protocol does not support specific ports; only \"*\" is allowed"
+                                .to_string(),
                         ));
                     }
                 }
@@ -197,13 +222,17 @@ impl V<'_, '_> {
             if name.contains("://") || !name.contains('/') {
                 return Err(self.err(
                     g.pos,
-                    format!("capability name must have the form {{domain}}/{{path}} (got {name:?})"),
+                    format!(
+                        "capability name must have the form {{domain}}/{{path}} (got {name:?})"
+                    ),
                 ));
             }
             if name.starts_with("tailscale.com/") && !TAILSCALE_GRANTABLE.contains(&name.as_str()) {
                 return Err(self.err(
                     g.pos,
-                    format!("capability name must not be in the tailscale.com domain (got {name:?})"),
+                    format!(
+                        "capability name must not be in the tailscale.com domain (got {name:?})"
+                    ),
                 ));
             }
         }
@@ -222,7 +251,7 @@ impl V<'_, '_> {
             }
         }
         for v in &g.via {
-            if !self.tags.iter().any(|t| *t == v.value) {
+            if !self.tags.contains(&v.value) {
                 return Err(self.err(v.pos, format!("tag {:?} not found", v.value)));
             }
         }
@@ -244,12 +273,20 @@ impl V<'_, '_> {
         for s in &r.src {
             self.defined(s, "")?;
             match &s.value {
-                Alias::AutoGroup(AutoGroup::Member | AutoGroup::Tagged | AutoGroup::Admin | AutoGroup::Owner) => {}
+                Alias::AutoGroup(
+                    AutoGroup::Member | AutoGroup::Tagged | AutoGroup::Admin | AutoGroup::Owner,
+                ) => {}
                 Alias::AutoGroup(AutoGroup::Internet) => {
-                    return Err(self.err(s.pos, "autogroup:internet can only be used in ACL destinations"))
+                    return Err(self.err(
+                        s.pos,
+                        "autogroup:internet can only be used in ACL destinations",
+                    ))
                 }
                 Alias::AutoGroup(ag) => {
-                    return Err(self.err(s.pos, format!("{} is not valid as an SSH source", ag.name())))
+                    return Err(self.err(
+                        s.pos,
+                        format!("{} is not valid as an SSH source", ag.name()),
+                    ))
                 }
                 Alias::Host(h) => return Err(self.err(s.pos, format!("invalid src {h:?}"))),
                 _ => {}
@@ -275,10 +312,22 @@ impl V<'_, '_> {
         if let Some(CheckPeriod::Duration(d)) = r.check_period {
             const MAX: i64 = 168 * 3600 * 1_000_000_000;
             if d < 0 {
-                return Err(self.err(r.pos, format!("checkPeriod {} must be a positive duration", crate::godur::format(d))));
+                return Err(self.err(
+                    r.pos,
+                    format!(
+                        "checkPeriod {} must be a positive duration",
+                        crate::godur::format(d)
+                    ),
+                ));
             }
             if d > MAX {
-                return Err(self.err(r.pos, format!("checkPeriod {} is above the max (168h)", crate::godur::format(d))));
+                return Err(self.err(
+                    r.pos,
+                    format!(
+                        "checkPeriod {} is above the max (168h)",
+                        crate::godur::format(d)
+                    ),
+                ));
             }
         }
         Ok(())
@@ -307,7 +356,10 @@ impl V<'_, '_> {
             for r in ["100.100.100.0/24", "100.115.92.0/23"] {
                 let r: ipnet::IpNet = r.parse().unwrap_or(cg);
                 if r.contains(&p.network()) || p.contains(&r.network()) {
-                    return Err(self.err(na.pos, format!("IPPool({p}): network within reserved range")));
+                    return Err(self.err(
+                        na.pos,
+                        format!("IPPool({p}): network within reserved range"),
+                    ));
                 }
             }
         }
@@ -317,8 +369,14 @@ impl V<'_, '_> {
     fn approver(&mut self, a: &Spanned<Alias>) -> R {
         self.defined(a, "")?;
         match &a.value {
-            Alias::User(_) | Alias::BareUser(_) | Alias::Group(_) | Alias::Tag(_) | Alias::UserDomain(_) => Ok(()),
-            Alias::AutoGroup(AutoGroup::Member | AutoGroup::Tagged | AutoGroup::Admin | AutoGroup::Owner) => Ok(()),
+            Alias::User(_)
+            | Alias::BareUser(_)
+            | Alias::Group(_)
+            | Alias::Tag(_)
+            | Alias::UserDomain(_) => Ok(()),
+            Alias::AutoGroup(
+                AutoGroup::Member | AutoGroup::Tagged | AutoGroup::Admin | AutoGroup::Owner,
+            ) => Ok(()),
             Alias::Host(_) | Alias::Prefix(_) | Alias::Range(_, _) | Alias::IpSet(_) => Ok(()),
             other => Err(self.err(a.pos, format!("{other} cannot approve routes"))),
         }
@@ -330,7 +388,13 @@ pub(crate) fn validate(p: &mut Parser<'_>, pol: &mut Policy) -> Result<(), Polic
     let tags: Vec<String> = pol.tag_owners.iter().map(|t| t.tag.value.clone()).collect();
     let hosts: Vec<String> = pol.hosts.iter().map(|h| h.name.value.clone()).collect();
     let ipsets: Vec<String> = pol.ipsets.iter().map(|s| s.name.value.clone()).collect();
-    let mut v = V { p, groups, tags, hosts, ipsets };
+    let mut v = V {
+        p,
+        groups,
+        tags,
+        hosts,
+        ipsets,
+    };
 
     // Groups: members are users; nesting is refused (reported like
     // Tailscale, walking group names from the last in sort order).
@@ -341,7 +405,10 @@ pub(crate) fn validate(p: &mut Parser<'_>, pol: &mut Policy) -> Result<(), Polic
             if let Alias::Group(inner) = &m.value {
                 return Err(v.err(
                     m.pos,
-                    format!("groups[{:?}]: {:?}: group members cannot be recursive", g.name.value, inner),
+                    format!(
+                        "groups[{:?}]: {:?}: group members cannot be recursive",
+                        g.name.value, inner
+                    ),
                 ));
             }
         }
@@ -359,7 +426,11 @@ pub(crate) fn validate(p: &mut Parser<'_>, pol: &mut Policy) -> Result<(), Polic
                 other => {
                     return Err(v.err(
                         m.pos,
-                        format!("groups[{:?}]: {:?}: group members must be users (login names)", g.name.value, other.to_string()),
+                        format!(
+                            "groups[{:?}]: {:?}: group members must be users (login names)",
+                            g.name.value,
+                            other.to_string()
+                        ),
                     ))
                 }
             }
@@ -373,13 +444,23 @@ pub(crate) fn validate(p: &mut Parser<'_>, pol: &mut Policy) -> Result<(), Polic
                     let u = u.clone();
                     v.bare_user(&u, o.pos);
                 }
-                Alias::Group(g) => v.group_defined(g, o.pos, &format!("tagOwners[{:?}]: ", t.tag.value))?,
-                Alias::Tag(tag) => v.tag_defined(tag, o.pos, &format!("tagOwners[{:?}]: ", t.tag.value))?,
-                Alias::AutoGroup(AutoGroup::Admin | AutoGroup::Owner | AutoGroup::Member | AutoGroup::Tagged) => {}
+                Alias::Group(g) => {
+                    v.group_defined(g, o.pos, &format!("tagOwners[{:?}]: ", t.tag.value))?
+                }
+                Alias::Tag(tag) => {
+                    v.tag_defined(tag, o.pos, &format!("tagOwners[{:?}]: ", t.tag.value))?
+                }
+                Alias::AutoGroup(
+                    AutoGroup::Admin | AutoGroup::Owner | AutoGroup::Member | AutoGroup::Tagged,
+                ) => {}
                 other => {
                     return Err(v.err(
                         o.pos,
-                        format!("tagOwners[{:?}]: {:?} cannot own a tag (use users, groups or tags)", t.tag.value, other.to_string()),
+                        format!(
+                            "tagOwners[{:?}]: {:?} cannot own a tag (use users, groups or tags)",
+                            t.tag.value,
+                            other.to_string()
+                        ),
                     ))
                 }
             }

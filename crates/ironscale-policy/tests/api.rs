@@ -125,7 +125,11 @@ fn seed_policies_load_with_bare_user_warnings() {
         let p = Policy::parse(text, "acls.json").expect("seed policy loads");
         let w: Vec<String> = p.warnings().iter().map(|w| w.to_string()).collect();
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with("acls.json:") && w[0].contains("\"admin@\""), "{}", w[0]);
+        assert!(
+            w[0].starts_with("acls.json:") && w[0].contains("\"admin@\""),
+            "{}",
+            w[0]
+        );
         assert!(w[1].contains("\"clients@\""), "{}", w[1]);
     }
 }
@@ -134,7 +138,12 @@ fn seed_policies_load_with_bare_user_warnings() {
 fn bare_user_names_resolve_to_users_of_that_name() {
     let p = Policy::parse(SEED_ENTERPRISE, "acls.json").expect("loads");
     let users = vec![user(1, "admin", ""), user(2, "clients", "")];
-    let nodes = vec![node(1, Some(1), &[]), node(2, Some(2), &[]), node(3, None, &["tag:server"]), node(4, Some(2), &[])];
+    let nodes = vec![
+        node(1, Some(1), &[]),
+        node(2, Some(2), &[]),
+        node(3, None, &["tag:server"]),
+        node(4, Some(2), &[]),
+    ];
     let c = CompiledPolicy::compile(&p, &users, &nodes, &Tailnet::default()).expect("compiles");
     // admin reaches everything; clients reach nobody inside the tailnet.
     assert!(c.can_see(NodeId(1), NodeId(3)));
@@ -155,25 +164,46 @@ fn troubleshooting_errors_are_precise() {
     // Unknown group.
     let e = err(r#"{"groups": {"group:admin": ["a@x.io"]},
         "acls": [{"action": "accept", "src": ["group:admn"], "dst": ["*:*"]}]}"#);
-    assert_eq!(e.to_string(), "policy.hujson:2:47: src=group not found: \"group:admn\" (did you mean \"group:admin\"?)");
+    assert_eq!(
+        e.to_string(),
+        "policy.hujson:2:47: src=group not found: \"group:admn\" (did you mean \"group:admin\"?)"
+    );
     assert_eq!(e.kind, ErrorKind::Invalid);
 
     // Typo in a key.
     let e = err("{\n  \"acls\": [],\n  \"tagowner\": {}\n}");
-    assert_eq!(e.to_string(), "policy.hujson:3:3: unknown key \"tagowner\" in the policy (did you mean \"tagOwners\"?)");
+    assert_eq!(
+        e.to_string(),
+        "policy.hujson:3:3: unknown key \"tagowner\" in the policy (did you mean \"tagOwners\"?)"
+    );
     assert_eq!(e.kind, ErrorKind::Schema);
     let e = err(r#"{"acls": [{"action": "accept", "src": ["*"], "dts": ["*:*"]}]}"#);
-    assert!(e.to_string().contains("unknown key \"dts\" in acls entry (did you mean \"dst\"?)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("unknown key \"dts\" in acls entry (did you mean \"dst\"?)"),
+        "{e}"
+    );
 
     // Bad CIDR.
     let e = err(r#"{"acls": [{"action": "accept", "src": ["10.0.0.0/33"], "dst": ["*:*"]}]}"#);
-    assert_eq!(e.to_string(), "policy.hujson:1:40: src: invalid CIDR \"10.0.0.0/33\": prefix length 33 is over 32");
+    assert_eq!(
+        e.to_string(),
+        "policy.hujson:1:40: src: invalid CIDR \"10.0.0.0/33\": prefix length 33 is over 32"
+    );
     let e = err(r#"{"hosts": {"db": "10.0.0/8"}}"#);
-    assert!(e.to_string().contains("hosts[\"db\"]: invalid CIDR \"10.0.0/8\""), "{e}");
+    assert!(
+        e.to_string()
+            .contains("hosts[\"db\"]: invalid CIDR \"10.0.0/8\""),
+        "{e}"
+    );
 
     // Tag without owner.
     let e = err(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["tag:db:5432"]}]}"#);
-    assert!(e.to_string().contains("dst=\"tag:db\": tag not found: \"tag:db\" (add it to \"tagOwners\" first)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("dst=\"tag:db\": tag not found: \"tag:db\" (add it to \"tagOwners\" first)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -192,12 +222,24 @@ fn hujson_syntax_errors_have_positions() {
 #[test]
 fn tailscale_rejections_match() {
     let e = err(r#"{"acls": [{"action": "deny", "src": ["*"], "dst": ["*:*"]}]}"#);
-    assert!(e.message.starts_with("action=\"deny\" is not supported"), "{e}");
+    assert!(
+        e.message.starts_with("action=\"deny\" is not supported"),
+        "{e}"
+    );
     let e = err(r#"{"grants": [{"src": ["*"], "dst": ["0.0.0.0/0"], "ip": ["*"]}]}"#);
-    assert!(e.message.contains("to allow all IP addresses, use \"*\" or \"autogroup:internet\""), "{e}");
+    assert!(
+        e.message
+            .contains("to allow all IP addresses, use \"*\" or \"autogroup:internet\""),
+        "{e}"
+    );
     let e = err(r#"{"groups": {"group:a": ["group:b"], "group:b": ["x@y.z"]}}"#);
-    assert!(e.message.contains("group members cannot be recursive"), "{e}");
-    let e = err(r#"{"ssh": [{"action": "accept", "src": ["*"], "dst": ["tag:x"], "users": []}], "tagOwners": {"tag:x": []}}"#);
+    assert!(
+        e.message.contains("group members cannot be recursive"),
+        "{e}"
+    );
+    let e = err(
+        r#"{"ssh": [{"action": "accept", "src": ["*"], "dst": ["tag:x"], "users": []}], "tagOwners": {"tag:x": []}}"#,
+    );
     assert!(e.message.contains("users must be specified"), "{e}");
 }
 
@@ -205,7 +247,8 @@ fn tailscale_rejections_match() {
 fn no_policy_allows_all() {
     let users = vec![user(1, "a", "a@x.io")];
     let nodes = vec![node(1, Some(1), &[]), node(2, None, &["tag:t"])];
-    let c = CompiledPolicy::compile(&Policy::allow_all(), &users, &nodes, &Tailnet::default()).expect("compiles");
+    let c = CompiledPolicy::compile(&Policy::allow_all(), &users, &nodes, &Tailnet::default())
+        .expect("compiles");
     assert!(c.can_see(NodeId(1), NodeId(2)));
     let v = serde_json::to_value(c.filter_rules(NodeId(2))).expect("json");
     assert_eq!(v[0]["DstPorts"][0]["IP"], "*");
@@ -224,14 +267,24 @@ fn tag_ownership() {
     let users = vec![user(1, "alice", "alice@x.io"), user(2, "bob", "bob@x.io")];
     let c = CompiledPolicy::compile(&p, &users, &[], &Tailnet::default()).expect("compiles");
     let tags = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    assert!(c.may_own_tags(Some(UserId(2)), &[], &tags(&["tag:web"])).is_ok());
+    assert!(c
+        .may_own_tags(Some(UserId(2)), &[], &tags(&["tag:web"]))
+        .is_ok());
     // Tags owning tags: bob owns tag:web, which owns tag:canary.
-    assert!(c.may_own_tags(Some(UserId(2)), &[], &tags(&["tag:canary"])).is_ok());
+    assert!(c
+        .may_own_tags(Some(UserId(2)), &[], &tags(&["tag:canary"]))
+        .is_ok());
     // A tagged credential carrying tag:web may apply tag:canary.
-    assert!(c.may_own_tags(None, &tags(&["tag:web"]), &tags(&["tag:canary"])).is_ok());
-    let e = c.may_own_tags(Some(UserId(1)), &[], &tags(&["tag:web"])).expect_err("alice does not own tag:web");
+    assert!(c
+        .may_own_tags(None, &tags(&["tag:web"]), &tags(&["tag:canary"]))
+        .is_ok());
+    let e = c
+        .may_own_tags(Some(UserId(1)), &[], &tags(&["tag:web"]))
+        .expect_err("alice does not own tag:web");
     assert!(e.message.contains("may not apply tag \"tag:web\""), "{e}");
-    let e = c.may_own_tags(Some(UserId(1)), &[], &tags(&["tag:nope"])).expect_err("undefined");
+    let e = c
+        .may_own_tags(Some(UserId(1)), &[], &tags(&["tag:nope"]))
+        .expect_err("undefined");
     assert!(e.message.contains("not defined in tagOwners"), "{e}");
 }
 
@@ -248,7 +301,8 @@ fn tests_run_on_load_and_reject() {
     CompiledPolicy::compile(&p, &users, &nodes, &Tailnet::default()).expect("tests pass");
     let bad = text.replace("\"deny\": [\"tag:db:22\"]", "\"deny\": [\"tag:db:5432\"]");
     let p = Policy::parse(&bad, "t.hujson").expect("policy");
-    let e = CompiledPolicy::compile(&p, &users, &nodes, &Tailnet::default()).expect_err("test fails");
+    let e =
+        CompiledPolicy::compile(&p, &users, &nodes, &Tailnet::default()).expect_err("test fails");
     assert_eq!(e.kind, ErrorKind::TestFailed);
     assert!(e.to_string().starts_with("t.hujson:4:"), "{e}");
 }
@@ -265,12 +319,24 @@ fn ssh_check_rules_come_first() {
     let users = vec![user(1, "a", "a@x.io")];
     let nodes = vec![node(1, Some(1), &[]), node(2, None, &["tag:srv"])];
     let p = Policy::parse(text, "s.hujson").expect("policy");
-    let tailnet = Tailnet { control_url: "https://hs.example".into(), ..Default::default() };
+    let tailnet = Tailnet {
+        control_url: "https://hs.example".into(),
+        ..Default::default()
+    };
     let c = CompiledPolicy::compile(&p, &users, &nodes, &tailnet).expect("compiles");
     let pol = c.ssh_policy(NodeId(2)).expect("ssh");
     assert_eq!(pol.rules.len(), 2);
-    assert!(pol.rules[0].action.hold_and_delegate.starts_with("https://hs.example/machine/ssh/action/"));
-    assert_eq!(pol.rules[1].ssh_users.get("root").map(String::as_str), Some(""));
-    assert_eq!(pol.rules[1].ssh_users.get("ubuntu").map(String::as_str), Some("ubuntu"));
+    assert!(pol.rules[0]
+        .action
+        .hold_and_delegate
+        .starts_with("https://hs.example/machine/ssh/action/"));
+    assert_eq!(
+        pol.rules[1].ssh_users.get("root").map(String::as_str),
+        Some("")
+    );
+    assert_eq!(
+        pol.rules[1].ssh_users.get("ubuntu").map(String::as_str),
+        Some("ubuntu")
+    );
     assert_eq!(c.ssh_policy(NodeId(1)).map(|p| p.rules.len()), Some(0));
 }

@@ -37,7 +37,9 @@ fn corpus_pass_ratio_per_category() {
             problems.push(format!("{cat}: expected {total} cases, found {seen}"));
         }
         if passed < *floor {
-            problems.push(format!("{cat}: {passed} passed, below the floor of {floor}"));
+            problems.push(format!(
+                "{cat}: {passed} passed, below the floor of {floor}"
+            ));
         }
         // The target: at least 97% in every category.
         if passed * 100 < seen * 97 {

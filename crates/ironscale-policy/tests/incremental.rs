@@ -35,7 +35,11 @@ fn user(i: u64) -> User {
         id: UserId(i + 1),
         name: format!("u{i}"),
         display_name: String::new(),
-        email: if i == 3 { String::new() } else { format!("u{i}@example.com") },
+        email: if i == 3 {
+            String::new()
+        } else {
+            format!("u{i}@example.com")
+        },
         provider: String::new(),
         provider_id: String::new(),
         profile_pic_url: String::new(),
@@ -50,10 +54,16 @@ fn node(id: u64, ip: u32, user: Option<u64>, tags: &[&str]) -> Node {
         node_key: Default::default(),
         disco_key: Default::default(),
         ipv4: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + ip)),
-        ipv6: Some(Ipv6Addr::from(0xfd7a_115c_a1e0_0000_0000_0000_0000_0000u128 + ip as u128)),
+        ipv6: Some(Ipv6Addr::from(
+            0xfd7a_115c_a1e0_0000_0000_0000_0000_0000u128 + ip as u128,
+        )),
         hostname: format!("n{id}"),
         given_name: format!("n{id}"),
-        user_id: if tags.is_empty() { user.map(|u| UserId(u + 1)) } else { None },
+        user_id: if tags.is_empty() {
+            user.map(|u| UserId(u + 1))
+        } else {
+            None
+        },
         tags: tags.iter().map(|t| t.to_string()).collect(),
         hostinfo_json: None,
         home_derp: 0,
@@ -74,12 +84,22 @@ fn node(id: u64, ip: u32, user: Option<u64>, tags: &[&str]) -> Node {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
 
-const TAGS: &[&[&str]] = &[&[], &["tag:web"], &["tag:db"], &["tag:ops"], &["tag:web", "tag:ops"], &[]];
+const TAGS: &[&[&str]] = &[
+    &[],
+    &["tag:web"],
+    &["tag:db"],
+    &["tag:ops"],
+    &["tag:web", "tag:ops"],
+    &[],
+];
 
 fn random_node(g: &mut Lcg, id: u64) -> Node {
     let tags = TAGS[g.next(TAGS.len() as u64) as usize];
@@ -93,7 +113,11 @@ fn snapshot(c: &CompiledPolicy) -> BTreeMap<NodeId, String> {
         let mut s = String::new();
         s += &serde_json::to_string(&c.filter_rules(id)).unwrap_or_default();
         for p in c.peers(id) {
-            s += &format!("|{p:?}:{:?}:{:?}", c.allowed_ips(id, p), c.primary_routes(id, p));
+            s += &format!(
+                "|{p:?}:{:?}:{:?}",
+                c.allowed_ips(id, p),
+                c.primary_routes(id, p)
+            );
         }
         s += &format!("|ssh={:?}|caps={:?}", c.ssh_policy(id), c.node_cap_map(id));
         out.insert(id, s);
@@ -139,20 +163,33 @@ fn incremental_matches_full_compile() {
         };
         let predicted = inc.affected(&change);
         let reported = inc.update_node(change.clone());
-        assert_eq!(predicted, reported, "step {step}: affected() and update_node() disagree");
+        assert_eq!(
+            predicted, reported,
+            "step {step}: affected() and update_node() disagree"
+        );
         let all: Vec<Node> = nodes.values().cloned().collect();
         let full = CompiledPolicy::compile(&policy, &users, &all, &tailnet).expect("compiles");
         let after = snapshot(&inc);
-        assert_eq!(after, snapshot(&full), "step {step}: incremental differs from full compile after {change:?}");
+        assert_eq!(
+            after,
+            snapshot(&full),
+            "step {step}: incremental differs from full compile after {change:?}"
+        );
         // Every node whose results changed must have been reported.
         for (id, s) in &after {
             if before.get(id) != Some(s) {
-                assert!(reported.contains(id), "step {step}: {id:?} changed but was not reported as affected");
+                assert!(
+                    reported.contains(id),
+                    "step {step}: {id:?} changed but was not reported as affected"
+                );
             }
         }
         for id in before.keys() {
             if !after.contains_key(id) {
-                assert!(reported.contains(id), "step {step}: removed {id:?} not reported");
+                assert!(
+                    reported.contains(id),
+                    "step {step}: removed {id:?} not reported"
+                );
             }
         }
     }
@@ -160,11 +197,21 @@ fn incremental_matches_full_compile() {
 
 #[test]
 fn route_changes_recompile() {
-    let policy = Policy::parse(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#, "r.hujson").expect("policy");
+    let policy = Policy::parse(
+        r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+        "r.hujson",
+    )
+    .expect("policy");
     let users: Vec<User> = (0..2).map(user).collect();
     let a = node(1, 1, Some(0), &[]);
     let mut b = node(2, 2, None, &["tag:router"]);
-    let mut c = CompiledPolicy::compile(&policy, &users, &[a.clone(), b.clone()], &Tailnet::default()).expect("compiles");
+    let mut c = CompiledPolicy::compile(
+        &policy,
+        &users,
+        &[a.clone(), b.clone()],
+        &Tailnet::default(),
+    )
+    .expect("compiles");
     assert!(c.allowed_ips(a.id, b.id).len() == 2);
     let route: ipnet::IpNet = "10.9.0.0/16".parse().expect("net");
     b.announced_routes = vec![route];
@@ -173,5 +220,8 @@ fn route_changes_recompile() {
     assert!(affected.contains(&a.id) && affected.contains(&b.id));
     assert!(c.allowed_ips(a.id, b.id).contains(&route));
     let rules = serde_json::to_string(&c.filter_rules(a.id)).unwrap_or_default();
-    assert!(rules.contains("10.9.0.0/16"), "`*` sources now include the approved route: {rules}");
+    assert!(
+        rules.contains("10.9.0.0/16"),
+        "`*` sources now include the approved route: {rules}"
+    );
 }
