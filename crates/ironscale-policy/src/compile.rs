@@ -872,6 +872,13 @@ impl CompiledPolicy {
         crate::incremental::update_node(self, change)
     }
 
+    /// Add a user, or apply a change to one (name, e-mail). Nodes that
+    /// join later may then belong to it. Returns the nodes whose results
+    /// may have changed (none for a user without nodes).
+    pub fn update_user(&mut self, user: &User) -> BTreeSet<NodeId> {
+        crate::incremental::update_user(self, user)
+    }
+
     pub(crate) fn test_error(&self, pos: crate::error::Pos, msg: String) -> PolicyError {
         PolicyError::new(&self.pol.file, Some(pos), ErrorKind::TestFailed, msg)
     }

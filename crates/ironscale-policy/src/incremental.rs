@@ -349,3 +349,36 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
         Default::default()
     };
 }
+
+/// Add or change a user. Policies name users by login, so the resolution
+/// of every alias is redone (a full rebuild, a few milliseconds even for
+/// large tailnets). A user without nodes affects nobody.
+pub(crate) fn update_user(
+    c: &mut CompiledPolicy,
+    user: &ironscale_types::User,
+) -> BTreeSet<NodeId> {
+    let mut topo = c.topo.clone();
+    let existing = topo.users.iter().position(|u| u.id == user.id);
+    let info = crate::topology::UserInfo::from_user(user);
+    let has_nodes = match existing {
+        Some(p) => {
+            topo.users[p] = info;
+            !topo.by_user[p].is_empty()
+        }
+        None => {
+            topo.users.push(info);
+            false
+        }
+    };
+    topo.nodes.retain(|x| x.alive);
+    topo.reindex();
+    let before = all_nodes(c);
+    if let Ok(next) = CompiledPolicy::build(Arc::clone(&c.pol), topo, c.tailnet.clone()) {
+        *c = next;
+    }
+    if has_nodes {
+        before
+    } else {
+        BTreeSet::new()
+    }
+}

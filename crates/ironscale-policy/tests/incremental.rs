@@ -225,3 +225,44 @@ fn route_changes_recompile() {
         "`*` sources now include the approved route: {rules}"
     );
 }
+
+#[test]
+fn new_user_then_node() {
+    let policy = Policy::parse(
+        r#"{"tagOwners": {"tag:db": []}, "acls": [{"action": "accept", "src": ["new@example.com"], "dst": ["tag:db:5432"]}]}"#,
+        "u.hujson",
+    )
+    .expect("policy");
+    let users: Vec<User> = (0..2).map(user).collect();
+    let db = node(1, 1, None, &["tag:db"]);
+    let mut c = CompiledPolicy::compile(
+        &policy,
+        &users,
+        std::slice::from_ref(&db),
+        &Tailnet::default(),
+    )
+    .expect("compiles");
+    let mut newcomer = user(9);
+    newcomer.email = "new@example.com".into();
+    assert!(
+        c.update_user(&newcomer).is_empty(),
+        "a user without nodes affects nobody"
+    );
+    let laptop = node(2, 2, Some(9), &[]);
+    let affected = c.update_node(Change::Upsert(laptop.clone()));
+    assert!(
+        affected.contains(&db.id) && affected.contains(&laptop.id),
+        "{affected:?}"
+    );
+    assert!(c.can_see(laptop.id, db.id));
+    let mut all_users = users.clone();
+    all_users.push(newcomer);
+    let full = CompiledPolicy::compile(
+        &policy,
+        &all_users,
+        &[db.clone(), laptop.clone()],
+        &Tailnet::default(),
+    )
+    .expect("compiles");
+    assert_eq!(snapshot(&c), snapshot(&full));
+}
