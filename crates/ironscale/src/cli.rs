@@ -203,12 +203,25 @@ pub async fn run_users(cmd: UsersCmd, socket: &Path, out: Output) -> anyhow::Res
     emit(users(cmd, &Client::new(socket), out, &terminal_confirm).await?)
 }
 
-pub async fn run_preauthkeys(cmd: PreauthkeysCmd, socket: &Path, out: Output) -> anyhow::Result<()> {
+pub async fn run_preauthkeys(
+    cmd: PreauthkeysCmd,
+    socket: &Path,
+    out: Output,
+) -> anyhow::Result<()> {
     emit(preauthkeys(cmd, &Client::new(socket), out, chrono::Utc::now()).await?)
 }
 
 pub async fn run_nodes(cmd: NodesCmd, socket: &Path, out: Output) -> anyhow::Result<()> {
-    emit(nodes(cmd, &Client::new(socket), out, &terminal_confirm, chrono::Utc::now()).await?)
+    emit(
+        nodes(
+            cmd,
+            &Client::new(socket),
+            out,
+            &terminal_confirm,
+            chrono::Utc::now(),
+        )
+        .await?,
+    )
 }
 
 /// What a command prints: data on stdout, remarks on stderr.
@@ -220,7 +233,10 @@ struct Printed {
 
 impl Printed {
     fn out(s: String) -> Self {
-        Printed { stdout: s, stderr: String::new() }
+        Printed {
+            stdout: s,
+            stderr: String::new(),
+        }
     }
 }
 
@@ -245,7 +261,10 @@ fn terminal_confirm(question: &str) -> anyhow::Result<bool> {
     eprint!("{question}? [y/N] ");
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
-    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 fn confirmed(force: bool, confirm: &Confirm, question: &str) -> anyhow::Result<bool> {
@@ -255,22 +274,42 @@ fn confirmed(force: bool, confirm: &Confirm, question: &str) -> anyhow::Result<b
     confirm(question)
 }
 
-async fn users(cmd: UsersCmd, c: &Client, out: Output, confirm: &Confirm) -> anyhow::Result<Printed> {
+async fn users(
+    cmd: UsersCmd,
+    c: &Client,
+    out: Output,
+    confirm: &Confirm,
+) -> anyhow::Result<Printed> {
     match cmd {
-        UsersCmd::Create { name, display_name, email, picture_url } => {
+        UsersCmd::Create {
+            name,
+            display_name,
+            email,
+            picture_url,
+        } => {
             let req = dto::CreateUserRequest {
                 name,
                 display_name: display_name.unwrap_or_default(),
                 email: email.unwrap_or_default(),
                 picture_url: picture_url.unwrap_or_default(),
             };
-            let v = c.call(Method::POST, "/api/v1/user", Some(serde_json::to_value(&req)?)).await?;
+            let v = c
+                .call(
+                    Method::POST,
+                    "/api/v1/user",
+                    Some(serde_json::to_value(&req)?),
+                )
+                .await?;
             let u: dto::UserResponse = decode(&v)?;
             Ok(Printed::out(render(out, &v["user"], || {
                 format!("User {:?} created (ID {})\n", u.user.name, u.user.id)
             })))
         }
-        UsersCmd::List { identifier, name, email } => {
+        UsersCmd::List {
+            identifier,
+            name,
+            email,
+        } => {
             let mut q = Vec::new();
             if let Some(id) = identifier {
                 q.push(("id", id.to_string()));
@@ -281,9 +320,13 @@ async fn users(cmd: UsersCmd, c: &Client, out: Output, confirm: &Confirm) -> any
             if let Some(e) = email {
                 q.push(("email", e));
             }
-            let v = c.call(Method::GET, &with_query("/api/v1/user", &q), None).await?;
+            let v = c
+                .call(Method::GET, &with_query("/api/v1/user", &q), None)
+                .await?;
             let r: dto::ListUsersResponse = decode(&v)?;
-            Ok(Printed::out(render(out, &v["users"], || users_table(&r.users))))
+            Ok(Printed::out(render(out, &v["users"], || {
+                users_table(&r.users)
+            })))
         }
         UsersCmd::Rename { user, new_name } => {
             let u = select_user(c, &user).await?;
@@ -296,11 +339,22 @@ async fn users(cmd: UsersCmd, c: &Client, out: Output, confirm: &Confirm) -> any
         }
         UsersCmd::Destroy { user, force } => {
             let u = select_user(c, &user).await?;
-            if !confirmed(force, confirm, &format!("Delete user {:?} (ID {})", u.name, u.id))? {
-                return Ok(Printed { stdout: String::new(), stderr: "Aborted: nothing deleted\n".into() });
+            if !confirmed(
+                force,
+                confirm,
+                &format!("Delete user {:?} (ID {})", u.name, u.id),
+            )? {
+                return Ok(Printed {
+                    stdout: String::new(),
+                    stderr: "Aborted: nothing deleted\n".into(),
+                });
             }
-            let v = c.call(Method::DELETE, &format!("/api/v1/user/{}", u.id), None).await?;
-            Ok(Printed::out(render(out, &v, || format!("User {:?} destroyed\n", u.name))))
+            let v = c
+                .call(Method::DELETE, &format!("/api/v1/user/{}", u.id), None)
+                .await?;
+            Ok(Printed::out(render(out, &v, || {
+                format!("User {:?} destroyed\n", u.name)
+            })))
         }
     }
 }
@@ -312,7 +366,13 @@ async fn preauthkeys(
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Printed> {
     match cmd {
-        PreauthkeysCmd::Create { user, reusable, ephemeral, expiration, tags } => {
+        PreauthkeysCmd::Create {
+            user,
+            reusable,
+            ephemeral,
+            expiration,
+            tags,
+        } => {
             let owner = match user.as_deref() {
                 Some(u) => Some(find_user(c, u).await?),
                 None => None,
@@ -328,7 +388,13 @@ async fn preauthkeys(
                 expiration: Some(until),
                 acl_tags: tags,
             };
-            let v = c.call(Method::POST, "/api/v1/preauthkey", Some(serde_json::to_value(&req)?)).await?;
+            let v = c
+                .call(
+                    Method::POST,
+                    "/api/v1/preauthkey",
+                    Some(serde_json::to_value(&req)?),
+                )
+                .await?;
             let r: dto::PreAuthKeyResponse = decode(&v)?;
             let k = &r.pre_auth_key;
             if out != Output::Table {
@@ -340,17 +406,31 @@ async fn preauthkeys(
                 k.id,
                 owner_of(k),
                 if k.reusable { "reusable" } else { "single use" },
-                if k.ephemeral { "ephemeral nodes" } else { "persistent nodes" },
-                k.expiration.as_ref().map(fmt_time).unwrap_or_else(|| "never".into()),
+                if k.ephemeral {
+                    "ephemeral nodes"
+                } else {
+                    "persistent nodes"
+                },
+                k.expiration
+                    .as_ref()
+                    .map(fmt_time)
+                    .unwrap_or_else(|| "never".into()),
             );
             stderr.push_str("The key is shown only now:\n");
-            Ok(Printed { stdout: format!("{}\n", k.key), stderr })
+            Ok(Printed {
+                stdout: format!("{}\n", k.key),
+                stderr,
+            })
         }
         PreauthkeysCmd::List { user } => {
             let q: Vec<(&str, String)> = user.map(|u| ("user", u)).into_iter().collect();
-            let v = c.call(Method::GET, &with_query("/api/v1/preauthkey", &q), None).await?;
+            let v = c
+                .call(Method::GET, &with_query("/api/v1/preauthkey", &q), None)
+                .await?;
             let r: dto::ListPreAuthKeysResponse = decode(&v)?;
-            Ok(Printed::out(render(out, &v["preAuthKeys"], || preauthkeys_table(&r.pre_auth_keys, now))))
+            Ok(Printed::out(render(out, &v["preAuthKeys"], || {
+                preauthkeys_table(&r.pre_auth_keys, now)
+            })))
         }
         PreauthkeysCmd::Expire { user, id, key } => {
             let (id, scoped) = match (id, key) {
@@ -364,7 +444,9 @@ async fn preauthkeys(
             // An id given with --user must be one of that user's keys.
             if let Some(u) = user.as_deref().filter(|_| !scoped) {
                 let q = [("user", u.to_string())];
-                let v = c.call(Method::GET, &with_query("/api/v1/preauthkey", &q), None).await?;
+                let v = c
+                    .call(Method::GET, &with_query("/api/v1/preauthkey", &q), None)
+                    .await?;
                 let r: dto::ListPreAuthKeysResponse = decode(&v)?;
                 if !r.pre_auth_keys.iter().any(|k| k.id == id) {
                     bail!("user {u:?} has no pre-auth key with id {id}");
@@ -374,8 +456,12 @@ async fn preauthkeys(
                 id: Some(dto::LooseId(id.to_string())),
                 ..Default::default()
             })?;
-            let v = c.call(Method::POST, "/api/v1/preauthkey/expire", Some(body)).await?;
-            Ok(Printed::out(render(out, &v, || format!("Pre-auth key {id} expired\n"))))
+            let v = c
+                .call(Method::POST, "/api/v1/preauthkey/expire", Some(body))
+                .await?;
+            Ok(Printed::out(render(out, &v, || {
+                format!("Pre-auth key {id} expired\n")
+            })))
         }
     }
 }
@@ -383,10 +469,18 @@ async fn preauthkeys(
 /// The id of the key given as the full key or its prefix (as listed).
 async fn resolve_key(c: &Client, user: Option<&str>, text: &str) -> anyhow::Result<u64> {
     let q: Vec<(&str, String)> = user.map(|u| ("user", u.to_string())).into_iter().collect();
-    let v = c.call(Method::GET, &with_query("/api/v1/preauthkey", &q), None).await?;
+    let v = c
+        .call(Method::GET, &with_query("/api/v1/preauthkey", &q), None)
+        .await?;
     let r: dto::ListPreAuthKeysResponse = decode(&v)?;
     // Listings show `hskey-auth-<prefix>-***`; the key is `hskey-auth-<prefix>-<secret>`.
-    let core = |s: &str| s.trim().trim_start_matches("hskey-auth-").trim_end_matches('*').trim_end_matches('-').to_string();
+    let core = |s: &str| {
+        s.trim()
+            .trim_start_matches("hskey-auth-")
+            .trim_end_matches('*')
+            .trim_end_matches('-')
+            .to_string()
+    };
     let given = core(text);
     let found: Vec<u64> = r
         .pre_auth_keys
@@ -414,36 +508,53 @@ async fn nodes(
     match cmd {
         NodesCmd::List { user, tags } => {
             let q: Vec<(&str, String)> = user.map(|u| ("user", u)).into_iter().collect();
-            let v = c.call(Method::GET, &with_query("/api/v1/node", &q), None).await?;
+            let v = c
+                .call(Method::GET, &with_query("/api/v1/node", &q), None)
+                .await?;
             let r: dto::ListNodesResponse = decode(&v)?;
-            let want: Vec<String> = tags.unwrap_or_default().into_iter().filter(|t| !t.is_empty()).collect();
+            let want: Vec<String> = tags
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect();
             let keep = |n: &dto::Node| want.iter().all(|t| n.tags.contains(t));
             let list: Vec<dto::Node> = r.nodes.into_iter().filter(keep).collect();
             let raw: Vec<Value> = v["nodes"]
                 .as_array()
                 .map(|a| {
                     a.iter()
-                        .filter(|n| list.iter().any(|k| n["id"].as_str() == Some(k.id.to_string().as_str())))
+                        .filter(|n| {
+                            list.iter()
+                                .any(|k| n["id"].as_str() == Some(k.id.to_string().as_str()))
+                        })
                         .cloned()
                         .collect()
                 })
                 .unwrap_or_default();
-            Ok(Printed::out(render(out, &Value::Array(raw), || nodes_table(&list, now))))
+            Ok(Printed::out(render(out, &Value::Array(raw), || {
+                nodes_table(&list, now)
+            })))
         }
         NodesCmd::Delete { identifier, force } => {
             let path = format!("/api/v1/node/{identifier}");
             let n: dto::NodeResponse = decode(&c.call(Method::GET, &path, None).await?)?;
             let q = format!("Delete node {:?} (ID {identifier})", n.node.given_name);
             if !confirmed(force, confirm, &q)? {
-                return Ok(Printed { stdout: String::new(), stderr: "Aborted: nothing deleted\n".into() });
+                return Ok(Printed {
+                    stdout: String::new(),
+                    stderr: "Aborted: nothing deleted\n".into(),
+                });
             }
             let v = c.call(Method::DELETE, &path, None).await?;
-            Ok(Printed::out(render(out, &v, || format!("Node {:?} deleted\n", n.node.given_name))))
+            Ok(Printed::out(render(out, &v, || {
+                format!("Node {:?} deleted\n", n.node.given_name)
+            })))
         }
         NodesCmd::Expire { identifier, expiry } => {
             let mut q = Vec::new();
             if let Some(e) = expiry {
-                let ts = dto::parse_ts(&e).map_err(|err| anyhow!("invalid --expiry {e:?}: {err} (use RFC 3339)"))?;
+                let ts = dto::parse_ts(&e)
+                    .map_err(|err| anyhow!("invalid --expiry {e:?}: {err} (use RFC 3339)"))?;
                 if let Some(ts) = ts {
                     q.push(("expiry", dto::format_ts(&ts)));
                 }
@@ -451,13 +562,20 @@ async fn nodes(
             let path = with_query(&format!("/api/v1/node/{identifier}/expire"), &q);
             let v = c.call(Method::POST, &path, None).await?;
             let r: dto::NodeResponse = decode(&v)?;
-            Ok(Printed::out(render(out, &v["node"], || format!("Node {:?} expired\n", r.node.given_name))))
+            Ok(Printed::out(render(out, &v["node"], || {
+                format!("Node {:?} expired\n", r.node.given_name)
+            })))
         }
-        NodesCmd::Rename { identifier, new_name } => {
+        NodesCmd::Rename {
+            identifier,
+            new_name,
+        } => {
             let path = format!("/api/v1/node/{identifier}/rename/{}", enc(&new_name));
             let v = c.call(Method::POST, &path, None).await?;
             let r: dto::NodeResponse = decode(&v)?;
-            Ok(Printed::out(render(out, &v["node"], || format!("Node renamed to {:?}\n", r.node.given_name))))
+            Ok(Printed::out(render(out, &v["node"], || {
+                format!("Node renamed to {:?}\n", r.node.given_name)
+            })))
         }
     }
 }
@@ -481,11 +599,16 @@ async fn select_user(c: &Client, s: &UserSelector) -> anyhow::Result<dto::User> 
         (None, Some(n)) => (("name", n.clone()), format!("{n:?}")),
         (None, None) => bail!("give the user's --identifier or --name"),
     };
-    list_users(c, &[q]).await?.pop().ok_or_else(|| anyhow!("user {what} not found"))
+    list_users(c, &[q])
+        .await?
+        .pop()
+        .ok_or_else(|| anyhow!("user {what} not found"))
 }
 
 async fn list_users(c: &Client, q: &[(&str, String)]) -> anyhow::Result<Vec<dto::User>> {
-    let v = c.call(Method::GET, &with_query("/api/v1/user", q), None).await?;
+    let v = c
+        .call(Method::GET, &with_query("/api/v1/user", q), None)
+        .await?;
     Ok(decode::<dto::ListUsersResponse>(&v)?.users)
 }
 
@@ -498,7 +621,9 @@ struct Client {
 
 impl Client {
     fn new(socket: &Path) -> Self {
-        Client { socket: socket.to_path_buf() }
+        Client {
+            socket: socket.to_path_buf(),
+        }
     }
 
     fn unreachable(&self, e: std::io::Error) -> anyhow::Error {
@@ -516,10 +641,17 @@ impl Client {
 
     /// One request; the JSON body of a 2xx answer, or the server's message as the error.
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| self.unreachable(e))?;
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .with_context(|| format!("HTTP handshake with the server at {}", self.socket.display()))?;
+            .with_context(|| {
+                format!(
+                    "HTTP handshake with the server at {}",
+                    self.socket.display()
+                )
+            })?;
         let driver = tokio::spawn(conn);
         let body = match body {
             Some(v) => Bytes::from(serde_json::to_vec(&v)?),
@@ -532,9 +664,17 @@ impl Client {
             .header(header::ACCEPT, "application/json")
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))?;
-        let resp = sender.send_request(req).await.context("the server closed the connection")?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .context("the server closed the connection")?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.context("reading the server's answer")?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the server's answer")?
+            .to_bytes();
         driver.abort();
         parse_answer(status, &bytes)
     }
@@ -549,8 +689,16 @@ fn parse_answer(status: StatusCode, bytes: &[u8]) -> anyhow::Result<Value> {
         return serde_json::from_slice(bytes).context("the server's answer is not JSON");
     }
     match serde_json::from_slice::<dto::ErrorBody>(bytes) {
-        Ok(e) if !e.message.is_empty() => Err(ServerError { status, message: e.message }.into()),
-        _ => Err(ServerError { status, message: String::from_utf8_lossy(bytes).trim().to_string() }.into()),
+        Ok(e) if !e.message.is_empty() => Err(ServerError {
+            status,
+            message: e.message,
+        }
+        .into()),
+        _ => Err(ServerError {
+            status,
+            message: String::from_utf8_lossy(bytes).trim().to_string(),
+        }
+        .into()),
     }
 }
 
@@ -593,7 +741,10 @@ fn with_query(path: &str, q: &[(&str, String)]) -> String {
     if q.is_empty() {
         return path.to_string();
     }
-    let qs: Vec<String> = q.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+    let qs: Vec<String> = q
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect();
     format!("{path}?{}", qs.join("&"))
 }
 
@@ -619,7 +770,10 @@ fn cli_json(v: &Value) -> Value {
                 .map(|(k, val)| {
                     let key = snake_case(k);
                     let val = match (key.as_str(), val) {
-                        ("id", Value::String(s)) => s.parse::<u64>().map(Value::from).unwrap_or_else(|_| val.clone()),
+                        ("id", Value::String(s)) => s
+                            .parse::<u64>()
+                            .map(Value::from)
+                            .unwrap_or_else(|_| val.clone()),
                         _ => cli_json(val),
                     };
                     (key, val)
@@ -692,7 +846,13 @@ fn users_table(users: &[dto::User]) -> String {
     let rows: Vec<Vec<String>> = users
         .iter()
         .map(|u| {
-            vec![u.id.to_string(), u.display_name.clone(), u.name.clone(), u.email.clone(), fmt_time(&u.created_at)]
+            vec![
+                u.id.to_string(),
+                u.display_name.clone(),
+                u.name.clone(),
+                u.email.clone(),
+                fmt_time(&u.created_at),
+            ]
         })
         .collect();
     table(&["ID", "Name", "Username", "Email", "Created"], &rows)
@@ -702,7 +862,10 @@ fn owner_of(k: &dto::PreAuthKey) -> String {
     if !k.acl_tags.is_empty() {
         k.acl_tags.join(",")
     } else {
-        k.user.as_ref().map(|u| u.name.clone()).unwrap_or_else(|| "-".into())
+        k.user
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_else(|| "-".into())
     }
 }
 
@@ -727,7 +890,19 @@ fn preauthkeys_table(keys: &[dto::PreAuthKey], now: chrono::DateTime<chrono::Utc
             ]
         })
         .collect();
-    table(&["ID", "Key/Prefix", "Reusable", "Ephemeral", "Used", "Expiration", "Created", "Owner"], &rows)
+    table(
+        &[
+            "ID",
+            "Key/Prefix",
+            "Reusable",
+            "Ephemeral",
+            "Used",
+            "Expiration",
+            "Created",
+            "Owner",
+        ],
+        &rows,
+    )
 }
 
 fn nodes_table(nodes: &[dto::Node], now: chrono::DateTime<chrono::Utc>) -> String {
@@ -741,10 +916,16 @@ fn nodes_table(nodes: &[dto::Node], now: chrono::DateTime<chrono::Utc>) -> Strin
                 n.given_name.clone(),
                 short_key(&n.machine_key),
                 short_key(&n.node_key),
-                n.user.as_ref().map(|u| u.name.clone()).unwrap_or_else(|| "-".into()),
+                n.user
+                    .as_ref()
+                    .map(|u| u.name.clone())
+                    .unwrap_or_else(|| "-".into()),
                 n.tags.join(","),
                 n.ip_addresses.join(", "),
-                n.pre_auth_key.as_ref().is_some_and(|k| k.ephemeral).to_string(),
+                n.pre_auth_key
+                    .as_ref()
+                    .is_some_and(|k| k.ephemeral)
+                    .to_string(),
                 fmt_opt_time(n.last_seen.as_ref(), "never"),
                 fmt_opt_time(n.expiry.as_ref(), "never"),
                 if n.online { "online" } else { "offline" }.to_string(),
@@ -754,8 +935,19 @@ fn nodes_table(nodes: &[dto::Node], now: chrono::DateTime<chrono::Utc>) -> Strin
         .collect();
     table(
         &[
-            "ID", "Hostname", "Name", "MachineKey", "NodeKey", "User", "Tags", "IP addresses", "Ephemeral",
-            "Last seen", "Expiration", "Connected", "Expired",
+            "ID",
+            "Hostname",
+            "Name",
+            "MachineKey",
+            "NodeKey",
+            "User",
+            "Tags",
+            "IP addresses",
+            "Ephemeral",
+            "Last seen",
+            "Expiration",
+            "Connected",
+            "Expired",
         ],
         &rows,
     )
@@ -827,9 +1019,15 @@ fn yaml_scalar(v: &Value) -> String {
 }
 
 fn yaml_str(s: &str) -> String {
-    const RESERVED: &[&str] = &["true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"];
-    let plain = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '/')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./@+:".contains(c))
+    const RESERVED: &[&str] = &[
+        "true", "false", "null", "yes", "no", "on", "off", "y", "n", "~",
+    ];
+    let plain = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '/')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./@+:".contains(c))
         && !s.ends_with(':')
         && !RESERVED.contains(&s.to_ascii_lowercase().as_str());
     if plain {
@@ -862,11 +1060,15 @@ mod tests {
     }
 
     fn parse(args: &str) -> Result<Top, clap::Error> {
-        T::try_parse_from(std::iter::once("ironscale").chain(args.split_whitespace())).map(|t| t.cmd)
+        T::try_parse_from(std::iter::once("ironscale").chain(args.split_whitespace()))
+            .map(|t| t.cmd)
     }
 
     fn at(s: i64) -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc.timestamp_opt(1_700_000_000 + s, 0).single().expect("valid")
+        chrono::Utc
+            .timestamp_opt(1_700_000_000 + s, 0)
+            .single()
+            .expect("valid")
     }
 
     #[test]
@@ -880,7 +1082,10 @@ mod tests {
                 picture_url: None
             })
         );
-        assert!(matches!(parse("user ls").expect("parses"), Top::Users(UsersCmd::List { .. })));
+        assert!(matches!(
+            parse("user ls").expect("parses"),
+            Top::Users(UsersCmd::List { .. })
+        ));
         assert!(matches!(
             parse("users list --name bob").expect("parses"),
             Top::Users(UsersCmd::List { name: Some(n), identifier: None, .. }) if n == "bob"
@@ -888,13 +1093,22 @@ mod tests {
         assert_eq!(
             parse("users rename --name bob --new-name robert").expect("parses"),
             Top::Users(UsersCmd::Rename {
-                user: UserSelector { identifier: None, name: Some("bob".into()) },
+                user: UserSelector {
+                    identifier: None,
+                    name: Some("bob".into())
+                },
                 new_name: "robert".into()
             })
         );
         assert!(matches!(
             parse("users mv -i 3 -r robert").expect("parses"),
-            Top::Users(UsersCmd::Rename { user: UserSelector { identifier: Some(3), .. }, .. })
+            Top::Users(UsersCmd::Rename {
+                user: UserSelector {
+                    identifier: Some(3),
+                    ..
+                },
+                ..
+            })
         ));
         assert!(matches!(
             parse("users delete --name bob --force").expect("parses"),
@@ -902,7 +1116,13 @@ mod tests {
         ));
         assert!(matches!(
             parse("users destroy -i 2").expect("parses"),
-            Top::Users(UsersCmd::Destroy { force: false, user: UserSelector { identifier: Some(2), .. } })
+            Top::Users(UsersCmd::Destroy {
+                force: false,
+                user: UserSelector {
+                    identifier: Some(2),
+                    ..
+                }
+            })
         ));
         // Exactly one of --identifier / --name.
         assert!(parse("users destroy").is_err());
@@ -912,8 +1132,16 @@ mod tests {
 
     #[test]
     fn parses_preauthkeys() {
-        match parse("preauthkeys create -u alice --reusable --tags tag:a,tag:b -e 90d").expect("parses") {
-            Top::Preauthkeys(PreauthkeysCmd::Create { user, reusable, ephemeral, expiration, tags }) => {
+        match parse("preauthkeys create -u alice --reusable --tags tag:a,tag:b -e 90d")
+            .expect("parses")
+        {
+            Top::Preauthkeys(PreauthkeysCmd::Create {
+                user,
+                reusable,
+                ephemeral,
+                expiration,
+                tags,
+            }) => {
                 assert_eq!(user.as_deref(), Some("alice"));
                 assert!(reusable && !ephemeral);
                 assert_eq!(expiration, Duration::from_secs(90 * 86400));
@@ -922,8 +1150,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse("authkeys create --user 3").expect("parses") {
-            Top::Preauthkeys(PreauthkeysCmd::Create { expiration, tags, .. }) => {
-                assert_eq!(expiration, Duration::from_secs(3600), "Headscale's default is 1h");
+            Top::Preauthkeys(PreauthkeysCmd::Create {
+                expiration, tags, ..
+            }) => {
+                assert_eq!(
+                    expiration,
+                    Duration::from_secs(3600),
+                    "Headscale's default is 1h"
+                );
                 assert!(tags.is_empty());
             }
             other => panic!("{other:?}"),
@@ -936,37 +1170,62 @@ mod tests {
         ));
         assert!(matches!(
             parse("preauthkeys expire -i 4").expect("parses"),
-            Top::Preauthkeys(PreauthkeysCmd::Expire { id: Some(4), key: None, .. })
+            Top::Preauthkeys(PreauthkeysCmd::Expire {
+                id: Some(4),
+                key: None,
+                ..
+            })
         ));
         assert!(parse("preauthkeys expire").is_err());
-        assert!(matches!(parse("preauthkey ls -u bob").expect("parses"), Top::Preauthkeys(PreauthkeysCmd::List { .. })));
+        assert!(matches!(
+            parse("preauthkey ls -u bob").expect("parses"),
+            Top::Preauthkeys(PreauthkeysCmd::List { .. })
+        ));
     }
 
     #[test]
     fn parses_nodes() {
         assert_eq!(
             parse("nodes list --user alice").expect("parses"),
-            Top::Nodes(NodesCmd::List { user: Some("alice".into()), tags: None })
+            Top::Nodes(NodesCmd::List {
+                user: Some("alice".into()),
+                tags: None
+            })
         );
         assert_eq!(
             parse("node ls --tags").expect("parses"),
-            Top::Nodes(NodesCmd::List { user: None, tags: Some(vec![]) })
+            Top::Nodes(NodesCmd::List {
+                user: None,
+                tags: Some(vec![])
+            })
         );
         assert_eq!(
             parse("nodes list -t tag:a,tag:b").expect("parses"),
-            Top::Nodes(NodesCmd::List { user: None, tags: Some(vec!["tag:a".into(), "tag:b".into()]) })
+            Top::Nodes(NodesCmd::List {
+                user: None,
+                tags: Some(vec!["tag:a".into(), "tag:b".into()])
+            })
         );
         assert_eq!(
             parse("nodes delete -i 5 --force").expect("parses"),
-            Top::Nodes(NodesCmd::Delete { identifier: 5, force: true })
+            Top::Nodes(NodesCmd::Delete {
+                identifier: 5,
+                force: true
+            })
         );
         assert_eq!(
             parse("nodes logout -i 5").expect("parses"),
-            Top::Nodes(NodesCmd::Expire { identifier: 5, expiry: None })
+            Top::Nodes(NodesCmd::Expire {
+                identifier: 5,
+                expiry: None
+            })
         );
         assert_eq!(
             parse("nodes rename -i 5 web-1").expect("parses"),
-            Top::Nodes(NodesCmd::Rename { identifier: 5, new_name: "web-1".into() })
+            Top::Nodes(NodesCmd::Rename {
+                identifier: 5,
+                new_name: "web-1".into()
+            })
         );
         assert!(parse("nodes delete").is_err());
         assert!(parse("nodes delete -i x").is_err());
@@ -983,7 +1242,13 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["ID", "Name"], &[vec!["1".into(), "alice".into()], vec!["10".into(), "b".into()]]);
+        let t = table(
+            &["ID", "Name"],
+            &[
+                vec!["1".into(), "alice".into()],
+                vec!["10".into(), "b".into()],
+            ],
+        );
         assert_eq!(t, "ID | Name\n1  | alice\n10 | b\n");
         let u = dto::User {
             id: 1,
@@ -1020,20 +1285,38 @@ mod tests {
         let before = nodes_table(std::slice::from_ref(&n), at(0));
         let lines: Vec<&str> = before.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(lines[0].starts_with("ID | Hostname | Name     | MachineKey    | NodeKey"), "{}", lines[0]);
+        assert!(
+            lines[0].starts_with("ID | Hostname | Name     | MachineKey    | NodeKey"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].contains("| mkey:abababab |"), "{}", lines[1]);
-        assert!(lines[1].contains("| 100.64.0.3, fd7a:115c:a1e0::3 |"), "{}", lines[1]);
-        assert!(lines[1].ends_with("| never     | 2023-11-14 22:13:30 | online    | no"), "{}", lines[1]);
+        assert!(
+            lines[1].contains("| 100.64.0.3, fd7a:115c:a1e0::3 |"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].ends_with("| never     | 2023-11-14 22:13:30 | online    | no"),
+            "{}",
+            lines[1]
+        );
         // Every row has its separators under the header's.
         let cols = |l: &str| l.match_indices(" | ").map(|(i, _)| i).collect::<Vec<_>>();
         assert_eq!(cols(lines[0]), cols(lines[1]));
         let after = nodes_table(&[n], at(60));
-        assert!(after.lines().nth(1).expect("row").ends_with("| yes"), "{after}");
+        assert!(
+            after.lines().nth(1).expect("row").ends_with("| yes"),
+            "{after}"
+        );
     }
 
     #[test]
     fn cli_json_is_headscale_cli_shaped() {
-        let rest = serde_json::to_value(dto::ListNodesResponse { nodes: vec![sample_node()] }).expect("json");
+        let rest = serde_json::to_value(dto::ListNodesResponse {
+            nodes: vec![sample_node()],
+        })
+        .expect("json");
         let v = cli_json(&rest["nodes"]);
         let n = &v[0];
         assert_eq!(n["id"], 3);
@@ -1041,7 +1324,17 @@ mod tests {
         assert_eq!(n["ip_addresses"][0], "100.64.0.3");
         assert_eq!(n["user"]["id"], 1);
         assert_eq!(n["user"]["created_at"], "2023-11-14T22:13:20Z");
-        for k in ["name", "online", "tags", "last_seen", "expiry", "created_at", "register_method", "machine_key", "node_key"] {
+        for k in [
+            "name",
+            "online",
+            "tags",
+            "last_seen",
+            "expiry",
+            "created_at",
+            "register_method",
+            "machine_key",
+            "node_key",
+        ] {
             assert!(n.get(k).is_some(), "missing {k}");
         }
         assert!(n.get("givenName").is_none());
@@ -1057,7 +1350,10 @@ mod tests {
             "{\"acl_tags\":[\"tag:a\"],\"created_at\":\"2023-11-14T22:13:20Z\",\"id\":1,\"name\":\"alice\",\"user\":null}\n"
         );
         let pretty = render(Output::Json, &v, String::new);
-        assert_eq!(serde_json::from_str::<Value>(&pretty).expect("json"), cli_json(&v));
+        assert_eq!(
+            serde_json::from_str::<Value>(&pretty).expect("json"),
+            cli_json(&v)
+        );
         assert_eq!(
             render(Output::Yaml, &v, String::new),
             "acl_tags:\n  - tag:a\ncreated_at: \"2023-11-14T22:13:20Z\"\nid: 1\nname: alice\nuser: null\n"
@@ -1067,7 +1363,10 @@ mod tests {
     #[test]
     fn yaml_lists_of_objects_and_quoting() {
         let v = json!([{"a": 1, "b": {"c": "yes"}}, {"a": 2, "b": {}}, "x: y"]);
-        assert_eq!(to_yaml(&v), "- a: 1\n  b:\n    c: \"yes\"\n- a: 2\n  b: {}\n- \"x: y\"\n");
+        assert_eq!(
+            to_yaml(&v),
+            "- a: 1\n  b:\n    c: \"yes\"\n- a: 2\n  b: {}\n- \"x: y\"\n"
+        );
         assert_eq!(to_yaml(&json!([])), "[]\n");
         assert_eq!(yaml_str("100.64.0.1"), "\"100.64.0.1\"");
         assert_eq!(yaml_str("tag:web"), "tag:web");
@@ -1076,15 +1375,21 @@ mod tests {
 
     #[test]
     fn queries_are_encoded() {
-        assert_eq!(with_query("/u", &[("name", "a+b@x y".into())]), "/u?name=a%2Bb%40x%20y");
+        assert_eq!(
+            with_query("/u", &[("name", "a+b@x y".into())]),
+            "/u?name=a%2Bb%40x%20y"
+        );
         assert_eq!(with_query("/u", &[]), "/u");
         assert_eq!(short_key("nodekey:0123456789abcdef"), "nodekey:01234567");
     }
 
     #[test]
     fn server_errors_carry_the_message() {
-        let e = parse_answer(StatusCode::NOT_FOUND, br#"{"code":5,"message":"user \"bob\" not found","details":[]}"#)
-            .expect_err("an error");
+        let e = parse_answer(
+            StatusCode::NOT_FOUND,
+            br#"{"code":5,"message":"user \"bob\" not found","details":[]}"#,
+        )
+        .expect_err("an error");
         assert_eq!(e.to_string(), "user \"bob\" not found");
         let e = parse_answer(StatusCode::BAD_GATEWAY, b"").expect_err("an error");
         assert_eq!(e.to_string(), "the server answered 502 Bad Gateway");
@@ -1095,15 +1400,27 @@ mod tests {
     async fn missing_socket_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("nope.sock");
-        let e = Client::new(&sock).call(Method::GET, "/api/v1/user", None).await.expect_err("no server");
+        let e = Client::new(&sock)
+            .call(Method::GET, "/api/v1/user", None)
+            .await
+            .expect_err("no server");
         assert_eq!(
             e.to_string(),
-            format!("cannot reach the ironscale server at {}: is `ironscale serve` running?", sock.display())
+            format!(
+                "cannot reach the ironscale server at {}: is `ironscale serve` running?",
+                sock.display()
+            )
         );
         // A stale socket file with nobody listening: the same message.
         drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
-        let e = Client::new(&sock).call(Method::GET, "/api/v1/user", None).await.expect_err("no server");
-        assert!(e.to_string().contains("is `ironscale serve` running?"), "{e}");
+        let e = Client::new(&sock)
+            .call(Method::GET, "/api/v1/user", None)
+            .await
+            .expect_err("no server");
+        assert!(
+            e.to_string().contains("is `ironscale serve` running?"),
+            "{e}"
+        );
     }
 
     /// The CLI against a real server on a temporary socket.
@@ -1126,7 +1443,9 @@ mod tests {
 
         async fn server() -> Server {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = ironscale_store::Store::open_sqlite(&dir.path().join("db.sqlite")).await.expect("store");
+            let store = ironscale_store::Store::open_sqlite(&dir.path().join("db.sqlite"))
+                .await
+                .expect("store");
             let state = ironscale_state::State::load(store, Default::default(), Default::default())
                 .await
                 .expect("state");
@@ -1146,7 +1465,11 @@ mod tests {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Server { _dir: dir, sock, stop: Some(tx) }
+            Server {
+                _dir: dir,
+                sock,
+                stop: Some(tx),
+            }
         }
 
         fn no_tty(q: &str) -> anyhow::Result<bool> {
@@ -1157,36 +1480,103 @@ mod tests {
         async fn users_round_trip() {
             let s = server().await;
             let c = Client::new(&s.sock);
-            let create = |n: &str| UsersCmd::Create { name: n.into(), display_name: None, email: None, picture_url: None };
-            users(create("alice"), &c, Output::Table, &no_tty).await.expect("create");
-            let p = users(create("bob"), &c, Output::Json, &no_tty).await.expect("create");
+            let create = |n: &str| UsersCmd::Create {
+                name: n.into(),
+                display_name: None,
+                email: None,
+                picture_url: None,
+            };
+            users(create("alice"), &c, Output::Table, &no_tty)
+                .await
+                .expect("create");
+            let p = users(create("bob"), &c, Output::Json, &no_tty)
+                .await
+                .expect("create");
             let bob: Value = serde_json::from_str(&p.stdout).expect("json");
             assert_eq!(bob["name"], "bob");
             assert_eq!(bob["id"], 2);
-            let e = users(create("bob"), &c, Output::Table, &no_tty).await.expect_err("duplicate");
+            let e = users(create("bob"), &c, Output::Table, &no_tty)
+                .await
+                .expect_err("duplicate");
             assert!(e.to_string().contains("already exists"), "{e}");
 
-            let list = UsersCmd::List { identifier: None, name: None, email: None };
-            let p = users(list.clone(), &c, Output::Table, &no_tty).await.expect("list");
+            let list = UsersCmd::List {
+                identifier: None,
+                name: None,
+                email: None,
+            };
+            let p = users(list.clone(), &c, Output::Table, &no_tty)
+                .await
+                .expect("list");
             assert_eq!(p.stdout.lines().count(), 3, "{}", p.stdout);
-            assert!(p.stdout.lines().nth(2).expect("row").starts_with("2  |      | bob"), "{}", p.stdout);
+            assert!(
+                p.stdout
+                    .lines()
+                    .nth(2)
+                    .expect("row")
+                    .starts_with("2  |      | bob"),
+                "{}",
+                p.stdout
+            );
 
-            let sel = UserSelector { identifier: None, name: Some("bob".into()) };
-            users(UsersCmd::Rename { user: sel.clone(), new_name: "robert".into() }, &c, Output::Table, &no_tty)
-                .await
-                .expect("rename");
-            let e = users(UsersCmd::Destroy { user: sel, force: true }, &c, Output::Table, &no_tty)
-                .await
-                .expect_err("bob is now robert");
+            let sel = UserSelector {
+                identifier: None,
+                name: Some("bob".into()),
+            };
+            users(
+                UsersCmd::Rename {
+                    user: sel.clone(),
+                    new_name: "robert".into(),
+                },
+                &c,
+                Output::Table,
+                &no_tty,
+            )
+            .await
+            .expect("rename");
+            let e = users(
+                UsersCmd::Destroy {
+                    user: sel,
+                    force: true,
+                },
+                &c,
+                Output::Table,
+                &no_tty,
+            )
+            .await
+            .expect_err("bob is now robert");
             assert!(e.to_string().contains("not found"), "{e}");
 
-            let robert = UserSelector { identifier: Some(2), name: None };
-            let e = users(UsersCmd::Destroy { user: robert.clone(), force: false }, &c, Output::Table, &no_tty)
-                .await
-                .expect_err("no terminal");
+            let robert = UserSelector {
+                identifier: Some(2),
+                name: None,
+            };
+            let e = users(
+                UsersCmd::Destroy {
+                    user: robert.clone(),
+                    force: false,
+                },
+                &c,
+                Output::Table,
+                &no_tty,
+            )
+            .await
+            .expect_err("no terminal");
             assert!(e.to_string().contains("pass --force"), "{e}");
-            users(UsersCmd::Destroy { user: robert, force: true }, &c, Output::Table, &no_tty).await.expect("destroy");
-            let p = users(list, &c, Output::JsonLine, &no_tty).await.expect("list");
+            users(
+                UsersCmd::Destroy {
+                    user: robert,
+                    force: true,
+                },
+                &c,
+                Output::Table,
+                &no_tty,
+            )
+            .await
+            .expect("destroy");
+            let p = users(list, &c, Output::JsonLine, &no_tty)
+                .await
+                .expect("list");
             let v: Value = serde_json::from_str(&p.stdout).expect("json");
             assert_eq!(v.as_array().map(Vec::len), Some(1));
         }
@@ -1196,9 +1586,19 @@ mod tests {
             let s = server().await;
             let c = Client::new(&s.sock);
             let none = |_: &str| -> anyhow::Result<bool> { Ok(false) };
-            users(UsersCmd::Create { name: "alice".into(), display_name: None, email: None, picture_url: None }, &c, Output::Table, &none)
-                .await
-                .expect("user");
+            users(
+                UsersCmd::Create {
+                    name: "alice".into(),
+                    display_name: None,
+                    email: None,
+                    picture_url: None,
+                },
+                &c,
+                Output::Table,
+                &none,
+            )
+            .await
+            .expect("user");
             let now = chrono::Utc::now();
             let create = |user: Option<&str>, tags: &[&str]| PreauthkeysCmd::Create {
                 user: user.map(String::from),
@@ -1207,39 +1607,82 @@ mod tests {
                 expiration: Duration::from_secs(3600),
                 tags: tags.iter().map(|t| t.to_string()).collect(),
             };
-            let p = preauthkeys(create(Some("alice"), &[]), &c, Output::Table, now).await.expect("create");
+            let p = preauthkeys(create(Some("alice"), &[]), &c, Output::Table, now)
+                .await
+                .expect("create");
             let key = p.stdout.trim().to_string();
-            assert_eq!(p.stdout.lines().count(), 1, "only the key on stdout: {}", p.stdout);
+            assert_eq!(
+                p.stdout.lines().count(),
+                1,
+                "only the key on stdout: {}",
+                p.stdout
+            );
             assert!(key.len() > 20, "{key}");
             assert!(!p.stderr.contains(&key));
 
-            let p = preauthkeys(create(None, &["tag:web"]), &c, Output::Json, now).await.expect("create");
+            let p = preauthkeys(create(None, &["tag:web"]), &c, Output::Json, now)
+                .await
+                .expect("create");
             let v: Value = serde_json::from_str(&p.stdout).expect("json");
             assert!(v["key"].as_str().is_some_and(|k| k.len() > 20), "{v}");
             assert_eq!(v["acl_tags"], json!(["tag:web"]));
 
-            let e = preauthkeys(create(Some("nobody"), &[]), &c, Output::Table, now).await.expect_err("no user");
+            let e = preauthkeys(create(Some("nobody"), &[]), &c, Output::Table, now)
+                .await
+                .expect_err("no user");
             assert!(e.to_string().contains("not found"), "{e}");
-            let e = preauthkeys(create(None, &["web"]), &c, Output::Table, now).await.expect_err("bad tag");
+            let e = preauthkeys(create(None, &["web"]), &c, Output::Table, now)
+                .await
+                .expect_err("bad tag");
             assert!(e.to_string().contains("tag"), "{e}");
 
-            let p = preauthkeys(PreauthkeysCmd::List { user: None }, &c, Output::Table, now).await.expect("list");
+            let p = preauthkeys(PreauthkeysCmd::List { user: None }, &c, Output::Table, now)
+                .await
+                .expect("list");
             assert_eq!(p.stdout.lines().count(), 3, "{}", p.stdout);
             assert!(!p.stdout.contains(&key), "listing shows no secrets");
 
             // Expire by the full key, as shown at creation.
-            preauthkeys(PreauthkeysCmd::Expire { user: Some("alice".into()), id: None, key: Some(key) }, &c, Output::Table, now)
-                .await
-                .expect("expire");
-            let p = preauthkeys(PreauthkeysCmd::List { user: Some("alice".into()) }, &c, Output::Json, now)
-                .await
-                .expect("list");
+            preauthkeys(
+                PreauthkeysCmd::Expire {
+                    user: Some("alice".into()),
+                    id: None,
+                    key: Some(key),
+                },
+                &c,
+                Output::Table,
+                now,
+            )
+            .await
+            .expect("expire");
+            let p = preauthkeys(
+                PreauthkeysCmd::List {
+                    user: Some("alice".into()),
+                },
+                &c,
+                Output::Json,
+                now,
+            )
+            .await
+            .expect("list");
             let v: Value = serde_json::from_str(&p.stdout).expect("json");
-            let exp = v[0]["expiration"].as_str().and_then(|s| dto::parse_ts(s).ok().flatten()).expect("expiration");
+            let exp = v[0]["expiration"]
+                .as_str()
+                .and_then(|s| dto::parse_ts(s).ok().flatten())
+                .expect("expiration");
             assert!(exp <= chrono::Utc::now());
-            let e = preauthkeys(PreauthkeysCmd::Expire { user: Some("alice".into()), id: Some(2), key: None }, &c, Output::Table, now)
-                .await
-                .expect_err("key 2 is tagged, not alice's");
+            let e = preauthkeys(
+                PreauthkeysCmd::Expire {
+                    user: Some("alice".into()),
+                    id: Some(2),
+                    key: None,
+                },
+                &c,
+                Output::Table,
+                now,
+            )
+            .await
+            .expect_err("key 2 is tagged, not alice's");
             assert!(e.to_string().contains("no pre-auth key"), "{e}");
         }
 
@@ -1249,19 +1692,60 @@ mod tests {
             let c = Client::new(&s.sock);
             let none = |_: &str| -> anyhow::Result<bool> { Ok(false) };
             let now = chrono::Utc::now();
-            let p = nodes(NodesCmd::List { user: None, tags: None }, &c, Output::Json, &none, now).await.expect("list");
-            assert_eq!(serde_json::from_str::<Value>(&p.stdout).expect("json"), json!([]));
-            let e = nodes(NodesCmd::List { user: Some("ghost".into()), tags: None }, &c, Output::Table, &none, now)
-                .await
-                .expect_err("unknown user");
+            let p = nodes(
+                NodesCmd::List {
+                    user: None,
+                    tags: None,
+                },
+                &c,
+                Output::Json,
+                &none,
+                now,
+            )
+            .await
+            .expect("list");
+            assert_eq!(
+                serde_json::from_str::<Value>(&p.stdout).expect("json"),
+                json!([])
+            );
+            let e = nodes(
+                NodesCmd::List {
+                    user: Some("ghost".into()),
+                    tags: None,
+                },
+                &c,
+                Output::Table,
+                &none,
+                now,
+            )
+            .await
+            .expect_err("unknown user");
             assert!(e.to_string().contains("not found"), "{e}");
-            let e = nodes(NodesCmd::Delete { identifier: 9, force: true }, &c, Output::Table, &none, now)
-                .await
-                .expect_err("no node");
+            let e = nodes(
+                NodesCmd::Delete {
+                    identifier: 9,
+                    force: true,
+                },
+                &c,
+                Output::Table,
+                &none,
+                now,
+            )
+            .await
+            .expect_err("no node");
             assert!(e.to_string().contains("not found"), "{e}");
-            let e = nodes(NodesCmd::Rename { identifier: 9, new_name: "x".into() }, &c, Output::Table, &none, now)
-                .await
-                .expect_err("no node");
+            let e = nodes(
+                NodesCmd::Rename {
+                    identifier: 9,
+                    new_name: "x".into(),
+                },
+                &c,
+                Output::Table,
+                &none,
+                now,
+            )
+            .await
+            .expect_err("no node");
             assert!(e.to_string().contains("not found"), "{e}");
         }
     }

@@ -1,0 +1,740 @@
+//! The REST JSON seam: every request and response body of `/api/v1`, in
+//! Headscale's v1 shape (camelCase fields, ids as decimal strings, RFC 3339
+//! timestamps, `null` for an absent timestamp), and the conversions from the
+//! domain types. Nothing else in the workspace knows this JSON.
+//!
+//! The types derive both `Serialize` and `Deserialize`: the server writes
+//! them, the CLI reads them back. Reading is lenient where Headscale's own
+//! gateway is (ids as strings or numbers, missing fields default).
+//!
+//! Secrets: [`PreAuthKey::key`] holds the full key only in the response to a
+//! create call; `Debug` never prints it.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ironscale_types as t;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub type Timestamp = DateTime<Utc>;
+
+/// gRPC status codes, used as `code` in error bodies (grpc-gateway's shape).
+pub mod code {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const ALREADY_EXISTS: i32 = 6;
+    pub const FAILED_PRECONDITION: i32 = 9;
+    pub const UNIMPLEMENTED: i32 = 12;
+    pub const INTERNAL: i32 = 13;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
+/// Error body: `{"code": <gRPC code>, "message": "...", "details": []}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub code: i32,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub details: Vec<serde_json::Value>,
+}
+
+// ---------------------------------------------------------------------------
+// Field encodings
+
+/// RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits (protojson's choice).
+pub fn format_ts(ts: &Timestamp) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Parse RFC 3339; Go's zero instant (year 1) counts as "no timestamp".
+pub fn parse_ts(s: &str) -> Result<Option<Timestamp>, chrono::ParseError> {
+    let ts = DateTime::parse_from_rfc3339(s)?.with_timezone(&Utc);
+    Ok(if ts.timestamp() <= -62_135_596_800 {
+        None
+    } else {
+        Some(ts)
+    })
+}
+
+mod ts {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_ts(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_ts(&s)
+            .map_err(serde::de::Error::custom)?
+            .ok_or_else(|| serde::de::Error::custom("zero timestamp"))
+    }
+}
+
+mod ts_opt {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(ts) => s.serialize_str(&format_ts(ts)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) if s.is_empty() => Ok(None),
+            Some(s) => parse_ts(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A uint64 id: written as a decimal string, read from a string or a number.
+mod id {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let raw = LooseId::deserialize(d)?;
+        raw.0
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("invalid id {:?}", raw.0)))
+    }
+}
+
+/// An id as the client sent it (string or number), parsed by the handler so
+/// that a bad id gets Headscale's 400 rather than a generic decode error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct LooseId(pub String);
+
+impl<'de> Deserialize<'de> for LooseId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            U(u64),
+            I(i64),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::S(s) => LooseId(s),
+            Raw::U(u) => LooseId(u.to_string()),
+            Raw::I(i) => LooseId(i.to_string()),
+        })
+    }
+}
+
+impl LooseId {
+    /// The id as a positive integer, or `None` if it is not one.
+    pub fn parse(&self) -> Option<u64> {
+        parse_id(&self.0)
+    }
+}
+
+/// Parse a positive decimal id (Headscale answers 400 to anything else).
+pub fn parse_id(s: &str) -> Option<u64> {
+    match s.trim().parse::<u64>() {
+        Ok(0) | Err(_) => None,
+        Ok(v) => Some(v),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Objects
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    #[serde(with = "id")]
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(with = "ts")]
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub provider_id: String,
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub profile_pic_url: String,
+}
+
+impl User {
+    pub fn from_domain(u: &t::User) -> Self {
+        User {
+            id: u.id.0,
+            name: u.name.clone(),
+            created_at: u.created_at,
+            display_name: u.display_name.clone(),
+            email: u.email.clone(),
+            provider_id: u.provider_id.clone(),
+            provider: u.provider.clone(),
+            profile_pic_url: u.profile_pic_url.clone(),
+        }
+    }
+}
+
+/// A pre-auth key. In listings `key` is the public prefix only; the full key
+/// appears once, in the answer to the create call.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreAuthKey {
+    #[serde(default)]
+    pub user: Option<User>,
+    #[serde(with = "id")]
+    pub id: u64,
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub reusable: bool,
+    #[serde(default)]
+    pub ephemeral: bool,
+    #[serde(default)]
+    pub used: bool,
+    #[serde(with = "ts_opt", default)]
+    pub expiration: Option<Timestamp>,
+    #[serde(with = "ts")]
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub acl_tags: Vec<String>,
+}
+
+impl fmt::Debug for PreAuthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreAuthKey")
+            .field("id", &self.id)
+            .field("key", &"<redacted>")
+            .field("user", &self.user.as_ref().map(|u| &u.name))
+            .field("reusable", &self.reusable)
+            .field("ephemeral", &self.ephemeral)
+            .field("used", &self.used)
+            .field("expiration", &self.expiration)
+            .field("acl_tags", &self.acl_tags)
+            .finish()
+    }
+}
+
+/// What a listing shows in place of the secret: `hskey-auth-<prefix>-***`
+/// (as Headscale ≥ 0.28 does).
+pub fn masked_key(prefix: &str) -> String {
+    format!("{}{prefix}-***", ironscale_store::AUTH_KEY_PREFIX)
+}
+
+impl PreAuthKey {
+    /// `key` is the text to show: [`masked_key`] in listings, the full key
+    /// only in the answer to a create call.
+    pub fn from_domain(k: &t::PreAuthKey, user: Option<&t::User>, key: String) -> Self {
+        PreAuthKey {
+            user: user.map(User::from_domain),
+            id: k.id,
+            key,
+            reusable: k.reusable,
+            ephemeral: k.ephemeral,
+            used: k.used,
+            expiration: k.expiration,
+            created_at: k.created_at,
+            acl_tags: k.tags.clone(),
+        }
+    }
+}
+
+pub const REGISTER_METHOD_UNSPECIFIED: &str = "REGISTER_METHOD_UNSPECIFIED";
+pub const REGISTER_METHOD_AUTH_KEY: &str = "REGISTER_METHOD_AUTH_KEY";
+pub const REGISTER_METHOD_CLI: &str = "REGISTER_METHOD_CLI";
+pub const REGISTER_METHOD_OIDC: &str = "REGISTER_METHOD_OIDC";
+
+pub fn register_method(m: t::RegisterMethod) -> &'static str {
+    match m {
+        t::RegisterMethod::AuthKey => REGISTER_METHOD_AUTH_KEY,
+        t::RegisterMethod::Cli => REGISTER_METHOD_CLI,
+        t::RegisterMethod::Oidc => REGISTER_METHOD_OIDC,
+        t::RegisterMethod::Unspecified => REGISTER_METHOD_UNSPECIFIED,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    #[serde(with = "id")]
+    pub id: u64,
+    #[serde(default)]
+    pub machine_key: String,
+    #[serde(default)]
+    pub node_key: String,
+    #[serde(default)]
+    pub disco_key: String,
+    #[serde(default)]
+    pub ip_addresses: Vec<String>,
+    /// The hostname the client reported.
+    #[serde(default)]
+    pub name: String,
+    /// The MagicDNS label.
+    #[serde(default)]
+    pub given_name: String,
+    /// Owner; `null` for a tagged node.
+    #[serde(default)]
+    pub user: Option<User>,
+    #[serde(with = "ts_opt", default)]
+    pub last_seen: Option<Timestamp>,
+    #[serde(with = "ts_opt", default)]
+    pub expiry: Option<Timestamp>,
+    #[serde(default)]
+    pub pre_auth_key: Option<PreAuthKey>,
+    #[serde(with = "ts")]
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub register_method: String,
+    #[serde(default)]
+    pub online: bool,
+    #[serde(default)]
+    pub approved_routes: Vec<String>,
+    #[serde(default)]
+    pub available_routes: Vec<String>,
+    #[serde(default)]
+    pub subnet_routes: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl Node {
+    /// `user` is the owner (ignored for tagged nodes, whose identity is their
+    /// tags); `pre_auth_key` the key the node registered with, if known.
+    pub fn from_domain(
+        n: &t::Node,
+        user: Option<&t::User>,
+        online: bool,
+        pre_auth_key: Option<PreAuthKey>,
+    ) -> Self {
+        let user = if n.is_tagged() {
+            None
+        } else {
+            user.filter(|u| Some(u.id) == n.user_id)
+        };
+        // Served subnet routes: approved and announced, exit routes aside.
+        let subnet_routes = n
+            .approved_routes
+            .iter()
+            .filter(|r| r.prefix_len() > 0 && n.announced_routes.contains(r))
+            .map(|r| r.to_string())
+            .collect();
+        Node {
+            id: n.id.0,
+            machine_key: n.machine_key.to_string(),
+            node_key: n.node_key.to_string(),
+            disco_key: n.disco_key.to_string(),
+            ip_addresses: n.ips().iter().map(|ip| ip.to_string()).collect(),
+            name: if n.hostname.is_empty() {
+                n.given_name.clone()
+            } else {
+                n.hostname.clone()
+            },
+            given_name: n.given_name.clone(),
+            user: user.map(User::from_domain),
+            last_seen: n.last_seen,
+            expiry: n.expiry,
+            pre_auth_key,
+            created_at: n.created_at,
+            register_method: register_method(n.register_method).to_string(),
+            online,
+            approved_routes: n.approved_routes.iter().map(|r| r.to_string()).collect(),
+            available_routes: n.announced_routes.iter().map(|r| r.to_string()).collect(),
+            subnet_routes,
+            tags: n.tags.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests
+
+/// `POST /api/v1/user`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CreateUserRequest {
+    pub name: String,
+    pub display_name: String,
+    pub email: String,
+    pub picture_url: String,
+}
+
+/// `POST /api/v1/preauthkey`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CreatePreAuthKeyRequest {
+    /// The owner's id; absent for a tagged key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<LooseId>,
+    pub reusable: bool,
+    pub ephemeral: bool,
+    #[serde(with = "ts_opt", skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<Timestamp>,
+    pub acl_tags: Vec<String>,
+}
+
+/// `POST /api/v1/preauthkey/expire`: `{id}` (Headscale ≥ 0.28), or the
+/// older `{user, key}`.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExpirePreAuthKeyRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<LooseId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<LooseId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl fmt::Debug for ExpirePreAuthKeyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExpirePreAuthKeyRequest")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `POST /api/v1/node/{id}/expire` (body or query).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExpireNodeRequest {
+    #[serde(with = "ts_opt", skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<Timestamp>,
+    pub disable_expiry: bool,
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserResponse {
+    pub user: User,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListUsersResponse {
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreAuthKeyResponse {
+    pub pre_auth_key: PreAuthKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPreAuthKeysResponse {
+    #[serde(default)]
+    pub pre_auth_keys: Vec<PreAuthKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeResponse {
+    pub node: Node,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListNodesResponse {
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResponse {
+    pub database_connectivity: bool,
+}
+
+/// `{}`: the answer to deletes and expiries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Empty {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::golden::{assert_shape, golden, Lenient};
+    use chrono::TimeZone;
+    use ironscale_types::{NodeId, RegisterMethod, UserId};
+
+    fn at(s: i64) -> Timestamp {
+        Utc.timestamp_opt(1_700_000_000 + s, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn user(id: u64, name: &str) -> t::User {
+        t::User {
+            id: UserId(id),
+            name: name.into(),
+            display_name: String::new(),
+            email: String::new(),
+            provider: String::new(),
+            provider_id: String::new(),
+            profile_pic_url: String::new(),
+            created_at: at(id as i64),
+        }
+    }
+
+    fn key(id: u64, user: Option<u64>, tags: &[&str]) -> t::PreAuthKey {
+        t::PreAuthKey {
+            id,
+            prefix: format!("hskey-auth-p{id}"),
+            hash: "deadbeef".into(),
+            user_id: user.map(UserId),
+            reusable: false,
+            ephemeral: false,
+            used: true,
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            expiration: None,
+            created_at: at(10),
+        }
+    }
+
+    fn node(id: u64, name: &str, owner: Option<u64>, tags: &[&str]) -> t::Node {
+        t::Node {
+            id: NodeId(id),
+            machine_key: t::MachinePublic([id as u8; 32]),
+            node_key: t::NodePublic([id as u8 + 1; 32]),
+            disco_key: t::DiscoPublic([id as u8 + 2; 32]),
+            ipv4: None,
+            ipv6: None,
+            hostname: name.into(),
+            given_name: name.into(),
+            user_id: owner.map(UserId),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            hostinfo_json: None,
+            home_derp: 0,
+            announced_routes: vec![],
+            approved_routes: vec![],
+            endpoints: vec![],
+            expiry: None,
+            created_at: at(20),
+            last_seen: Some(at(30)),
+            register_method: RegisterMethod::AuthKey,
+            auth_key_id: Some(id),
+            ephemeral: false,
+            capver: 100,
+        }
+    }
+
+    fn json<T: Serialize>(v: &T) -> serde_json::Value {
+        serde_json::to_value(v).expect("serialises")
+    }
+
+    #[test]
+    fn user_matches_golden() {
+        let mut u = user(1, "test");
+        u.display_name = "Test".into();
+        u.email = "t@example.com".into();
+        let body = json(&UserResponse {
+            user: User::from_domain(&u),
+        });
+        assert_shape(
+            &body,
+            &golden("TestAPIV1CreateUser_parity").body,
+            Lenient::none(),
+        );
+    }
+
+    #[test]
+    fn user_list_matches_golden() {
+        let users: Vec<User> = ["alice", "bob", "carol"]
+            .iter()
+            .zip(1..)
+            .map(|(n, i)| User::from_domain(&user(i, n)))
+            .collect();
+        let body = json(&ListUsersResponse { users });
+        assert_shape(
+            &body,
+            &golden("TestAPIV1ListUsers_all_parity").body,
+            Lenient::none(),
+        );
+        let empty = json(&ListUsersResponse { users: vec![] });
+        assert_shape(
+            &empty,
+            &golden("TestAPIV1ListUsers_empty_parity").body,
+            Lenient::none(),
+        );
+    }
+
+    #[test]
+    fn preauth_key_list_matches_golden() {
+        let alice = user(1, "alice");
+        let mut k1 = key(1, Some(1), &[]);
+        k1.reusable = true;
+        k1.used = false;
+        k1.expiration = Some(at(3600));
+        let mut k2 = key(2, None, &["tag:test"]);
+        k2.ephemeral = true;
+        k2.used = false;
+        k2.expiration = Some(at(3600));
+        let keys = vec![
+            PreAuthKey::from_domain(&k1, Some(&alice), masked_key(&k1.prefix)),
+            PreAuthKey::from_domain(&k2, None, masked_key(&k2.prefix)),
+        ];
+        let body = json(&ListPreAuthKeysResponse {
+            pre_auth_keys: keys,
+        });
+        assert_shape(
+            &body,
+            &golden("TestAPIV1ListPreAuthKeys_all_parity").body,
+            Lenient::none(),
+        );
+    }
+
+    #[test]
+    fn node_matches_golden() {
+        let alice = user(1, "alice");
+        let n = node(1, "node-a", Some(1), &[]);
+        let k = PreAuthKey::from_domain(&key(1, Some(1), &[]), Some(&alice), masked_key("p"));
+        let body = json(&NodeResponse {
+            node: Node::from_domain(&n, Some(&alice), false, Some(k)),
+        });
+        assert_shape(
+            &body,
+            &golden("TestAPIV1NodeGet_happy_parity").body,
+            Lenient::none(),
+        );
+    }
+
+    #[test]
+    fn tagged_node_has_null_user() {
+        let bob = user(1, "bob");
+        // A tagged node keeps no owner even if one is passed in.
+        let mut n = node(1, "node-b", None, &["tag:initial"]);
+        n.user_id = Some(UserId(1));
+        let k = PreAuthKey::from_domain(
+            &key(1, Some(1), &["tag:initial"]),
+            Some(&bob),
+            masked_key("p"),
+        );
+        let body = json(&NodeResponse {
+            node: Node::from_domain(&n, Some(&bob), false, Some(k)),
+        });
+        assert_shape(
+            &body,
+            &golden("TestAPIV1NodeGet_tagged_node_parity").body,
+            Lenient::none(),
+        );
+        assert!(body["node"]["user"].is_null());
+    }
+
+    #[test]
+    fn node_list_and_health_match_golden() {
+        let users = [user(1, "alice"), user(2, "bob")];
+        let nodes: Vec<Node> = ["node-a", "node-b"]
+            .iter()
+            .zip(1u64..)
+            .map(|(name, i)| {
+                let u = &users[i as usize - 1];
+                let k = PreAuthKey::from_domain(&key(i, Some(i), &[]), Some(u), masked_key("p"));
+                Node::from_domain(&node(i, name, Some(i), &[]), Some(u), false, Some(k))
+            })
+            .collect();
+        let body = json(&ListNodesResponse { nodes });
+        assert_shape(
+            &body,
+            &golden("TestAPIV1NodeList_all_parity").body,
+            Lenient::none(),
+        );
+        let h = json(&HealthResponse {
+            database_connectivity: true,
+        });
+        assert_shape(
+            &h,
+            &golden("TestAPIV1Health_parity_with_gateway").body,
+            Lenient::none(),
+        );
+        assert_shape(
+            &json(&Empty {}),
+            &golden("TestAPIV1DeleteUser_parity").body,
+            Lenient::none(),
+        );
+    }
+
+    #[test]
+    fn node_fields_carry_keys_ips_and_routes() {
+        let mut n = node(7, "web", Some(1), &[]);
+        n.ipv4 = Some("100.64.0.7".parse().expect("ip"));
+        n.ipv6 = Some("fd7a:115c:a1e0::7".parse().expect("ip"));
+        n.announced_routes = vec![
+            "10.0.0.0/24".parse().expect("net"),
+            "0.0.0.0/0".parse().expect("net"),
+        ];
+        n.approved_routes = n.announced_routes.clone();
+        let d = Node::from_domain(&n, Some(&user(1, "alice")), true, None);
+        assert_eq!(d.ip_addresses, ["100.64.0.7", "fd7a:115c:a1e0::7"]);
+        assert_eq!(d.subnet_routes, ["10.0.0.0/24"]);
+        assert_eq!(d.available_routes.len(), 2);
+        assert!(d.machine_key.starts_with("mkey:"), "{}", d.machine_key);
+        assert!(d.node_key.starts_with("nodekey:"), "{}", d.node_key);
+        assert!(d.online);
+        let v = json(&d);
+        assert_eq!(v["id"], "7");
+        assert_eq!(v["lastSeen"], "2023-11-14T22:13:50Z");
+        assert!(v["preAuthKey"].is_null());
+        // Round trip: the CLI reads what the server writes.
+        let back: Node = serde_json::from_value(v).expect("reads back");
+        assert_eq!(back, d);
+    }
+
+    #[test]
+    fn timestamps() {
+        let ts = Utc
+            .timestamp_opt(1_700_000_000, 123_000_000)
+            .single()
+            .expect("valid");
+        assert_eq!(format_ts(&ts), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            parse_ts("2023-11-14T23:13:20.123+01:00").expect("parses"),
+            Some(ts)
+        );
+        assert_eq!(parse_ts("0001-01-01T00:00:00Z").expect("parses"), None);
+        assert!(parse_ts("yesterday").is_err());
+    }
+
+    #[test]
+    fn requests_accept_string_or_number_ids() {
+        let r: CreatePreAuthKeyRequest = serde_json::from_str(
+            r#"{"user":"3","reusable":true,"expiration":"2030-01-01T00:00:00Z","aclTags":["tag:a"]}"#,
+        )
+        .expect("parses");
+        assert_eq!(r.user.as_ref().and_then(LooseId::parse), Some(3));
+        assert!(r.reusable && !r.ephemeral);
+        assert_eq!(r.acl_tags, ["tag:a"]);
+        let r: CreatePreAuthKeyRequest = serde_json::from_str(r#"{"user":4}"#).expect("parses");
+        assert_eq!(r.user.as_ref().and_then(LooseId::parse), Some(4));
+        assert_eq!(r.expiration, None);
+        let r: CreatePreAuthKeyRequest = serde_json::from_str(r#"{"user":"abc"}"#).expect("parses");
+        assert_eq!(r.user.as_ref().and_then(LooseId::parse), None);
+        let r: ExpirePreAuthKeyRequest = serde_json::from_str(r#"{"id":"12"}"#).expect("parses");
+        assert_eq!(r.id.as_ref().and_then(LooseId::parse), Some(12));
+        assert_eq!(parse_id("0"), None);
+        assert_eq!(parse_id("-1"), None);
+    }
+
+    #[test]
+    fn debug_never_shows_keys() {
+        let mut k = PreAuthKey::from_domain(
+            &key(1, None, &["tag:a"]),
+            None,
+            "hskey-auth-SECRETSECRET".into(),
+        );
+        k.key = "hskey-auth-SECRETSECRET".into();
+        let dbg = format!("{:?}", PreAuthKeyResponse { pre_auth_key: k });
+        assert!(!dbg.contains("SECRET"), "{dbg}");
+        let r = ExpirePreAuthKeyRequest {
+            key: Some("hskey-auth-SECRETSECRET".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{r:?}").contains("SECRET"));
+    }
+}

@@ -1,0 +1,333 @@
+//! One handler per route. Handlers parse ids and bodies themselves so that
+//! every rejection has Headscale's status and error body.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State as AxState};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::StatusCode;
+use ironscale_mapper::Tailnet;
+use ironscale_state::State;
+use ironscale_types::{self as t, NodeId};
+use serde::de::DeserializeOwned;
+
+use crate::dto::{self, parse_id};
+use crate::ApiError;
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn params(q: Params) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m)
+        .map_err(|e| ApiError::invalid(format!("invalid query string: {}", e.body_text())))
+}
+
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::invalid(e.body_text()))
+}
+
+/// An empty body is an empty request message (as with grpc-gateway).
+fn body<T: DeserializeOwned + Default>(b: &Bytes) -> Result<T, ApiError> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(b).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+}
+
+fn node_id(raw: &str) -> Result<NodeId, ApiError> {
+    parse_id(raw)
+        .map(NodeId)
+        .ok_or_else(|| ApiError::bad_id("node", raw))
+}
+
+fn user_id(raw: &str) -> Result<u64, ApiError> {
+    parse_id(raw).ok_or_else(|| ApiError::bad_id("user", raw))
+}
+
+fn empty() -> Json<dto::Empty> {
+    Json(dto::Empty {})
+}
+
+// ----- health and fallbacks -----
+
+pub async fn health(AxState(state): AxState<State>) -> Response {
+    let ok = match state.store().schema_version().await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!("health check: database unreachable: {e}");
+            false
+        }
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(dto::HealthResponse {
+            database_connectivity: ok,
+        }),
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("Not Found")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        dto::code::UNIMPLEMENTED,
+        "Method Not Allowed",
+    )
+}
+
+// ----- users -----
+
+pub async fn list_users(
+    AxState(state): AxState<State>,
+    q: Params,
+) -> ApiResult<dto::ListUsersResponse> {
+    let q = params(q)?;
+    let id = match q.get("id").map(String::as_str).filter(|s| !s.is_empty()) {
+        Some(raw) => Some(user_id(raw)?),
+        None => None,
+    };
+    let name = q.get("name").filter(|s| !s.is_empty());
+    let email = q.get("email").filter(|s| !s.is_empty());
+    let users = state
+        .list_users()
+        .iter()
+        .filter(|u| id.is_none_or(|id| u.id.0 == id))
+        .filter(|u| name.is_none_or(|n| &u.name == n))
+        .filter(|u| email.is_none_or(|e| &u.email == e))
+        .map(dto::User::from_domain)
+        .collect();
+    Ok(Json(dto::ListUsersResponse { users }))
+}
+
+pub async fn create_user(AxState(state): AxState<State>, b: Bytes) -> ApiResult<dto::UserResponse> {
+    let req: dto::CreateUserRequest = body(&b)?;
+    let u = state
+        .create_user(&req.name, &req.display_name, &req.email)
+        .await?;
+    tracing::info!(user = %u.name, id = u.id.0, "user created");
+    Ok(Json(dto::UserResponse {
+        user: dto::User::from_domain(&u),
+    }))
+}
+
+pub async fn rename_user(
+    AxState(state): AxState<State>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<dto::UserResponse> {
+    let (old, new) = path(p)?;
+    let id = user_id(&old)?;
+    let u = state.rename_user(&id.to_string(), &new).await?;
+    tracing::info!(id, user = %u.name, "user renamed");
+    Ok(Json(dto::UserResponse {
+        user: dto::User::from_domain(&u),
+    }))
+}
+
+pub async fn delete_user(
+    AxState(state): AxState<State>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<dto::Empty> {
+    let id = user_id(&path(p)?)?;
+    let u = state.delete_user(&id.to_string()).await?;
+    tracing::info!(id, user = %u.name, "user deleted");
+    Ok(empty())
+}
+
+// ----- pre-auth keys -----
+
+fn key_dto(tn: &Tailnet, k: &t::PreAuthKey, text: String) -> dto::PreAuthKey {
+    let user = k.user_id.and_then(|id| tn.users.get(&id));
+    dto::PreAuthKey::from_domain(k, user.map(|u| &**u), text)
+}
+
+pub async fn list_preauth_keys(
+    AxState(state): AxState<State>,
+    q: Params,
+) -> ApiResult<dto::ListPreAuthKeysResponse> {
+    let q = params(q)?;
+    let user = q.get("user").map(String::as_str).filter(|s| !s.is_empty());
+    let keys = state.list_preauth_keys(user).await?;
+    let tn = state.snapshot();
+    let mut out: Vec<dto::PreAuthKey> = keys
+        .iter()
+        .map(|k| key_dto(&tn, k, dto::masked_key(&k.prefix)))
+        .collect();
+    out.sort_by_key(|k| k.id);
+    Ok(Json(dto::ListPreAuthKeysResponse { pre_auth_keys: out }))
+}
+
+pub async fn create_preauth_key(
+    AxState(state): AxState<State>,
+    b: Bytes,
+) -> ApiResult<dto::PreAuthKeyResponse> {
+    let req: dto::CreatePreAuthKeyRequest = body(&b)?;
+    let user = match req.user.as_ref().filter(|u| !u.0.is_empty()) {
+        Some(raw) => Some(
+            raw.parse()
+                .ok_or_else(|| ApiError::bad_id("user", &raw.0))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let (k, full) = state
+        .create_preauth_key(
+            user.as_deref(),
+            req.reusable,
+            req.ephemeral,
+            req.expiration,
+            req.acl_tags,
+        )
+        .await?;
+    tracing::info!(id = k.id, user = ?k.user_id.map(|u| u.0), tags = ?k.tags, reusable = k.reusable,
+        ephemeral = k.ephemeral, "pre-auth key created");
+    let tn = state.snapshot();
+    Ok(Json(dto::PreAuthKeyResponse {
+        pre_auth_key: key_dto(&tn, &k, full),
+    }))
+}
+
+pub async fn expire_preauth_key(AxState(state): AxState<State>, b: Bytes) -> ApiResult<dto::Empty> {
+    let req: dto::ExpirePreAuthKeyRequest = body(&b)?;
+    let target = match (&req.id, &req.key) {
+        (Some(id), _) if !id.0.is_empty() => id
+            .parse()
+            .ok_or_else(|| ApiError::bad_id("pre-auth key", &id.0))?
+            .to_string(),
+        (_, Some(key)) if !key.is_empty() => key.clone(),
+        _ => return Err(ApiError::invalid("give the pre-auth key's \"id\"")),
+    };
+    let k = state.expire_preauth_key(&target).await?;
+    tracing::info!(id = k.id, "pre-auth key expired");
+    Ok(empty())
+}
+
+// ----- nodes -----
+
+/// Node DTOs for `nodes`, with their users and pre-auth keys resolved.
+async fn node_dtos(
+    state: &State,
+    tn: &Tailnet,
+    nodes: &[&t::Node],
+) -> Result<Vec<dto::Node>, ApiError> {
+    let keys: BTreeMap<u64, t::PreAuthKey> = if nodes.iter().any(|n| n.auth_key_id.is_some()) {
+        state
+            .list_preauth_keys(None)
+            .await?
+            .into_iter()
+            .map(|k| (k.id, k))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    Ok(nodes
+        .iter()
+        .map(|n| {
+            let user = n.user_id.and_then(|id| tn.users.get(&id)).map(|u| &**u);
+            let key = n
+                .auth_key_id
+                .and_then(|id| keys.get(&id))
+                .map(|k| key_dto(tn, k, dto::masked_key(&k.prefix)));
+            dto::Node::from_domain(n, user, tn.is_online(n.id), key)
+        })
+        .collect())
+}
+
+async fn one_node(state: &State, id: NodeId) -> Result<dto::NodeResponse, ApiError> {
+    let tn = state.snapshot();
+    let n = tn
+        .nodes
+        .get(&id)
+        .cloned()
+        .ok_or(ironscale_state::StateError::NodeNotFound(id))?;
+    let mut v = node_dtos(state, &tn, &[&*n]).await?;
+    let node = v.pop().ok_or_else(ApiError::internal)?;
+    Ok(dto::NodeResponse { node })
+}
+
+pub async fn list_nodes(
+    AxState(state): AxState<State>,
+    q: Params,
+) -> ApiResult<dto::ListNodesResponse> {
+    let q = params(q)?;
+    let owner = match q.get("user").map(String::as_str).filter(|s| !s.is_empty()) {
+        Some(u) => Some(state.find_user(u)?.id),
+        None => None,
+    };
+    let tn = state.snapshot();
+    let nodes: Vec<&t::Node> = tn
+        .nodes
+        .values()
+        .filter(|n| owner.is_none_or(|o| n.user_id == Some(o) && !n.is_tagged()))
+        .map(|n| &**n)
+        .collect();
+    let nodes = node_dtos(&state, &tn, &nodes).await?;
+    Ok(Json(dto::ListNodesResponse { nodes }))
+}
+
+pub async fn get_node(
+    AxState(state): AxState<State>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<dto::NodeResponse> {
+    let id = node_id(&path(p)?)?;
+    Ok(Json(one_node(&state, id).await?))
+}
+
+pub async fn delete_node(
+    AxState(state): AxState<State>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<dto::Empty> {
+    let id = node_id(&path(p)?)?;
+    state.delete_node(id).await?;
+    Ok(empty())
+}
+
+pub async fn expire_node(
+    AxState(state): AxState<State>,
+    p: Result<Path<String>, PathRejection>,
+    q: Params,
+    b: Bytes,
+) -> ApiResult<dto::NodeResponse> {
+    let id = node_id(&path(p)?)?;
+    let q = params(q)?;
+    let mut req: dto::ExpireNodeRequest = body(&b)?;
+    if let Some(raw) = q.get("expiry").filter(|s| !s.is_empty()) {
+        req.expiry = dto::parse_ts(raw).map_err(|e| {
+            ApiError::invalid(format!("invalid expiry {raw:?}: {e} (use RFC 3339)"))
+        })?;
+    }
+    if let Some(raw) = q.get("disableExpiry") {
+        req.disable_expiry = matches!(raw.as_str(), "true" | "1");
+    }
+    if req.disable_expiry {
+        return Err(ApiError::unimplemented(
+            "disabling a node's key expiry is not supported yet",
+        ));
+    }
+    let n = state.expire_node(id, req.expiry).await?;
+    tracing::info!(node = id.0, name = %n.given_name, "node expired");
+    Ok(Json(one_node(&state, id).await?))
+}
+
+pub async fn rename_node(
+    AxState(state): AxState<State>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<dto::NodeResponse> {
+    let (raw, new) = path(p)?;
+    let id = node_id(&raw)?;
+    let n = state.rename_node(id, &new).await?;
+    tracing::info!(node = id.0, name = %n.given_name, "node renamed");
+    Ok(Json(one_node(&state, id).await?))
+}

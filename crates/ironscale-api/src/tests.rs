@@ -1,0 +1,678 @@
+//! The router against a real `State` on a temporary SQLite store, compared
+//! with Headscale's golden responses where one exists.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::Router;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use ironscale_keys::PrivateKey;
+use ironscale_state::State;
+use ironscale_types::NodeId;
+use ironscale_wire as wire;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::golden::{assert_shape, golden, Lenient};
+use crate::{router, router_with_auth, Auth};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    state: State,
+    app: Router,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ironscale_store::Store::open_sqlite(&dir.path().join("db.sqlite"))
+        .await
+        .expect("store");
+    let state = State::load(store, Default::default(), Default::default())
+        .await
+        .expect("state");
+    let app = router(state.clone());
+    Env {
+        _dir: dir,
+        state,
+        app,
+    }
+}
+
+async fn send(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(
+            body.map(|b| Body::from(b.to_string()))
+                .unwrap_or_else(Body::empty),
+        )
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {bytes:?}"))
+    };
+    (status, v)
+}
+
+impl Env {
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        send(&self.app, Method::GET, uri, None).await
+    }
+    async fn post(&self, uri: &str, body: Value) -> (StatusCode, Value) {
+        send(&self.app, Method::POST, uri, Some(body)).await
+    }
+    async fn delete(&self, uri: &str) -> (StatusCode, Value) {
+        send(&self.app, Method::DELETE, uri, None).await
+    }
+    async fn user(&self, name: &str) -> u64 {
+        self.state
+            .create_user(name, "", "")
+            .await
+            .expect("user")
+            .id
+            .0
+    }
+    /// Register a node named `host` with a fresh single-use key.
+    async fn node(&self, host: &str, user: Option<&str>, tags: &[&str]) -> NodeId {
+        let (_, key) = self
+            .state
+            .create_preauth_key(
+                user,
+                false,
+                false,
+                None,
+                tags.iter().map(|s| s.to_string()).collect(),
+            )
+            .await
+            .expect("key");
+        let req = wire::RegisterRequest {
+            version: 100,
+            node_key: PrivateKey::generate().node_public(),
+            auth: Some(wire::RegisterResponseAuth { auth_key: key }),
+            hostinfo: Some(json!({"Hostname": host})),
+            ..Default::default()
+        };
+        let out = self
+            .state
+            .register(PrivateKey::generate().machine_public(), &req)
+            .await;
+        out.node
+            .unwrap_or_else(|| panic!("registration refused: {:?}", out.response))
+            .id
+    }
+}
+
+/// Status equal to the golden one; for errors, Headscale's error body shape.
+#[track_caller]
+fn assert_status(got: (StatusCode, Value), name: &str) -> Value {
+    let g = golden(name);
+    assert_eq!(got.0.as_u16(), g.status, "{name}: body {}", got.1);
+    if g.status >= 400 {
+        assert_error_body(&got.1);
+    }
+    got.1
+}
+
+#[track_caller]
+fn assert_error_body(v: &Value) {
+    let o = v
+        .as_object()
+        .unwrap_or_else(|| panic!("error body is not an object: {v}"));
+    let mut keys: Vec<_> = o.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["code", "details", "message"], "{v}");
+    assert!(v["code"].as_i64().is_some_and(|c| c > 0), "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert_eq!(v["details"], json!([]));
+}
+
+#[track_caller]
+fn assert_golden(got: (StatusCode, Value), name: &str, l: Lenient) {
+    let g = golden(name);
+    assert_eq!(got.0.as_u16(), g.status, "{name}: body {}", got.1);
+    assert_shape(&got.1, &g.body, l);
+}
+
+// ----- users -----
+
+#[tokio::test]
+async fn create_user_and_duplicate() {
+    let e = env().await;
+    let req =
+        json!({"name": "test", "displayName": "Test", "email": "t@example.com", "pictureUrl": ""});
+    assert_golden(
+        e.post("/api/v1/user", req.clone()).await,
+        "TestAPIV1CreateUser_parity",
+        Lenient::none(),
+    );
+    let body = assert_status(
+        e.post("/api/v1/user", req).await,
+        "TestAPIV1CreateUser_duplicate_name_parity",
+    );
+    assert_eq!(body["code"], 6);
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains("test")),
+        "{body}"
+    );
+    // An invalid name or body is a 400 with the same error shape.
+    let (s, b) = e.post("/api/v1/user", json!({"name": ""})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error_body(&b);
+    let (s, b) = send(
+        &e.app,
+        Method::POST,
+        "/api/v1/user",
+        Some(json!("not an object")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error_body(&b);
+}
+
+#[tokio::test]
+async fn list_users_and_filters() {
+    let e = env().await;
+    assert_golden(
+        e.get("/api/v1/user").await,
+        "TestAPIV1ListUsers_empty_parity",
+        Lenient::none(),
+    );
+    for n in ["alice", "bob", "carol"] {
+        e.user(n).await;
+    }
+    assert_golden(
+        e.get("/api/v1/user").await,
+        "TestAPIV1ListUsers_all_parity",
+        Lenient::none(),
+    );
+    assert_golden(
+        e.get("/api/v1/user?id=2").await,
+        "TestAPIV1ListUsers_filter_by_id_parity",
+        Lenient::none(),
+    );
+    assert_golden(
+        e.get("/api/v1/user?name=alice").await,
+        "TestAPIV1ListUsers_filter_by_name_parity",
+        Lenient::none(),
+    );
+    assert_status(
+        e.get("/api/v1/user?id=abc").await,
+        "TestAPIV1ListUsers_invalid_id_parity",
+    );
+    let (s, b) = e.get("/api/v1/user?id=9").await;
+    assert_eq!((s, b), (StatusCode::OK, json!({"users": []})));
+}
+
+#[tokio::test]
+async fn rename_user() {
+    let e = env().await;
+    e.user("alice").await;
+    assert_golden(
+        e.post("/api/v1/user/1/rename/bob", json!({})).await,
+        "TestAPIV1RenameUser_parity",
+        Lenient::none(),
+    );
+    assert_eq!(e.state.find_user("1").expect("user").name, "bob");
+    assert_status(
+        e.post("/api/v1/user/abc/rename/x", json!({})).await,
+        "TestAPIV1RenameUser_invalid_id_parity",
+    );
+    assert_status(
+        e.post("/api/v1/user/99/rename/x", json!({})).await,
+        "TestAPIV1RenameUser_nonexistent_parity",
+    );
+}
+
+#[tokio::test]
+async fn delete_user_and_user_with_nodes() {
+    let e = env().await;
+    e.user("alice").await;
+    e.user("bob").await;
+    e.node("laptop", Some("bob"), &[]).await;
+    assert_golden(
+        e.delete("/api/v1/user/1").await,
+        "TestAPIV1DeleteUser_parity",
+        Lenient::none(),
+    );
+    assert_status(
+        e.delete("/api/v1/user/1").await,
+        "TestAPIV1DeleteUser_nonexistent_parity",
+    );
+    let (s, b) = e.delete("/api/v1/user/2").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_error_body(&b);
+    assert_eq!(b["code"], 9);
+    assert!(
+        b["message"].as_str().is_some_and(|m| m.contains("node")),
+        "{b}"
+    );
+    assert!(e.state.find_user("bob").is_ok(), "bob is still there");
+    let (s, _) = e.delete("/api/v1/user/x").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+// ----- pre-auth keys -----
+
+#[tokio::test]
+async fn create_and_list_preauth_keys() {
+    let e = env().await;
+    assert_golden(
+        e.get("/api/v1/preauthkey").await,
+        "TestAPIV1ListPreAuthKeys_empty_parity",
+        Lenient::none(),
+    );
+    e.user("alice").await;
+    let exp = "2099-01-01T00:00:00Z";
+    let (s, b) = e
+        .post(
+            "/api/v1/preauthkey",
+            json!({"user": "1", "reusable": true, "expiration": exp}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let full = b["preAuthKey"]["key"].as_str().expect("key").to_string();
+    assert!(
+        full.starts_with("hskey-auth-") && full.len() > 70,
+        "the full key, once: {full}"
+    );
+    assert_eq!(b["preAuthKey"]["id"], "1");
+    assert_eq!(b["preAuthKey"]["user"]["name"], "alice");
+    assert_eq!(b["preAuthKey"]["expiration"], exp);
+    // A tagged key without owner; the id may also come as a number.
+    let (s, b) = e
+        .post(
+            "/api/v1/preauthkey",
+            json!({"ephemeral": true, "expiration": exp, "aclTags": ["tag:test"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["preAuthKey"]["user"].is_null());
+
+    let list = e.get("/api/v1/preauthkey").await;
+    assert!(
+        !list.1.to_string().contains(&full),
+        "listings never show the secret"
+    );
+    assert!(list.1["preAuthKeys"][0]["key"]
+        .as_str()
+        .is_some_and(|k| k.ends_with("-***") && full.starts_with(&k[..k.len() - 3])));
+    assert_golden(list, "TestAPIV1ListPreAuthKeys_all_parity", Lenient::none());
+    let (s, b) = e.get("/api/v1/preauthkey?user=alice").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["preAuthKeys"].as_array().map(Vec::len), Some(1));
+    let (s, b) = e.get("/api/v1/preauthkey?user=nobody").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error_body(&b);
+}
+
+#[tokio::test]
+async fn create_preauth_key_errors() {
+    let e = env().await;
+    e.user("alice").await;
+    let post = |b: Value| e.post("/api/v1/preauthkey", b);
+    assert_status(
+        post(json!({"user": "1", "aclTags": ["web"]})).await,
+        "TestAPIV1CreatePreAuthKey_invalid_tag_parity",
+    );
+    assert_status(
+        post(json!({"user": "abc"})).await,
+        "TestAPIV1CreatePreAuthKey_invalid_user_id_parity",
+    );
+    assert_status(
+        post(json!({"reusable": true})).await,
+        "TestAPIV1CreatePreAuthKey_neither_tagged_nor_owned_parity",
+    );
+    assert_status(
+        post(json!({"user": "42"})).await,
+        "TestAPIV1CreatePreAuthKey_nonexistent_user_parity",
+    );
+    let (s, b) = post(json!({"user": 1, "expiration": "tomorrow"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_error_body(&b);
+    let (s, _) = post(json!({"user": 1})).await;
+    assert_eq!(s, StatusCode::OK, "numeric ids are accepted too");
+}
+
+#[tokio::test]
+async fn expire_preauth_key() {
+    let e = env().await;
+    e.user("alice").await;
+    let (k, _) = e
+        .state
+        .create_preauth_key(Some("alice"), true, false, None, vec![])
+        .await
+        .expect("key");
+    let body = json!({"id": k.id.to_string()});
+    assert_golden(
+        e.post("/api/v1/preauthkey/expire", body).await,
+        "TestAPIV1ExpirePreAuthKey_parity",
+        Lenient::none(),
+    );
+    let keys = e.state.list_preauth_keys(None).await.expect("keys");
+    assert!(keys[0].is_expired(chrono::Utc::now()));
+    assert_status(
+        e.post("/api/v1/preauthkey/expire", json!({"id": "x"}))
+            .await,
+        "TestAPIV1ExpirePreAuthKey_invalid_id_parity",
+    );
+    assert_status(
+        e.post("/api/v1/preauthkey/expire", json!({"id": "77"}))
+            .await,
+        "TestAPIV1ExpirePreAuthKey_nonexistent_parity",
+    );
+    let (s, _) = e.post("/api/v1/preauthkey/expire", json!({})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+// ----- nodes -----
+
+#[tokio::test]
+async fn list_nodes() {
+    let e = env().await;
+    assert_golden(
+        e.get("/api/v1/node").await,
+        "TestAPIV1NodeList_empty_parity",
+        Lenient::none(),
+    );
+    e.user("alice").await;
+    e.user("bob").await;
+    e.node("node-a", Some("alice"), &[]).await;
+    e.node("node-b", Some("bob"), &[]).await;
+    let all = e.get("/api/v1/node").await;
+    assert_eq!(
+        all.1["nodes"][0]["ipAddresses"].as_array().map(Vec::len),
+        Some(2),
+        "v4 and v6: {}",
+        all.1
+    );
+    assert_golden(all, "TestAPIV1NodeList_all_parity", Lenient::live_nodes());
+    assert_golden(
+        e.get("/api/v1/node?user=alice").await,
+        "TestAPIV1NodeList_filter_by_user_parity",
+        Lenient::live_nodes(),
+    );
+    assert_status(
+        e.get("/api/v1/node?user=nobody").await,
+        "TestAPIV1NodeList_unknown_user_parity",
+    );
+}
+
+#[tokio::test]
+async fn get_node() {
+    let e = env().await;
+    e.user("alice").await;
+    e.user("bob").await;
+    let a = e.node("node-a", Some("alice"), &[]).await;
+    let b = e.node("node-b", Some("bob"), &["tag:initial"]).await;
+    let (s, v) = e.get(&format!("/api/v1/node/{}", a.0)).await;
+    assert_eq!(
+        v["node"]["machineKey"]
+            .as_str()
+            .map(|k| k.starts_with("mkey:")),
+        Some(true),
+        "{v}"
+    );
+    assert_golden(
+        (s, v),
+        "TestAPIV1NodeGet_happy_parity",
+        Lenient::live_nodes(),
+    );
+    // Headscale's tagged fixture is node 1 of user 1; ours is node 2 of user 2: compare without ids.
+    let (s, mut v) = e.get(&format!("/api/v1/node/{}", b.0)).await;
+    let mut g = golden("TestAPIV1NodeGet_tagged_node_parity").body;
+    for x in [&mut v, &mut g] {
+        x["node"]["id"] = json!("-");
+        x["node"]["preAuthKey"]["id"] = json!("-");
+        x["node"]["preAuthKey"]["user"]["id"] = json!("-");
+    }
+    assert_eq!(s, StatusCode::OK);
+    assert_shape(&v, &g, Lenient::live_nodes());
+    assert_status(
+        e.get("/api/v1/node/abc").await,
+        "TestAPIV1NodeGet_invalid_id_parity",
+    );
+    assert_status(
+        e.get("/api/v1/node/999").await,
+        "TestAPIV1NodeGet_not_found_parity",
+    );
+}
+
+#[tokio::test]
+async fn delete_node() {
+    let e = env().await;
+    e.user("alice").await;
+    let a = e.node("node-a", Some("alice"), &[]).await;
+    let uri = format!("/api/v1/node/{}", a.0);
+    assert_golden(
+        e.delete(&uri).await,
+        "TestAPIV1NodeDelete_happy_parity",
+        Lenient::none(),
+    );
+    assert_eq!(e.get(&uri).await.0, StatusCode::NOT_FOUND);
+    assert_status(e.delete(&uri).await, "TestAPIV1NodeDelete_not_found_parity");
+    assert_status(
+        e.delete("/api/v1/node/-1").await,
+        "TestAPIV1NodeDelete_invalid_id_parity",
+    );
+    // Now alice owns nothing and can go.
+    assert_eq!(e.delete("/api/v1/user/1").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn expire_node() {
+    let e = env().await;
+    e.user("alice").await;
+    let a = e.node("node-a", Some("alice"), &[]).await;
+    let (s, v) = e
+        .post(&format!("/api/v1/node/{}/expire", a.0), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let exp = v["node"]["expiry"]
+        .as_str()
+        .and_then(|t| crate::dto::parse_ts(t).ok().flatten())
+        .expect("expiry");
+    assert!(exp <= chrono::Utc::now());
+    assert!(e
+        .state
+        .get_node(a)
+        .expect("node")
+        .is_expired(chrono::Utc::now()));
+    // An explicit time, in the query as Headscale's CLI sends it.
+    let (s, v) = e
+        .post(
+            &format!("/api/v1/node/{}/expire?expiry=2099-01-01T00:00:00Z", a.0),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["node"]["expiry"]),
+        (StatusCode::OK, &json!("2099-01-01T00:00:00Z"))
+    );
+    assert_status(
+        e.post("/api/v1/node/zz/expire", json!({})).await,
+        "TestAPIV1NodeExpire_invalid_id_parity",
+    );
+    assert_status(
+        e.post("/api/v1/node/999/expire", json!({})).await,
+        "TestAPIV1NodeExpire_not_found_parity",
+    );
+}
+
+#[tokio::test]
+async fn rename_node() {
+    let e = env().await;
+    e.user("alice").await;
+    let a = e.node("node-a", Some("alice"), &[]).await;
+    let (s, v) = e
+        .post(&format!("/api/v1/node/{}/rename/web-1", a.0), json!({}))
+        .await;
+    assert_eq!(
+        (s, &v["node"]["givenName"]),
+        (StatusCode::OK, &json!("web-1")),
+        "{v}"
+    );
+    assert_eq!(v["node"]["name"], "node-a", "the hostname stays");
+    let (s, b) = e
+        .post(&format!("/api/v1/node/{}/rename/Not%20OK", a.0), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_error_body(&b);
+    assert_status(
+        e.post("/api/v1/node/x/rename/y", json!({})).await,
+        "TestAPIV1NodeRename_invalid_id_parity",
+    );
+    assert_status(
+        e.post("/api/v1/node/999/rename/y", json!({})).await,
+        "TestAPIV1NodeRename_not_found_parity",
+    );
+}
+
+// ----- health, fallbacks, auth -----
+
+#[tokio::test]
+async fn health_and_fallbacks() {
+    let e = env().await;
+    assert_golden(
+        e.get("/api/v1/health").await,
+        "TestAPIV1Health_parity_with_gateway",
+        Lenient::none(),
+    );
+    let (s, b) = e.get("/api/v1/nothing").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error_body(&b);
+    let (s, b) = send(&e.app, Method::PUT, "/api/v1/user", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error_body(&b);
+}
+
+struct OneKey(&'static str);
+
+impl crate::ApiKeyVerifier for OneKey {
+    fn verify<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move { key == self.0 })
+    }
+}
+
+#[tokio::test]
+async fn api_key_auth() {
+    let e = env().await;
+    let app = router_with_auth(e.state.clone(), Auth::ApiKey(Arc::new(OneKey("good-key"))));
+    assert!(!format!("{:?}", Auth::ApiKey(Arc::new(OneKey("good-key")))).contains("good-key"));
+    let call = |auth: Option<&'static str>| {
+        let app = app.clone();
+        async move {
+            let mut req = Request::builder().uri("/api/v1/user");
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let resp = app
+                .oneshot(req.body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible");
+            resp.status()
+        }
+    };
+    assert_eq!(call(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(Some("Bearer bad-key")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(Some("good-key")).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(Some("Bearer good-key")).await, StatusCode::OK);
+}
+
+// ----- the unix socket -----
+
+async fn get_over_unix(path: &std::path::Path, uri: &str) -> std::io::Result<(StatusCode, Value)> {
+    let stream = tokio::net::UnixStream::connect(path).await?;
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(uri)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = tx.send_request(req).await.map_err(std::io::Error::other)?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+    ))
+}
+
+async fn wait_for(path: &std::path::Path) {
+    for _ in 0..500 {
+        if get_over_unix(path, "/api/v1/health").await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no server on {}", path.display());
+}
+
+#[tokio::test]
+async fn serve_unix_socket() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let e = env().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("sub/ironscale.sock");
+    // A stale socket from a crashed server is replaced.
+    std::fs::create_dir_all(sock.parent().expect("parent")).expect("mkdir");
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("stale"));
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let (sock, app) = (sock.clone(), e.app.clone());
+        async move {
+            crate::serve_unix(&sock, 0o760, app, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    wait_for(&sock).await;
+    let meta = std::fs::metadata(&sock).expect("socket");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o760);
+    e.user("alice").await;
+    let (s, v) = get_over_unix(&sock, "/api/v1/user").await.expect("request");
+    assert_eq!(
+        (s, &v["users"][0]["name"]),
+        (StatusCode::OK, &json!("alice"))
+    );
+
+    // A second server on a live socket is refused, and the first keeps it.
+    let err = crate::serve_unix(&sock, 0o700, e.app.clone(), async {})
+        .await
+        .expect_err("in use");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    assert!(get_over_unix(&sock, "/api/v1/health").await.is_ok());
+
+    let _ = stop.send(());
+    server.await.expect("join").expect("served");
+    assert!(!sock.exists(), "the socket is removed on shutdown");
+
+    // A regular file in the way is never deleted.
+    std::fs::write(&sock, "data").expect("write");
+    let err = crate::serve_unix(&sock, 0o700, e.app.clone(), async {})
+        .await
+        .expect_err("not a socket");
+    assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(std::fs::read_to_string(&sock).expect("kept"), "data");
+}
