@@ -30,6 +30,8 @@ pub(crate) struct CSshRule {
     /// Source user index to local part, for `localpart:*@domain`.
     pub localparts: Option<BTreeMap<u32, String>>,
     pub accept_env: Vec<String>,
+    /// Sources include `autogroup:tagged`.
+    pub per_tag: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -135,6 +137,10 @@ pub(crate) fn compile(ctx: &Ctx<'_>) -> CompiledSsh {
             users,
             localparts,
             accept_env: r.accept_env.clone(),
+            per_tag: r
+                .src
+                .iter()
+                .any(|a| a.value == Alias::AutoGroup(AutoGroup::Tagged)),
         });
     }
     out
@@ -148,15 +154,21 @@ pub(crate) fn is_localpart(u: &str) -> Option<&str> {
     (lp == "*" && !d.is_empty()).then_some(d)
 }
 
-fn principals(c: &CompiledPolicy, nodes: &[u32]) -> Vec<SshPrincipal> {
+/// Principals for source devices. Tailscale expands `autogroup:tagged` tag
+/// by tag, so with it a device with N tags is listed N times.
+fn principals(c: &CompiledPolicy, nodes: &[u32], per_tag: bool) -> Vec<SshPrincipal> {
     let mut nodes = nodes.to_vec();
     nodes.sort_by_key(|&n| c.node(n).id);
     let mut v = Vec::new();
     for &n in &nodes {
-        for ip in &c.node(n).ips {
-            v.push(SshPrincipal {
-                node_ip: ip.to_string(),
-            });
+        let node = c.node(n);
+        let times = if per_tag { node.tags.len().max(1) } else { 1 };
+        for _ in 0..times {
+            for ip in &node.ips {
+                v.push(SshPrincipal {
+                    node_ip: ip.to_string(),
+                });
+            }
         }
     }
     v
@@ -179,7 +191,7 @@ pub(crate) fn policy_for(c: &CompiledPolicy, i: u32) -> Option<SshPolicy> {
             }
         }
         let push = |nodes: &[u32], user: Option<u32>, rules: &mut Vec<(bool, OutRule)>| {
-            let p = principals(c, nodes);
+            let p = principals(c, nodes, r.per_tag);
             if p.is_empty() {
                 return;
             }
