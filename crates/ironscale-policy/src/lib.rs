@@ -25,24 +25,54 @@
 //! assert_eq!(compiled.node_count(), 0);
 //! ```
 //!
-//! * [`Policy::parse`] parses and validates the text on its own; errors carry
-//!   `file:line:col` ([`PolicyError`]), and things that are accepted but
-//!   suspicious (bare user names such as `"admin"`) come back as
+//! ## API
+//!
+//! * [`Policy::parse`] parses and validates the text on its own (HuJSON:
+//!   comments and trailing commas, nothing else; unknown keys rejected).
+//!   Errors carry `file:line:col` and a kind ([`PolicyError`],
+//!   [`ErrorKind`]); accepted-but-suspicious input (bare user names such as
+//!   `"admin"`, taken as the user named `admin`) comes back as
 //!   [`PolicyWarning`]s from [`Policy::warnings`].
-//! * [`Policy::allow_all`] is the policy in force when none is configured.
-//! * [`CompiledPolicy::compile`] resolves the policy against users and
-//!   nodes, builds indexes (by user, group, tag, address and route) and runs
-//!   the policy's `tests` and `sshTests`: a failing test rejects the policy.
-//! * Per node: [`CompiledPolicy::filter_rules`], [`CompiledPolicy::peers`],
-//!   [`CompiledPolicy::can_see`], [`CompiledPolicy::allowed_ips`],
-//!   [`CompiledPolicy::primary_routes`], [`CompiledPolicy::ssh_policy`],
-//!   [`CompiledPolicy::node_cap_map`], [`CompiledPolicy::peer_cap_map`].
+//! * [`Policy::allow_all`] is the policy in force when none is configured;
+//!   a policy with neither `acls` nor `grants` also allows everything.
+//! * [`CompiledPolicy::compile`] binds the policy to users and nodes
+//!   (with [`Tailnet`] facts: owner, admins, domains, control URL), builds
+//!   the indexes and runs the policy's `tests` and `sshTests`: a failing
+//!   test rejects the policy ([`ErrorKind::TestFailed`]). This is "loading"
+//!   a policy; do it on every policy change.
+//! * Per node (by `NodeId`): [`CompiledPolicy::filter_rules`] (the packet
+//!   filter, `tailcfg.FilterRule` shape, CapGrant included),
+//!   [`CompiledPolicy::peers`] / [`CompiledPolicy::can_see`],
+//!   [`CompiledPolicy::peer_addresses`], [`CompiledPolicy::allowed_ips`],
+//!   [`CompiledPolicy::primary_routes`], [`CompiledPolicy::self_allowed_ips`],
+//!   [`CompiledPolicy::ssh_policy`] (`tailcfg.SSHPolicy` shape),
+//!   [`CompiledPolicy::node_cap_map`], [`CompiledPolicy::peer_cap_map`],
+//!   [`CompiledPolicy::whois_caps`].
 //! * Tags: [`CompiledPolicy::may_own_tags`] checks a registration or a
-//!   `nodes tag` request against `tagOwners`.
-//! * Incremental: [`CompiledPolicy::affected`] says which nodes' results can
-//!   change when one node joins, leaves or changes; [`CompiledPolicy::update_node`]
-//!   applies such a change without recompiling everything.
-//! * [`conformance`] runs the shared Tailscale conformance corpus.
+//!   `nodes tag` request against `tagOwners` (tags may own tags).
+//! * Changes: [`CompiledPolicy::update_node`] applies one node joining,
+//!   leaving or changing (tags, user, addresses) without recompiling, and
+//!   returns the nodes whose results may have changed;
+//!   [`CompiledPolicy::affected`] computes that set without applying it.
+//!   Route changes and [`CompiledPolicy::update_user`] rebuild.
+//! * [`conformance`] runs the shared Tailscale conformance corpus
+//!   ([`conformance::run_dir`] returns a [`conformance::Report`]).
+//!
+//! ## How it is built
+//!
+//! Compilation resolves every distinct source list and destination alias
+//! once (memoised), into *groups* shared by all rules that use them. A group
+//! holds its node list (through the topology's indexes: nodes by user, by
+//! tag, by sorted address) and a predicate (identity matcher plus address
+//! set). Per-node indexes map each node to the source and destination
+//! groups naming it, so a node's filter is assembled from the rules that
+//! reach it, and its peers from the groups it shares rules with, without
+//! scanning other nodes. A node change is tested against each group's
+//! predicate once; only groups whose membership changed are touched.
+//!
+//! Invariants: no IO, clock, randomness or wire types in this crate; output
+//! does not depend on hash-map iteration order (lists are sorted or follow
+//! policy order); HA primaries are elected by lowest `NodeId`.
 
 pub mod ast;
 mod compile;
