@@ -340,3 +340,44 @@ fn ssh_check_rules_come_first() {
     );
     assert_eq!(c.ssh_policy(NodeId(1)).map(|p| p.rules.len()), Some(0));
 }
+
+#[test]
+fn ipsets_ranges_and_protocols() {
+    let text = r#"{
+      "ipsets": {"ipset:lan": ["10.0.0.0/8", "remove 10.99.0.0/16", "100.64.0.2"]},
+      "acls": [
+        {"action": "accept", "src": ["100.64.0.1-100.64.0.3"], "dst": ["ipset:lan:80,443"]},
+        {"action": "accept", "proto": "sctp", "src": ["a@x.io"], "dst": ["100.64.0.2:1000-2000"]},
+      ],
+    }"#;
+    let users = vec![user(1, "a", "a@x.io")];
+    let nodes = vec![node(1, Some(1), &[]), node(2, Some(1), &[])];
+    let p = Policy::parse(text, "i.hujson").expect("policy");
+    let c = CompiledPolicy::compile(&p, &users, &nodes, &Tailnet::default()).expect("compiles");
+    let v = serde_json::to_value(c.filter_rules(NodeId(2))).expect("json");
+    let rules = v.as_array().expect("rules");
+    assert_eq!(rules.len(), 2, "{v}");
+    assert_eq!(
+        rules[0]["SrcIPs"],
+        serde_json::json!(["100.64.0.1-100.64.0.3"])
+    );
+    let ips: Vec<&str> = rules[0]["DstPorts"]
+        .as_array()
+        .expect("dst")
+        .iter()
+        .filter_map(|d| d["IP"].as_str())
+        .collect();
+    assert_eq!(
+        ips,
+        vec!["100.64.0.2", "100.64.0.2"],
+        "only the node's own ipset member: {v}"
+    );
+    assert_eq!(rules[1]["IPProto"], serde_json::json!([132]));
+    assert_eq!(
+        rules[1]["DstPorts"][0]["Ports"],
+        serde_json::json!({"First": 1000, "Last": 2000})
+    );
+    // Node 1 is only a source: no rules, but it sees node 2.
+    assert!(c.filter_rules(NodeId(1)).is_empty());
+    assert!(c.can_see(NodeId(1), NodeId(2)));
+}
