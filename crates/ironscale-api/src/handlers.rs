@@ -331,3 +331,102 @@ pub async fn rename_node(
     tracing::info!(node = id.0, name = %n.given_name, "node renamed");
     Ok(Json(one_node(&state, id).await?))
 }
+
+// ---- node tags and routes ---------------------------------------------------
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SetTagsRequest {
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// `POST /api/v1/node/{id}/tags` `{"tags": ["tag:a"]}`
+pub async fn set_tags(
+    AxState(state): AxState<State>,
+    p: Result<Path<String>, PathRejection>,
+    b: Bytes,
+) -> ApiResult<dto::NodeResponse> {
+    let id = node_id(&path(p)?)?;
+    let req: SetTagsRequest = body(&b)?;
+    state.set_node_tags(id, req.tags).await?;
+    Ok(Json(one_node(&state, id).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ApproveRoutesRequest {
+    #[serde(default)]
+    pub routes: Vec<String>,
+}
+
+/// `POST /api/v1/node/{id}/approve_routes` `{"routes": ["10.0.0.0/24"]}`
+pub async fn approve_routes(
+    AxState(state): AxState<State>,
+    p: Result<Path<String>, PathRejection>,
+    b: Bytes,
+) -> ApiResult<dto::NodeResponse> {
+    let id = node_id(&path(p)?)?;
+    let req: ApproveRoutesRequest = body(&b)?;
+    let mut routes = Vec::new();
+    for r in &req.routes {
+        routes.push(r.parse::<ipnet::IpNet>().map_err(|e| ApiError::invalid(format!("route {r:?}: {e}")))?);
+    }
+    state.set_approved_routes(id, routes).await?;
+    Ok(Json(one_node(&state, id).await?))
+}
+
+// ---- policy -----------------------------------------------------------------
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PolicyRequest {
+    #[serde(default)]
+    pub policy: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct PolicyResponse {
+    pub policy: String,
+    #[serde(rename = "updatedAt")]
+    pub updated_at: Option<String>,
+}
+
+/// `GET /api/v1/policy`
+pub async fn get_policy(AxState(state): AxState<State>) -> ApiResult<PolicyResponse> {
+    let ps = state.policy_state();
+    Ok(Json(PolicyResponse {
+        policy: ps.text.unwrap_or_default(),
+        updated_at: ps.updated_at.as_ref().map(dto::format_ts),
+    }))
+}
+
+/// `PUT /api/v1/policy` `{"policy": "<HuJSON>"}` (policy.mode: database).
+pub async fn set_policy(AxState(state): AxState<State>, b: Bytes) -> ApiResult<PolicyResponse> {
+    let req: PolicyRequest = body(&b)?;
+    if !state.settings().policy_in_database {
+        return Err(ApiError::invalid(
+            "policy.mode is file: edit the policy file instead (it is reloaded on change and on SIGHUP)".to_string(),
+        ));
+    }
+    match state.set_policy_in_database(&req.policy).await {
+        Ok(warnings) => {
+            for w in warnings {
+                tracing::warn!("policy: {w}");
+            }
+            get_policy(AxState(state)).await
+        }
+        Err(ironscale_state::PolicySetError::Policy(e)) => Err(ApiError::invalid(e.to_string())),
+        Err(e) => {
+            tracing::error!("setting the policy failed: {e}");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+/// `POST /api/v1/policy/check` `{"policy": "<HuJSON>"}`: compile against the
+/// live tailnet (and run its tests) without installing it.
+pub async fn check_policy(AxState(state): AxState<State>, b: Bytes) -> ApiResult<dto::Empty> {
+    let req: PolicyRequest = body(&b)?;
+    match state.check_policy(&req.policy, "policy") {
+        Ok(_) => Ok(empty()),
+        Err(e) => Err(ApiError::invalid(e.to_string())),
+    }
+}

@@ -83,6 +83,10 @@ pub fn router_with_auth(state: State, auth: Auth) -> Router {
         .route("/api/v1/node/{id}", get(h::get_node).delete(h::delete_node))
         .route("/api/v1/node/{id}/expire", post(h::expire_node))
         .route("/api/v1/node/{id}/rename/{new_name}", post(h::rename_node))
+        .route("/api/v1/node/{id}/tags", post(h::set_tags))
+        .route("/api/v1/node/{id}/approve_routes", post(h::approve_routes))
+        .route("/api/v1/policy", get(h::get_policy).put(h::set_policy))
+        .route("/api/v1/policy/check", post(h::check_policy))
         .fallback(h::not_found)
         .method_not_allowed_fallback(h::method_not_allowed)
         .with_state(state);

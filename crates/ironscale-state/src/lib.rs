@@ -30,7 +30,7 @@ use ironscale_wire as wire;
 use parking_lot::Mutex;
 
 pub use error::StateError;
-pub use policy::{PolicyRejected, PolicyState};
+pub use policy::{PolicyRejected, PolicySetError, PolicyState, POLICY_KV_KEY};
 pub use register::RegisterOutcome;
 pub use session::{Pending, SessionSlot};
 
@@ -50,6 +50,8 @@ pub struct Settings {
     pub randomize_client_port: bool,
     /// Facts the policy needs that the policy file does not carry.
     pub policy_tailnet: ironscale_policy::Tailnet,
+    /// `policy.mode: database` (the API may replace the policy).
+    pub policy_in_database: bool,
 }
 
 impl Default for Settings {
@@ -63,6 +65,7 @@ impl Default for Settings {
             dns: DnsSettings::default(),
             randomize_client_port: false,
             policy_tailnet: ironscale_policy::Tailnet::default(),
+            policy_in_database: false,
         }
     }
 }
@@ -440,6 +443,43 @@ impl State {
         }
         let mut n = (*self.get_node(id)?).clone();
         n.given_name = label;
+        self.save_node_locked(n).await
+    }
+
+    /// Set a node's tags (admin action, `nodes tag`). Tags must be well formed
+    /// and, under a policy, defined in `tagOwners`. A tagged node belongs to no
+    /// user and does not expire; an empty list keeps the node's tags as they are.
+    pub async fn set_node_tags(&self, id: NodeId, tags: Vec<String>) -> Result<Arc<Node>> {
+        let mut tags = tags;
+        tags.sort();
+        tags.dedup();
+        if tags.is_empty() {
+            return Err(StateError::Invalid("give at least one tag (e.g. tag:server)".into()));
+        }
+        self.check_tags_defined(&tags).map_err(StateError::Invalid)?;
+        let _w = self.inner.write.lock().await;
+        let mut n = (*self.get_node(id)?).clone();
+        n.tags = tags;
+        n.user_id = None;
+        n.expiry = None;
+        self.save_node_locked(n).await
+    }
+
+    /// Approve subnet routes / exit routes (`nodes approve-routes`). Replaces
+    /// the approved set; routes the node does not announce are kept but unused
+    /// until it does.
+    pub async fn set_approved_routes(&self, id: NodeId, routes: Vec<IpNet>) -> Result<Arc<Node>> {
+        let mut routes: Vec<IpNet> = routes.into_iter().map(|r| r.trunc()).collect();
+        // Approving one exit family approves both, as Tailscale does.
+        if routes.iter().any(|r| r.prefix_len() == 0) {
+            routes.push("0.0.0.0/0".parse().expect("valid"));
+            routes.push("::/0".parse().expect("valid"));
+        }
+        routes.sort();
+        routes.dedup();
+        let _w = self.inner.write.lock().await;
+        let mut n = (*self.get_node(id)?).clone();
+        n.approved_routes = routes;
         self.save_node_locked(n).await
     }
 

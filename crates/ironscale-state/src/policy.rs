@@ -21,6 +21,18 @@ pub struct PolicyState {
     pub updated_at: Option<ironscale_types::Timestamp>,
 }
 
+/// Where `policy.mode: database` keeps the policy text.
+pub const POLICY_KV_KEY: &str = "policy";
+
+/// Why a policy was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicySetError {
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("storing the policy failed: {0}")]
+    Store(#[from] ironscale_store::StoreError),
+}
+
 /// A rejected policy: every error, with positions.
 #[derive(Debug)]
 pub struct PolicyRejected(pub PolicyError);
@@ -63,12 +75,28 @@ impl State {
 
     /// Install a new policy. On any error the policy in force stays.
     pub async fn set_policy_text(&self, text: &str, file_name: &str) -> Result<Vec<PolicyWarning>, PolicyError> {
+        self.install_policy(text, file_name, false).await.map_err(|e| match e {
+            PolicySetError::Policy(p) => p,
+            PolicySetError::Store(s) => PolicyError::new(file_name, None, ironscale_policy::ErrorKind::Invalid, s.to_string()),
+        })
+    }
+
+    /// `policy.mode: database`: install a new policy and store it. Nothing
+    /// changes when it is rejected.
+    pub async fn set_policy_in_database(&self, text: &str) -> Result<Vec<PolicyWarning>, PolicySetError> {
+        self.install_policy(text, "policy", true).await
+    }
+
+    async fn install_policy(&self, text: &str, file_name: &str, persist: bool) -> Result<Vec<PolicyWarning>, PolicySetError> {
         let _w = self.inner.write.lock().await;
         let policy = Policy::parse(text, file_name)?;
         let t = self.snapshot();
         let (users, nodes) = users_nodes(&t);
         let compiled = Arc::new(CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet)?);
         let warnings = policy.warnings().to_vec();
+        if persist {
+            self.store().kv_set(POLICY_KV_KEY, text).await?;
+        }
         {
             let mut ps = self.inner.policy.lock();
             ps.text = Some(text.to_string());

@@ -188,6 +188,23 @@ pub enum NodesCmd {
         #[arg(value_name = "NEW_NAME")]
         new_name: String,
     },
+    /// Set a node's tags (each must be defined in the policy's tagOwners).
+    Tag {
+        #[arg(short = 'i', long)]
+        identifier: u64,
+        /// Tags, comma separated or repeated: -t tag:a,tag:b
+        #[arg(short = 't', long, value_delimiter = ',', required = true)]
+        tags: Vec<String>,
+    },
+    /// Approve the routes a node advertises (subnets, or 0.0.0.0/0 and ::/0 for an exit node).
+    #[command(name = "approve-routes")]
+    ApproveRoutes {
+        #[arg(short = 'i', long)]
+        identifier: u64,
+        /// Routes, comma separated: -r 10.0.0.0/24,0.0.0.0/0 (empty: approve none)
+        #[arg(short = 'r', long, value_delimiter = ',')]
+        routes: Vec<String>,
+    },
 }
 
 /// Go-style and human durations: 30m, 1h, 1h30m, 90d, 2w.
@@ -577,7 +594,30 @@ async fn nodes(
                 format!("Node renamed to {:?}\n", r.node.given_name)
             })))
         }
+        NodesCmd::Tag { identifier, tags } => {
+            let path = format!("/api/v1/node/{identifier}/tags");
+            let v = c.call(Method::POST, &path, Some(serde_json::json!({ "tags": tags }))).await?;
+            let r: dto::NodeResponse = decode(&v)?;
+            Ok(Printed::out(render(out, &v["node"], || {
+                format!("Node {:?} tagged {}\n", r.node.given_name, r.node.tags.join(","))
+            })))
+        }
+        NodesCmd::ApproveRoutes { identifier, routes } => {
+            let routes: Vec<String> = routes.into_iter().filter(|r| !r.is_empty()).collect();
+            let path = format!("/api/v1/node/{identifier}/approve_routes");
+            let v = c.call(Method::POST, &path, Some(serde_json::json!({ "routes": routes }))).await?;
+            let r: dto::NodeResponse = decode(&v)?;
+            Ok(Printed::out(render(out, &v["node"], || {
+                format!("Node {:?}: approved routes {}\n", r.node.given_name, routes.join(", "))
+            })))
+        }
     }
+}
+
+/// One API request over the unix socket (for commands outside this module).
+pub async fn api_call(socket: &Path, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let m = Method::from_bytes(method.as_bytes()).map_err(|e| anyhow!("bad method {method}: {e}"))?;
+    Client::new(socket).call(m, path, body).await
 }
 
 /// A user given as a name or an id.

@@ -111,7 +111,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             cli::run_nodes(c, &cfg.unix_socket, out).await?;
         }
         Cmd::Policy(policy_cli::PolicyCmd::Conformance { dir }) => return policy_cli::conformance(&dir, out),
-        Cmd::Policy(policy_cli::PolicyCmd::Check { file }) => return policy_cli::check_local(&file),
+        Cmd::Policy(policy_cli::PolicyCmd::Check { file }) => {
+            // With a reachable server, check against the live tailnet; else locally.
+            return match load_config(cfg_path, true) {
+                Ok(cfg) if cfg.unix_socket.exists() => policy_cli::check_remote(&file, &cfg.unix_socket).await,
+                _ => policy_cli::check_local(&file),
+            };
+        }
         Cmd::Policy(c) => {
             let cfg = load_config(cfg_path, true)?;
             return policy_cli::remote(c, &cfg.unix_socket, out).await;

@@ -70,13 +70,44 @@ pub fn check_local(file: &Path) -> anyhow::Result<std::process::ExitCode> {
 }
 
 /// `get` and `set` through the running server.
-pub async fn remote(cmd: PolicyCmd, socket: &Path, _out: Output) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!(
-        "`ironscale policy {}` needs the server's policy API, which is not available yet (socket {})",
-        match cmd {
-            PolicyCmd::Get => "get",
-            _ => "set",
+pub async fn remote(cmd: PolicyCmd, socket: &Path, out: Output) -> anyhow::Result<std::process::ExitCode> {
+    let v = match &cmd {
+        PolicyCmd::Get => crate::cli::api_call(socket, "GET", "/api/v1/policy", None).await?,
+        PolicyCmd::Set { file } => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            crate::cli::api_call(socket, "PUT", "/api/v1/policy", Some(serde_json::json!({ "policy": text })))
+                .await
+                .map_err(|e| anyhow::anyhow!("{}\nthe policy in force is unchanged", name_file(&e.to_string(), file)))?
+        }
+        _ => anyhow::bail!("not a remote policy command"),
+    };
+    match out {
+        Output::Json | Output::JsonLine | Output::Yaml => println!("{}", serde_json::to_string_pretty(&v)?),
+        Output::Table => match cmd {
+            PolicyCmd::Get => print!("{}", v["policy"].as_str().unwrap_or_default()),
+            _ => eprintln!("Policy updated"),
         },
-        socket.display()
-    )
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `policy check` with a running server: compile against the live tailnet.
+pub async fn check_remote(file: &Path, socket: &Path) -> anyhow::Result<std::process::ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    match crate::cli::api_call(socket, "POST", "/api/v1/policy/check", Some(serde_json::json!({ "policy": text }))).await {
+        Ok(_) => {
+            println!("{}: policy is valid (checked against the running tailnet)", file.display());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) if e.to_string().contains("cannot reach") => check_local(file),
+        Err(e) => {
+            eprintln!("{}", name_file(&e.to_string(), file));
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The server names the policy "policy"; show the user's file name instead.
+fn name_file(msg: &str, file: &Path) -> String {
+    msg.replace("policy:", &format!("{}:", file.display()))
 }

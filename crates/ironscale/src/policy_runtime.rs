@@ -11,7 +11,7 @@ use ironscale_config::{Config, PolicyMode};
 use ironscale_state::State;
 
 /// The key under which `policy.mode: database` keeps the policy text.
-pub const DB_KEY: &str = "policy";
+pub const DB_KEY: &str = ironscale_state::POLICY_KV_KEY;
 
 fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
     use std::hash::{Hash, Hasher};

@@ -104,6 +104,7 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
         },
         randomize_client_port: cfg.randomize_client_port,
         policy_tailnet: ironscale_policy::Tailnet { control_url: cfg.server_url.clone(), ..Default::default() },
+        policy_in_database: cfg.policy.mode == ironscale_config::PolicyMode::Database,
     })
 }
 
