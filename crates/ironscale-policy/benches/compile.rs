@@ -147,7 +147,11 @@ fn policy_text() -> String {
                 r % USERS,
                 r % TAGS
             ),
-            8 => "{\"action\": \"accept\", \"src\": [\"autogroup:member\"], \"dst\": [\"autogroup:self:*\"]}".to_string(),
+            8 => format!(
+                "{{\"action\": \"accept\", \"src\": [\"group:g{}\"], \"dst\": [\"autogroup:self:{}\"]}}",
+                r % GROUPS,
+                1000 + r
+            ),
             _ => format!("{{\"action\": \"accept\", \"src\": [\"autogroup:member\"], \"dst\": [\"tag:t{}:443\"]}}", r % TAGS),
         };
         s.push_str("    ");

@@ -618,22 +618,28 @@ impl CompiledPolicy {
         let mut out: Vec<FilterRule> = Vec::new();
         let mut keys: Vec<(u64, usize)> = Vec::new();
         let mut self_cache: Vec<(u32, SrcStrs, u64)> = Vec::new();
+        let mut self_dis: Vec<u16> = Vec::new();
+        let mut other_dis: Vec<u16> = Vec::new();
         let mut k = 0;
         while k < pairs.len() {
             let ri = pairs[k].0;
-            let mut dis = Vec::new();
-            while k < pairs.len() && pairs[k].0 == ri {
-                dis.push(pairs[k].1);
-                k += 1;
-            }
             let r = &self.rules[ri as usize];
             // Self destinations get their own rule (sources narrowed to the
             // node's user); other destinations share the rule's sources.
-            let (self_dis, other_dis): (Vec<u16>, Vec<u16>) = dis.into_iter().partition(|&d| {
-                self.dst_groups[r.dsts[d as usize].group as usize]
+            self_dis.clear();
+            other_dis.clear();
+            while k < pairs.len() && pairs[k].0 == ri {
+                let d = pairs[k].1;
+                if self.dst_groups[r.dsts[d as usize].group as usize]
                     .res
                     .self_devices
-            });
+                {
+                    self_dis.push(d);
+                } else {
+                    other_dis.push(d);
+                }
+                k += 1;
+            }
             if !other_dis.is_empty() {
                 if r.self_src {
                     if let Some(u) = node.user {
@@ -746,7 +752,27 @@ impl CompiledPolicy {
             return;
         }
         let exit = !self.exits[i as usize].is_empty();
-        let mut ports: Vec<NetPortRange> = Vec::new();
+        // The rule to add to: an earlier one with the same sources and
+        // protocols (Tailscale merges those), else a new one.
+        let existing = keys.iter().find(|(k, at)| {
+            *k == key
+                && (Arc::ptr_eq(&out[*at].src_ips, &src) || out[*at].src_ips == src)
+                && out[*at].ip_proto == r.protos
+        });
+        let at = match existing {
+            Some(&(_, at)) => at,
+            None => {
+                out.push(FilterRule {
+                    src_ips: src,
+                    dst_ports: Vec::new(),
+                    ip_proto: r.protos.clone(),
+                    cap_grant: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        let before = out[at].dst_ports.len();
+        let ports = &mut out[at].dst_ports;
         for &di in dis {
             let d = &r.dsts[di as usize];
             let g = &self.dst_groups[d.group as usize];
@@ -790,24 +816,13 @@ impl CompiledPolicy {
                 }
             }
         }
-        if ports.is_empty() {
-            return;
+        if existing.is_none() {
+            if ports.len() == before {
+                out.pop();
+            } else {
+                keys.push((key, at));
+            }
         }
-        if let Some(&(_, at)) = keys.iter().find(|(k, at)| {
-            *k == key
-                && out[*at].ip_proto == r.protos
-                && (Arc::ptr_eq(&out[*at].src_ips, &src) || out[*at].src_ips == src)
-        }) {
-            out[at].dst_ports.extend(ports);
-            return;
-        }
-        keys.push((key, out.len()));
-        out.push(FilterRule {
-            src_ips: src,
-            dst_ports: ports,
-            ip_proto: r.protos.clone(),
-            cap_grant: Vec::new(),
-        });
     }
 
     /// The node capability map from `nodeAttrs` (and `randomizeClientPort`).
