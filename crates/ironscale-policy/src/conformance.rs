@@ -110,7 +110,26 @@ impl Report {
         self.results
             .iter()
             .filter(|r| !r.passed())
-            .map(|r| format!("{}/{}: {}", r.category, r.id, r.diffs.join("; ")))
+            .map(|r| {
+                const SHOWN: usize = 4;
+                let mut line = format!("{}/{}: ", r.category, r.id);
+                for (k, d) in r.diffs.iter().take(SHOWN).enumerate() {
+                    if k > 0 {
+                        line.push_str("; ");
+                    }
+                    // Keep each difference readable on one line.
+                    if d.chars().count() > 300 {
+                        line.extend(d.chars().take(300));
+                        line.push('…');
+                    } else {
+                        line.push_str(d);
+                    }
+                }
+                if r.diffs.len() > SHOWN {
+                    line.push_str(&format!("; (+{} more)", r.diffs.len() - SHOWN));
+                }
+                line
+            })
             .collect()
     }
 

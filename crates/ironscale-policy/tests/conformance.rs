@@ -74,3 +74,42 @@ fn json_lines_have_the_corpus_shape() {
     assert_eq!(n, report.results.len());
     assert!(report.summary_line().ends_with("failed"));
 }
+
+#[test]
+fn the_comparison_detects_differences() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/conformance/policy/acl/acl-ar02.json");
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        eprintln!("SKIPPED: {} not found", file.display());
+        return;
+    };
+    let case: serde_json::Value = serde_json::from_str(&text).expect("case JSON");
+    assert!(ironscale_policy::conformance::run_case(&case).passed());
+
+    // Drop a peer from the capture: the runner must notice.
+    let mut tampered = case.clone();
+    if let Some(peers) = tampered["expect"]["beedrill"]["peers"].as_object_mut() {
+        peers.remove("weedle");
+    }
+    let r = ironscale_policy::conformance::run_case(&tampered);
+    assert!(!r.passed());
+    assert!(
+        r.diffs
+            .iter()
+            .any(|d| d.contains("beedrill: peers: extra [\"weedle\"]")),
+        "{:?}",
+        r.diffs
+    );
+
+    // Change a port in a captured rule.
+    let mut tampered = case.clone();
+    tampered["expect"]["beedrill"]["packet_filter_rules"][0]["DstPorts"][0]["Ports"]["First"] =
+        serde_json::json!(23);
+    assert!(!ironscale_policy::conformance::run_case(&tampered).passed());
+
+    // Claim Tailscale rejected it.
+    let mut tampered = case;
+    tampered["accepted"] = serde_json::json!(false);
+    let r = ironscale_policy::conformance::run_case(&tampered);
+    assert!(!r.passed() && r.accepted);
+}
