@@ -26,10 +26,18 @@ pub struct HujsonError {
 pub fn standardize(input: &str) -> Result<String, HujsonError> {
     let src = input.as_bytes();
     let mut out: Vec<u8> = src.to_vec();
+    // A leading byte-order mark (some editors add one) becomes spaces.
+    if src.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        out[..3].copy_from_slice(b"   ");
+    }
     // Offset of the last significant (non-space, non-comment) byte written,
     // used to blank a comma that turns out to be trailing.
     let mut last_sig: Option<usize> = None;
-    let mut i = 0;
+    let mut i = if src.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        3
+    } else {
+        0
+    };
     while i < src.len() {
         let c = src[i];
         match c {
@@ -202,6 +210,13 @@ mod tests {
     fn unterminated_block_comment() {
         let e = standardize("{ /* abc").expect_err("unterminated");
         assert_eq!(e.offset, 2);
+    }
+
+    #[test]
+    fn byte_order_mark_is_blanked() {
+        let out = std_ok("\u{feff}{\"a\": 1}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(v["a"], 1);
     }
 
     #[test]

@@ -381,3 +381,10 @@ fn ipsets_ranges_and_protocols() {
     assert!(c.filter_rules(NodeId(1)).is_empty());
     assert!(c.can_see(NodeId(1), NodeId(2)));
 }
+
+#[test]
+fn compiled_policy_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<CompiledPolicy>();
+    assert_send_sync::<Policy>();
+}
