@@ -258,6 +258,7 @@ fn main() {
         "all packet filters           {} ({rules} rules over {NODES} nodes)",
         ms(all_filters)
     );
+    println!("compile + all filters        {}", ms(cmin + all_filters));
     println!(
         "peers of 100 nodes           {} ({peers} peers)",
         ms(peers_100)
