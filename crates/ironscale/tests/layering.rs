@@ -1,7 +1,7 @@
 //! Architecture invariant 1 (ARCHITECTURE.md): protocol and core crates depend
-//! on none of tokio, sqlx, axum/hyper, reqwest — checked over `cargo metadata`.
+//! on none of tokio, sqlx, axum/hyper, reqwest. Checked with `cargo tree`
+//! (normal dependencies, host platform) for each of them.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 const PURE: &[&str] = &[
@@ -16,52 +16,37 @@ const PURE: &[&str] = &[
     "ironscale-policy",
     "ironscale-config",
 ];
-const FORBIDDEN: &[&str] = &["tokio", "sqlx", "axum", "hyper", "reqwest", "sqlx-core"];
+const FORBIDDEN: &[&str] = &["tokio", "sqlx", "sqlx-core", "axum", "hyper", "reqwest"];
+
+fn tree(krate: &str, offline: bool) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO"));
+    c.args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if offline {
+        c.arg("--offline");
+    }
+    c.output().expect("cargo tree runs")
+}
 
 #[test]
 fn pure_crates_have_no_io_dependencies() {
-    let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .or_else(|_| Command::new(env!("CARGO")).args(["metadata", "--format-version", "1"]).output())
-        .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
-    for p in meta["packages"].as_array().unwrap() {
-        names.insert(p["id"].as_str().unwrap().to_string(), p["name"].as_str().unwrap().to_string());
-    }
-    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for n in meta["resolve"]["nodes"].as_array().unwrap() {
-        let id = n["id"].as_str().unwrap().to_string();
-        // Normal (non-dev, non-build) dependencies only.
-        let ds = n["deps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null()))
-            .map(|d| d["pkg"].as_str().unwrap().to_string())
-            .collect();
-        deps.insert(id, ds);
-    }
     let mut failures = Vec::new();
-    for (id, name) in &names {
-        if !PURE.contains(&name.as_str()) {
-            continue;
+    for krate in PURE {
+        let mut out = tree(krate, true);
+        if !out.status.success() {
+            out = tree(krate, false);
         }
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![id.clone()];
-        while let Some(cur) = stack.pop() {
-            if !seen.insert(cur.clone()) {
-                continue;
+        assert!(out.status.success(), "cargo tree -p {krate}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(krate), "cargo tree printed nothing useful for {krate}:\n{text}");
+        for line in text.lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if FORBIDDEN.contains(&name) {
+                failures.push(format!("{krate} depends (transitively) on {name}"));
             }
-            let n = &names[&cur];
-            if FORBIDDEN.contains(&n.as_str()) {
-                failures.push(format!("{name} depends (transitively) on {n}"));
-            }
-            stack.extend(deps.get(&cur).cloned().unwrap_or_default());
         }
     }
+    failures.sort();
+    failures.dedup();
     assert!(failures.is_empty(), "layering violations:\n{}", failures.join("\n"));
 }
