@@ -20,6 +20,25 @@ fn bad(msg: &'static str) -> Response {
     (StatusCode::BAD_REQUEST, msg).into_response()
 }
 
+/// Send the handshake response and the early payload (in one write) and wrap
+/// the stream.
+async fn start_transport<S>(
+    mut io: S,
+    mut response: Vec<u8>,
+    transport: ironscale_noise::Transport,
+) -> Result<crate::NoiseStream<S>, ironscale_noise::NoiseError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut enc, dec) = transport.split();
+    let challenge = ironscale_keys::PrivateKey::generate().challenge_public();
+    enc.seal(&ironscale_noise::early_payload(&challenge), &mut response)?;
+    io.write_all(&response).await?;
+    io.flush().await?;
+    Ok(crate::NoiseStream::new(io, enc, dec))
+}
+
 pub async fn upgrade(AxState(ctl): AxState<Arc<Control>>, mut req: Request) -> Response {
     let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if upgrade.is_empty() {
@@ -52,6 +71,15 @@ pub async fn upgrade(AxState(ctl): AxState<Arc<Control>>, mut req: Request) -> R
         tracing::info!(version = init.version, "refusing too old client");
         return bad("unsupported client version: this server needs Tailscale 1.74 or newer\n");
     }
+    // Finish the handshake before agreeing to upgrade: a forged or corrupt
+    // initiation gets a plain 400, never a 101.
+    let (response, machine_key, transport) = match ironscale_noise::respond(&ctl.noise_key, &init) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::info!("Noise handshake failed: {e}");
+            return bad("Noise handshake failed\n");
+        }
+    };
     let remote = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -66,10 +94,10 @@ pub async fn upgrade(AxState(ctl): AxState<Arc<Control>>, mut req: Request) -> R
                 return;
             }
         };
-        let (stream, machine_key) = match crate::noise_accept(io, &ctl.noise_key, &init_bytes, true).await {
-            Ok(x) => x,
+        let stream = match start_transport(io, response, transport).await {
+            Ok(s) => s,
             Err(e) => {
-                tracing::info!(%remote, "Noise handshake failed: {e}");
+                tracing::info!(%remote, "Noise connection failed: {e}");
                 return;
             }
         };

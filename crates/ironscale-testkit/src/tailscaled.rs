@@ -199,9 +199,15 @@ impl Tailscaled {
             "up".to_owned(),
             format!("--login-server={login_server}"),
             format!("--hostname={hostname}"),
-            "--accept-dns=false".to_owned(),
-            "--timeout=45s".to_owned(),
         ];
+        // The CLI refuses a flag given twice: defaults only where the caller gave none.
+        let given = |flag: &str| extra_args.iter().any(|a| a.starts_with(flag));
+        if !given("--accept-dns") {
+            args.push("--accept-dns=false".to_owned());
+        }
+        if !given("--timeout") {
+            args.push("--timeout=45s".to_owned());
+        }
         if let Some(k) = authkey {
             args.push(format!("--authkey={k}"));
         }
