@@ -93,6 +93,12 @@ async fn map(
     if !req.stream {
         if req.omit_peers {
             // Lite update: the client only reads the status.
+            tracing::debug!(
+                node = node.id.0,
+                endpoints = ?req.endpoints,
+                home_derp = node.home_derp,
+                "lite map update"
+            );
             return StatusCode::OK.into_response();
         }
         let t = ctl.state.snapshot();
@@ -105,6 +111,14 @@ async fn map(
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         };
     }
+    tracing::info!(
+        node = node.id.0,
+        name = %node.given_name,
+        capver = req.version,
+        compress = %req.compress,
+        endpoints = req.endpoints.as_ref().map_or(0, Vec::len),
+        "map stream opened"
+    );
     let slot = match ctl.state.connect(node.id).await {
         Ok(s) => s,
         Err(_) => return (StatusCode::NOT_FOUND, "node not found\n").into_response(),
@@ -119,7 +133,7 @@ async fn map(
         let id = slot.node_id;
         let result = stream_session(&state, &slot, capver, codec, keepalive, tx).await;
         if let Err(why) = result {
-            tracing::debug!(node = id.0, "map session ended: {why}");
+            tracing::info!(node = id.0, "map stream closed: {why}");
         }
         state.disconnect(&slot).await;
     });
@@ -151,6 +165,7 @@ async fn stream_session(
     // Anything published before this point is already in `view`.
     slot.take();
     send(&tx, &view.full_response(now), codec).await?;
+    tracing::debug!(node = id.0, peers = view.peers.len(), "sent the full map");
     let ka_frame = encode_frame(&wire::MapResponse::keep_alive(), codec).map_err(|_| "encode")?;
     let jitter = || Duration::from_millis(rand::rng().random_range(0..9000));
     let mut next_ka = tokio::time::Instant::now() + keepalive + jitter();
@@ -175,6 +190,15 @@ async fn stream_session(
                     view.apply_node_changes(&t, &pending.nodes, now)
                 };
                 if let Some(d) = delta {
+                    tracing::debug!(
+                        node = id.0,
+                        changed = d.peers_changed.as_ref().map_or(0, Vec::len),
+                        patched = d.peers_changed_patch.as_ref().map_or(0, Vec::len),
+                        removed = d.peers_removed.as_ref().map_or(0, Vec::len),
+                        self_changed = d.node.is_some(),
+                        filter = d.packet_filter.is_some(),
+                        "sent a delta"
+                    );
                     send(&tx, &d, codec).await?;
                     next_ka = tokio::time::Instant::now() + keepalive + jitter();
                 }
