@@ -58,6 +58,7 @@ async fn key_handler(AxState(ctl): AxState<Arc<Control>>, Query(q): Query<KeyQue
         return (StatusCode::BAD_REQUEST, "client too old: this server needs Tailscale 1.74 or newer\n")
             .into_response();
     }
+    tracing::debug!(capver = v, "GET /key");
     Json(wire::OverTlsPublicKeyResponse {
         legacy_public_key: Default::default(),
         public_key: ctl.noise_key.machine_public(),
