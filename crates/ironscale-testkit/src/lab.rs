@@ -29,12 +29,52 @@ struct ProcEntry {
 
 pub(crate) struct LabInner {
     prefix: String,
+    /// `<prefix>-<pid>`: namespace names and the lab directory start with it, so concurrent test
+    /// processes (e.g. two people running the same test) never touch each other's labs.
+    base: String,
     subnet: u8,
     dir: PathBuf,
     namespaces: Mutex<Vec<String>>,
     procs: Mutex<BTreeMap<u32, ProcEntry>>,
     logs: Mutex<Vec<(String, PathBuf)>>,
     next_host: Mutex<u8>,
+    _guard: PrefixGuard,
+}
+
+/// Prefixes of the labs alive in this process (one lab per prefix at a time).
+static ACTIVE_PREFIXES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct PrefixGuard(String);
+
+impl PrefixGuard {
+    fn claim(prefix: &str) -> Result<PrefixGuard> {
+        let mut active = lock(&ACTIVE_PREFIXES);
+        if active.iter().any(|p| p == prefix) {
+            bail!("a lab with prefix {prefix:?} already exists in this process");
+        }
+        active.push(prefix.to_owned());
+        Ok(PrefixGuard(prefix.to_owned()))
+    }
+}
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        lock(&ACTIVE_PREFIXES).retain(|p| p != &self.0);
+    }
+}
+
+/// For a name `<prefix>-<pid>[-…]`, the pid.
+fn stale_owner(name: &str, prefix: &str) -> Option<u32> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
+    let digits = rest.split('-').next()?;
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -43,7 +83,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LabInner {
     fn hub_ns(&self) -> String {
-        format!("{}-hub", self.prefix)
+        format!("{}-hub", self.base)
     }
 
     pub(crate) fn register_log(&self, name: &str, path: &Path) {
@@ -181,8 +221,8 @@ pub fn list_namespaces() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A lab: hub namespace `<prefix>-hub` with bridge `br0` and address `10.99.<k>.1/24`, plus host
-/// namespaces `<prefix>-<name>`. Dropping it stops every process it started (by PID) and deletes
+/// A lab: hub namespace `<prefix>-<pid>-hub` with bridge `br0` and address `10.99.<k>.1/24`, plus
+/// host namespaces `<prefix>-<pid>-<name>`. Dropping it stops every process it started (by PID) and deletes
 /// its namespaces; when the thread is panicking it first prints the tail of every registered log
 /// and keeps the lab directory.
 pub struct Lab {
@@ -191,8 +231,11 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Builds a fresh lab. Stale namespaces whose names start with `<prefix>-` (left by a killed
-    /// earlier run) are removed first, after killing the processes inside them.
+    /// Builds a fresh lab. Namespaces are named `<prefix>-<pid>-<host>` and the directory is
+    /// `/tmp/ironscale-labs/<prefix>-<pid>` (`$IRONSCALE_LAB_DIR` overrides the root). Stale
+    /// namespaces and directories of this prefix whose process is gone (left by a killed earlier
+    /// run) are removed first, after killing the processes inside them (by PID); labs of live
+    /// concurrent test processes are left alone.
     pub fn new(prefix: &str) -> Result<Lab> {
         require_root()?;
         if prefix.is_empty()
@@ -203,16 +246,27 @@ impl Lab {
         {
             bail!("lab prefix {prefix:?} must be 1-24 chars of [a-z0-9-]");
         }
+        let guard = PrefixGuard::claim(prefix)?;
+        let me = std::process::id();
         for ns in list_namespaces() {
-            if ns.starts_with(&format!("{prefix}-")) {
+            if stale_owner(&ns, prefix).is_some_and(|pid| pid == me || !pid_alive(pid)) {
                 eprintln!("[testkit] removing stale namespace {ns}");
                 delete_namespace(&ns);
             }
         }
-        let base = std::env::var_os("IRONSCALE_LAB_DIR")
+        let root = std::env::var_os("IRONSCALE_LAB_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/tmp/ironscale-labs"));
-        let dir = base.join(prefix);
+        if let Ok(rd) = fs::read_dir(&root) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if stale_owner(&name, prefix).is_some_and(|pid| pid == me || !pid_alive(pid)) {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let base = format!("{prefix}-{me}");
+        let dir = root.join(&base);
         let _ = fs::remove_dir_all(&dir);
         util::mkdir_private(&dir)?;
         // The subnet only has to be unique for readability: every lab has its own hub namespace.
@@ -222,6 +276,8 @@ impl Lab {
             + 1) as u8;
         let inner = Arc::new(LabInner {
             prefix: prefix.to_owned(),
+            base,
+            _guard: guard,
             subnet,
             dir: dir.clone(),
             namespaces: Mutex::new(Vec::new()),
@@ -254,7 +310,7 @@ impl Lab {
         Ok(lab)
     }
 
-    /// The lab prefix (namespace names start with it).
+    /// The lab prefix (namespace names start with `<prefix>-<pid>-`).
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
     }
@@ -279,7 +335,7 @@ impl Lab {
         format!("10.99.{}.0/24", self.inner.subnet)
     }
 
-    /// Adds a host namespace `<prefix>-<name>` with `eth0` on the lab subnet, `lo` up, no default
+    /// Adds a host namespace `<prefix>-<pid>-<name>` with `eth0` on the lab subnet, `lo` up, no default
     /// route, and an (empty) `/etc/netns/<ns>/resolv.conf`.
     pub fn add_host(&self, name: &str) -> Result<Host> {
         if name.is_empty()
@@ -297,7 +353,7 @@ impl Lab {
             *n += 1;
             i
         };
-        let ns = format!("{}-{name}", self.inner.prefix);
+        let ns = format!("{}-{name}", self.inner.base);
         let host = Host {
             lab: self.inner.clone(),
             name: name.to_owned(),
@@ -736,5 +792,19 @@ impl Drop for Proc {
 impl std::fmt::Debug for Proc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Proc({} pid {})", self.name, self.pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_owner_parsing() {
+        assert_eq!(stale_owner("isi-a-123-hub", "isi-a"), Some(123));
+        assert_eq!(stale_owner("isi-a-123", "isi-a"), Some(123));
+        assert_eq!(stale_owner("isi-a-b-123-hub", "isi-a"), None);
+        assert_eq!(stale_owner("isi-ab-123-hub", "isi-a"), None);
+        assert_eq!(stale_owner("other", "isi-a"), None);
     }
 }

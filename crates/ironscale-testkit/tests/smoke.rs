@@ -18,8 +18,10 @@ fn lab_and_clients_without_server() {
         let lab = Lab::new(prefix).unwrap_or_else(|e| panic!("{e}"));
         let a = lab.add_host("a").unwrap_or_else(|e| panic!("{e}"));
         let b = lab.add_host("b").unwrap_or_else(|e| panic!("{e}"));
-        assert!(list_namespaces().iter().any(|n| n == "itk-smoke-a"));
-        assert!(std::path::Path::new("/etc/netns/itk-smoke-a/resolv.conf").is_file());
+        let a_ns = a.ns().to_owned();
+        assert_eq!(a_ns, format!("{prefix}-{}-a", std::process::id()));
+        assert!(list_namespaces().iter().any(|n| *n == a_ns));
+        assert!(std::path::Path::new(&format!("/etc/netns/{a_ns}/resolv.conf")).is_file());
 
         // On-link traffic works, anything else is refused locally (no route out).
         let _echo = b
@@ -91,9 +93,11 @@ fn lab_and_clients_without_server() {
     assert!(
         !list_namespaces()
             .iter()
-            .any(|n| n.starts_with("itk-smoke-")),
+            .any(|n| n.starts_with(&format!("{prefix}-{}-", std::process::id()))),
         "namespaces left behind: {:?}",
         list_namespaces()
     );
-    assert!(!std::path::Path::new("/etc/netns/itk-smoke-a").exists());
+    assert!(
+        !std::path::Path::new(&format!("/etc/netns/{prefix}-{}-a", std::process::id())).exists()
+    );
 }
