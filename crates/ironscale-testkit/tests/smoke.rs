@@ -20,7 +20,7 @@ fn lab_and_clients_without_server() {
         let b = lab.add_host("b").unwrap_or_else(|e| panic!("{e}"));
         let a_ns = a.ns().to_owned();
         assert_eq!(a_ns, format!("{prefix}-{}-a", std::process::id()));
-        assert!(list_namespaces().iter().any(|n| *n == a_ns));
+        assert!(list_namespaces().contains(&a_ns));
         assert!(std::path::Path::new(&format!("/etc/netns/{a_ns}/resolv.conf")).is_file());
 
         // On-link traffic works, anything else is refused locally (no route out).
