@@ -368,7 +368,10 @@ pub async fn approve_routes(
     let req: ApproveRoutesRequest = body(&b)?;
     let mut routes = Vec::new();
     for r in &req.routes {
-        routes.push(r.parse::<ipnet::IpNet>().map_err(|e| ApiError::invalid(format!("route {r:?}: {e}")))?);
+        routes.push(
+            r.parse::<ipnet::IpNet>()
+                .map_err(|e| ApiError::invalid(format!("route {r:?}: {e}")))?,
+        );
     }
     state.set_approved_routes(id, routes).await?;
     Ok(Json(one_node(&state, id).await?))

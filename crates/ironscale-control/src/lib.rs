@@ -35,13 +35,19 @@ pub struct Control {
 
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Control").field("noise_key", &self.noise_key.machine_public()).finish()
+        f.debug_struct("Control")
+            .field("noise_key", &self.noise_key.machine_public())
+            .finish()
     }
 }
 
 impl Control {
     pub fn new(state: State, noise_key: PrivateKey) -> Arc<Self> {
-        Arc::new(Control { state, noise_key, keepalive: std::time::Duration::from_secs(50) })
+        Arc::new(Control {
+            state,
+            noise_key,
+            keepalive: std::time::Duration::from_secs(50),
+        })
     }
 }
 
@@ -52,10 +58,17 @@ struct KeyQuery {
 
 async fn key_handler(AxState(ctl): AxState<Arc<Control>>, Query(q): Query<KeyQuery>) -> Response {
     let Some(v) = q.v.and_then(|v| v.parse::<u32>().ok()) else {
-        return (StatusCode::BAD_REQUEST, "missing or invalid capability version ?v=N\n").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "missing or invalid capability version ?v=N\n",
+        )
+            .into_response();
     };
     if v < 39 {
-        return (StatusCode::BAD_REQUEST, "client too old: this server needs Tailscale 1.74 or newer\n")
+        return (
+            StatusCode::BAD_REQUEST,
+            "client too old: this server needs Tailscale 1.74 or newer\n",
+        )
             .into_response();
     }
     tracing::debug!(capver = v, "GET /key");

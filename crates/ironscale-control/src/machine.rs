@@ -212,7 +212,11 @@ async fn stream_session(
     }
 }
 
-async fn send(tx: &mpsc::Sender<Bytes>, r: &wire::MapResponse, codec: FrameCodec) -> Result<(), &'static str> {
+async fn send(
+    tx: &mpsc::Sender<Bytes>,
+    r: &wire::MapResponse,
+    codec: FrameCodec,
+) -> Result<(), &'static str> {
     let f = encode_frame(r, codec).map_err(|_| "encode failed")?;
     tx.send(f).await.map_err(|_| "client went away")
 }

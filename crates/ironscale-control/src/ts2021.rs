@@ -40,7 +40,11 @@ where
 }
 
 pub async fn upgrade(AxState(ctl): AxState<Arc<Control>>, mut req: Request) -> Response {
-    let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if upgrade.is_empty() {
         tracing::warn!(
             "/ts2021 request without an Upgrade header: a reverse proxy in front of ironscale must pass \
@@ -49,12 +53,20 @@ pub async fn upgrade(AxState(ctl): AxState<Arc<Control>>, mut req: Request) -> R
         return bad("missing next protocol\n");
     }
     if upgrade.eq_ignore_ascii_case("websocket") {
-        return (StatusCode::NOT_IMPLEMENTED, "the WebSocket control transport is not supported\n").into_response();
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            "the WebSocket control transport is not supported\n",
+        )
+            .into_response();
     }
     if !upgrade.eq_ignore_ascii_case(UPGRADE_PROTO) {
         return bad("unknown next protocol\n");
     }
-    let Some(hs) = req.headers().get(HANDSHAKE_HEADER).and_then(|v| v.to_str().ok()) else {
+    let Some(hs) = req
+        .headers()
+        .get(HANDSHAKE_HEADER)
+        .and_then(|v| v.to_str().ok())
+    else {
         return bad("missing X-Tailscale-Handshake header\n");
     };
     let Ok(init_bytes) = base64::engine::general_purpose::STANDARD.decode(hs.trim()) else {
@@ -115,7 +127,9 @@ pub async fn upgrade(AxState(ctl): AxState<Arc<Control>>, mut req: Request) -> R
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    resp.headers_mut().insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTO));
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    resp.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTO));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     resp
 }

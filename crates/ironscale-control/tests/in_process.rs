@@ -28,8 +28,12 @@ struct Server {
 
 async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("db.sqlite")).await.unwrap();
-    let state = State::load(store, Settings::default(), wire::DerpMap::default()).await.unwrap();
+    let store = Store::open_sqlite(&dir.path().join("db.sqlite"))
+        .await
+        .unwrap();
+    let state = State::load(store, Settings::default(), wire::DerpMap::default())
+        .await
+        .unwrap();
     let key = PrivateKey::generate();
     let server_pub = key.machine_public();
     let ctl = Control::new(state.clone(), key);
@@ -37,7 +41,12 @@ async fn start() -> Server {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    Server { addr, state, server_pub, _dir: dir }
+    Server {
+        addr,
+        state,
+        server_pub,
+        _dir: dir,
+    }
 }
 
 type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
@@ -54,11 +63,24 @@ async fn dial(s: &Server, mkey: &PrivateKey) -> H2 {
     tcp.write_all(req.as_bytes()).await.unwrap();
     let head = read_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: tailscale-control-protocol"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("upgrade: tailscale-control-protocol"),
+        "{head}"
+    );
     let mut noise = NoiseStream::connect(tcp, init).await.unwrap();
-    let early = noise.read_early_payload().await.unwrap().expect("early payload");
-    assert!(String::from_utf8(early).unwrap().contains("nodeKeyChallenge"));
-    let (h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(noise)).await.unwrap();
+    let early = noise
+        .read_early_payload()
+        .await
+        .unwrap()
+        .expect("early payload");
+    assert!(String::from_utf8(early)
+        .unwrap()
+        .contains("nodeKeyChallenge"));
+    let (h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(noise))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     h2
 }
@@ -73,7 +95,11 @@ async fn read_head(tcp: &mut TcpStream) -> String {
     String::from_utf8(head).unwrap()
 }
 
-async fn post(h2: &mut H2, path: &str, body: serde_json::Value) -> hyper::Response<hyper::body::Incoming> {
+async fn post(
+    h2: &mut H2,
+    path: &str,
+    body: serde_json::Value,
+) -> hyper::Response<hyper::body::Incoming> {
     let req = hyper::Request::post(format!("https://control{path}"))
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
@@ -141,7 +167,10 @@ async fn map_stream(h2: &mut H2, node: &NodePublic, disco: &PrivateKey) -> Frame
     });
     let resp = post(h2, "/machine/map", body).await;
     assert_eq!(resp.status(), 200);
-    Frames { body: resp.into_body(), buf: Vec::new() }
+    Frames {
+        body: resp.into_body(),
+        buf: Vec::new(),
+    }
 }
 
 struct Client {
@@ -155,14 +184,25 @@ async fn join(s: &Server, key: &str, host: &str) -> (Client, wire::RegisterRespo
     let mut h2 = dial(s, &mkey).await;
     let node = PrivateKey::generate();
     let r = register(&mut h2, &node.node_public(), key, host).await;
-    (Client { h2, node, disco: PrivateKey::generate() }, r)
+    (
+        Client {
+            h2,
+            node,
+            disco: PrivateKey::generate(),
+        },
+        r,
+    )
 }
 
 async fn new_key(s: &Server, reusable: bool) -> String {
     if s.state.find_user("alice").is_err() {
         s.state.create_user("alice", "", "").await.unwrap();
     }
-    s.state.create_preauth_key(Some("alice"), reusable, false, None, vec![]).await.unwrap().1
+    s.state
+        .create_preauth_key(Some("alice"), reusable, false, None, vec![])
+        .await
+        .unwrap()
+        .1
 }
 
 #[tokio::test]
@@ -175,10 +215,19 @@ async fn register_map_and_deltas() {
     let mut fa = map_stream(&mut a.h2, &a.node.node_public(), &a.disco).await;
     let first = fa.next().await;
     let me = first.node.expect("first frame has Node");
-    assert_eq!(me.addresses, vec!["100.64.0.1/32".to_string(), "fd7a:115c:a1e0::1/128".to_string()]);
+    assert_eq!(
+        me.addresses,
+        vec![
+            "100.64.0.1/32".to_string(),
+            "fd7a:115c:a1e0::1/128".to_string()
+        ]
+    );
     assert!(me.machine_authorized);
     assert_eq!(first.debug.unwrap().disable_log_tail, true);
-    assert_eq!(first.packet_filter.unwrap(), vec![wire::FilterRule::allow_all()]);
+    assert_eq!(
+        first.packet_filter.unwrap(),
+        vec![wire::FilterRule::allow_all()]
+    );
 
     // A second node joins: alpha hears about it as a delta, not a full map.
     let (mut b, rb) = join(&s, &key, "beta").await;
@@ -196,7 +245,12 @@ async fn register_map_and_deltas() {
     let mut saw_online = false;
     while !saw_online {
         let d = fa.next_update().await;
-        for p in d.peers_changed_patch.into_iter().flatten().chain(std::iter::empty()) {
+        for p in d
+            .peers_changed_patch
+            .into_iter()
+            .flatten()
+            .chain(std::iter::empty())
+        {
             if p.node_id == beta_id && p.online == Some(true) {
                 saw_online = true;
             }
@@ -208,30 +262,41 @@ async fn register_map_and_deltas() {
         }
     }
     // An endpoint-only lite update reaches alpha as a patch.
-    let lite = |eps: &str, derp: i32| serde_json::json!({
-        "Version": 130, "Compress": "zstd", "Stream": false, "OmitPeers": true,
-        "NodeKey": b.node.node_public().to_string(), "DiscoKey": b.disco.disco_public().to_string(),
-        "Endpoints": [eps], "EndpointTypes": [2],
-        "Hostinfo": {"Hostname": "x", "NetInfo": {"PreferredDERP": derp}}
-    });
+    let lite = |eps: &str, derp: i32| {
+        serde_json::json!({
+            "Version": 130, "Compress": "zstd", "Stream": false, "OmitPeers": true,
+            "NodeKey": b.node.node_public().to_string(), "DiscoKey": b.disco.disco_public().to_string(),
+            "Endpoints": [eps], "EndpointTypes": [2],
+            "Hostinfo": {"Hostname": "x", "NetInfo": {"PreferredDERP": derp}}
+        })
+    };
     let r = post(&mut b.h2, "/machine/map", lite("192.0.2.7:41641", 900)).await;
     assert_eq!(r.status(), 200);
     assert!(r.into_body().collect().await.unwrap().to_bytes().is_empty());
     let d = fa.next_update().await;
     let patch = d.peers_changed_patch.expect("PeersChangedPatch");
     assert_eq!(patch[0].node_id, beta_id);
-    assert_eq!(patch[0].endpoints.as_deref(), Some(&["192.0.2.7:41641".to_string()][..]));
+    assert_eq!(
+        patch[0].endpoints.as_deref(),
+        Some(&["192.0.2.7:41641".to_string()][..])
+    );
     assert!(d.peers_changed.is_none());
     // A home DERP change (it comes inside Hostinfo) reaches alpha too.
     let r = post(&mut b.h2, "/machine/map", lite("192.0.2.7:41641", 901)).await;
     assert_eq!(r.status(), 200);
     let d = fa.next_update().await;
     let full = d.peers_changed.expect("PeersChanged (Hostinfo changed)");
-    assert_eq!((full[0].id, full[0].home_derp, full[0].derp.as_str()), (beta_id, 901, "127.3.3.40:901"));
+    assert_eq!(
+        (full[0].id, full[0].home_derp, full[0].derp.as_str()),
+        (beta_id, 901, "127.3.3.40:901")
+    );
 
     // Deleting beta removes it from alpha's map at once.
     let t0 = std::time::Instant::now();
-    s.state.delete_node(ironscale_types::NodeId(beta_id as u64)).await.unwrap();
+    s.state
+        .delete_node(ironscale_types::NodeId(beta_id as u64))
+        .await
+        .unwrap();
     let d = fa.next_update().await;
     assert_eq!(d.peers_removed, Some(vec![beta_id]));
     assert!(t0.elapsed() < Duration::from_secs(1));
@@ -248,8 +313,15 @@ async fn bad_keys_are_refused_without_creating_nodes() {
     assert!(r.machine_authorized);
     let (_c, r) = join(&s, &single, "second").await;
     assert_eq!(r.error, "auth key already used");
-    let (expired, secret) = s.state.create_preauth_key(Some("alice"), true, false, None, vec![]).await.unwrap();
-    s.state.expire_preauth_key(&expired.id.to_string()).await.unwrap();
+    let (expired, secret) = s
+        .state
+        .create_preauth_key(Some("alice"), true, false, None, vec![])
+        .await
+        .unwrap();
+    s.state
+        .expire_preauth_key(&expired.id.to_string())
+        .await
+        .unwrap();
     let (_d, r) = join(&s, &secret, "third").await;
     assert_eq!(r.error, "auth key expired");
     assert_eq!(s.state.list_nodes().len(), 1);
@@ -280,7 +352,11 @@ async fn malformed_handshakes_close_only_their_connection() {
     let s = start().await;
     let key = new_key(&s, true).await;
     let (mut a, _) = join(&s, &key, "alpha").await;
-    for hs in ["!!!notbase64", "AAAA", &base64::engine::general_purpose::STANDARD.encode([0u8; 101])] {
+    for hs in [
+        "!!!notbase64",
+        "AAAA",
+        &base64::engine::general_purpose::STANDARD.encode([0u8; 101]),
+    ] {
         let mut tcp = TcpStream::connect(s.addr).await.unwrap();
         let req = format!(
             "POST /ts2021 HTTP/1.1\r\nHost: x\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {hs}\r\nContent-Length: 0\r\n\r\n"
@@ -293,7 +369,9 @@ async fn malformed_handshakes_close_only_their_connection() {
     }
     // Truncated upgrade request, then garbage records inside a real Noise session.
     let mut tcp = TcpStream::connect(s.addr).await.unwrap();
-    tcp.write_all(b"POST /ts2021 HTTP/1.1\r\nUpgr").await.unwrap();
+    tcp.write_all(b"POST /ts2021 HTTP/1.1\r\nUpgr")
+        .await
+        .unwrap();
     drop(tcp);
     let mkey = PrivateKey::generate();
     let (init, msg) = ironscale_noise::Initiator::new(&mkey, &s.server_pub, 130).unwrap();
@@ -305,9 +383,16 @@ async fn malformed_handshakes_close_only_their_connection() {
     tcp.write_all(&[0x04, 0xff, 0xff]).await.unwrap();
     tcp.write_all(&[0u8; 4096]).await.unwrap();
     let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await.expect("closed");
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest))
+        .await
+        .expect("closed");
     // The first client's connection still works.
-    let r = post(&mut a.h2, "/machine/update-health", serde_json::json!({"Subsys": "x"})).await;
+    let r = post(
+        &mut a.h2,
+        "/machine/update-health",
+        serde_json::json!({"Subsys": "x"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let (_, r2) = join(&s, &key, "beta").await;
     assert!(r2.machine_authorized);
@@ -319,40 +404,86 @@ async fn malformed_handshakes_close_only_their_connection() {
 #[tokio::test]
 async fn policy_changes_reach_sessions_and_bad_policies_are_rejected() {
     let s = start().await;
-    s.state.create_user("alice", "", "alice@example.com").await.unwrap();
-    s.state.create_user("bob", "", "bob@example.com").await.unwrap();
-    let ka = s.state.create_preauth_key(Some("alice"), false, false, None, vec![]).await.unwrap().1;
-    let kb = s.state.create_preauth_key(Some("bob"), false, false, None, vec![]).await.unwrap().1;
+    s.state
+        .create_user("alice", "", "alice@example.com")
+        .await
+        .unwrap();
+    s.state
+        .create_user("bob", "", "bob@example.com")
+        .await
+        .unwrap();
+    let ka = s
+        .state
+        .create_preauth_key(Some("alice"), false, false, None, vec![])
+        .await
+        .unwrap()
+        .1;
+    let kb = s
+        .state
+        .create_preauth_key(Some("bob"), false, false, None, vec![])
+        .await
+        .unwrap()
+        .1;
     let policy = r#"{
         // alice may reach bob's SSH port only
         "acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com:22"]}],
     }"#;
-    s.state.set_policy_text(policy, "policy.hujson").await.unwrap();
+    s.state
+        .set_policy_text(policy, "policy.hujson")
+        .await
+        .unwrap();
     let (mut a, _) = join(&s, &ka, "alpha").await;
     let (mut b, _) = join(&s, &kb, "beta").await;
     let mut fa = map_stream(&mut a.h2, &a.node.node_public(), &a.disco).await;
     let mut fb = map_stream(&mut b.h2, &b.node.node_public(), &b.disco).await;
     let first_a = fa.next().await;
     let first_b = fb.next().await;
-    let alpha_ip = first_a.node.as_ref().unwrap().addresses[0].trim_end_matches("/32").to_string();
-    assert_eq!(first_a.packet_filter, Some(vec![]), "alpha accepts nothing inbound");
+    let alpha_ip = first_a.node.as_ref().unwrap().addresses[0]
+        .trim_end_matches("/32")
+        .to_string();
+    assert_eq!(
+        first_a.packet_filter,
+        Some(vec![]),
+        "alpha accepts nothing inbound"
+    );
     let fb_rules = first_b.packet_filter.unwrap();
     assert_eq!(fb_rules.len(), 1);
-    assert!(fb_rules[0].src_ips.iter().any(|s| s.starts_with(&alpha_ip)), "{fb_rules:?}");
-    assert_eq!(fb_rules[0].dst_ports[0].ports, wire::PortRange { first: 22, last: 22 });
-    assert_eq!(first_a.peers.unwrap().len(), 1, "alpha sees beta (it may reach it)");
+    assert!(
+        fb_rules[0].src_ips.iter().any(|s| s.starts_with(&alpha_ip)),
+        "{fb_rules:?}"
+    );
+    assert_eq!(
+        fb_rules[0].dst_ports[0].ports,
+        wire::PortRange {
+            first: 22,
+            last: 22
+        }
+    );
+    assert_eq!(
+        first_a.peers.unwrap().len(),
+        1,
+        "alpha sees beta (it may reach it)"
+    );
 
     // A broken policy is rejected with file:line:col; the old one stays.
     let err = s.state.set_policy_text("{\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"group:nope\"], \"dst\": [\"*:*\"]}\n  ]\n}", "broken.hujson").await.unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("broken.hujson:3:"), "{msg}");
     assert!(msg.contains("group:nope"), "{msg}");
-    assert!(s.state.policy_state().text.unwrap().contains("bob@example.com:22"));
+    assert!(s
+        .state
+        .policy_state()
+        .text
+        .unwrap()
+        .contains("bob@example.com:22"));
 
     // Allow all: both sessions get the new filter within a second.
     let t0 = std::time::Instant::now();
     s.state
-        .set_policy_text(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#, "p2.hujson")
+        .set_policy_text(
+            r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+            "p2.hujson",
+        )
         .await
         .unwrap();
     for f in [&mut fa, &mut fb] {
@@ -360,7 +491,13 @@ async fn policy_changes_reach_sessions_and_bad_policies_are_rejected() {
             let d = f.next_update().await;
             if let Some(pf) = d.packet_filter {
                 assert_eq!(pf.len(), 1);
-                assert_eq!(pf[0].dst_ports[0].ports, wire::PortRange { first: 0, last: 65535 });
+                assert_eq!(
+                    pf[0].dst_ports[0].ports,
+                    wire::PortRange {
+                        first: 0,
+                        last: 65535
+                    }
+                );
                 break;
             }
         }

@@ -20,7 +20,10 @@ pub enum KeyError {
 fn parse_hex32(prefix: &'static str, s: &str) -> Result<[u8; 32], KeyError> {
     let Some(rest) = s.strip_prefix(prefix) else {
         let shown: String = s.chars().take(12).collect();
-        return Err(KeyError::Prefix { want: prefix, got: shown });
+        return Err(KeyError::Prefix {
+            want: prefix,
+            got: shown,
+        });
     };
     if rest.len() != 64 {
         return Err(KeyError::Hex);
@@ -116,17 +119,29 @@ impl PrivateKey {
         b[31] = (b[31] & 127) | 64;
         Self(b)
     }
-    pub fn secret_bytes(&self) -> &[u8; 32] { &self.0 }
+    pub fn secret_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
     fn public_bytes(&self) -> [u8; 32] {
         let secret = x25519_dalek::StaticSecret::from(self.0);
         x25519_dalek::PublicKey::from(&secret).to_bytes()
     }
-    pub fn machine_public(&self) -> MachinePublic { MachinePublic(self.public_bytes()) }
-    pub fn node_public(&self) -> NodePublic { NodePublic(self.public_bytes()) }
-    pub fn disco_public(&self) -> DiscoPublic { DiscoPublic(self.public_bytes()) }
-    pub fn challenge_public(&self) -> ChallengePublic { ChallengePublic(self.public_bytes()) }
+    pub fn machine_public(&self) -> MachinePublic {
+        MachinePublic(self.public_bytes())
+    }
+    pub fn node_public(&self) -> NodePublic {
+        NodePublic(self.public_bytes())
+    }
+    pub fn disco_public(&self) -> DiscoPublic {
+        DiscoPublic(self.public_bytes())
+    }
+    pub fn challenge_public(&self) -> ChallengePublic {
+        ChallengePublic(self.public_bytes())
+    }
     /// The text form `privkey:<hex>`, for writing key files only.
-    pub fn to_file_text(&self) -> String { format!("{}{}", Self::PREFIX, hex::encode(self.0)) }
+    pub fn to_file_text(&self) -> String {
+        format!("{}{}", Self::PREFIX, hex::encode(self.0))
+    }
     /// Parse the text form of a key file (`privkey:<hex>`; surrounding whitespace ignored).
     pub fn from_file_text(s: &str) -> Result<Self, KeyError> {
         parse_hex32(Self::PREFIX, s.trim()).map(Self::from_bytes)
@@ -134,12 +149,16 @@ impl PrivateKey {
     /// X25519 Diffie-Hellman with a peer public key.
     pub fn shared_secret(&self, peer: &[u8; 32]) -> [u8; 32] {
         let secret = x25519_dalek::StaticSecret::from(self.0);
-        secret.diffie_hellman(&x25519_dalek::PublicKey::from(*peer)).to_bytes()
+        secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(*peer))
+            .to_bytes()
     }
 }
 
 impl fmt::Debug for PrivateKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str("PrivateKey(<redacted>)") }
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKey(<redacted>)")
+    }
 }
 
 #[cfg(test)]
@@ -152,7 +171,10 @@ mod tests {
         let s = k.to_string();
         assert!(s.starts_with("nodekey:") && s.len() == 8 + 64);
         assert_eq!(s.parse::<NodePublic>().unwrap(), k);
-        assert!(matches!(s.parse::<MachinePublic>(), Err(KeyError::Prefix { .. })));
+        assert!(matches!(
+            s.parse::<MachinePublic>(),
+            Err(KeyError::Prefix { .. })
+        ));
         assert_eq!("nodekey:abc".parse::<NodePublic>(), Err(KeyError::Hex));
     }
 
@@ -177,6 +199,9 @@ mod tests {
     fn dh_agrees() {
         let a = PrivateKey::generate();
         let b = PrivateKey::generate();
-        assert_eq!(a.shared_secret(b.node_public().as_bytes()), b.shared_secret(a.node_public().as_bytes()));
+        assert_eq!(
+            a.shared_secret(b.node_public().as_bytes()),
+            b.shared_secret(a.node_public().as_bytes())
+        );
     }
 }

@@ -23,16 +23,23 @@ fn node(i: u64) -> Node {
         node_key: NodePublic(k),
         disco_key: DiscoPublic(k),
         ipv4: Some(Ipv4Addr::from(0x6440_0000u32 + i as u32)),
-        ipv6: Some(Ipv6Addr::from(0xfd7a_115c_a1e0_0000_0000_0000_0000_0000u128 + u128::from(i))),
+        ipv6: Some(Ipv6Addr::from(
+            0xfd7a_115c_a1e0_0000_0000_0000_0000_0000u128 + u128::from(i),
+        )),
         hostname: format!("host-{i}"),
         given_name: format!("host-{i}"),
         user_id: Some(UserId(1 + i % 10)),
         tags: vec![],
-        hostinfo_json: Some(format!(r#"{{"Hostname":"host-{i}","OS":"linux","IPNVersion":"1.96.4"}}"#)),
+        hostinfo_json: Some(format!(
+            r#"{{"Hostname":"host-{i}","OS":"linux","IPNVersion":"1.96.4"}}"#
+        )),
         home_derp: 900,
         announced_routes: vec![],
         approved_routes: vec![],
-        endpoints: vec![format!("192.0.2.{}:41641", i % 250), format!("10.0.{}.{}:41641", i / 250 % 250, i % 250)],
+        endpoints: vec![
+            format!("192.0.2.{}:41641", i % 250),
+            format!("10.0.{}.{}:41641", i / 250 % 250, i % 250),
+        ],
         expiry: None,
         created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
         last_seen: None,
@@ -60,7 +67,9 @@ fn tailnet(n: u64) -> Tailnet {
             }),
         );
     }
-    t.nodes = (1..=n).map(|i| (NodeId(i), Arc::new(node(i)))).collect::<BTreeMap<_, _>>();
+    t.nodes = (1..=n)
+        .map(|i| (NodeId(i), Arc::new(node(i))))
+        .collect::<BTreeMap<_, _>>();
     t.online = (1..=n).map(NodeId).collect();
     t
 }
@@ -92,11 +101,14 @@ fn main() {
         // every view holds 10k peers, so only a sample of sessions fits in
         // memory: the cost per session is what is measured.
         let sessions = n.min(10_000);
-        let mut views: Vec<_> = (1..=sessions).map(|i| build_view(&t, NodeId(i), 130, now).unwrap()).collect();
+        let mut views: Vec<_> = (1..=sessions)
+            .map(|i| build_view(&t, NodeId(i), 130, now).unwrap())
+            .collect();
         let mut port = 1u16;
         let (mn, md) = measure(runs, || {
             port += 1;
-            Arc::make_mut(t.nodes.get_mut(&NodeId(1)).unwrap()).endpoints = vec![format!("198.51.100.1:{port}")];
+            Arc::make_mut(t.nodes.get_mut(&NodeId(1)).unwrap()).endpoints =
+                vec![format!("198.51.100.1:{port}")];
             let changed = BTreeSet::from([NodeId(1)]);
             let mut frames = 0;
             for v in views.iter_mut() {
@@ -104,7 +116,10 @@ fn main() {
                     frames += 1;
                 }
             }
-            assert_eq!(frames, sessions, "every session (the changed node included) gets one frame");
+            assert_eq!(
+                frames, sessions,
+                "every session (the changed node included) gets one frame"
+            );
         });
         println!(
             "n={n:>6}  one endpoint change applied to {sessions} sessions (incremental): min {mn:?}  median {md:?}  ({:?} per session)",

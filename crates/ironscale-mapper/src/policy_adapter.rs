@@ -19,7 +19,14 @@ pub struct CompiledView(pub Arc<CompiledPolicy>);
 
 pub fn cap_map_to_wire(m: &CapMap) -> BTreeMap<String, Value> {
     m.iter()
-        .map(|(k, v)| (k.clone(), v.as_ref().map(|v| Value::Array(v.clone())).unwrap_or(Value::Null)))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_ref()
+                    .map(|v| Value::Array(v.clone()))
+                    .unwrap_or(Value::Null),
+            )
+        })
         .collect()
 }
 
@@ -31,14 +38,20 @@ pub fn filter_rule_to_wire(r: &ironscale_policy::FilterRule) -> wire::FilterRule
             .iter()
             .map(|d| wire::NetPortRange {
                 ip: d.ip.to_string(),
-                ports: wire::PortRange { first: d.ports.first, last: d.ports.last },
+                ports: wire::PortRange {
+                    first: d.ports.first,
+                    last: d.ports.last,
+                },
             })
             .collect(),
         ip_proto: r.ip_proto.iter().map(|p| i32::from(*p)).collect(),
         cap_grant: r
             .cap_grant
             .iter()
-            .map(|g| wire::CapGrant { dsts: g.dsts.clone(), cap_map: cap_map_to_wire(&g.cap_map) })
+            .map(|g| wire::CapGrant {
+                dsts: g.dsts.clone(),
+                cap_map: cap_map_to_wire(&g.cap_map),
+            })
             .collect(),
     }
 }
@@ -49,11 +62,17 @@ impl PolicyView for CompiledView {
     }
 
     fn packet_filter(&self, _: &Tailnet, node: &Node) -> Vec<wire::FilterRule> {
-        self.0.filter_rules(node.id).iter().map(filter_rule_to_wire).collect()
+        self.0
+            .filter_rules(node.id)
+            .iter()
+            .map(filter_rule_to_wire)
+            .collect()
     }
 
     fn ssh_policy(&self, _: &Tailnet, node: &Node) -> Option<Value> {
-        self.0.ssh_policy(node.id).and_then(|p| serde_json::to_value(p).ok())
+        self.0
+            .ssh_policy(node.id)
+            .and_then(|p| serde_json::to_value(p).ok())
     }
 
     fn node_cap_map(&self, _: &Tailnet, node: &Node) -> BTreeMap<String, Value> {
@@ -66,8 +85,12 @@ impl PolicyView for CompiledView {
 
     fn peer_routes(&self, _: &Tailnet, viewer: &Node, peer: &Node) -> Vec<IpNet> {
         let own: Vec<IpNet> = peer.ips().into_iter().map(IpNet::from).collect();
-        let mut out: Vec<IpNet> =
-            self.0.allowed_ips(viewer.id, peer.id).into_iter().filter(|r| !own.contains(r)).collect();
+        let mut out: Vec<IpNet> = self
+            .0
+            .allowed_ips(viewer.id, peer.id)
+            .into_iter()
+            .filter(|r| !own.contains(r))
+            .collect();
         out.sort();
         out.dedup();
         out

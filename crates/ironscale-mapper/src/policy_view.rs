@@ -23,7 +23,12 @@ pub trait PolicyView: Send + Sync + std::fmt::Debug {
         BTreeMap::new()
     }
     /// Capabilities `viewer` sees on `peer` (`Node.CapMap` of a peer).
-    fn peer_cap_map(&self, _tailnet: &Tailnet, _viewer: &Node, _peer: &Node) -> BTreeMap<String, Value> {
+    fn peer_cap_map(
+        &self,
+        _tailnet: &Tailnet,
+        _viewer: &Node,
+        _peer: &Node,
+    ) -> BTreeMap<String, Value> {
         BTreeMap::new()
     }
     /// Routes (beyond its own addresses) that `viewer` may use through `peer`.
@@ -62,6 +67,11 @@ impl PolicyView for AllowAll {
         vec![FilterRule::allow_all()]
     }
     fn watchers_of(&self, tailnet: &Tailnet, changed: &Node) -> Vec<NodeId> {
-        tailnet.nodes.keys().copied().filter(|id| *id != changed.id).collect()
+        tailnet
+            .nodes
+            .keys()
+            .copied()
+            .filter(|id| *id != changed.id)
+            .collect()
     }
 }

@@ -134,7 +134,11 @@ impl Tailnet {
 
     /// Subnet routes (not exit routes) for which `id` is primary.
     pub fn primary_routes(&self, id: NodeId) -> Vec<IpNet> {
-        self.primaries.iter().filter(|(_, n)| **n == id).map(|(r, _)| *r).collect()
+        self.primaries
+            .iter()
+            .filter(|(_, n)| **n == id)
+            .map(|(r, _)| *r)
+            .collect()
     }
 
     /// Recompute route primaries: for every approved subnet route, keep the
@@ -151,7 +155,9 @@ impl Tailnet {
         }
         let mut out = BTreeMap::new();
         for (route, ids) in candidates {
-            let keep = previous.get(&route).filter(|p| ids.contains(p) && self.is_online(**p));
+            let keep = previous
+                .get(&route)
+                .filter(|p| ids.contains(p) && self.is_online(**p));
             let pick = keep
                 .copied()
                 .or_else(|| ids.iter().copied().find(|id| self.is_online(*id)))
@@ -173,7 +179,9 @@ impl Tailnet {
     }
 
     pub fn user_of(&self, node: &Node) -> Option<&User> {
-        node.user_id.and_then(|u| self.users.get(&u)).map(|u| u.as_ref())
+        node.user_id
+            .and_then(|u| self.users.get(&u))
+            .map(|u| u.as_ref())
     }
 
     pub fn now_online_or_seen(&self, node: &Node) -> Option<Timestamp> {

@@ -58,7 +58,11 @@ fn base_wire_node(t: &Tailnet, node: &Node, now: Timestamp) -> wire::Node {
     let addrs = addresses(node);
     let online = t.is_online(node.id);
     let home = node.home_derp;
-    let mut primary: Vec<String> = t.primary_routes(node.id).iter().map(|r| r.to_string()).collect();
+    let mut primary: Vec<String> = t
+        .primary_routes(node.id)
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
     primary.sort();
     wire::Node {
         id: wire_id(node.id),
@@ -72,7 +76,11 @@ fn base_wire_node(t: &Tailnet, node: &Node, now: Timestamp) -> wire::Node {
         allowed_ips: addrs.clone(),
         addresses: addrs,
         endpoints: node.endpoints.clone(),
-        derp: if home > 0 { format!("127.3.3.40:{home}") } else { String::new() },
+        derp: if home > 0 {
+            format!("127.3.3.40:{home}")
+        } else {
+            String::new()
+        },
         home_derp: home,
         hostinfo: hostinfo_value(node),
         created: Some(node.created_at),
@@ -90,7 +98,9 @@ fn base_wire_node(t: &Tailnet, node: &Node, now: Timestamp) -> wire::Node {
 /// The wire form of `node` as `viewer` sees it; shared with other viewers
 /// through the tailnet's cache when nothing in it is viewer-specific.
 fn peer_wire_node(t: &Tailnet, viewer: &Node, node: &Arc<Node>, now: Timestamp) -> Arc<wire::Node> {
-    let base = t.wire_cache.get_or_build(t, node, now, || base_wire_node(t, node, now));
+    let base = t
+        .wire_cache
+        .get_or_build(t, node, now, || base_wire_node(t, node, now));
     let routes = t.policy.peer_routes(t, viewer, node);
     let caps = t.policy.peer_cap_map(t, viewer, node);
     if routes.is_empty() && caps.is_empty() {
@@ -130,8 +140,11 @@ fn profile_for(t: &Tailnet, node: &Node) -> wire::UserProfile {
 
 fn dns_config(t: &Tailnet, viewer: &Node) -> wire::DnsConfig {
     let d = &t.dns;
-    let resolvers: Vec<wire::DnsResolver> =
-        d.nameservers.iter().map(|a| wire::DnsResolver { addr: a.clone() }).collect();
+    let resolvers: Vec<wire::DnsResolver> = d
+        .nameservers
+        .iter()
+        .map(|a| wire::DnsResolver { addr: a.clone() })
+        .collect();
     let mut domains = Vec::new();
     if d.magic_dns && !d.base_domain.is_empty() {
         domains.push(d.base_domain.clone());
@@ -141,21 +154,42 @@ fn dns_config(t: &Tailnet, viewer: &Node) -> wire::DnsConfig {
         .split
         .iter()
         .map(|(dom, ns)| {
-            let key = if dom.ends_with('.') { dom.clone() } else { format!("{dom}.") };
-            (key, ns.iter().map(|a| wire::DnsResolver { addr: a.clone() }).collect())
+            let key = if dom.ends_with('.') {
+                dom.clone()
+            } else {
+                format!("{dom}.")
+            };
+            (
+                key,
+                ns.iter()
+                    .map(|a| wire::DnsResolver { addr: a.clone() })
+                    .collect(),
+            )
         })
         .collect();
     let _ = viewer;
     wire::DnsConfig {
-        resolvers: if d.override_local_dns { resolvers.clone() } else { vec![] },
-        fallback_resolvers: if d.override_local_dns { vec![] } else { resolvers },
+        resolvers: if d.override_local_dns {
+            resolvers.clone()
+        } else {
+            vec![]
+        },
+        fallback_resolvers: if d.override_local_dns {
+            vec![]
+        } else {
+            resolvers
+        },
         routes,
         domains,
         proxied: d.magic_dns,
         extra_records: d
             .extra_records
             .iter()
-            .map(|r| wire::DnsRecord { name: r.name.clone(), r#type: r.r#type.clone(), value: r.value.clone() })
+            .map(|r| wire::DnsRecord {
+                name: r.name.clone(),
+                r#type: r.r#type.clone(),
+                value: r.value.clone(),
+            })
             .collect(),
     }
 }
@@ -204,7 +238,9 @@ impl View {
             user_profiles: Some(self.profiles.values().cloned().collect()),
             ssh_policy: self.ssh.clone(),
             control_time: Some(now),
-            debug: Some(wire::Debug { disable_log_tail: true }),
+            debug: Some(wire::Debug {
+                disable_log_tail: true,
+            }),
             ..Default::default()
         }
     }
@@ -233,7 +269,10 @@ impl View {
             }
             let ssh = t.policy.ssh_policy(t, &me);
             if ssh != self.ssh {
-                out.ssh_policy = Some(ssh.clone().unwrap_or_else(|| serde_json::json!({ "rules": [] })));
+                out.ssh_policy = Some(
+                    ssh.clone()
+                        .unwrap_or_else(|| serde_json::json!({ "rules": [] })),
+                );
                 self.ssh = ssh;
             }
         }
@@ -291,18 +330,25 @@ impl View {
 fn push_peer_delta(out: &mut wire::MapResponse, prev: Option<&wire::Node>, next: &wire::Node) {
     if let Some(prev) = prev {
         if let Some(patch) = patch_between(prev, next) {
-            out.peers_changed_patch.get_or_insert_with(Vec::new).push(patch);
+            out.peers_changed_patch
+                .get_or_insert_with(Vec::new)
+                .push(patch);
             return;
         }
     }
-    out.peers_changed.get_or_insert_with(Vec::new).push(next.clone());
+    out.peers_changed
+        .get_or_insert_with(Vec::new)
+        .push(next.clone());
 }
 
 /// A `PeerChange` turning `prev` into `next`, if the difference is limited to
 /// fields a patch can carry without clearing anything by accident.
 fn patch_between(prev: &wire::Node, next: &wire::Node) -> Option<wire::PeerChange> {
     let mut a = prev.clone();
-    let mut p = wire::PeerChange { node_id: next.id, ..Default::default() };
+    let mut p = wire::PeerChange {
+        node_id: next.id,
+        ..Default::default()
+    };
     if a.endpoints != next.endpoints {
         if next.endpoints.is_empty() {
             return None; // an empty list would not survive Go's omitempty semantics
@@ -375,13 +421,21 @@ pub fn diff(prev: &View, next: &View) -> Option<wire::MapResponse> {
         out.packet_filter = Some(next.filter.clone());
     }
     if prev.ssh != next.ssh {
-        out.ssh_policy = Some(next.ssh.clone().unwrap_or_else(|| serde_json::json!({ "rules": [] })));
+        out.ssh_policy = Some(
+            next.ssh
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({ "rules": [] })),
+        );
     }
     if prev.domain != next.domain && !next.domain.is_empty() {
         out.domain = next.domain.clone();
     }
-    let new_profiles: Vec<_> =
-        next.profiles.values().filter(|p| prev.profiles.get(&p.id) != Some(*p)).cloned().collect();
+    let new_profiles: Vec<_> = next
+        .profiles
+        .values()
+        .filter(|p| prev.profiles.get(&p.id) != Some(*p))
+        .cloned()
+        .collect();
     if !new_profiles.is_empty() {
         out.user_profiles = Some(new_profiles);
     }

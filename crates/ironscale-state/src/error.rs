@@ -7,7 +7,11 @@ pub enum StateError {
     #[error("user {0:?} already exists")]
     UserExists(String),
     #[error("user {name:?} still owns {nodes} node(s); delete or move them first")]
-    UserHasNodes { name: String, nodes: usize, id: UserId },
+    UserHasNodes {
+        name: String,
+        nodes: usize,
+        id: UserId,
+    },
     #[error("node {0:?} not found")]
     NodeNotFound(NodeId),
     #[error("pre-auth key {0:?} not found")]

@@ -99,7 +99,9 @@ pub struct State {
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State").field("nodes", &self.snapshot().nodes.len()).finish()
+        f.debug_struct("State")
+            .field("nodes", &self.snapshot().nodes.len())
+            .finish()
     }
 }
 
@@ -144,8 +146,13 @@ impl State {
             }),
         };
         // Ephemeral nodes left over from a previous run get their grace period again.
-        let leftovers: Vec<NodeId> =
-            state.snapshot().nodes.values().filter(|n| n.ephemeral).map(|n| n.id).collect();
+        let leftovers: Vec<NodeId> = state
+            .snapshot()
+            .nodes
+            .values()
+            .filter(|n| n.ephemeral)
+            .map(|n| n.id)
+            .collect();
         for id in leftovers {
             state.schedule_ephemeral_deletion(id);
         }
@@ -205,7 +212,11 @@ impl State {
             next.primaries = Arc::new(primaries);
         }
         if old.nodes.len() != next.nodes.len()
-            || old.nodes.iter().zip(next.nodes.iter()).any(|(a, b)| a.0 != b.0 || a.1.node_key != b.1.node_key)
+            || old
+                .nodes
+                .iter()
+                .zip(next.nodes.iter())
+                .any(|(a, b)| a.0 != b.0 || a.1.node_key != b.1.node_key)
         {
             let index = next.nodes.values().map(|n| (n.node_key, n.id)).collect();
             self.inner.by_node_key.store(Arc::new(index));
@@ -263,7 +274,11 @@ impl State {
     // ----- users -----
 
     pub fn list_users(&self) -> Vec<User> {
-        self.snapshot().users.values().map(|u| (**u).clone()).collect()
+        self.snapshot()
+            .users
+            .values()
+            .map(|u| (**u).clone())
+            .collect()
     }
 
     pub fn find_user(&self, name_or_id: &str) -> Result<Arc<User>> {
@@ -294,9 +309,12 @@ impl State {
         };
         let u = self.inner.store.create_user(&new, now()).await?;
         let out = u.clone();
-        self.commit(|t| {
-            t.users.insert(u.id, Arc::new(u));
-        }, Change::Users(BTreeSet::new()));
+        self.commit(
+            |t| {
+                t.users.insert(u.id, Arc::new(u));
+            },
+            Change::Users(BTreeSet::new()),
+        );
         Ok(out)
     }
 
@@ -304,32 +322,57 @@ impl State {
         validate_user_name(new_name)?;
         let _w = self.inner.write.lock().await;
         let u = self.find_user(name_or_id)?;
-        if self.snapshot().users.values().any(|x| x.name == new_name && x.id != u.id) {
+        if self
+            .snapshot()
+            .users
+            .values()
+            .any(|x| x.name == new_name && x.id != u.id)
+        {
             return Err(StateError::UserExists(new_name.to_string()));
         }
         let mut nu = (*u).clone();
         nu.name = new_name.to_string();
         self.inner.store.rename_user(u.id, new_name, now()).await?;
-        let owned: BTreeSet<NodeId> =
-            self.snapshot().nodes.values().filter(|n| n.user_id == Some(u.id)).map(|n| n.id).collect();
+        let owned: BTreeSet<NodeId> = self
+            .snapshot()
+            .nodes
+            .values()
+            .filter(|n| n.user_id == Some(u.id))
+            .map(|n| n.id)
+            .collect();
         let out = nu.clone();
-        self.commit(|t| {
-            t.users.insert(nu.id, Arc::new(nu));
-        }, Change::Users(owned));
+        self.commit(
+            |t| {
+                t.users.insert(nu.id, Arc::new(nu));
+            },
+            Change::Users(owned),
+        );
         Ok(out)
     }
 
     pub async fn delete_user(&self, name_or_id: &str) -> Result<User> {
         let _w = self.inner.write.lock().await;
         let u = self.find_user(name_or_id)?;
-        let nodes = self.snapshot().nodes.values().filter(|n| n.user_id == Some(u.id)).count();
+        let nodes = self
+            .snapshot()
+            .nodes
+            .values()
+            .filter(|n| n.user_id == Some(u.id))
+            .count();
         if nodes > 0 {
-            return Err(StateError::UserHasNodes { name: u.name.clone(), nodes, id: u.id });
+            return Err(StateError::UserHasNodes {
+                name: u.name.clone(),
+                nodes,
+                id: u.id,
+            });
         }
         self.inner.store.delete_user(u.id).await?;
-        self.commit(|t| {
-            t.users.remove(&u.id);
-        }, Change::Users(BTreeSet::new()));
+        self.commit(
+            |t| {
+                t.users.remove(&u.id);
+            },
+            Change::Users(BTreeSet::new()),
+        );
         Ok((*u).clone())
     }
 
@@ -361,7 +404,11 @@ impl State {
             ));
         }
         let _w = self.inner.write.lock().await;
-        Ok(self.inner.store.create_preauth_key(user_id, reusable, ephemeral, expiration, &tags, now()).await?)
+        Ok(self
+            .inner
+            .store
+            .create_preauth_key(user_id, reusable, ephemeral, expiration, &tags, now())
+            .await?)
     }
 
     pub async fn list_preauth_keys(&self, user: Option<&str>) -> Result<Vec<PreAuthKey>> {
@@ -378,10 +425,17 @@ impl State {
         let keys = self.inner.store.list_preauth_keys(None).await?;
         let k = keys
             .into_iter()
-            .find(|k| k.id.to_string() == id_or_prefix || k.prefix == id_or_prefix || id_or_prefix.contains(&k.prefix))
+            .find(|k| {
+                k.id.to_string() == id_or_prefix
+                    || k.prefix == id_or_prefix
+                    || id_or_prefix.contains(&k.prefix)
+            })
             .ok_or_else(|| StateError::KeyNotFound(id_or_prefix.to_string()))?;
         self.inner.store.expire_preauth_key(k.id, now()).await?;
-        Ok(PreAuthKey { expiration: Some(now()), ..k })
+        Ok(PreAuthKey {
+            expiration: Some(now()),
+            ..k
+        })
     }
 
     // ----- nodes -----
@@ -391,7 +445,11 @@ impl State {
     }
 
     pub fn get_node(&self, id: NodeId) -> Result<Arc<Node>> {
-        self.snapshot().nodes.get(&id).cloned().ok_or(StateError::NodeNotFound(id))
+        self.snapshot()
+            .nodes
+            .get(&id)
+            .cloned()
+            .ok_or(StateError::NodeNotFound(id))
     }
 
     pub async fn delete_node(&self, id: NodeId) -> Result<Arc<Node>> {
@@ -411,10 +469,13 @@ impl State {
         if let Some(h) = self.inner.ephemeral_timers.lock().remove(&id) {
             h.abort();
         }
-        self.commit(|t| {
-            t.nodes.remove(&id);
-            t.online.remove(&id);
-        }, Change::Nodes(BTreeSet::from([id])));
+        self.commit(
+            |t| {
+                t.nodes.remove(&id);
+                t.online.remove(&id);
+            },
+            Change::Nodes(BTreeSet::from([id])),
+        );
         if let Some(s) = self.inner.sessions.lock().remove(&id) {
             s.close();
         }
@@ -438,8 +499,15 @@ impl State {
             )));
         }
         let _w = self.inner.write.lock().await;
-        if self.snapshot().nodes.values().any(|n| n.given_name == label && n.id != id) {
-            return Err(StateError::Invalid(format!("the name {label:?} is already taken")));
+        if self
+            .snapshot()
+            .nodes
+            .values()
+            .any(|n| n.given_name == label && n.id != id)
+        {
+            return Err(StateError::Invalid(format!(
+                "the name {label:?} is already taken"
+            )));
         }
         let mut n = (*self.get_node(id)?).clone();
         n.given_name = label;
@@ -454,9 +522,12 @@ impl State {
         tags.sort();
         tags.dedup();
         if tags.is_empty() {
-            return Err(StateError::Invalid("give at least one tag (e.g. tag:server)".into()));
+            return Err(StateError::Invalid(
+                "give at least one tag (e.g. tag:server)".into(),
+            ));
         }
-        self.check_tags_defined(&tags).map_err(StateError::Invalid)?;
+        self.check_tags_defined(&tags)
+            .map_err(StateError::Invalid)?;
         let _w = self.inner.write.lock().await;
         let mut n = (*self.get_node(id)?).clone();
         n.tags = tags;
@@ -489,9 +560,12 @@ impl State {
         let id = n.id;
         let n = Arc::new(n);
         let out = n.clone();
-        self.commit(|t| {
-            t.nodes.insert(id, n);
-        }, Change::Nodes(BTreeSet::from([id])));
+        self.commit(
+            |t| {
+                t.nodes.insert(id, n);
+            },
+            Change::Nodes(BTreeSet::from([id])),
+        );
         Ok(out)
     }
 
@@ -504,7 +578,9 @@ impl State {
         machine: &ironscale_keys::MachinePublic,
         req: &wire::MapRequest,
     ) -> Result<Option<Arc<Node>>> {
-        let Some(node) = self.node_by_key(&req.node_key) else { return Ok(None) };
+        let Some(node) = self.node_by_key(&req.node_key) else {
+            return Ok(None);
+        };
         if node.machine_key != *machine {
             return Ok(None);
         }
@@ -526,7 +602,9 @@ impl State {
         }
         let _w = self.inner.write.lock().await;
         // Re-read under the lock: another request may have changed the node.
-        let Some(cur) = self.snapshot().nodes.get(&node.id).cloned() else { return Ok(None) };
+        let Some(cur) = self.snapshot().nodes.get(&node.id).cloned() else {
+            return Ok(None);
+        };
         let mut m = (*cur).clone();
         m.disco_key = n.disco_key;
         m.endpoints = n.endpoints;
@@ -556,9 +634,12 @@ impl State {
             return Err(StateError::NodeNotFound(id));
         }
         if !self.snapshot().online.contains(&id) {
-            self.commit(|t| {
-                t.online.insert(id);
-            }, Change::Nodes(BTreeSet::from([id])));
+            self.commit(
+                |t| {
+                    t.online.insert(id);
+                },
+                Change::Nodes(BTreeSet::from([id])),
+            );
         }
         Ok(slot)
     }
@@ -576,17 +657,22 @@ impl State {
             }
         }
         let _w = self.inner.write.lock().await;
-        let Some(node) = self.snapshot().nodes.get(&id).cloned() else { return };
+        let Some(node) = self.snapshot().nodes.get(&id).cloned() else {
+            return;
+        };
         let mut n = (*node).clone();
         n.last_seen = Some(now());
         if let Err(e) = self.inner.store.update_node(&n).await {
             tracing::warn!(node = id.0, "persisting last_seen failed: {e}");
         }
         let n = Arc::new(n);
-        self.commit(|t| {
-            t.online.remove(&id);
-            t.nodes.insert(id, n);
-        }, Change::Nodes(BTreeSet::from([id])));
+        self.commit(
+            |t| {
+                t.online.remove(&id);
+                t.nodes.insert(id, n);
+            },
+            Change::Nodes(BTreeSet::from([id])),
+        );
         if node.ephemeral {
             self.schedule_ephemeral_deletion(id);
         }
@@ -603,7 +689,9 @@ impl State {
             }
             state.inner.ephemeral_timers.lock().remove(&id);
             match state.delete_node_locked(id).await {
-                Ok(n) => tracing::info!(node = id.0, name = %n.given_name, "ephemeral node removed after inactivity"),
+                Ok(n) => {
+                    tracing::info!(node = id.0, name = %n.given_name, "ephemeral node removed after inactivity")
+                }
                 Err(e) => tracing::debug!(node = id.0, "ephemeral cleanup: {e}"),
             }
         });
@@ -682,7 +770,11 @@ pub(crate) fn apply_hostinfo(n: &mut Node, hi: &serde_json::Value) {
     if !view.hostname.is_empty() {
         n.hostname = view.hostname.clone();
     }
-    let mut routes: Vec<IpNet> = view.routable_ips.iter().filter_map(|r| r.parse().ok()).collect();
+    let mut routes: Vec<IpNet> = view
+        .routable_ips
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .collect();
     routes.sort();
     routes.dedup();
     n.announced_routes = routes;
@@ -691,7 +783,9 @@ pub(crate) fn apply_hostinfo(n: &mut Node, hi: &serde_json::Value) {
 fn validate_user_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_alphanumeric() || "-_.@+".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_.@+".contains(c))
         && !name.starts_with('-');
     if ok {
         Ok(())
@@ -705,7 +799,9 @@ fn validate_user_name(name: &str) -> Result<()> {
 /// Tailscale tag syntax: `tag:` + a letter, then letters, digits, '-'.
 pub fn validate_tag(tag: &str) -> Result<()> {
     let Some(name) = tag.strip_prefix("tag:") else {
-        return Err(StateError::Invalid(format!("tag {tag:?} must start with \"tag:\"")));
+        return Err(StateError::Invalid(format!(
+            "tag {tag:?} must start with \"tag:\""
+        )));
     };
     let mut chars = name.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
@@ -725,7 +821,13 @@ pub fn sanitize_label(host: &str) -> String {
     let mut s: String = host
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     // Only the first label of an FQDN counts.
     if let Some(i) = host.find('.') {

@@ -65,34 +65,63 @@ pub(crate) fn policy_relevant(a: &Node, b: &Node) -> bool {
 
 impl State {
     /// Parse and compile `text` against the current tailnet without installing it.
-    pub fn check_policy(&self, text: &str, file_name: &str) -> Result<(CompiledPolicy, Vec<PolicyWarning>), PolicyError> {
+    pub fn check_policy(
+        &self,
+        text: &str,
+        file_name: &str,
+    ) -> Result<(CompiledPolicy, Vec<PolicyWarning>), PolicyError> {
         let policy = Policy::parse(text, file_name)?;
         let t = self.snapshot();
         let (users, nodes) = users_nodes(&t);
-        let compiled = CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet)?;
+        let compiled =
+            CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet)?;
         Ok((compiled, policy.warnings().to_vec()))
     }
 
     /// Install a new policy. On any error the policy in force stays.
-    pub async fn set_policy_text(&self, text: &str, file_name: &str) -> Result<Vec<PolicyWarning>, PolicyError> {
-        self.install_policy(text, file_name, false).await.map_err(|e| match e {
-            PolicySetError::Policy(p) => p,
-            PolicySetError::Store(s) => PolicyError::new(file_name, None, ironscale_policy::ErrorKind::Invalid, s.to_string()),
-        })
+    pub async fn set_policy_text(
+        &self,
+        text: &str,
+        file_name: &str,
+    ) -> Result<Vec<PolicyWarning>, PolicyError> {
+        self.install_policy(text, file_name, false)
+            .await
+            .map_err(|e| match e {
+                PolicySetError::Policy(p) => p,
+                PolicySetError::Store(s) => PolicyError::new(
+                    file_name,
+                    None,
+                    ironscale_policy::ErrorKind::Invalid,
+                    s.to_string(),
+                ),
+            })
     }
 
     /// `policy.mode: database`: install a new policy and store it. Nothing
     /// changes when it is rejected.
-    pub async fn set_policy_in_database(&self, text: &str) -> Result<Vec<PolicyWarning>, PolicySetError> {
+    pub async fn set_policy_in_database(
+        &self,
+        text: &str,
+    ) -> Result<Vec<PolicyWarning>, PolicySetError> {
         self.install_policy(text, "policy", true).await
     }
 
-    async fn install_policy(&self, text: &str, file_name: &str, persist: bool) -> Result<Vec<PolicyWarning>, PolicySetError> {
+    async fn install_policy(
+        &self,
+        text: &str,
+        file_name: &str,
+        persist: bool,
+    ) -> Result<Vec<PolicyWarning>, PolicySetError> {
         let _w = self.inner.write.lock().await;
         let policy = Policy::parse(text, file_name)?;
         let t = self.snapshot();
         let (users, nodes) = users_nodes(&t);
-        let compiled = Arc::new(CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet)?);
+        let compiled = Arc::new(CompiledPolicy::compile(
+            &policy,
+            &users,
+            &nodes,
+            &self.settings().policy_tailnet,
+        )?);
         let warnings = policy.warnings().to_vec();
         if persist {
             self.store().kv_set(POLICY_KV_KEY, text).await?;
@@ -134,7 +163,9 @@ impl State {
         }
         let ps = self.inner.policy.lock();
         match &ps.compiled {
-            Some(c) => c.may_own_tags(user, owner_tags, tags).map_err(|e| e.to_string()),
+            Some(c) => c
+                .may_own_tags(user, owner_tags, tags)
+                .map_err(|e| e.to_string()),
             None => Ok(()),
         }
     }
@@ -150,7 +181,9 @@ impl State {
         if let Some(p) = &ps.policy {
             for t in tags {
                 if !p.tag_owners.iter().any(|d| d.tag.value == *t) {
-                    return Err(format!("tag {t:?} is not defined in the policy's tagOwners; add it there first"));
+                    return Err(format!(
+                        "tag {t:?} is not defined in the policy's tagOwners; add it there first"
+                    ));
                 }
             }
         }
@@ -173,7 +206,8 @@ impl State {
         };
         if users_changed {
             let (users, nodes) = users_nodes(next);
-            match CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet) {
+            match CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet)
+            {
                 Ok(c) => {
                     *compiled = Arc::new(c);
                     next.policy = Arc::new(CompiledView(compiled.clone()));

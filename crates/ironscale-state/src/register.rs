@@ -21,7 +21,10 @@ pub struct RegisterOutcome {
 
 impl RegisterOutcome {
     fn refuse(msg: impl Into<String>) -> Self {
-        RegisterOutcome { response: wire::RegisterResponse::error(msg), node: None }
+        RegisterOutcome {
+            response: wire::RegisterResponse::error(msg),
+            node: None,
+        }
     }
 }
 
@@ -69,7 +72,10 @@ impl State {
                 };
             }
         }
-        RegisterOutcome { response: r, node: Some(node.clone()) }
+        RegisterOutcome {
+            response: r,
+            node: Some(node.clone()),
+        }
     }
 
     /// Check a pre-auth key without changing anything.
@@ -97,7 +103,11 @@ impl State {
     }
 
     /// Handle a RegisterRequest from the machine authenticated by Noise.
-    pub async fn register(&self, machine: MachinePublic, req: &wire::RegisterRequest) -> RegisterOutcome {
+    pub async fn register(
+        &self,
+        machine: MachinePublic,
+        req: &wire::RegisterRequest,
+    ) -> RegisterOutcome {
         match self.register_inner(machine, req).await {
             Ok(o) => o,
             Err(e) => {
@@ -114,7 +124,9 @@ impl State {
     ) -> Result<RegisterOutcome, StateError> {
         let now = now();
         if req.node_key.is_zero() {
-            return Ok(RegisterOutcome::refuse("register request without a node key"));
+            return Ok(RegisterOutcome::refuse(
+                "register request without a node key",
+            ));
         }
         let _w = self.inner.write.lock().await;
         let existing = self.node_by_key(&req.node_key);
@@ -123,13 +135,18 @@ impl State {
         if let (Some(exp), Some(node)) = (req.expiry, existing.as_ref()) {
             if exp <= now {
                 if node.machine_key != machine {
-                    return Ok(RegisterOutcome::refuse("node key belongs to another machine"));
+                    return Ok(RegisterOutcome::refuse(
+                        "node key belongs to another machine",
+                    ));
                 }
                 if node.ephemeral {
                     self.delete_node_locked(node.id).await?;
                     let mut r = wire::RegisterResponse::empty();
                     r.node_key_expired = true;
-                    return Ok(RegisterOutcome { response: r, node: None });
+                    return Ok(RegisterOutcome {
+                        response: r,
+                        node: None,
+                    });
                 }
                 let mut n = (**node).clone();
                 n.expiry = Some(now);
@@ -151,19 +168,29 @@ impl State {
                 if let Some(hi) = &req.hostinfo {
                     apply_hostinfo(&mut n, hi);
                 }
-                let n = if n != **node { self.save_node_locked(n).await? } else { node.clone() };
+                let n = if n != **node {
+                    self.save_node_locked(n).await?
+                } else {
+                    node.clone()
+                };
                 return Ok(self.authorized(&n));
             }
             if req.auth_key().is_none() {
                 let mut r = wire::RegisterResponse::empty();
                 r.node_key_expired = true;
-                return Ok(RegisterOutcome { response: r, node: Some(node.clone()) });
+                return Ok(RegisterOutcome {
+                    response: r,
+                    node: Some(node.clone()),
+                });
             }
         }
 
         // 3. Key rotation: the node is found by its old key.
         if !req.old_node_key.is_zero() && existing.is_none() {
-            if let Some(old) = self.node_by_key(&req.old_node_key).filter(|n| n.machine_key == machine) {
+            if let Some(old) = self
+                .node_by_key(&req.old_node_key)
+                .filter(|n| n.machine_key == machine)
+            {
                 if !old.is_expired(now) || req.auth_key().is_some() {
                     if let Some(text) = req.auth_key() {
                         if old.is_expired(now) {
@@ -204,7 +231,12 @@ impl State {
         // Tags: the key's, plus any the client requests (`--advertise-tags`),
         // which the key's owner (or the key's own tags) must own per tagOwners.
         let mut tags = key.tags.clone();
-        let requested: Vec<String> = view.request_tags.iter().filter(|t| !tags.contains(t)).cloned().collect();
+        let requested: Vec<String> = view
+            .request_tags
+            .iter()
+            .filter(|t| !tags.contains(t))
+            .cloned()
+            .collect();
         if !requested.is_empty() {
             if let Err(why) = self.check_tags(key.user_id, &key.tags, &requested) {
                 return Ok(RegisterOutcome::refuse(format!(
@@ -223,9 +255,7 @@ impl State {
             t.nodes
                 .values()
                 .find(|n| {
-                    n.machine_key == machine
-                        && n.user_id == key.user_id
-                        && n.tags == key.tags
+                    n.machine_key == machine && n.user_id == key.user_id && n.tags == key.tags
                 })
                 .cloned()
         });
@@ -234,7 +264,11 @@ impl State {
             Some(old) => {
                 let mut n = (*old).clone();
                 n.node_key = req.node_key;
-                n.user_id = if key.tags.is_empty() { key.user_id } else { None };
+                n.user_id = if key.tags.is_empty() {
+                    key.user_id
+                } else {
+                    None
+                };
                 n.tags = key.tags.clone();
                 n.auth_key_id = Some(key.id);
                 n.register_method = RegisterMethod::AuthKey;
@@ -247,9 +281,12 @@ impl State {
                 let id = n.id;
                 let n = Arc::new(n);
                 let out = n.clone();
-                self.commit(|t| {
-                    t.nodes.insert(id, n);
-                }, Change::Nodes(BTreeSet::from([id])));
+                self.commit(
+                    |t| {
+                        t.nodes.insert(id, n);
+                    },
+                    Change::Nodes(BTreeSet::from([id])),
+                );
                 out
             }
             None => {
@@ -263,7 +300,11 @@ impl State {
                     ipv6: v6,
                     hostname: String::new(),
                     given_name: String::new(),
-                    user_id: if key.tags.is_empty() { key.user_id } else { None },
+                    user_id: if key.tags.is_empty() {
+                        key.user_id
+                    } else {
+                        None
+                    },
                     tags: key.tags.clone(),
                     hostinfo_json: None,
                     home_derp: 0,
@@ -293,9 +334,12 @@ impl State {
                 let id = n.id;
                 let n = Arc::new(n);
                 let out = n.clone();
-                self.commit(|t| {
-                    t.nodes.insert(id, n);
-                }, Change::Nodes(BTreeSet::from([id])));
+                self.commit(
+                    |t| {
+                        t.nodes.insert(id, n);
+                    },
+                    Change::Nodes(BTreeSet::from([id])),
+                );
                 tracing::info!(node = id.0, name = %out.given_name, ip = ?out.ipv4, "node registered with a pre-auth key");
                 out
             }
@@ -320,7 +364,11 @@ impl State {
             s => s,
         };
         let t = self.snapshot();
-        let taken = |name: &str| t.nodes.values().any(|n| n.given_name == name && Some(n.id) != except);
+        let taken = |name: &str| {
+            t.nodes
+                .values()
+                .any(|n| n.given_name == name && Some(n.id) != except)
+        };
         if !taken(&base) {
             return base;
         }

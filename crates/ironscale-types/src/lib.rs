@@ -2,7 +2,7 @@
 //! serialisable: each boundary (database rows in `store`, REST DTOs in `api`,
 //! Tailscale JSON in `wire`) converts explicitly in one tested module.
 
-use std::net::{Ipv4Addr, Ipv6Addr, IpAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -35,10 +35,18 @@ pub struct User {
 impl User {
     /// Login name shown to clients: the e-mail if known, else `name@`-less name.
     pub fn login_name(&self) -> &str {
-        if self.email.is_empty() { &self.name } else { &self.email }
+        if self.email.is_empty() {
+            &self.name
+        } else {
+            &self.email
+        }
     }
     pub fn display(&self) -> &str {
-        if self.display_name.is_empty() { &self.name } else { &self.display_name }
+        if self.display_name.is_empty() {
+            &self.name
+        } else {
+            &self.display_name
+        }
     }
 }
 
@@ -109,11 +117,17 @@ pub struct Node {
 impl Node {
     pub fn ips(&self) -> Vec<IpAddr> {
         let mut v = Vec::with_capacity(2);
-        if let Some(a) = self.ipv4 { v.push(IpAddr::V4(a)); }
-        if let Some(a) = self.ipv6 { v.push(IpAddr::V6(a)); }
+        if let Some(a) = self.ipv4 {
+            v.push(IpAddr::V4(a));
+        }
+        if let Some(a) = self.ipv6 {
+            v.push(IpAddr::V6(a));
+        }
         v
     }
-    pub fn is_tagged(&self) -> bool { !self.tags.is_empty() }
+    pub fn is_tagged(&self) -> bool {
+        !self.tags.is_empty()
+    }
     pub fn is_expired(&self, now: Timestamp) -> bool {
         matches!(self.expiry, Some(e) if e <= now)
     }

@@ -45,7 +45,9 @@ pub mod req {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
-        Ok(DateTime::parse_from_rfc3339(&s).map_err(serde::de::Error::custom)?.with_timezone(&Utc))
+        Ok(DateTime::parse_from_rfc3339(&s)
+            .map_err(serde::de::Error::custom)?
+            .with_timezone(&Utc))
     }
 }
 
@@ -70,7 +72,9 @@ mod tests {
     fn zero_round_trip() {
         assert_eq!(parse(ZERO).unwrap(), None);
         assert_eq!(to_string(&None), ZERO);
-        let t = parse("2025-10-01T12:34:56.123456789+02:00").unwrap().unwrap();
+        let t = parse("2025-10-01T12:34:56.123456789+02:00")
+            .unwrap()
+            .unwrap();
         assert_eq!(to_string(&Some(t)), "2025-10-01T10:34:56.123456789Z");
     }
 }

@@ -61,7 +61,10 @@ pub struct RegisterRequest {
 
 impl RegisterRequest {
     pub fn auth_key(&self) -> Option<&str> {
-        self.auth.as_ref().map(|a| a.auth_key.as_str()).filter(|k| !k.is_empty())
+        self.auth
+            .as_ref()
+            .map(|a| a.auth_key.as_str())
+            .filter(|k| !k.is_empty())
     }
 }
 
@@ -114,7 +117,12 @@ pub struct RegisterResponse {
 impl RegisterResponse {
     pub fn empty() -> Self {
         RegisterResponse {
-            user: User { id: 0, display_name: String::new(), profile_pic_url: String::new(), created: None },
+            user: User {
+                id: 0,
+                display_name: String::new(),
+                profile_pic_url: String::new(),
+                created: None,
+            },
             login: Login {
                 id: 0,
                 provider: String::new(),
@@ -130,7 +138,10 @@ impl RegisterResponse {
         }
     }
     pub fn error(msg: impl Into<String>) -> Self {
-        RegisterResponse { error: msg.into(), ..Self::empty() }
+        RegisterResponse {
+            error: msg.into(),
+            ..Self::empty()
+        }
     }
 }
 
@@ -199,13 +210,26 @@ pub struct Node {
     pub cap: u32,
     #[serde(rename = "Tags", default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    #[serde(rename = "PrimaryRoutes", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "PrimaryRoutes",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub primary_routes: Vec<String>,
-    #[serde(rename = "LastSeen", default, with = "gotime::ptr", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "LastSeen",
+        default,
+        with = "gotime::ptr",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_seen: Option<DateTime<Utc>>,
     #[serde(rename = "Online", default, skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
-    #[serde(rename = "MachineAuthorized", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "MachineAuthorized",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub machine_authorized: bool,
     #[serde(rename = "CapMap", default, skip_serializing_if = "Option::is_none")]
     pub cap_map: Option<BTreeMap<String, Value>>,
@@ -218,7 +242,11 @@ pub struct Node {
 pub struct PeerChange {
     #[serde(rename = "NodeID")]
     pub node_id: i64,
-    #[serde(rename = "DERPRegion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "DERPRegion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub derp_region: Option<i32>,
     #[serde(rename = "Cap", default, skip_serializing_if = "Option::is_none")]
     pub cap: Option<u32>,
@@ -230,9 +258,19 @@ pub struct PeerChange {
     pub disco_key: Option<DiscoPublic>,
     #[serde(rename = "Online", default, skip_serializing_if = "Option::is_none")]
     pub online: Option<bool>,
-    #[serde(rename = "LastSeen", default, with = "gotime::ptr", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "LastSeen",
+        default,
+        with = "gotime::ptr",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_seen: Option<DateTime<Utc>>,
-    #[serde(rename = "KeyExpiry", default, with = "gotime::ptr", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "KeyExpiry",
+        default,
+        with = "gotime::ptr",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub key_expiry: Option<DateTime<Utc>>,
 }
 
@@ -258,7 +296,11 @@ pub struct UserProfile {
     pub login_name: String,
     #[serde(rename = "DisplayName")]
     pub display_name: String,
-    #[serde(rename = "ProfilePicURL", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "ProfilePicURL",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub profile_pic_url: String,
 }
 
@@ -266,7 +308,11 @@ pub struct UserProfile {
 pub struct DerpMap {
     #[serde(rename = "Regions")]
     pub regions: BTreeMap<i32, DerpRegion>,
-    #[serde(rename = "omitDefaultRegions", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "omitDefaultRegions",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub omit_default_regions: bool,
 }
 
@@ -316,7 +362,11 @@ pub struct DerpNode {
     pub derp_port: i32,
     #[serde(rename = "InsecureForTests", default, skip_serializing_if = "is_false")]
     pub insecure_for_tests: bool,
-    #[serde(rename = "STUNTestIP", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "STUNTestIP",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub stun_test_ip: String,
     #[serde(rename = "CanPort80", default, skip_serializing_if = "is_false")]
     pub can_port80: bool,
@@ -344,13 +394,21 @@ pub struct DnsConfig {
     pub resolvers: Vec<DnsResolver>,
     #[serde(rename = "Routes", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub routes: BTreeMap<String, Vec<DnsResolver>>,
-    #[serde(rename = "FallbackResolvers", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "FallbackResolvers",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub fallback_resolvers: Vec<DnsResolver>,
     #[serde(rename = "Domains", default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,
     #[serde(rename = "Proxied", default, skip_serializing_if = "is_false")]
     pub proxied: bool,
-    #[serde(rename = "ExtraRecords", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "ExtraRecords",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub extra_records: Vec<DnsRecord>,
 }
 
@@ -363,7 +421,10 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub const ANY: PortRange = PortRange { first: 0, last: 65535 };
+    pub const ANY: PortRange = PortRange {
+        first: 0,
+        last: 65535,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,7 +461,10 @@ impl FilterRule {
     pub fn allow_all() -> Self {
         FilterRule {
             src_ips: vec!["*".into()],
-            dst_ports: vec![NetPortRange { ip: "*".into(), ports: PortRange::ANY }],
+            dst_ports: vec![NetPortRange {
+                ip: "*".into(),
+                ports: PortRange::ANY,
+            }],
             ip_proto: vec![],
             cap_grant: vec![],
         }
@@ -425,27 +489,60 @@ pub struct MapResponse {
     /// Non-empty = the complete peer list.
     #[serde(rename = "Peers", default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<Node>>,
-    #[serde(rename = "PeersChanged", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "PeersChanged",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub peers_changed: Option<Vec<Node>>,
-    #[serde(rename = "PeersRemoved", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "PeersRemoved",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub peers_removed: Option<Vec<i64>>,
-    #[serde(rename = "PeersChangedPatch", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "PeersChangedPatch",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub peers_changed_patch: Option<Vec<PeerChange>>,
     #[serde(rename = "DNSConfig", default, skip_serializing_if = "Option::is_none")]
     pub dns_config: Option<DnsConfig>,
     #[serde(rename = "Domain", default, skip_serializing_if = "String::is_empty")]
     pub domain: String,
-    #[serde(rename = "CollectServices", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "CollectServices",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub collect_services: Option<bool>,
-    #[serde(rename = "PacketFilter", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "PacketFilter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub packet_filter: Option<Vec<FilterRule>>,
-    #[serde(rename = "PacketFilters", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "PacketFilters",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub packet_filters: Option<BTreeMap<String, Option<Vec<FilterRule>>>>,
-    #[serde(rename = "UserProfiles", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "UserProfiles",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_profiles: Option<Vec<UserProfile>>,
     #[serde(rename = "SSHPolicy", default, skip_serializing_if = "Option::is_none")]
     pub ssh_policy: Option<Value>,
-    #[serde(rename = "ControlTime", default, with = "gotime::ptr", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ControlTime",
+        default,
+        with = "gotime::ptr",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub control_time: Option<DateTime<Utc>>,
     #[serde(rename = "Debug", default, skip_serializing_if = "Option::is_none")]
     pub debug: Option<Debug>,
@@ -455,7 +552,10 @@ pub struct MapResponse {
 
 impl MapResponse {
     pub fn keep_alive() -> Self {
-        MapResponse { keep_alive: true, ..Default::default() }
+        MapResponse {
+            keep_alive: true,
+            ..Default::default()
+        }
     }
     /// True when the frame carries no information (nothing to send).
     pub fn is_empty(&self) -> bool {
@@ -484,20 +584,34 @@ pub struct HostinfoView {
 }
 
 fn get_ci<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 fn str_list(v: Option<&Value>) -> Vec<String> {
     match v {
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
         _ => vec![],
     }
 }
 
 impl HostinfoView {
     pub fn from_value(v: &Value) -> Self {
-        let Some(obj) = v.as_object() else { return Self::default() };
-        let s = |k: &str| get_ci(obj, k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let Some(obj) = v.as_object() else {
+            return Self::default();
+        };
+        let s = |k: &str| {
+            get_ci(obj, k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let preferred_derp = get_ci(obj, "NetInfo")
             .and_then(Value::as_object)
             .and_then(|ni| get_ci(ni, "PreferredDERP"))
@@ -539,23 +653,50 @@ mod tests {
         let j = r#"{"Version":100,"NodeKey":null,"Endpoints":null,"DebugFlags":null,"HostInfo":{"Hostname":"x","NetInfo":{"PreferredDerp":7}}}"#;
         let m: MapRequest = serde_json::from_str(j).unwrap();
         assert!(m.endpoints.is_none());
-        assert_eq!(HostinfoView::from_value(m.hostinfo.as_ref().unwrap()).preferred_derp, 7);
+        assert_eq!(
+            HostinfoView::from_value(m.hostinfo.as_ref().unwrap()).preferred_derp,
+            7
+        );
     }
 
     #[test]
     fn register_response_emits_every_field() {
         let v = serde_json::to_value(RegisterResponse::error("invalid auth key")).unwrap();
-        for k in ["User", "Login", "NodeKeyExpired", "MachineAuthorized", "AuthURL", "NodeKeySignature", "Error"] {
+        for k in [
+            "User",
+            "Login",
+            "NodeKeyExpired",
+            "MachineAuthorized",
+            "AuthURL",
+            "NodeKeySignature",
+            "Error",
+        ] {
             assert!(v.get(k).is_some(), "missing {k}");
         }
     }
 
     #[test]
     fn map_response_omits_unchanged_and_keeps_empty_removals() {
-        let r = MapResponse { peers_removed: Some(vec![3]), ..Default::default() };
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"PeersRemoved":[3]}"#);
-        assert_eq!(serde_json::to_string(&MapResponse::keep_alive()).unwrap(), r#"{"KeepAlive":true}"#);
-        let p = PeerChange { node_id: 4, derp_region: Some(900), ..Default::default() };
-        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"NodeID":4,"DERPRegion":900}"#);
+        let r = MapResponse {
+            peers_removed: Some(vec![3]),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"PeersRemoved":[3]}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&MapResponse::keep_alive()).unwrap(),
+            r#"{"KeepAlive":true}"#
+        );
+        let p = PeerChange {
+            node_id: 4,
+            derp_region: Some(900),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"NodeID":4,"DERPRegion":900}"#
+        );
     }
 }

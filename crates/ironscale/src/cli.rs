@@ -596,27 +596,53 @@ async fn nodes(
         }
         NodesCmd::Tag { identifier, tags } => {
             let path = format!("/api/v1/node/{identifier}/tags");
-            let v = c.call(Method::POST, &path, Some(serde_json::json!({ "tags": tags }))).await?;
+            let v = c
+                .call(
+                    Method::POST,
+                    &path,
+                    Some(serde_json::json!({ "tags": tags })),
+                )
+                .await?;
             let r: dto::NodeResponse = decode(&v)?;
             Ok(Printed::out(render(out, &v["node"], || {
-                format!("Node {:?} tagged {}\n", r.node.given_name, r.node.tags.join(","))
+                format!(
+                    "Node {:?} tagged {}\n",
+                    r.node.given_name,
+                    r.node.tags.join(",")
+                )
             })))
         }
         NodesCmd::ApproveRoutes { identifier, routes } => {
             let routes: Vec<String> = routes.into_iter().filter(|r| !r.is_empty()).collect();
             let path = format!("/api/v1/node/{identifier}/approve_routes");
-            let v = c.call(Method::POST, &path, Some(serde_json::json!({ "routes": routes }))).await?;
+            let v = c
+                .call(
+                    Method::POST,
+                    &path,
+                    Some(serde_json::json!({ "routes": routes })),
+                )
+                .await?;
             let r: dto::NodeResponse = decode(&v)?;
             Ok(Printed::out(render(out, &v["node"], || {
-                format!("Node {:?}: approved routes {}\n", r.node.given_name, routes.join(", "))
+                format!(
+                    "Node {:?}: approved routes {}\n",
+                    r.node.given_name,
+                    routes.join(", ")
+                )
             })))
         }
     }
 }
 
 /// One API request over the unix socket (for commands outside this module).
-pub async fn api_call(socket: &Path, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-    let m = Method::from_bytes(method.as_bytes()).map_err(|e| anyhow!("bad method {method}: {e}"))?;
+pub async fn api_call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let m =
+        Method::from_bytes(method.as_bytes()).map_err(|e| anyhow!("bad method {method}: {e}"))?;
     Client::new(socket).call(m, path, body).await
 }
 

@@ -60,7 +60,11 @@ pub fn local_map(cfg: &Config, embedded: Option<&EmbeddedRegion>) -> anyhow::Res
     for p in &cfg.derp.paths {
         match ironscale_config::derp_map_from_file(p) {
             Ok((f, _)) => merge_file(&mut map, &f),
-            Err(d) => anyhow::bail!("DERP map file {}:\n{}", p.display(), ironscale_config::render(&d)),
+            Err(d) => anyhow::bail!(
+                "DERP map file {}:\n{}",
+                p.display(),
+                ironscale_config::render(&d)
+            ),
         }
     }
     if let Some(e) = embedded {
@@ -91,7 +95,9 @@ pub async fn full_map(
     for (i, url) in cfg.derp.urls.iter().enumerate() {
         match fetch(client, url).await {
             Ok(m) => last_remote[i] = Some(m),
-            Err(e) => tracing::warn!(%url, "fetching DERP map failed, keeping the previous one: {e}"),
+            Err(e) => {
+                tracing::warn!(%url, "fetching DERP map failed, keeping the previous one: {e}")
+            }
         }
         if let Some(m) = &last_remote[i] {
             for (id, r) in &m.regions {
@@ -106,7 +112,12 @@ pub async fn full_map(
 }
 
 /// Periodic refresh of `derp.urls` (and the local files).
-pub fn spawn_refresh(cfg: Config, embedded: Option<EmbeddedRegion>, state: State, mut last: Vec<Option<wire::DerpMap>>) {
+pub fn spawn_refresh(
+    cfg: Config,
+    embedded: Option<EmbeddedRegion>,
+    state: State,
+    mut last: Vec<Option<wire::DerpMap>>,
+) {
     if !cfg.derp.auto_update_enabled || cfg.derp.urls.is_empty() {
         return;
     }

@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use ironscale_config::{Config, Severity};
 
 #[derive(Parser, Debug)]
-#[command(name = "ironscale", version, about = "Self-hosted Tailscale control server (Headscale-compatible)")]
+#[command(
+    name = "ironscale",
+    version,
+    about = "Self-hosted Tailscale control server (Headscale-compatible)"
+)]
 struct Cli {
     /// Configuration file (Headscale's config.yaml keys). Without one, a local
     /// default is used (data in ./ironscale-data or $IRONSCALE_DATA_DIR).
@@ -54,7 +58,10 @@ fn load_config(path: Option<&std::path::Path>, quiet: bool) -> anyhow::Result<Co
         Ok((c, diags)) => {
             if !quiet {
                 for d in diags.iter().filter(|d| d.severity != Severity::Info) {
-                    eprintln!("{}", ironscale_config::render(std::slice::from_ref(d)).trim_end());
+                    eprintln!(
+                        "{}",
+                        ironscale_config::render(std::slice::from_ref(d)).trim_end()
+                    );
                 }
             }
             Ok(c)
@@ -68,7 +75,10 @@ fn load_config(path: Option<&std::path::Path>, quiet: bool) -> anyhow::Result<Co
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -110,11 +120,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let cfg = load_config(cfg_path, true)?;
             cli::run_nodes(c, &cfg.unix_socket, out).await?;
         }
-        Cmd::Policy(policy_cli::PolicyCmd::Conformance { dir }) => return policy_cli::conformance(&dir, out),
+        Cmd::Policy(policy_cli::PolicyCmd::Conformance { dir }) => {
+            return policy_cli::conformance(&dir, out)
+        }
         Cmd::Policy(policy_cli::PolicyCmd::Check { file }) => {
             // With a reachable server, check against the live tailnet; else locally.
             return match load_config(cfg_path, true) {
-                Ok(cfg) if cfg.unix_socket.exists() => policy_cli::check_remote(&file, &cfg.unix_socket).await,
+                Ok(cfg) if cfg.unix_socket.exists() => {
+                    policy_cli::check_remote(&file, &cfg.unix_socket).await
+                }
                 _ => policy_cli::check_local(&file),
             };
         }

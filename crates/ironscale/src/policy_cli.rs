@@ -38,13 +38,18 @@ pub fn conformance(dir: &Path, out: Output) -> anyhow::Result<std::process::Exit
         Output::Json | Output::JsonLine => print!("{}", report.json_lines()),
         _ => print!("{}", report.text()),
     }
-    Ok(if report.exit_code() == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+    Ok(if report.exit_code() == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }
 
 /// Local check (no server): parse, validate, compile against an empty tailnet
 /// and run the policy's tests.
 pub fn check_local(file: &Path) -> anyhow::Result<std::process::ExitCode> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
     match ironscale_policy::Policy::parse(&text, &name) {
         Err(e) => {
@@ -70,19 +75,36 @@ pub fn check_local(file: &Path) -> anyhow::Result<std::process::ExitCode> {
 }
 
 /// `get` and `set` through the running server.
-pub async fn remote(cmd: PolicyCmd, socket: &Path, out: Output) -> anyhow::Result<std::process::ExitCode> {
+pub async fn remote(
+    cmd: PolicyCmd,
+    socket: &Path,
+    out: Output,
+) -> anyhow::Result<std::process::ExitCode> {
     let v = match &cmd {
         PolicyCmd::Get => crate::cli::api_call(socket, "GET", "/api/v1/policy", None).await?,
         PolicyCmd::Set { file } => {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            crate::cli::api_call(socket, "PUT", "/api/v1/policy", Some(serde_json::json!({ "policy": text })))
-                .await
-                .map_err(|e| anyhow::anyhow!("{}\nthe policy in force is unchanged", name_file(&e.to_string(), file)))?
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            crate::cli::api_call(
+                socket,
+                "PUT",
+                "/api/v1/policy",
+                Some(serde_json::json!({ "policy": text })),
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{}\nthe policy in force is unchanged",
+                    name_file(&e.to_string(), file)
+                )
+            })?
         }
         _ => anyhow::bail!("not a remote policy command"),
     };
     match out {
-        Output::Json | Output::JsonLine | Output::Yaml => println!("{}", serde_json::to_string_pretty(&v)?),
+        Output::Json | Output::JsonLine | Output::Yaml => {
+            println!("{}", serde_json::to_string_pretty(&v)?)
+        }
         Output::Table => match cmd {
             PolicyCmd::Get => print!("{}", v["policy"].as_str().unwrap_or_default()),
             _ => eprintln!("Policy updated"),
@@ -93,10 +115,21 @@ pub async fn remote(cmd: PolicyCmd, socket: &Path, out: Output) -> anyhow::Resul
 
 /// `policy check` with a running server: compile against the live tailnet.
 pub async fn check_remote(file: &Path, socket: &Path) -> anyhow::Result<std::process::ExitCode> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    match crate::cli::api_call(socket, "POST", "/api/v1/policy/check", Some(serde_json::json!({ "policy": text }))).await {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    match crate::cli::api_call(
+        socket,
+        "POST",
+        "/api/v1/policy/check",
+        Some(serde_json::json!({ "policy": text })),
+    )
+    .await
+    {
         Ok(_) => {
-            println!("{}: policy is valid (checked against the running tailnet)", file.display());
+            println!(
+                "{}: policy is valid (checked against the running tailnet)",
+                file.display()
+            );
             Ok(std::process::ExitCode::SUCCESS)
         }
         Err(e) if e.to_string().contains("cannot reach") => check_local(file),

@@ -34,7 +34,9 @@ async fn load_file(state: &State, path: &Path) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(e) => Err(anyhow::anyhow!("policy rejected, the previous policy stays in force:\n{e}")),
+        Err(e) => Err(anyhow::anyhow!(
+            "policy rejected, the previous policy stays in force:\n{e}"
+        )),
     }
 }
 
@@ -46,7 +48,9 @@ pub async fn load_initial(cfg: &Config, state: &State) -> anyhow::Result<()> {
                 load_file(state, path).await?;
                 tracing::info!(path = %path.display(), "policy loaded");
             } else {
-                tracing::info!("no policy configured: every node may reach every other node (allow all)");
+                tracing::info!(
+                    "no policy configured: every node may reach every other node (allow all)"
+                );
             }
         }
         PolicyMode::Database => match state.store().kv_get(DB_KEY).await? {
@@ -54,7 +58,9 @@ pub async fn load_initial(cfg: &Config, state: &State) -> anyhow::Result<()> {
                 state
                     .set_policy_text(&text, "policy (database)")
                     .await
-                    .map_err(|e| anyhow::anyhow!("the policy stored in the database is invalid:\n{e}"))?;
+                    .map_err(|e| {
+                        anyhow::anyhow!("the policy stored in the database is invalid:\n{e}")
+                    })?;
                 tracing::info!("policy loaded from the database");
             }
             None => tracing::info!("no policy in the database yet: allow all"),

@@ -26,7 +26,9 @@ fn init_logging(cfg: &Config) {
     let default = format!("warn,ironscale={level},ironscale_control={level},ironscale_state={level},ironscale_relay={level},ironscale_api={level},ironscale_store={level}");
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRONSCALE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cfg.log.format {
         LogFormat::Json => b.json().try_init(),
         LogFormat::Text => b.try_init(),
@@ -36,11 +38,16 @@ fn init_logging(cfg: &Config) {
 /// Read a `privkey:` key file, or create it (mode 0600) with a fresh key.
 pub fn load_or_create_key(path: &Path, what: &str) -> anyhow::Result<PrivateKey> {
     match std::fs::read_to_string(path) {
-        Ok(text) => PrivateKey::from_file_text(&text)
-            .with_context(|| format!("{what} key file {} is not a valid privkey: file", path.display())),
+        Ok(text) => PrivateKey::from_file_text(&text).with_context(|| {
+            format!(
+                "{what} key file {} is not a valid privkey: file",
+                path.display()
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
             let k = PrivateKey::generate();
             write_private(path, k.to_file_text().as_bytes())
@@ -55,7 +62,11 @@ pub fn load_or_create_key(path: &Path, what: &str) -> anyhow::Result<PrivateKey>
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(data)?;
     f.write_all(b"\n")
 }
@@ -64,8 +75,14 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 fn server_host_port(url: &str) -> anyhow::Result<(String, u16, bool)> {
     let u = reqwest::Url::parse(url).with_context(|| format!("server_url {url:?} is not a URL"))?;
     let https = u.scheme() == "https";
-    let host = u.host_str().context("server_url has no host")?.trim_matches(['[', ']']).to_string();
-    let port = u.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
+    let host = u
+        .host_str()
+        .context("server_url has no host")?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = u
+        .port_or_known_default()
+        .unwrap_or(if https { 443 } else { 80 });
     Ok((host, port, https))
 }
 
@@ -75,7 +92,11 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
         .dns
         .extra_records
         .iter()
-        .map(|r| ExtraRecord { name: r.name.clone(), r#type: r.record_type.clone(), value: r.value.to_string() })
+        .map(|r| ExtraRecord {
+            name: r.name.clone(),
+            r#type: r.record_type.clone(),
+            value: r.value.to_string(),
+        })
         .collect();
     extra.sort_by(|a, b| (&a.name, &a.value).cmp(&(&b.name, &b.value)));
     Ok(Settings {
@@ -85,13 +106,22 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
             ironscale_config::IpAllocation::Sequential => ironscale_ipam::Strategy::Sequential,
             ironscale_config::IpAllocation::Random => ironscale_ipam::Strategy::Random,
         },
-        node_expiry: cfg.node.expiry.map(|d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)),
+        node_expiry: cfg
+            .node
+            .expiry
+            .map(|d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)),
         ephemeral_inactivity_timeout: cfg.node.ephemeral_inactivity_timeout,
         dns: DnsSettings {
             magic_dns: cfg.dns.magic_dns,
             base_domain: cfg.dns.base_domain.clone(),
             override_local_dns: cfg.dns.override_local_dns,
-            nameservers: cfg.dns.nameservers.global.iter().map(|n| n.to_string()).collect(),
+            nameservers: cfg
+                .dns
+                .nameservers
+                .global
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
             split: cfg
                 .dns
                 .nameservers
@@ -103,19 +133,25 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
             extra_records: extra,
         },
         randomize_client_port: cfg.randomize_client_port,
-        policy_tailnet: ironscale_policy::Tailnet { control_url: cfg.server_url.clone(), ..Default::default() },
+        policy_tailnet: ironscale_policy::Tailnet {
+            control_url: cfg.server_url.clone(),
+            ..Default::default()
+        },
         policy_in_database: cfg.policy.mode == ironscale_config::PolicyMode::Database,
     })
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     match &cfg.database {
-        DatabaseConfig::Sqlite(s) => {
-            Store::open_sqlite(&s.path).await.with_context(|| format!("opening SQLite database {}", s.path.display()))
-        }
-        DatabaseConfig::Postgres(p) => Store::open_postgres(&p.url())
+        DatabaseConfig::Sqlite(s) => Store::open_sqlite(&s.path)
             .await
-            .with_context(|| format!("connecting to PostgreSQL at {}:{}/{}", p.host, p.port, p.name)),
+            .with_context(|| format!("opening SQLite database {}", s.path.display())),
+        DatabaseConfig::Postgres(p) => Store::open_postgres(&p.url()).await.with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {}:{}/{}",
+                p.host, p.port, p.name
+            )
+        }),
     }
 }
 
@@ -135,16 +171,28 @@ fn setup_derp(cfg: &Config, control_tls: bool) -> anyhow::Result<Derp> {
         name: format!("{}a", s.region_id),
         region_id: s.region_id,
         host_name: host.clone(),
-        ipv4: s.ipv4.map(|a| a.to_string()).or(match host_ip {
-            Some(IpAddr::V4(a)) => Some(a.to_string()),
-            _ => None,
-        })
-        .unwrap_or_default(),
-        ipv6: s.ipv6.map(|a| a.to_string()).or(match host_ip {
-            Some(IpAddr::V6(a)) => Some(a.to_string()),
-            _ => None,
-        })
-        .unwrap_or_else(|| if host_ip.is_some() { "none".into() } else { String::new() }),
+        ipv4: s
+            .ipv4
+            .map(|a| a.to_string())
+            .or(match host_ip {
+                Some(IpAddr::V4(a)) => Some(a.to_string()),
+                _ => None,
+            })
+            .unwrap_or_default(),
+        ipv6: s
+            .ipv6
+            .map(|a| a.to_string())
+            .or(match host_ip {
+                Some(IpAddr::V6(a)) => Some(a.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| {
+                if host_ip.is_some() {
+                    "none".into()
+                } else {
+                    String::new()
+                }
+            }),
         stun_port: match (s.stun_enabled, s.stun_listen_addr) {
             (true, Some(a)) => i32::from(a.port()),
             _ => -1,
@@ -162,8 +210,9 @@ fn setup_derp(cfg: &Config, control_tls: bool) -> anyhow::Result<Derp> {
         if let Some(a) = s.ipv6 {
             names.push(a.to_string());
         }
-        let (tls, sha) = ironscale_relay::load_or_create_self_signed(&s.tls_cert_path, &s.tls_key_path, &names)
-            .context("preparing the embedded DERP's TLS certificate")?;
+        let (tls, sha) =
+            ironscale_relay::load_or_create_self_signed(&s.tls_cert_path, &s.tls_key_path, &names)
+                .context("preparing the embedded DERP's TLS certificate")?;
         node.derp_port = i32::from(s.tls_listen_addr.port());
         node.cert_name = format!("sha256-raw:{sha}");
         Some((s.tls_listen_addr, Arc::new(tls)))
@@ -175,7 +224,11 @@ fn setup_derp(cfg: &Config, control_tls: bool) -> anyhow::Result<Derp> {
         nodes: vec![node],
         ..Default::default()
     };
-    Ok(Derp { key, own_listener, region: EmbeddedRegion { region } })
+    Ok(Derp {
+        key,
+        own_listener,
+        region: EmbeddedRegion { region },
+    })
 }
 
 fn metrics_router(state: State, derp: Option<Arc<DerpServer>>) -> axum::Router {
@@ -196,13 +249,22 @@ fn metrics_router(state: State, derp: Option<Arc<DerpServer>>) -> axum::Router {
                     out.push_str("# TYPE ironscale_users gauge\n");
                     out.push_str(&format!("ironscale_users {}\n", t.users.len()));
                     out.push_str("# TYPE ironscale_map_sessions gauge\n");
-                    out.push_str(&format!("ironscale_map_sessions {}\n", state.session_count()));
+                    out.push_str(&format!(
+                        "ironscale_map_sessions {}\n",
+                        state.session_count()
+                    ));
                     if let Some(d) = derp {
                         let s = d.stats();
                         out.push_str("# TYPE ironscale_derp_clients gauge\n");
                         out.push_str(&format!("ironscale_derp_clients {}\n", s.clients_current));
                     }
-                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        out,
+                    )
                 }
             }),
         )
@@ -230,8 +292,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (_, _, https) = server_host_port(&cfg.server_url)?;
     let control_tls = match (&cfg.tls.cert_path, &cfg.tls.key_path) {
         (Some(c), Some(k)) => {
-            let (tls, _) = ironscale_relay::load_pem_files(c, k)
-                .with_context(|| format!("loading tls_cert_path {} / tls_key_path {}", c.display(), k.display()))?;
+            let (tls, _) = ironscale_relay::load_pem_files(c, k).with_context(|| {
+                format!(
+                    "loading tls_cert_path {} / tls_key_path {}",
+                    c.display(),
+                    k.display()
+                )
+            })?;
             Some(Arc::new(tls))
         }
         _ => None,
@@ -242,27 +309,48 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
              reverse proxy in front of it"
         );
     }
-    let derp = if cfg.derp.server.enabled { Some(setup_derp(&cfg, control_tls.is_some())?) } else { None };
+    let derp = if cfg.derp.server.enabled {
+        Some(setup_derp(&cfg, control_tls.is_some())?)
+    } else {
+        None
+    };
     let client = derpmap::http_client();
     let mut last_remote = Vec::new();
-    let derp_map = derpmap::full_map(&cfg, derp.as_ref().map(|d| &d.region), &client, &mut last_remote).await?;
+    let derp_map = derpmap::full_map(
+        &cfg,
+        derp.as_ref().map(|d| &d.region),
+        &client,
+        &mut last_remote,
+    )
+    .await?;
     if derp_map.regions.is_empty() {
         tracing::warn!("the DERP map is empty: clients need a DERP relay to connect (enable derp.server or set derp.urls/paths)");
     }
 
     let store = open_store(&cfg).await?;
-    let state = State::load(store, settings_from(&cfg)?, derp_map).await.context("loading state")?;
+    let state = State::load(store, settings_from(&cfg)?, derp_map)
+        .await
+        .context("loading state")?;
     crate::policy_runtime::load_initial(&cfg, &state).await?;
     crate::policy_runtime::spawn_file_watch(&cfg, state.clone());
     state.spawn_expiry_watch(std::time::Duration::from_secs(15));
-    derpmap::spawn_refresh(cfg.clone(), derp.as_ref().map(|d| d.region.clone()), state.clone(), last_remote);
+    derpmap::spawn_refresh(
+        cfg.clone(),
+        derp.as_ref().map(|d| d.region.clone()),
+        state.clone(),
+        last_remote,
+    );
 
     let derp_server = derp.as_ref().map(|d| {
         let server = DerpServer::new(d.key.clone());
         if cfg.derp.server.verify_clients {
             // Only nodes of this tailnet may use the relay.
             let st = state.clone();
-            Arc::new(server.with_verifier(Arc::new(move |k: &ironscale_keys::NodePublic| st.is_known_node_key(k))))
+            Arc::new(
+                server.with_verifier(Arc::new(move |k: &ironscale_keys::NodePublic| {
+                    st.is_known_node_key(k)
+                })),
+            )
         } else {
             Arc::new(server)
         }
@@ -301,9 +389,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let l = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding derp.server.tls_listen_addr {addr}"))?;
-            tasks.spawn(ironscale_relay::serve_tls(l, tls.clone(), ironscale_relay::router(ds.clone()), stopped()));
+            tasks.spawn(ironscale_relay::serve_tls(
+                l,
+                tls.clone(),
+                ironscale_relay::router(ds.clone()),
+                stopped(),
+            ));
         }
-        if let (true, Some(addr)) = (cfg.derp.server.stun_enabled, cfg.derp.server.stun_listen_addr) {
+        if let (true, Some(addr)) = (
+            cfg.derp.server.stun_enabled,
+            cfg.derp.server.stun_listen_addr,
+        ) {
             let sock = UdpSocket::bind(addr)
                 .await
                 .with_context(|| format!("binding derp.server.stun_listen_addr {addr}"))?;
@@ -331,7 +427,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(addr) = cfg.metrics_listen_addr {
         match TcpListener::bind(addr).await {
             Ok(l) => {
-                tasks.spawn(ironscale_relay::serve_plain(l, metrics_router(state.clone(), derp_server.clone()), stopped()));
+                tasks.spawn(ironscale_relay::serve_plain(
+                    l,
+                    metrics_router(state.clone(), derp_server.clone()),
+                    stopped(),
+                ));
             }
             Err(e) => tracing::warn!(%addr, "metrics listener disabled: {e}"),
         }
@@ -348,16 +448,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(ds) = &derp_server {
         ds.shutdown();
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     let _ = std::fs::remove_file(&sock_path);
     Ok(())
 }
 
 fn print_banner(cfg: &Config, derp: Option<&Derp>) {
-    let c = cfg.source.as_ref().map(|p| format!(" -c {}", p.display())).unwrap_or_default();
+    let c = cfg
+        .source
+        .as_ref()
+        .map(|p| format!(" -c {}", p.display()))
+        .unwrap_or_default();
     let mut s = String::new();
-    s.push_str(&format!("ironscale {} is running\n", env!("CARGO_PKG_VERSION")));
-    s.push_str(&format!("  control:  {} (listening on {})\n", cfg.server_url, cfg.listen_addr));
+    s.push_str(&format!(
+        "ironscale {} is running\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    s.push_str(&format!(
+        "  control:  {} (listening on {})\n",
+        cfg.server_url, cfg.listen_addr
+    ));
     if let Some(d) = derp {
         let n = &d.region.region.nodes[0];
         s.push_str(&format!(
@@ -366,16 +479,29 @@ fn print_banner(cfg: &Config, derp: Option<&Derp>) {
             n.derp_port,
             d.region.region.region_id,
             d.region.region.region_code,
-            if n.cert_name.is_empty() { "" } else { ", self-signed certificate pinned in the DERP map" }
+            if n.cert_name.is_empty() {
+                ""
+            } else {
+                ", self-signed certificate pinned in the DERP map"
+            }
         ));
         if n.stun_port > 0 {
-            s.push_str(&format!("  STUN:     {}:{}/udp\n", n.host_name, n.stun_port));
+            s.push_str(&format!(
+                "  STUN:     {}:{}/udp\n",
+                n.host_name, n.stun_port
+            ));
         }
     }
-    s.push_str(&format!("  admin:    unix socket {}\n", cfg.unix_socket.display()));
+    s.push_str(&format!(
+        "  admin:    unix socket {}\n",
+        cfg.unix_socket.display()
+    ));
     s.push_str("Connect a client:\n");
     s.push_str(&format!("  ironscale{c} users create alice\n"));
     s.push_str(&format!("  ironscale{c} preauthkeys create --user alice\n"));
-    s.push_str(&format!("  tailscale up --login-server={} --authkey=<the key>\n", cfg.server_url));
+    s.push_str(&format!(
+        "  tailscale up --login-server={} --authkey=<the key>\n",
+        cfg.server_url
+    ));
     eprint!("{s}");
 }

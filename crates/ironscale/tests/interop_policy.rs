@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ironscale_testkit::{
-    grep_file, install_clients, require_root, wait_until, Clients, Host, KeyOpts, Lab, Result, ServerProc, Tailscaled,
+    grep_file, install_clients, require_root, wait_until, Clients, Host, KeyOpts, Lab, Result,
+    ServerProc, Tailscaled,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
@@ -50,17 +51,29 @@ fn node(lab: &Lab, clients: &Clients, name: &str) -> Tailscaled {
 /// A TCP round trip that must succeed (retried briefly: the path may need a moment).
 fn reach(from: &Host, src: Ipv4Addr, dst: Ipv4Addr, port: u16, what: &str) {
     let start = Instant::now();
-    let reply = must(wait_until(what, Duration::from_secs(20), Duration::from_millis(500), || {
-        Ok(from.tcp_roundtrip(Some(src), dst, port, "hello").ok())
-    }));
-    assert!(reply.contains("hello"), "{what}: unexpected reply {reply:?}");
-    eprintln!("{what}: allowed, ok after {:.1}s", start.elapsed().as_secs_f64());
+    let reply = must(wait_until(
+        what,
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        || Ok(from.tcp_roundtrip(Some(src), dst, port, "hello").ok()),
+    ));
+    assert!(
+        reply.contains("hello"),
+        "{what}: unexpected reply {reply:?}"
+    );
+    eprintln!(
+        "{what}: allowed, ok after {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 /// A TCP round trip that must fail (the packet filter of the destination drops it).
 fn blocked(from: &Host, src: Ipv4Addr, dst: Ipv4Addr, port: u16, what: &str) {
     let r = from.tcp_roundtrip(Some(src), dst, port, "hello");
-    assert!(r.is_err(), "{what}: expected to be blocked by the policy, got {r:?}");
+    assert!(
+        r.is_err(),
+        "{what}: expected to be blocked by the policy, got {r:?}"
+    );
     eprintln!("{what}: blocked, as the policy says");
 }
 
@@ -84,29 +97,65 @@ fn enterprise_policy_allows_denies_and_reloads() {
     );
     must(server.create_user("admin"));
     must(server.create_user("clients"));
-    let kadm = must(server.create_preauthkey("admin", &KeyOpts { reusable: true, ..KeyOpts::default() }));
-    let kcli = must(server.create_preauthkey("clients", &KeyOpts { reusable: true, ..KeyOpts::default() }));
+    let kadm = must(server.create_preauthkey(
+        "admin",
+        &KeyOpts {
+            reusable: true,
+            ..KeyOpts::default()
+        },
+    ));
+    let kcli = must(server.create_preauthkey(
+        "clients",
+        &KeyOpts {
+            reusable: true,
+            ..KeyOpts::default()
+        },
+    ));
     let ksrv = must(server.create_preauthkey(
         "admin",
-        &KeyOpts { reusable: true, tags: vec!["tag:server".into()], ..KeyOpts::default() },
+        &KeyOpts {
+            reusable: true,
+            tags: vec!["tag:server".into()],
+            ..KeyOpts::default()
+        },
     ));
     // A key with a tag nobody owns is refused by the server.
-    let bad = server.create_preauthkey("clients", &KeyOpts { tags: vec!["tag:server".into()], ..KeyOpts::default() });
-    assert!(bad.is_err(), "clients must not get a tag:server key: {bad:?}");
+    let bad = server.create_preauthkey(
+        "clients",
+        &KeyOpts {
+            tags: vec!["tag:server".into()],
+            ..KeyOpts::default()
+        },
+    );
+    assert!(
+        bad.is_err(),
+        "clients must not get a tag:server key: {bad:?}"
+    );
 
     let url = server.url();
     let adm = node(&lab, &clients, "adm");
     let cli = node(&lab, &clients, "cli");
     let srv = node(&lab, &clients, "srv");
-    for (n, k, h) in [(&adm, &kadm, "adm"), (&cli, &kcli, "cli"), (&srv, &ksrv, "srv")] {
+    for (n, k, h) in [
+        (&adm, &kadm, "adm"),
+        (&cli, &kcli, "cli"),
+        (&srv, &ksrv, "srv"),
+    ] {
         must(n.up_ok(&url, Some(k), h, &[]));
         must(n.wait_running(Duration::from_secs(30)));
     }
     let (ia, ic, is) = (must(adm.ip4()), must(cli.ip4()), must(srv.ip4()));
     eprintln!("tailnet IPs: adm={ia} cli={ic} srv={is}");
     let nodes = must(server.nodes());
-    let srv_info = nodes.iter().find(|n| n.given_name == "srv").expect("srv listed");
-    assert!(srv_info.raw.to_string().contains("tag:server"), "srv must be tagged: {}", srv_info.raw);
+    let srv_info = nodes
+        .iter()
+        .find(|n| n.given_name == "srv")
+        .expect("srv listed");
+    assert!(
+        srv_info.raw.to_string().contains("tag:server"),
+        "srv must be tagged: {}",
+        srv_info.raw
+    );
 
     let _ssh = must(srv.host().tcp_echo("ssh", is, 22));
     let _web = must(srv.host().tcp_echo("web", is, 8080));
@@ -126,20 +175,55 @@ fn enterprise_policy_allows_denies_and_reloads() {
     );
     assert_ne!(changed, ENTERPRISE);
     std::fs::write(&policy_path, &changed).unwrap();
-    reach(cli.host(), ic, is, 8080, "after the change: client -> tag:server:8080");
-    blocked(cli.host(), ic, is, 22, "after the change: client -> tag:server:22");
+    reach(
+        cli.host(),
+        ic,
+        is,
+        8080,
+        "after the change: client -> tag:server:8080",
+    );
+    blocked(
+        cli.host(),
+        ic,
+        is,
+        22,
+        "after the change: client -> tag:server:22",
+    );
 
     // A broken policy (unknown group) is rejected with file:line:col; the old
     // one stays in force.
-    let broken = changed.replace("\"src\": [\"group:clients\"], \"dst\": [\"tag:server:8080\"]", "\"src\": [\"group:contractors\"], \"dst\": [\"tag:server:8080\"]");
+    let broken = changed.replace(
+        "\"src\": [\"group:clients\"], \"dst\": [\"tag:server:8080\"]",
+        "\"src\": [\"group:contractors\"], \"dst\": [\"tag:server:8080\"]",
+    );
     std::fs::write(&policy_path, &broken).unwrap();
-    let lines = must(wait_until("the server to reject the broken policy", Duration::from_secs(10), Duration::from_millis(300), || {
-        let l = grep_file(server.log_path(), &["group:contractors"], 5);
-        Ok((!l.is_empty()).then_some(l))
-    }));
+    let lines = must(wait_until(
+        "the server to reject the broken policy",
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+        || {
+            let l = grep_file(server.log_path(), &["group:contractors"], 5);
+            Ok((!l.is_empty()).then_some(l))
+        },
+    ));
     let shown = lines.join("\n");
-    assert!(shown.contains("policy.hujson:"), "error must name file:line:col: {shown}");
+    assert!(
+        shown.contains("policy.hujson:"),
+        "error must name file:line:col: {shown}"
+    );
     assert!(server.is_running(), "the server must keep running");
-    reach(cli.host(), ic, is, 8080, "broken policy ignored: client -> tag:server:8080 still allowed");
-    reach(adm.host(), ia, is, 22, "broken policy ignored: admin -> tag:server:22 still allowed");
+    reach(
+        cli.host(),
+        ic,
+        is,
+        8080,
+        "broken policy ignored: client -> tag:server:8080 still allowed",
+    );
+    reach(
+        adm.host(),
+        ia,
+        is,
+        22,
+        "broken policy ignored: admin -> tag:server:22 still allowed",
+    );
 }

@@ -20,8 +20,10 @@ const FORBIDDEN: &[&str] = &["tokio", "sqlx", "sqlx-core", "axum", "hyper", "req
 
 fn tree(krate: &str, offline: bool) -> std::process::Output {
     let mut c = Command::new(env!("CARGO"));
-    c.args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.args([
+        "tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}",
+    ])
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
     if offline {
         c.arg("--offline");
     }
@@ -36,9 +38,16 @@ fn pure_crates_have_no_io_dependencies() {
         if !out.status.success() {
             out = tree(krate, false);
         }
-        assert!(out.status.success(), "cargo tree -p {krate}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cargo tree -p {krate}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains(krate), "cargo tree printed nothing useful for {krate}:\n{text}");
+        assert!(
+            text.contains(krate),
+            "cargo tree printed nothing useful for {krate}:\n{text}"
+        );
         for line in text.lines() {
             let name = line.split_whitespace().next().unwrap_or("");
             if FORBIDDEN.contains(&name) {
@@ -48,5 +57,9 @@ fn pure_crates_have_no_io_dependencies() {
     }
     failures.sort();
     failures.dedup();
-    assert!(failures.is_empty(), "layering violations:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "layering violations:\n{}",
+        failures.join("\n")
+    );
 }

@@ -23,11 +23,23 @@ struct ClientState {
 fn client_from(r: &wire::MapResponse) -> ClientState {
     ClientState {
         node: r.node.clone().unwrap(),
-        peers: r.peers.clone().unwrap_or_default().into_iter().map(|n| (n.id, n)).collect(),
+        peers: r
+            .peers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| (n.id, n))
+            .collect(),
         filter: r.packet_filter.clone().unwrap(),
         dns: r.dns_config.clone().unwrap(),
         derp: r.derp_map.clone().unwrap(),
-        profiles: r.user_profiles.clone().unwrap().into_iter().map(|p| (p.id, p)).collect(),
+        profiles: r
+            .user_profiles
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect(),
     }
 }
 
@@ -61,7 +73,9 @@ fn apply(c: &mut ClientState, r: &wire::MapResponse) {
         c.peers.insert(n.id, n.clone());
     }
     for pc in r.peers_changed_patch.iter().flatten() {
-        let Some(n) = c.peers.get_mut(&pc.node_id) else { continue };
+        let Some(n) = c.peers.get_mut(&pc.node_id) else {
+            continue;
+        };
         if let Some(v) = pc.derp_region {
             n.home_derp = v;
             n.derp = format!("127.3.3.40:{v}");
@@ -204,7 +218,9 @@ fn mutate(t: &mut Tailnet, m: &Mutation) -> BTreeSet<NodeId> {
             id
         }
         Mutation::Add(id) => {
-            t.nodes.entry(NodeId(id)).or_insert_with(|| Arc::new(mk_node(id, 2)));
+            t.nodes
+                .entry(NodeId(id))
+                .or_insert_with(|| Arc::new(mk_node(id, 2)));
             id
         }
         Mutation::Tag(id) => {
@@ -262,7 +278,10 @@ fn no_change_no_frame_and_endpoint_change_is_a_patch() {
     let d = diff(&a, &b).unwrap();
     let patch = d.peers_changed_patch.unwrap();
     assert_eq!(patch.len(), 1);
-    assert_eq!(patch[0].endpoints.as_deref(), Some(&["192.0.2.1:41641".to_string()][..]));
+    assert_eq!(
+        patch[0].endpoints.as_deref(),
+        Some(&["192.0.2.1:41641".to_string()][..])
+    );
     assert!(d.peers_changed.is_none() && d.node.is_none());
 }
 
