@@ -38,10 +38,13 @@ async fn not_implemented() -> Response {
     (StatusCode::NOT_IMPLEMENTED, "not implemented\n").into_response()
 }
 
-fn parse<T: serde::de::DeserializeOwned>(what: &str, body: &Bytes) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned>(
+    what: &str,
+    body: &Bytes,
+) -> Result<T, (StatusCode, String)> {
     serde_json::from_slice(body).map_err(|e| {
         tracing::info!("malformed {what}: {e}");
-        (StatusCode::BAD_REQUEST, format!("malformed {what}: {e}\n")).into_response()
+        (StatusCode::BAD_REQUEST, format!("malformed {what}: {e}\n"))
     })
 }
 
@@ -52,7 +55,7 @@ async fn register(
 ) -> Response {
     let req: wire::RegisterRequest = match parse("RegisterRequest", &body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into_response(),
     };
     if req.version < wire::MIN_CAPVER {
         return (StatusCode::BAD_REQUEST, "unsupported client version\n").into_response();
@@ -75,7 +78,7 @@ async fn map(
 ) -> Response {
     let req: wire::MapRequest = match parse("MapRequest", &body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into_response(),
     };
     let node = match ctl.state.apply_map_request(&machine, &req).await {
         Ok(Some(n)) => n,

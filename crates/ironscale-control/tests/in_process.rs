@@ -3,6 +3,7 @@
 //! deltas, bad input. (The acceptance tests with real Tailscale clients are in
 //! crates/ironscale/tests/interop.rs; these run in milliseconds and pin down
 //! the protocol details.)
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,7 +224,7 @@ async fn register_map_and_deltas() {
         ]
     );
     assert!(me.machine_authorized);
-    assert_eq!(first.debug.unwrap().disable_log_tail, true);
+    assert!(first.debug.unwrap().disable_log_tail);
     assert_eq!(
         first.packet_filter.unwrap(),
         vec![wire::FilterRule::allow_all()]

@@ -2,6 +2,7 @@
 //! every other): initial map for one node, one endpoint change fanned out to
 //! every session (incremental path), and a full rebuild+diff for comparison.
 //! Prints min/median over several runs. `cargo bench -p ironscale-mapper`.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
