@@ -26,8 +26,12 @@ fn init_logging(cfg: &Config) {
     let default = format!("warn,ironscale={level},ironscale_control={level},ironscale_state={level},ironscale_relay={level},ironscale_api={level},ironscale_store={level}");
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRONSCALE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal (not in journald, files or pipes), and never with NO_COLOR.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match cfg.log.format {
         LogFormat::Json => b.json().try_init(),
