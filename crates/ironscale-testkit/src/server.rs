@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 use crate::error::{Context, Error, Result};
@@ -275,6 +276,14 @@ impl ServerProc {
     /// True while the server process is alive.
     pub fn is_running(&self) -> bool {
         self.proc.as_ref().is_some_and(Proc::is_running)
+    }
+
+    /// Sends a signal to the server process (e.g. SIGHUP).
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        match &self.proc {
+            Some(p) => p.signal(sig),
+            None => bail!("the server is not running"),
+        }
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 5 s).

@@ -28,6 +28,8 @@ pub struct PeerStatus {
     pub relay: String,
     /// `CurAddr` (current direct address, empty when relayed)
     pub cur_addr: String,
+    /// `Expired` (the peer's node key has expired)
+    pub expired: bool,
 }
 
 /// A `tailscaled` process plus its CLI.
@@ -288,6 +290,7 @@ impl Tailscaled {
                     online: p.get("Online").and_then(Value::as_bool).unwrap_or(false),
                     relay: s("Relay"),
                     cur_addr: s("CurAddr"),
+                    expired: p.get("Expired").and_then(Value::as_bool).unwrap_or(false),
                 });
             }
         }

@@ -70,16 +70,37 @@ pub async fn load_initial(cfg: &Config, state: &State) -> anyhow::Result<()> {
 }
 
 /// Reload the policy file when it changes (checked every second) or on SIGHUP.
+/// The SIGHUP handler is installed in every mode, so that `kill -HUP` (or
+/// `systemctl reload`) never terminates the server: where there is no file to
+/// reload, it says so in the log.
 pub fn spawn_file_watch(cfg: &Config, state: State) {
-    let (PolicyMode::File, Some(path)) = (cfg.policy.mode, cfg.policy.path.clone()) else {
-        return;
-    };
-    tokio::spawn(watch(path, state));
+    // Installed here, before serving starts, so no early SIGHUP takes the default action.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    match (cfg.policy.mode, cfg.policy.path.clone()) {
+        (PolicyMode::File, Some(path)) => {
+            tokio::spawn(watch(path, state, hup.ok()));
+        }
+        (mode, _) => {
+            let Ok(mut hup) = hup else {
+                return;
+            };
+            let what = match mode {
+                PolicyMode::Database => {
+                    "policy.mode is database: set it with `ironscale policy set`"
+                }
+                PolicyMode::File => "no policy.path is configured",
+            };
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: no policy file to reload ({what})");
+                }
+            });
+        }
+    }
 }
 
-async fn watch(path: PathBuf, state: State) {
+async fn watch(path: PathBuf, state: State, mut hup: Option<tokio::signal::unix::Signal>) {
     let mut last = fingerprint(&path);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         let forced = tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => false,

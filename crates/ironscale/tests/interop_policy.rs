@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ironscale_testkit::{
     grep_file, install_clients, require_root, wait_until, Clients, Host, KeyOpts, Lab, Result,
-    ServerProc, Tailscaled,
+    ServerProc, Signal, Tailscaled,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
@@ -225,5 +225,25 @@ fn enterprise_policy_allows_denies_and_reloads() {
         is,
         22,
         "broken policy ignored: admin -> tag:server:22 still allowed",
+    );
+
+    // SIGHUP (`systemctl reload`) re-reads the unchanged file: the broken policy is checked
+    // and rejected again, and the server keeps running on the old one.
+    let rejections = || grep_file(server.log_path(), &["group:contractors"], 1000).len();
+    let before = rejections();
+    must(server.signal(Signal::SIGHUP));
+    must(wait_until(
+        "SIGHUP to re-check the policy file",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || Ok((rejections() > before).then_some(())),
+    ));
+    assert!(server.is_running(), "SIGHUP stopped the server");
+    reach(
+        cli.host(),
+        ic,
+        is,
+        8080,
+        "after SIGHUP: client -> tag:server:8080 still allowed",
     );
 }
