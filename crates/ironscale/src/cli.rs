@@ -53,8 +53,9 @@ impl Output {
     }
 }
 
-/// Pick a user by id or by name (exactly one).
-#[derive(Args, Debug, Clone, PartialEq, Eq)]
+/// Pick a user by id or by name (exactly one), or by a bare name or id as in
+/// many Headscale guides (`users destroy bob`).
+#[derive(Args, Debug, Clone, PartialEq, Eq, Default)]
 #[group(required = true, multiple = false)]
 pub struct UserSelector {
     /// The user's numeric id.
@@ -63,6 +64,9 @@ pub struct UserSelector {
     /// The user's name.
     #[arg(short = 'n', long)]
     pub name: Option<String>,
+    /// The user's name or id.
+    #[arg(value_name = "USER")]
+    pub user: Option<String>,
 }
 
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
@@ -89,13 +93,21 @@ pub enum UsersCmd {
         #[arg(short = 'e', long)]
         email: Option<String>,
     },
-    /// Rename a user.
+    /// Rename a user: `--name OLD --new-name NEW`, `--identifier ID NEW`, or `OLD NEW`.
     #[command(visible_alias = "mv")]
     Rename {
-        #[command(flatten)]
-        user: UserSelector,
+        /// The user's numeric id.
+        #[arg(short = 'i', long, conflicts_with = "name")]
+        identifier: Option<u64>,
+        /// The user's current name.
+        #[arg(short = 'n', long)]
+        name: Option<String>,
+        /// The new name.
         #[arg(short = 'r', long = "new-name")]
-        new_name: String,
+        new_name: Option<String>,
+        /// `OLD NEW`, or `NEW` when the user is picked with --identifier/--name.
+        #[arg(value_name = "NAME", num_args = 0..=2)]
+        names: Vec<String>,
     },
     /// Delete a user (it must own no nodes).
     #[command(visible_alias = "delete")]
@@ -345,7 +357,13 @@ async fn users(
                 users_table(&r.users)
             })))
         }
-        UsersCmd::Rename { user, new_name } => {
+        UsersCmd::Rename {
+            identifier,
+            name,
+            new_name,
+            names,
+        } => {
+            let (user, new_name) = rename_args(identifier, name, new_name, names)?;
             let u = select_user(c, &user).await?;
             let path = format!("/api/v1/user/{}/rename/{}", u.id, enc(&new_name));
             let v = c.call(Method::POST, &path, None).await?;
@@ -659,11 +677,43 @@ async fn find_user(c: &Client, name_or_id: &str) -> anyhow::Result<dto::User> {
         .ok_or_else(|| anyhow!("user {name_or_id:?} not found"))
 }
 
+/// The user to rename and the new name, from any of the accepted forms.
+fn rename_args(
+    identifier: Option<u64>,
+    name: Option<String>,
+    new_name: Option<String>,
+    mut names: Vec<String>,
+) -> anyhow::Result<(UserSelector, String)> {
+    let picked = identifier.is_some() || name.is_some();
+    let user = if picked {
+        UserSelector {
+            identifier,
+            name,
+            user: None,
+        }
+    } else if names.is_empty() {
+        bail!("say which user to rename: `users rename OLD NEW` or `--name OLD --new-name NEW`")
+    } else {
+        UserSelector {
+            user: Some(names.remove(0)),
+            ..UserSelector::default()
+        }
+    };
+    let new_name = match (new_name, names.as_slice()) {
+        (Some(n), []) => n,
+        (None, [n]) => n.clone(),
+        (None, []) => bail!("give the new name: `users rename OLD NEW` or `--new-name NEW`"),
+        _ => bail!("too many names: use `users rename OLD NEW` or `--name OLD --new-name NEW`"),
+    };
+    Ok((user, new_name))
+}
+
 async fn select_user(c: &Client, s: &UserSelector) -> anyhow::Result<dto::User> {
-    let (q, what) = match (&s.identifier, &s.name) {
-        (Some(id), _) => (("id", id.to_string()), format!("with id {id}")),
-        (None, Some(n)) => (("name", n.clone()), format!("{n:?}")),
-        (None, None) => bail!("give the user's --identifier or --name"),
+    let (q, what) = match (&s.identifier, &s.name, &s.user) {
+        (Some(id), _, _) => (("id", id.to_string()), format!("with id {id}")),
+        (None, Some(n), _) => (("name", n.clone()), format!("{n:?}")),
+        (None, None, Some(name_or_id)) => return find_user(c, name_or_id).await,
+        (None, None, None) => bail!("give the user's name, --identifier or --name"),
     };
     list_users(c, &[q])
         .await?
@@ -1156,26 +1206,50 @@ mod tests {
             parse("users list --name bob").expect("parses"),
             Top::Users(UsersCmd::List { name: Some(n), identifier: None, .. }) if n == "bob"
         ));
-        assert_eq!(
-            parse("users rename --name bob --new-name robert").expect("parses"),
+        // Every accepted form of `users rename` picks the same user and new name.
+        let rename = |args: &str| match parse(args).expect("parses") {
             Top::Users(UsersCmd::Rename {
-                user: UserSelector {
-                    identifier: None,
-                    name: Some("bob".into())
-                },
-                new_name: "robert".into()
-            })
-        );
-        assert!(matches!(
-            parse("users mv -i 3 -r robert").expect("parses"),
-            Top::Users(UsersCmd::Rename {
-                user: UserSelector {
-                    identifier: Some(3),
-                    ..
-                },
-                ..
-            })
-        ));
+                identifier,
+                name,
+                new_name,
+                names,
+            }) => rename_args(identifier, name, new_name, names),
+            other => panic!("{other:?}"),
+        };
+        let by_name = UserSelector {
+            name: Some("bob".into()),
+            ..UserSelector::default()
+        };
+        let bare = UserSelector {
+            user: Some("bob".into()),
+            ..UserSelector::default()
+        };
+        let by_id = UserSelector {
+            identifier: Some(3),
+            ..UserSelector::default()
+        };
+        for (args, want) in [
+            ("users rename --name bob --new-name robert", &by_name),
+            ("users rename -n bob robert", &by_name),
+            ("users rename bob robert", &bare),
+            ("users rename bob --new-name robert", &bare),
+            ("users mv -i 3 -r robert", &by_id),
+            ("users mv -i 3 robert", &by_id),
+        ] {
+            let (user, new_name) = rename(args).unwrap_or_else(|e| panic!("{args}: {e}"));
+            assert_eq!((&user, new_name.as_str()), (want, "robert"), "{args}");
+        }
+        for args in [
+            "users rename --name bob",
+            "users rename bob",
+            "users rename bob robert --new-name rob",
+            "users rename -n bob robert rob",
+        ] {
+            assert!(rename(args).is_err(), "{args} should be refused");
+        }
+        assert!(parse("users rename").is_ok_and(|_| rename("users rename").is_err()));
+        assert!(parse("users rename -i 3 -n bob robert").is_err());
+
         assert!(matches!(
             parse("users delete --name bob --force").expect("parses"),
             Top::Users(UsersCmd::Destroy { force: true, .. })
@@ -1190,10 +1264,17 @@ mod tests {
                 }
             })
         ));
-        // Exactly one of --identifier / --name.
+        assert!(matches!(
+            parse("users destroy bob --force").expect("parses"),
+            Top::Users(UsersCmd::Destroy {
+                force: true,
+                user: UserSelector { user: Some(u), .. }
+            }) if u == "bob"
+        ));
+        // Exactly one of --identifier / --name / USER.
         assert!(parse("users destroy").is_err());
         assert!(parse("users destroy -i 2 --name bob").is_err());
-        assert!(parse("users rename --name bob").is_err());
+        assert!(parse("users destroy bob --name bob").is_err());
     }
 
     #[test]
@@ -1588,11 +1669,14 @@ mod tests {
             let sel = UserSelector {
                 identifier: None,
                 name: Some("bob".into()),
+                user: None,
             };
             users(
                 UsersCmd::Rename {
-                    user: sel.clone(),
-                    new_name: "robert".into(),
+                    identifier: None,
+                    name: None,
+                    new_name: None,
+                    names: vec!["bob".into(), "robert".into()],
                 },
                 &c,
                 Output::Table,
@@ -1616,6 +1700,7 @@ mod tests {
             let robert = UserSelector {
                 identifier: Some(2),
                 name: None,
+                user: None,
             };
             let e = users(
                 UsersCmd::Destroy {

@@ -132,6 +132,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 _ => policy_cli::check_local(&file),
             };
         }
+        Cmd::Policy(
+            c @ (policy_cli::PolicyCmd::Get { bypass: true }
+            | policy_cli::PolicyCmd::Set { bypass: true, .. }),
+        ) => {
+            let cfg = load_config(cfg_path, true)?;
+            return policy_cli::direct(c, &cfg).await;
+        }
         Cmd::Policy(c) => {
             let cfg = load_config(cfg_path, true)?;
             return policy_cli::remote(c, &cfg.unix_socket, out).await;

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 
+use ironscale_config::{Config, PolicyMode};
+
 use crate::cli::Output;
+use crate::policy_runtime::DB_KEY;
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCmd {
@@ -23,11 +26,21 @@ pub enum PolicyCmd {
         file: PathBuf,
     },
     /// Print the policy in force (policy.mode: database).
-    Get,
+    Get {
+        /// Read the database directly instead of asking the running server
+        /// (Headscale's flag; for when the server is stopped).
+        #[arg(long = "bypass-grpc-and-access-database-directly")]
+        bypass: bool,
+    },
     /// Replace the policy (policy.mode: database). A rejected policy changes nothing.
     Set {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Check the policy against the stored tailnet and write it to the
+        /// database directly, without the running server (Headscale's flag; a
+        /// running server keeps its policy until it restarts).
+        #[arg(long = "bypass-grpc-and-access-database-directly")]
+        bypass: bool,
     },
 }
 
@@ -81,8 +94,10 @@ pub async fn remote(
     out: Output,
 ) -> anyhow::Result<std::process::ExitCode> {
     let v = match &cmd {
-        PolicyCmd::Get => crate::cli::api_call(socket, "GET", "/api/v1/policy", None).await?,
-        PolicyCmd::Set { file } => {
+        PolicyCmd::Get { .. } => {
+            crate::cli::api_call(socket, "GET", "/api/v1/policy", None).await?
+        }
+        PolicyCmd::Set { file, .. } => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
             crate::cli::api_call(
@@ -106,9 +121,57 @@ pub async fn remote(
             println!("{}", serde_json::to_string_pretty(&v)?)
         }
         Output::Table => match cmd {
-            PolicyCmd::Get => print!("{}", v["policy"].as_str().unwrap_or_default()),
+            PolicyCmd::Get { .. } => print!("{}", v["policy"].as_str().unwrap_or_default()),
             _ => eprintln!("Policy updated"),
         },
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `get` and `set` with `--bypass-grpc-and-access-database-directly`: the
+/// database named in the config, without the server. `set` checks the policy
+/// (syntax, references, tests) against the users and nodes stored there
+/// before writing it; a rejected policy writes nothing.
+pub async fn direct(cmd: PolicyCmd, cfg: &Config) -> anyhow::Result<std::process::ExitCode> {
+    anyhow::ensure!(
+        cfg.policy.mode == PolicyMode::Database,
+        "policy.mode is file: the policy is the file {} (edit it; the server reloads it)",
+        cfg.policy.path.as_deref().map_or_else(
+            || "named by policy.path".to_string(),
+            |p| p.display().to_string()
+        )
+    );
+    let state = crate::serve::offline_state(cfg).await?;
+    match cmd {
+        PolicyCmd::Get { .. } => match state.store().kv_get(DB_KEY).await? {
+            Some(text) => print!("{text}"),
+            None => anyhow::bail!("no policy is stored in the database (allow all is in force)"),
+        },
+        PolicyCmd::Set { file, .. } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            match state.set_policy_in_database(&text).await {
+                Ok(warnings) => {
+                    for w in warnings {
+                        eprintln!("{}", name_file(&w.to_string(), &file));
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{}", name_file(&e.to_string(), &file));
+                    eprintln!("the stored policy is unchanged");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+            }
+            eprintln!("Policy written to the database");
+            if cfg.unix_socket.exists() {
+                eprintln!(
+                    "note: a server seems to be running ({} exists); it keeps its policy until it restarts. \
+                     Without the flag, `policy set` applies the policy at once.",
+                    cfg.unix_socket.display()
+                );
+            }
+        }
+        _ => anyhow::bail!("not a database policy command"),
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

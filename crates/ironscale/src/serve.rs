@@ -145,6 +145,16 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
     })
 }
 
+/// The state loaded from the configured database, for CLI commands that work
+/// without a running server (no listeners, no DERP map, no background tasks of
+/// its own beyond those `State::load` starts).
+pub async fn offline_state(cfg: &Config) -> anyhow::Result<State> {
+    let store = open_store(cfg).await?;
+    State::load(store, settings_from(cfg)?, Default::default())
+        .await
+        .context("loading state")
+}
+
 async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     match &cfg.database {
         DatabaseConfig::Sqlite(s) => Store::open_sqlite(&s.path)

@@ -1,0 +1,107 @@
+//! CLI commands that work on the database without a running server:
+//! `policy get|set --bypass-grpc-and-access-database-directly`, as in
+//! Headscale's guides.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
+
+fn config(dir: &Path, mode: &str) -> std::path::PathBuf {
+    let d = dir.display();
+    let text = format!(
+        "server_url: http://127.0.0.1:18080\n\
+         listen_addr: 127.0.0.1:18080\n\
+         database:\n  type: sqlite\n  sqlite:\n    path: {d}/db.sqlite\n\
+         unix_socket: {d}/ironscale.sock\n\
+         noise:\n  private_key_path: {d}/noise.key\n\
+         derp:\n  server:\n    enabled: false\n  urls: []\n\
+         dns:\n  base_domain: tail.test\n  override_local_dns: false\n\
+         policy:\n  mode: {mode}\n  path: {d}/policy.hujson\n"
+    );
+    let p = dir.join(format!("config-{mode}.yaml"));
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+fn run(cfg: &Path, args: &[&str]) -> (bool, String, String) {
+    let out: Output = Command::new(BIN)
+        .arg("-c")
+        .arg(cfg)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run ironscale");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const BYPASS: &str = "--bypass-grpc-and-access-database-directly";
+
+#[test]
+fn policy_get_and_set_directly_on_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), "database");
+    let bad = dir.path().join("bad.hujson");
+    std::fs::write(
+        &bad,
+        "{\n  // typo in the group name\n  \"acls\": [{\"action\": \"accept\", \"src\": [\"group:nope\"], \"dst\": [\"*:*\"]}],\n}\n",
+    )
+    .expect("write");
+    let good = dir.path().join("good.hujson");
+    let good_text = "{\"groups\": {\"group:a\": [\"admin@\"]},\n \"acls\": [{\"action\": \"accept\", \"src\": [\"group:a\"], \"dst\": [\"*:22\"]}]}\n";
+    std::fs::write(&good, good_text).expect("write");
+
+    // Nothing stored yet.
+    let (ok, _, err) = run(&cfg, &["policy", "get", BYPASS]);
+    assert!(!ok && err.contains("no policy is stored"), "{err}");
+
+    // A broken policy is refused with file:line:col and writes nothing.
+    let (ok, _, err) = run(
+        &cfg,
+        &["policy", "set", BYPASS, "--file", &bad.to_string_lossy()],
+    );
+    assert!(!ok, "a broken policy was accepted");
+    assert!(
+        err.contains(&format!("{}:3:", bad.display())) && err.contains("group:nope"),
+        "{err}"
+    );
+    assert!(err.contains("unchanged"), "{err}");
+    let (ok, _, _) = run(&cfg, &["policy", "get", BYPASS]);
+    assert!(!ok, "the broken policy was stored");
+
+    // A good one is stored and read back verbatim.
+    let (ok, _, err) = run(
+        &cfg,
+        &["policy", "set", BYPASS, "-f", &good.to_string_lossy()],
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&cfg, &["policy", "get", BYPASS]);
+    assert!(ok, "{err}");
+    assert_eq!(out, good_text);
+
+    // A later broken one leaves the stored policy in place.
+    let (ok, _, _) = run(
+        &cfg,
+        &["policy", "set", BYPASS, "-f", &bad.to_string_lossy()],
+    );
+    assert!(!ok);
+    let (_, out, _) = run(&cfg, &["policy", "get", BYPASS]);
+    assert_eq!(out, good_text);
+}
+
+#[test]
+fn bypass_in_file_mode_points_at_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), "file");
+    std::fs::write(dir.path().join("policy.hujson"), "{}").expect("write");
+    let (ok, _, err) = run(&cfg, &["policy", "get", BYPASS]);
+    assert!(!ok);
+    assert!(
+        err.contains("policy.mode is file") && err.contains("policy.hujson"),
+        "{err}"
+    );
+}
