@@ -26,6 +26,9 @@ impl StunStats {
     pub fn ignored(&self) -> u64 {
         self.ignored.load(Ordering::Relaxed)
     }
+    pub fn send_errors(&self) -> u64 {
+        self.send_errors.load(Ordering::Relaxed)
+    }
 }
 
 /// Answer STUN binding requests on `socket` until `shutdown` completes.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod derpmap;
+mod metrics;
 mod policy_cli;
 mod policy_runtime;
 mod serve;

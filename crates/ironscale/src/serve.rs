@@ -245,46 +245,6 @@ fn setup_derp(cfg: &Config, control_tls: bool) -> anyhow::Result<Derp> {
     })
 }
 
-fn metrics_router(state: State, derp: Option<Arc<DerpServer>>) -> axum::Router {
-    use axum::routing::get;
-    axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let state = state.clone();
-                let derp = derp.clone();
-                async move {
-                    let t = state.snapshot();
-                    let mut out = String::new();
-                    out.push_str("# TYPE ironscale_nodes gauge\n");
-                    out.push_str(&format!("ironscale_nodes {}\n", t.nodes.len()));
-                    out.push_str("# TYPE ironscale_nodes_online gauge\n");
-                    out.push_str(&format!("ironscale_nodes_online {}\n", t.online.len()));
-                    out.push_str("# TYPE ironscale_users gauge\n");
-                    out.push_str(&format!("ironscale_users {}\n", t.users.len()));
-                    out.push_str("# TYPE ironscale_map_sessions gauge\n");
-                    out.push_str(&format!(
-                        "ironscale_map_sessions {}\n",
-                        state.session_count()
-                    ));
-                    if let Some(d) = derp {
-                        let s = d.stats();
-                        out.push_str("# TYPE ironscale_derp_clients gauge\n");
-                        out.push_str(&format!("ironscale_derp_clients {}\n", s.clients_current));
-                    }
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        out,
-                    )
-                }
-            }),
-        )
-        .route("/health", get(|| async { "ok\n" }))
-}
-
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -398,6 +358,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     // Embedded DERP on its own TLS port, and STUN.
+    let stun_stats = Arc::new(ironscale_relay::StunStats::default());
+    let mut stun_running = false;
     if let (Some(d), Some(ds)) = (&derp, &derp_server) {
         if let Some((addr, tls)) = &d.own_listener {
             let l = TcpListener::bind(addr)
@@ -417,7 +379,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let sock = UdpSocket::bind(addr)
                 .await
                 .with_context(|| format!("binding derp.server.stun_listen_addr {addr}"))?;
-            tasks.spawn(ironscale_relay::run_stun(sock, stopped()));
+            tasks.spawn(ironscale_relay::run_stun_with_stats(
+                sock,
+                stun_stats.clone(),
+                stopped(),
+            ));
+            stun_running = true;
         }
     }
 
@@ -443,7 +410,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Ok(l) => {
                 tasks.spawn(ironscale_relay::serve_plain(
                     l,
-                    metrics_router(state.clone(), derp_server.clone()),
+                    crate::metrics::router(crate::metrics::Sources {
+                        state: state.clone(),
+                        derp: derp_server.clone(),
+                        stun: stun_running.then(|| stun_stats.clone()),
+                    }),
                     stopped(),
                 ));
             }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use ironscale_testkit::{
     install_clients, output_text, require_root, wait_until, BaseshiftNode, BaseshiftOptions,
     CaddyNode, CaddyOptions, Clients, Error, KeyOpts, Lab, NodeInfo, Result, ServerProc,
-    Tailscaled, DERP_REGION_CODE, DERP_TLS_PORT, STUN_PORT,
+    Tailscaled, DERP_REGION_CODE, DERP_TLS_PORT, METRICS_PORT, STUN_PORT,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
@@ -207,6 +207,35 @@ fn real_clients_join_ping_and_fetch() {
             .tcp_roundtrip(Some(ic), id, 7000, "payload-derp-43"),
     );
     assert_eq!(reply, format!("echo from {id} to {ic}: payload-derp-43"));
+
+    // The server's own figures agree: our relay carried the c↔d traffic and our STUN server
+    // answered the clients' netchecks.
+    let metrics = must(lab.hub().http_get(
+        &format!("http://{}:{METRICS_PORT}/metrics", lab.hub_ip()),
+        Duration::from_secs(5),
+    ));
+    let figure = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+    };
+    eprintln!(
+        "metrics: nodes={} online={} derp_clients={} derp_packets_relayed={} stun_requests={}",
+        figure("ironscale_nodes"),
+        figure("ironscale_nodes_online"),
+        figure("ironscale_derp_clients"),
+        figure("ironscale_derp_packets_relayed_total"),
+        figure("ironscale_stun_requests_total")
+    );
+    assert_eq!(figure("ironscale_nodes"), 4, "{metrics}");
+    assert_eq!(figure("ironscale_nodes_online"), 4, "{metrics}");
+    assert!(figure("ironscale_derp_clients") >= 2, "{metrics}");
+    assert!(
+        figure("ironscale_derp_packets_relayed_total") > 0,
+        "{metrics}"
+    );
+    assert!(figure("ironscale_stun_requests_total") > 0, "{metrics}");
 
     // A page served by a tailscaled node on its tailnet address.
     let token = "ironscale-interop-page-7c1e";
