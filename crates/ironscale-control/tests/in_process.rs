@@ -149,6 +149,16 @@ impl Frames {
         }
     }
 
+    /// The first frame that is not a keep-alive within `d`, if any.
+    async fn update_within(&mut self, d: Duration) -> Option<wire::MapResponse> {
+        tokio::time::timeout(d, self.next_update()).await.ok()
+    }
+
+    /// Reads and drops updates until none arrives for `quiet`.
+    async fn drain(&mut self, quiet: Duration) {
+        while self.update_within(quiet).await.is_some() {}
+    }
+
     /// Next frame that is not a keep-alive.
     async fn next_update(&mut self) -> wire::MapResponse {
         loop {
@@ -504,4 +514,61 @@ async fn policy_changes_reach_sessions_and_bad_policies_are_rejected() {
         }
     }
     assert!(t0.elapsed() < Duration::from_secs(1));
+}
+
+/// A policy change reaches only the sessions whose map it changes: adding a
+/// port on bob's machine changes bob's packet filter, and nothing that alice
+/// or carol are told.
+#[tokio::test]
+async fn policy_change_reaches_only_affected_sessions() {
+    let s = start().await;
+    let mut keys = Vec::new();
+    for u in ["alice", "bob", "carol"] {
+        s.state
+            .create_user(u, "", &format!("{u}@example.com"))
+            .await
+            .unwrap();
+        keys.push(
+            s.state
+                .create_preauth_key(Some(u), false, false, None, vec![])
+                .await
+                .unwrap()
+                .1,
+        );
+    }
+    let p1 = r#"{"acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com:22"]}]}"#;
+    s.state.set_policy_text(p1, "p1.hujson").await.unwrap();
+    let (mut a, _) = join(&s, &keys[0], "alpha").await;
+    let (mut b, _) = join(&s, &keys[1], "beta").await;
+    let (mut c, _) = join(&s, &keys[2], "gamma").await;
+    let mut fa = map_stream(&mut a.h2, &a.node.node_public(), &a.disco).await;
+    let mut fb = map_stream(&mut b.h2, &b.node.node_public(), &b.disco).await;
+    let mut fc = map_stream(&mut c.h2, &c.node.node_public(), &c.disco).await;
+    for f in [&mut fa, &mut fb, &mut fc] {
+        f.next().await;
+        f.drain(Duration::from_millis(500)).await;
+    }
+
+    let p2 = r#"{"acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com:22,80"]}]}"#;
+    s.state.set_policy_text(p2, "p2.hujson").await.unwrap();
+    let ub = fb
+        .update_within(Duration::from_secs(1))
+        .await
+        .expect("bob's session gets the new filter within a second");
+    let pf = ub.packet_filter.expect("a new packet filter");
+    let ports: Vec<(u16, u16)> = pf
+        .iter()
+        .flat_map(|r| r.dst_ports.iter().map(|d| (d.ports.first, d.ports.last)))
+        .collect();
+    assert!(
+        ports.contains(&(80, 80)) && ports.contains(&(22, 22)),
+        "{ports:?}"
+    );
+    for (who, f) in [("alice", &mut fa), ("carol", &mut fc)] {
+        let u = f.update_within(Duration::from_millis(1500)).await;
+        assert!(
+            u.is_none(),
+            "{who}'s map did not change, yet the session was sent {u:?}"
+        );
+    }
 }
