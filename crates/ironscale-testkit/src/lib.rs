@@ -19,6 +19,7 @@ mod baseshift;
 mod caddy;
 mod install;
 mod lab;
+mod pki;
 mod server;
 mod tailscaled;
 mod util;
@@ -31,6 +32,7 @@ pub use install::{
 };
 pub use lab::{list_namespaces, Host, Lab, Proc};
 pub use nix::sys::signal::Signal;
+pub use pki::TestPki;
 pub use server::{
     server_bin, KeyOpts, NodeInfo, ServerProc, CONTROL_PORT, DERP_REGION_CODE, DERP_TLS_PORT,
     METRICS_PORT, STUN_PORT,

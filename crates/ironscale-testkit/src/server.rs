@@ -120,6 +120,7 @@ pub struct ServerProc {
     config: PathBuf,
     log: PathBuf,
     socket: PathBuf,
+    url: String,
     proc: Option<Proc>,
     starts: u32,
 }
@@ -173,7 +174,14 @@ impl ServerProc {
             .and_then(Value::as_str)
             .map(PathBuf::from)
             .unwrap_or_else(|| dir.join("ironscale.sock"));
+        let url = cfg
+            .get("server_url")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_owned();
         let mut s = ServerProc {
+            url,
             hub: lab.hub().clone(),
             bin,
             log: dir.join("server.log"),
@@ -219,8 +227,10 @@ impl ServerProc {
                 if !proc.is_running() {
                     fail!("ironscale serve exited ({:?})", proc.exit_status());
                 }
+                // -k: only readiness is checked here (tests that care check the certificate).
                 let out = run(hub.command("curl").args([
                     "-s",
+                    "-k",
                     "-o",
                     "/dev/null",
                     "-w",
@@ -248,9 +258,9 @@ impl ServerProc {
         })
     }
 
-    /// `http://10.99.<k>.1:8080`
+    /// The configured `server_url`, e.g. `http://10.99.<k>.1:8080`.
     pub fn url(&self) -> String {
-        format!("http://{}:{CONTROL_PORT}", self.hub.ip())
+        self.url.clone()
     }
 
     /// The config file path.
