@@ -104,6 +104,7 @@ pub(crate) const KEYS: &[(&str, Ty)] = &[
     ("logtail.enabled", Ty::Bool),
     ("randomize_client_port", Ty::Bool),
     ("taildrop.enabled", Ty::Bool),
+    ("tuning.batch_change_delay", Ty::Duration),
 ];
 
 /// Valid Headscale keys that ironscale accepts and ignores (a whole subtree
@@ -118,7 +119,6 @@ pub(crate) const IGNORED: &[&str] = &[
     "auto_update",
     "cli",
     "tuning.notifier_send_timeout",
-    "tuning.batch_change_delay",
     "tuning.node_mapsession_buffered_chan_size",
     "tuning.batcher_workers",
     "tuning.register_cache_max_entries",

@@ -1097,6 +1097,16 @@ impl Loader {
         if let Some(v) = self.b("taildrop.enabled") {
             c.taildrop.enabled = v;
         }
+        if let Some(v) = self.dur("tuning.batch_change_delay") {
+            if v > Duration::from_secs(5) {
+                self.err(
+                    "tuning.batch_change_delay",
+                    format!("{} is too long: clients would hear of changes that late; use at most 5s (default 100ms)", format_duration(v)),
+                );
+            } else {
+                c.tuning.batch_change_delay = v;
+            }
+        }
         if let Some(v) = self.b("randomize_client_port") {
             c.randomize_client_port = v;
             self.warn(

@@ -68,6 +68,7 @@ pub struct Config {
     /// ironscale still honours it.
     pub randomize_client_port: bool,
     pub taildrop: TaildropConfig,
+    pub tuning: TuningConfig,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -332,6 +333,24 @@ pub struct LogtailConfig {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+pub struct TuningConfig {
+    /// `tuning.batch_change_delay`: the shortest gap between two map updates
+    /// to one client. The first change after a quiet spell goes out at once;
+    /// changes arriving within the gap are merged into the next update, so a
+    /// reconnect storm costs each client a few updates a second rather than
+    /// one per peer. `0` sends every change as it comes.
+    pub batch_change_delay: Duration,
+}
+
+impl Default for TuningConfig {
+    fn default() -> Self {
+        TuningConfig {
+            batch_change_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct TaildropConfig {
     pub enabled: bool,
 }
@@ -430,6 +449,7 @@ impl Config {
             logtail: LogtailConfig { enabled: false },
             randomize_client_port: false,
             taildrop: TaildropConfig { enabled: true },
+            tuning: TuningConfig::default(),
         }
     }
 

@@ -723,3 +723,38 @@ fn missing_file_is_one_error() {
     )));
     assert_eq!(errors(&diags).len(), 1);
 }
+
+#[test]
+fn batch_change_delay_is_honoured_and_bounded() {
+    let (c, _) = expect_ok(Config::load(
+        &setup(&format!(
+            "{}\ntuning:\n  batch_change_delay: 250ms\n",
+            vpn_seed()
+        ))
+        .config,
+    ));
+    assert_eq!(c.tuning.batch_change_delay, Duration::from_millis(250));
+    let (c, _) = expect_ok(Config::load(&setup(&vpn_seed()).config));
+    assert_eq!(c.tuning.batch_change_delay, Duration::from_millis(100));
+    let (c, _) = expect_ok(Config::load(
+        &setup(&format!(
+            "{}\ntuning:\n  batch_change_delay: 0\n",
+            vpn_seed()
+        ))
+        .config,
+    ));
+    assert_eq!(c.tuning.batch_change_delay, Duration::ZERO);
+    let diags = expect_err(Config::load(
+        &setup(&format!(
+            "{}\ntuning:\n  batch_change_delay: 30s\n",
+            vpn_seed()
+        ))
+        .config,
+    ));
+    let d = diags
+        .iter()
+        .find(|d| d.key == "tuning.batch_change_delay")
+        .expect("refused");
+    assert_eq!(d.line, Some(66), "{}", render(&diags));
+    assert!(d.message.contains("too long"), "{}", d.message);
+}

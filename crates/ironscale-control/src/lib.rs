@@ -24,6 +24,9 @@ use ironscale_wire as wire;
 pub use frames::{encode_frame, FrameCodec};
 pub use noise_stream::{accept as noise_accept, NoiseStream};
 
+/// Default of [`Control::min_update_interval`] (`tuning.batch_change_delay`).
+pub const DEFAULT_MIN_UPDATE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Shared by every control connection.
 pub struct Control {
     pub state: State,
@@ -31,6 +34,9 @@ pub struct Control {
     pub noise_key: PrivateKey,
     /// Keep-alive interval of map streams (jitter is added).
     pub keepalive: std::time::Duration,
+    /// Shortest gap between two updates to one map stream
+    /// (`tuning.batch_change_delay`); changes within it are merged.
+    pub min_update_interval: std::time::Duration,
 }
 
 impl std::fmt::Debug for Control {
@@ -43,10 +49,20 @@ impl std::fmt::Debug for Control {
 
 impl Control {
     pub fn new(state: State, noise_key: PrivateKey) -> Arc<Self> {
+        Self::with_update_interval(state, noise_key, DEFAULT_MIN_UPDATE_INTERVAL)
+    }
+
+    /// [`Control::new`] with `tuning.batch_change_delay`.
+    pub fn with_update_interval(
+        state: State,
+        noise_key: PrivateKey,
+        min_update_interval: std::time::Duration,
+    ) -> Arc<Self> {
         Arc::new(Control {
             state,
             noise_key,
             keepalive: std::time::Duration::from_secs(50),
+            min_update_interval,
         })
     }
 }

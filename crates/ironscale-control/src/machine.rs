@@ -130,11 +130,14 @@ async fn map(
     // pending set, never into unbounded memory.
     let (tx, rx) = mpsc::channel::<Bytes>(2);
     let state = ctl.state.clone();
-    let keepalive = ctl.keepalive;
+    let timing = Timing {
+        keepalive: ctl.keepalive,
+        min_update_interval: ctl.min_update_interval,
+    };
     let capver = req.version;
     tokio::spawn(async move {
         let id = slot.node_id;
-        let result = stream_session(&state, &slot, capver, codec, keepalive, tx).await;
+        let result = stream_session(&state, &slot, capver, codec, timing, tx).await;
         if let Err(why) = result {
             tracing::info!(node = id.0, "map stream closed: {why}");
         }
@@ -153,14 +156,24 @@ fn tokio_stream_from(mut rx: mpsc::Receiver<Bytes>) -> impl futures_util::Stream
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// A map stream's clocks.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// Keep-alive interval (jitter is added).
+    keepalive: Duration,
+    /// Shortest gap between two updates; changes within it are merged.
+    min_update_interval: Duration,
+}
+
 async fn stream_session(
     state: &ironscale_state::State,
     slot: &Arc<ironscale_state::SessionSlot>,
     capver: u32,
     codec: FrameCodec,
-    keepalive: Duration,
+    timing: Timing,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<(), &'static str> {
+    let keepalive = timing.keepalive;
     let id = slot.node_id;
     let now = chrono::Utc::now();
     let t = state.snapshot();
@@ -172,9 +185,17 @@ async fn stream_session(
     let ka_frame = encode_frame(&wire::MapResponse::keep_alive(), codec).map_err(|_| "encode")?;
     let jitter = || Duration::from_millis(rand::rng().random_range(0..9000));
     let mut next_ka = tokio::time::Instant::now() + keepalive + jitter();
+    // When the last update went out: the next waits until `min_update_interval`
+    // has passed, gathering whatever else changes meanwhile (leading edge: the
+    // first change after a quiet spell is not delayed).
+    let mut last_update = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = slot.changed() => {
+                if slot.is_closed() {
+                    return Err("closed by the server (replaced or deleted)");
+                }
+                tokio::time::sleep_until(last_update + timing.min_update_interval).await;
                 if slot.is_closed() {
                     return Err("closed by the server (replaced or deleted)");
                 }
@@ -203,7 +224,8 @@ async fn stream_session(
                         "sent a delta"
                     );
                     send(&tx, &d, codec).await?;
-                    next_ka = tokio::time::Instant::now() + keepalive + jitter();
+                    last_update = tokio::time::Instant::now();
+                    next_ka = last_update + keepalive + jitter();
                 }
             }
             _ = tokio::time::sleep_until(next_ka) => {

@@ -5,216 +5,19 @@
 //! the protocol details.)
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+#[path = "support/client.rs"]
+mod client;
+use client::*;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use ironscale_control::{Control, NoiseStream};
-use ironscale_keys::{MachinePublic, NodePublic, PrivateKey};
-use ironscale_state::{Settings, State};
-use ironscale_store::Store;
+use http_body_util::BodyExt;
+use ironscale_keys::PrivateKey;
 use ironscale_wire as wire;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-struct Server {
-    addr: std::net::SocketAddr,
-    state: State,
-    server_pub: MachinePublic,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("db.sqlite"))
-        .await
-        .unwrap();
-    let state = State::load(store, Settings::default(), wire::DerpMap::default())
-        .await
-        .unwrap();
-    let key = PrivateKey::generate();
-    let server_pub = key.machine_public();
-    let ctl = Control::new(state.clone(), key);
-    let app = ironscale_control::router(ctl);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    Server {
-        addr,
-        state,
-        server_pub,
-        _dir: dir,
-    }
-}
-
-type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
-
-/// Open a ts2021 connection as machine `mkey` and return an HTTP/2 handle.
-async fn dial(s: &Server, mkey: &PrivateKey) -> H2 {
-    let (init, msg) = ironscale_noise::Initiator::new(mkey, &s.server_pub, 130).unwrap();
-    let hs = base64::engine::general_purpose::STANDARD.encode(&msg);
-    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
-    let req = format!(
-        "POST /ts2021 HTTP/1.1\r\nHost: {}\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {hs}\r\nContent-Length: 0\r\n\r\n",
-        s.addr
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let head = read_head(&mut tcp).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("upgrade: tailscale-control-protocol"),
-        "{head}"
-    );
-    let mut noise = NoiseStream::connect(tcp, init).await.unwrap();
-    let early = noise
-        .read_early_payload()
-        .await
-        .unwrap()
-        .expect("early payload");
-    assert!(String::from_utf8(early)
-        .unwrap()
-        .contains("nodeKeyChallenge"));
-    let (h2, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(noise))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    h2
-}
-
-async fn read_head(tcp: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tcp.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    String::from_utf8(head).unwrap()
-}
-
-async fn post(
-    h2: &mut H2,
-    path: &str,
-    body: serde_json::Value,
-) -> hyper::Response<hyper::body::Incoming> {
-    let req = hyper::Request::post(format!("https://control{path}"))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    h2.ready().await.unwrap();
-    h2.send_request(req).await.unwrap()
-}
-
-async fn register(h2: &mut H2, node: &NodePublic, key: &str, host: &str) -> wire::RegisterResponse {
-    let body = serde_json::json!({
-        "Version": 130, "NodeKey": node.to_string(),
-        "OldNodeKey": NodePublic::ZERO.to_string(),
-        "Auth": {"AuthKey": key}, "Expiry": "0001-01-01T00:00:00Z",
-        "Hostinfo": {"Hostname": host, "OS": "linux"}
-    });
-    let resp = post(h2, "/machine/register", body).await;
-    assert_eq!(resp.status(), 200);
-    let b = resp.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&b).unwrap()
-}
-
-/// Reads map frames from a streaming body.
-struct Frames {
-    body: hyper::body::Incoming,
-    buf: Vec<u8>,
-}
-
-impl Frames {
-    async fn next(&mut self) -> wire::MapResponse {
-        loop {
-            if self.buf.len() >= 4 {
-                let n = u32::from_le_bytes(self.buf[..4].try_into().unwrap()) as usize;
-                if self.buf.len() >= 4 + n {
-                    let frame: Vec<u8> = self.buf.drain(..4 + n).skip(4).collect();
-                    let json = zstd::bulk::decompress(&frame, 1 << 24).unwrap();
-                    return serde_json::from_slice(&json).unwrap();
-                }
-            }
-            let f = tokio::time::timeout(Duration::from_secs(5), self.body.frame())
-                .await
-                .expect("no map frame within 5 s")
-                .expect("stream ended")
-                .unwrap();
-            if let Ok(d) = f.into_data() {
-                self.buf.extend_from_slice(&d);
-            }
-        }
-    }
-
-    /// The first frame that is not a keep-alive within `d`, if any.
-    async fn update_within(&mut self, d: Duration) -> Option<wire::MapResponse> {
-        tokio::time::timeout(d, self.next_update()).await.ok()
-    }
-
-    /// Reads and drops updates until none arrives for `quiet`.
-    async fn drain(&mut self, quiet: Duration) {
-        while self.update_within(quiet).await.is_some() {}
-    }
-
-    /// Next frame that is not a keep-alive.
-    async fn next_update(&mut self) -> wire::MapResponse {
-        loop {
-            let f = self.next().await;
-            if !f.keep_alive {
-                return f;
-            }
-        }
-    }
-}
-
-async fn map_stream(h2: &mut H2, node: &NodePublic, disco: &PrivateKey) -> Frames {
-    let body = serde_json::json!({
-        "Version": 130, "Compress": "zstd", "KeepAlive": true, "Stream": true,
-        "NodeKey": node.to_string(), "DiscoKey": disco.disco_public().to_string(),
-        "Hostinfo": {"Hostname": "x", "NetInfo": {"PreferredDERP": 900}}
-    });
-    let resp = post(h2, "/machine/map", body).await;
-    assert_eq!(resp.status(), 200);
-    Frames {
-        body: resp.into_body(),
-        buf: Vec::new(),
-    }
-}
-
-struct Client {
-    h2: H2,
-    node: PrivateKey,
-    disco: PrivateKey,
-}
-
-async fn join(s: &Server, key: &str, host: &str) -> (Client, wire::RegisterResponse) {
-    let mkey = PrivateKey::generate();
-    let mut h2 = dial(s, &mkey).await;
-    let node = PrivateKey::generate();
-    let r = register(&mut h2, &node.node_public(), key, host).await;
-    (
-        Client {
-            h2,
-            node,
-            disco: PrivateKey::generate(),
-        },
-        r,
-    )
-}
-
-async fn new_key(s: &Server, reusable: bool) -> String {
-    if s.state.find_user("alice").is_err() {
-        s.state.create_user("alice", "", "").await.unwrap();
-    }
-    s.state
-        .create_preauth_key(Some("alice"), reusable, false, None, vec![])
-        .await
-        .unwrap()
-        .1
-}
 
 #[tokio::test]
 async fn register_map_and_deltas() {
@@ -571,4 +374,71 @@ async fn policy_change_reaches_only_affected_sessions() {
             "{who}'s map did not change, yet the session was sent {u:?}"
         );
     }
+}
+
+/// A burst of changes reaches a peer as few updates (merged within
+/// `tuning.batch_change_delay`), the first without delay, and the last state
+/// always arrives.
+#[tokio::test]
+async fn bursts_of_changes_are_merged_and_the_last_state_arrives() {
+    let s = start().await;
+    let key = new_key(&s, true).await;
+    let (mut a, _) = join(&s, &key, "alpha").await;
+    let (mut b, _) = join(&s, &key, "beta").await;
+    let mut fa = map_stream(&mut a.h2, &a.node.node_public(), &a.disco).await;
+    let _fb = map_stream(&mut b.h2, &b.node.node_public(), &b.disco).await;
+    fa.next().await;
+    fa.drain(Duration::from_millis(500)).await;
+
+    let lite = |eps: String| {
+        serde_json::json!({
+            "Version": 130, "Compress": "zstd", "Stream": false, "OmitPeers": true,
+            "NodeKey": b.node.node_public().to_string(), "DiscoKey": b.disco.disco_public().to_string(),
+            "Endpoints": [eps], "EndpointTypes": [2],
+            "Hostinfo": {"Hostname": "beta", "NetInfo": {"PreferredDERP": 900}}
+        })
+    };
+    // One isolated change: no added delay.
+    let t0 = std::time::Instant::now();
+    let r = post(&mut b.h2, "/machine/map", lite("192.0.2.1:1".into())).await;
+    assert_eq!(r.status(), 200);
+    fa.update_within(Duration::from_secs(1))
+        .await
+        .expect("the change arrives");
+    let first = t0.elapsed();
+    assert!(
+        first < ironscale_control::DEFAULT_MIN_UPDATE_INTERVAL,
+        "an isolated change waited {first:?}"
+    );
+
+    // Twenty changes back to back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..20 {
+        let r = post(
+            &mut b.h2,
+            "/machine/map",
+            lite(format!("192.0.2.2:{}", 100 + i)),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let mut updates = Vec::new();
+    while let Some(u) = fa.update_within(Duration::from_millis(500)).await {
+        updates.push(u);
+    }
+    let last_eps = updates
+        .iter()
+        .flat_map(|u| u.peers_changed_patch.iter().flatten())
+        .filter_map(|p| p.endpoints.clone())
+        .next_back();
+    assert_eq!(last_eps, Some(vec!["192.0.2.2:119".to_string()]));
+    assert!(
+        updates.len() < 20,
+        "20 changes in a burst gave {} updates: nothing was merged",
+        updates.len()
+    );
+    eprintln!(
+        "20 changes in a burst reached the peer as {} updates",
+        updates.len()
+    );
 }

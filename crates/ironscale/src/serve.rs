@@ -340,7 +340,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
 
     // Control listener.
-    let ctl = Control::new(state.clone(), noise_key.clone());
+    let ctl = Control::with_update_interval(
+        state.clone(),
+        noise_key.clone(),
+        cfg.tuning.batch_change_delay,
+    );
     let mut router = ironscale_control::router(ctl.clone());
     if let (Some(_), Some(ds)) = (&control_tls, &derp_server) {
         router = router.merge(ironscale_relay::router(ds.clone()));
