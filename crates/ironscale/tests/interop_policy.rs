@@ -247,3 +247,103 @@ fn enterprise_policy_allows_denies_and_reloads() {
         "after SIGHUP: client -> tag:server:8080 still allowed",
     );
 }
+
+/// The policy's `ssh` section with real clients: `tailscale up --ssh` on a
+/// tagged server, and `tailscale ssh` (OpenSSH over `tailscale nc`) from an
+/// admin node gets a shell as root, while a node the policy does not name is
+/// refused by the server's Tailscale SSH, which only knows the `SSHPolicy`
+/// our map gave it.
+#[test]
+fn tailscale_ssh_follows_the_policy() {
+    must(require_root());
+    let clients = must(install_clients());
+    let lab = must(Lab::new("isi-ssh"));
+    let policy_path = lab.dir().join("policy.hujson");
+    let policy = r#"{
+  "groups": {"group:admin": ["admin@"]},
+  "tagOwners": {"tag:server": ["group:admin"]},
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+  "ssh": [
+    // admins log in to tagged servers as root, no re-authentication
+    {"action": "accept", "src": ["group:admin"], "dst": ["tag:server"], "users": ["root"]},
+  ],
+}
+"#;
+    std::fs::write(&policy_path, policy).unwrap();
+    let server = must(ServerProc::start(
+        &lab,
+        Some(Path::new(BIN)),
+        serde_json::json!({"policy": {"mode": "file", "path": policy_path.to_string_lossy()}}),
+    ));
+    must(server.create_user("admin"));
+    must(server.create_user("bob"));
+    let key = |user: &str, tags: Vec<String>| {
+        must(server.create_preauthkey(
+            user,
+            &KeyOpts {
+                reusable: true,
+                tags,
+                ..KeyOpts::default()
+            },
+        ))
+    };
+    let (kadm, kbob, ksrv) = (
+        key("admin", vec![]),
+        key("bob", vec![]),
+        key("admin", vec!["tag:server".into()]),
+    );
+    let url = server.url();
+    let adm = node(&lab, &clients, "adm");
+    let bob = node(&lab, &clients, "bob");
+    let srv = node(&lab, &clients, "srv");
+    must(adm.up_ok(&url, Some(&kadm), "adm", &[]));
+    must(bob.up_ok(&url, Some(&kbob), "bob", &[]));
+    must(srv.up_ok(&url, Some(&ksrv), "srv", &["--ssh"]));
+    for n in [&adm, &bob, &srv] {
+        must(n.wait_running(Duration::from_secs(30)));
+    }
+    let is = must(srv.ip4());
+    must(adm.wait_peer(is, true, Duration::from_secs(20)));
+    must(bob.wait_peer(is, true, Duration::from_secs(20)));
+
+    // `tailscale ssh` runs OpenSSH with `tailscale nc` as its proxy and the
+    // server's host keys from the netmap; BatchMode: never prompt.
+    let ssh = |from: &Tailscaled| {
+        must(from.cli(&[
+            "ssh",
+            &format!("root@{is}"),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "echo ssh-ok-$(id -u)",
+        ]))
+    };
+    let out = must(wait_until(
+        "admin's `tailscale ssh root@srv` to run a command",
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+        || {
+            let out = ssh(&adm);
+            let t = ironscale_testkit::output_text(&out);
+            Ok(t.contains("ssh-ok-0").then_some(t))
+        },
+    ));
+    eprintln!("admin -> srv over Tailscale SSH:\n{out}");
+
+    let out = ssh(&bob);
+    let t = ironscale_testkit::output_text(&out);
+    eprintln!("bob -> srv over Tailscale SSH ({}):\n{t}", out.status);
+    assert!(
+        !out.status.success() && !t.contains("ssh-ok"),
+        "bob got a shell the policy does not give him:\n{t}"
+    );
+    // And it was the server's Tailscale SSH, applying our SSHPolicy, that said no.
+    let why = srv.log_grep(&["tailnet policy does not permit"], 3);
+    assert!(
+        !why.is_empty(),
+        "{}",
+        srv.err("no policy rejection in srv's tailscaled log")
+    );
+    eprintln!("srv's tailscaled: {}", why[0]);
+}
