@@ -372,16 +372,7 @@ impl Lab {
         ])?;
         ip(&["-n", &hub_ns, "link", "set", &port, "master", "br0"])?;
         ip(&["-n", &hub_ns, "link", "set", &port, "up"])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{}/24", host.ip),
-            "dev",
-            "eth0",
-        ])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        addr_up(&ns, "eth0", &format!("{}/24", host.ip))?;
         assert_no_default_route(&ns)?;
         Ok(host)
     }
@@ -416,26 +407,8 @@ impl Lab {
             "-n", &router.ns, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0",
             "netns", &ns,
         ])?;
-        ip(&[
-            "-n",
-            &router.ns,
-            "addr",
-            "add",
-            &format!("172.16.{i}.1/24"),
-            "dev",
-            "lan0",
-        ])?;
-        ip(&["-n", &router.ns, "link", "set", "lan0", "up"])?;
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{}/24", host.ip),
-            "dev",
-            "eth0",
-        ])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        addr_up(&router.ns, "lan0", &format!("172.16.{i}.1/24"))?;
+        addr_up(&ns, "eth0", &format!("{}/24", host.ip))?;
         ip(&[
             "-n",
             &ns,
@@ -506,6 +479,13 @@ fn create_namespace(lab: &LabInner, ns: &str, dir: &Path) -> Result<()> {
     ip(&["netns", "add", ns])?;
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
     util::mkdir_private(dir)?;
+    Ok(())
+}
+
+/// Gives `dev` in `ns` the address `cidr` and brings it up.
+fn addr_up(ns: &str, dev: &str, cidr: &str) -> Result<()> {
+    ip(&["-n", ns, "addr", "add", cidr, "dev", dev])?;
+    ip(&["-n", ns, "link", "set", dev, "up"])?;
     Ok(())
 }
 

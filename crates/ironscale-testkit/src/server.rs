@@ -367,6 +367,18 @@ impl ServerProc {
         })
     }
 
+    /// A reusable key of `user` valid for an hour (what most tests join with).
+    pub fn reusable_key(&self, user: &str) -> Result<String> {
+        self.create_preauthkey(
+            user,
+            &KeyOpts {
+                reusable: true,
+                expiration: Some("1h".into()),
+                ..KeyOpts::default()
+            },
+        )
+    }
+
     /// `preauthkeys expire --user NAME KEY`
     pub fn expire_preauthkey(&self, user: &str, key: &str) -> Result<()> {
         self.cli_ok(&["preauthkeys", "expire", "--user", user, key])
@@ -417,6 +429,23 @@ impl Drop for ServerProc {
             self.stop();
         }
     }
+}
+
+/// The usual start of an interop test: the root check, the clients installed,
+/// a fresh lab named `prefix`, `ironscale serve` (`bin`) with the default lab
+/// config merged with `overrides`, and one user, `user`.
+pub fn lab_with_server(
+    prefix: &str,
+    bin: &Path,
+    overrides: Value,
+    user: &str,
+) -> Result<(crate::Clients, Lab, ServerProc)> {
+    util::require_root()?;
+    let clients = crate::install_clients()?;
+    let lab = Lab::new(prefix)?;
+    let server = ServerProc::start(&lab, Some(bin), overrides)?;
+    server.create_user(user)?;
+    Ok((clients, lab, server))
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use ironscale_testkit::{
-    install_clients, output_text, require_root, wait_until, BaseshiftNode, BaseshiftOptions,
-    CaddyNode, CaddyOptions, Clients, Error, KeyOpts, Lab, NodeInfo, Result, ServerProc,
-    Tailscaled, DERP_REGION_CODE, DERP_TLS_PORT, METRICS_PORT, STUN_PORT,
+    lab_with_server, output_text, wait_until, BaseshiftNode, BaseshiftOptions, CaddyNode,
+    CaddyOptions, Clients, Error, KeyOpts, Lab, NodeInfo, Result, ServerProc, Tailscaled,
+    DERP_REGION_CODE, DERP_TLS_PORT, METRICS_PORT, STUN_PORT,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
@@ -27,16 +27,12 @@ fn must<T>(r: Result<T>) -> T {
 
 /// Root check, client install, lab, server, user `alice`.
 fn setup(prefix: &str) -> (Clients, Lab, ServerProc) {
-    must(require_root());
-    let clients = must(install_clients());
-    let lab = must(Lab::new(prefix));
-    let server = must(ServerProc::start(
-        &lab,
-        Some(Path::new(BIN)),
+    must(lab_with_server(
+        prefix,
+        Path::new(BIN),
         serde_json::json!({}),
-    ));
-    must(server.create_user("alice"));
-    (clients, lab, server)
+        "alice",
+    ))
 }
 
 fn key(server: &ServerProc, reusable: bool) -> String {

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ironscale_testkit::{
-    grep_file, install_clients, require_root, wait_until, Clients, Error, KeyOpts, Lab, NodeInfo,
-    Result, ServerProc, Signal, Tailscaled,
+    grep_file, lab_with_server, wait_until, Clients, Error, KeyOpts, Lab, NodeInfo, Result,
+    ServerProc, Signal, Tailscaled,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
@@ -70,15 +70,12 @@ fn wait_state(n: &Tailscaled, want: &str, timeout: Duration) {
 /// `tailscale logout`, then logging in again; `nodes expire` from the CLI.
 #[test]
 fn logout_relogin_and_admin_expiry() {
-    must(require_root());
-    let clients = must(install_clients());
-    let lab = must(Lab::new("isi-life"));
-    let server = must(ServerProc::start(
-        &lab,
-        Some(Path::new(BIN)),
+    let (clients, lab, server) = must(lab_with_server(
+        "isi-life",
+        Path::new(BIN),
         serde_json::json!({}),
+        "alice",
     ));
-    must(server.create_user("alice"));
     let url = server.url();
     let a = node(&lab, &clients, "a");
     let b = node(&lab, &clients, "b");
@@ -160,16 +157,13 @@ fn logout_relogin_and_admin_expiry() {
 /// daemon is gone. SIGHUP without a policy file leaves the server running.
 #[test]
 fn ephemeral_nodes_are_removed_and_sighup_is_harmless() {
-    must(require_root());
-    let clients = must(install_clients());
-    let lab = must(Lab::new("isi-eph"));
     // The shortest timeout the config accepts (Headscale's rule: more than 65 s).
-    let server = must(ServerProc::start(
-        &lab,
-        Some(Path::new(BIN)),
+    let (clients, lab, server) = must(lab_with_server(
+        "isi-eph",
+        Path::new(BIN),
         serde_json::json!({"node": {"ephemeral": {"inactivity_timeout": "66s"}}}),
+        "alice",
     ));
-    must(server.create_user("alice"));
     let url = server.url();
     let a = node(&lab, &clients, "a");
     let e1 = node(&lab, &clients, "e1");

@@ -10,8 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ironscale_testkit::{
-    install_clients, output_text, require_root, Clients, Host, KeyOpts, Lab, Nat, Result,
-    ServerProc, Tailscaled, DERP_REGION_CODE,
+    lab_with_server, output_text, Clients, Host, Nat, Result, Tailscaled, DERP_REGION_CODE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
@@ -43,24 +42,14 @@ fn ping_direct(from: &Tailscaled, to: std::net::Ipv4Addr, via: std::net::Ipv4Add
 
 #[test]
 fn nat_traversal_goes_direct_and_symmetric_nat_falls_back_to_derp() {
-    must(require_root());
-    let clients = must(install_clients());
-    let lab = must(Lab::new("isi-nat"));
-    let server = must(ServerProc::start(
-        &lab,
-        Some(Path::new(BIN)),
+    let (clients, lab, server) = must(lab_with_server(
+        "isi-nat",
+        Path::new(BIN),
         serde_json::json!({}),
-    ));
-    must(server.create_user("alice"));
-    let url = server.url();
-    let k = must(server.create_preauthkey(
         "alice",
-        &KeyOpts {
-            reusable: true,
-            expiration: Some("1h".into()),
-            ..KeyOpts::default()
-        },
     ));
+    let url = server.url();
+    let k = must(server.reusable_key("alice"));
 
     let pub_host = must(lab.add_host("pub"));
     let e1 = must(lab.add_nat_host("e1", Nat::Easy));

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use ironscale_testkit::{
-    install_clients, output_text, require_root, Clients, KeyOpts, Lab, Result, ServerProc,
-    Tailscaled, TestPki, DERP_REGION_CODE,
+    install_clients, output_text, require_root, Clients, Lab, Result, ServerProc, Tailscaled,
+    TestPki, DERP_REGION_CODE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
@@ -91,14 +91,7 @@ fn https_control_and_derp_on_one_tls_listener() {
     ];
     let a = node(&lab, &clients, "a", &env);
     let b = node(&lab, &clients, "b", &env);
-    let k = must(server.create_preauthkey(
-        "alice",
-        &KeyOpts {
-            reusable: true,
-            expiration: Some("1h".into()),
-            ..KeyOpts::default()
-        },
-    ));
+    let k = must(server.reusable_key("alice"));
     must(a.up_ok(&url, Some(&k), "a", &[]));
     must(b.up_ok(&url, Some(&k), "b", &[]));
     must(a.wait_running(Duration::from_secs(30)));
