@@ -152,20 +152,44 @@ impl State {
 
     /// Check that `tags` may be carried by a node of `user` (or a key owned by
     /// it) under the policy in force. Without a policy, any well-formed tag is fine.
+    /// The refusal names the policy file, line and column: for administrators.
     pub fn check_tags(
         &self,
         user: Option<ironscale_types::UserId>,
         owner_tags: &[String],
         tags: &[String],
     ) -> Result<(), String> {
+        self.tag_refusal(user, owner_tags, tags)
+            .map_err(|(full, _)| full)
+    }
+
+    /// [`State::check_tags`] for a registering client: the refusal says why,
+    /// without the server's file names.
+    pub(crate) fn check_requested_tags(
+        &self,
+        user: Option<ironscale_types::UserId>,
+        owner_tags: &[String],
+        tags: &[String],
+    ) -> Result<(), String> {
+        self.tag_refusal(user, owner_tags, tags)
+            .map_err(|(_, message)| message)
+    }
+
+    /// `Err((with location, message alone))`.
+    fn tag_refusal(
+        &self,
+        user: Option<ironscale_types::UserId>,
+        owner_tags: &[String],
+        tags: &[String],
+    ) -> Result<(), (String, String)> {
         for t in tags {
-            crate::validate_tag(t).map_err(|e| e.to_string())?;
+            crate::validate_tag(t).map_err(|e| (e.to_string(), e.to_string()))?;
         }
         let ps = self.inner.policy.lock();
         match &ps.compiled {
             Some(c) => c
                 .may_own_tags(user, owner_tags, tags)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| (e.to_string(), e.message)),
             None => Ok(()),
         }
     }

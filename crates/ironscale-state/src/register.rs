@@ -238,7 +238,7 @@ impl State {
             .cloned()
             .collect();
         if !requested.is_empty() {
-            if let Err(why) = self.check_tags(key.user_id, &key.tags, &requested) {
+            if let Err(why) = self.check_requested_tags(key.user_id, &key.tags, &requested) {
                 return Ok(RegisterOutcome::refuse(format!(
                     "requested tags {requested:?} are invalid or not permitted: {why}"
                 )));

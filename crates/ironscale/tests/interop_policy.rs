@@ -347,3 +347,121 @@ fn tailscale_ssh_follows_the_policy() {
     );
     eprintln!("srv's tailscaled: {}", why[0]);
 }
+
+/// Tags a client asks for (`tailscale up --advertise-tags`) are checked
+/// against `tagOwners` at registration: an owner's node becomes a tagged node
+/// (owned by no user), anyone else is refused with a clear error and no node
+/// is created. `nodes tag` from the CLI only takes tags the policy defines,
+/// and a retag reaches the peers' maps.
+#[test]
+fn requested_tags_are_checked_against_tag_owners() {
+    must(require_root());
+    let clients = must(install_clients());
+    let lab = must(Lab::new("isi-tags"));
+    let policy_path = lab.dir().join("policy.hujson");
+    std::fs::write(
+        &policy_path,
+        r#"{
+  "groups": {"group:admin": ["admin@"]},
+  "tagOwners": {"tag:server": ["group:admin"], "tag:web": ["group:admin"]},
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+}"#,
+    )
+    .unwrap();
+    let server = must(ServerProc::start(
+        &lab,
+        Some(Path::new(BIN)),
+        serde_json::json!({"policy": {"mode": "file", "path": policy_path.to_string_lossy()}}),
+    ));
+    must(server.create_user("admin"));
+    must(server.create_user("bob"));
+    let (kadm, kbob) = (
+        must(server.reusable_key("admin")),
+        must(server.reusable_key("bob")),
+    );
+    let url = server.url();
+
+    // bob does not own tag:server.
+    let x = node(&lab, &clients, "x");
+    let out = must(x.up(
+        &url,
+        Some(&kbob),
+        "x",
+        &["--advertise-tags=tag:server", "--timeout=15s"],
+    ));
+    let t = ironscale_testkit::output_text(&out);
+    let log = x.log_grep(&["not permitted", "tags"], 3);
+    eprintln!(
+        "bob's --advertise-tags=tag:server ({}):\n{t}\nlog: {log:#?}",
+        out.status
+    );
+    assert!(
+        !out.status.success(),
+        "{}",
+        x.err("bob's node took tag:server")
+    );
+    assert!(
+        t.contains("not permitted") || log.iter().any(|l| l.contains("not permitted")),
+        "{}",
+        x.err("no clear tag error for bob")
+    );
+    assert!(
+        !t.contains("policy.hujson") && !log.iter().any(|l| l.contains("policy.hujson")),
+        "the client was shown the server's file names:\n{t}\n{log:#?}"
+    );
+    assert!(
+        must(server.nodes()).is_empty(),
+        "a refused node was created"
+    );
+
+    // An admin's node asks for it and becomes a tagged node.
+    let y = node(&lab, &clients, "y");
+    must(y.up_ok(&url, Some(&kadm), "y", &["--advertise-tags=tag:server"]));
+    must(y.wait_running(Duration::from_secs(30)));
+    let nodes = must(server.nodes());
+    let ny = nodes
+        .iter()
+        .find(|n| n.given_name == "y")
+        .expect("y listed");
+    assert_eq!(
+        ny.raw["tags"],
+        serde_json::json!(["tag:server"]),
+        "{}",
+        ny.raw
+    );
+    assert!(
+        ny.user.is_none(),
+        "a tagged node belongs to no user: {}",
+        ny.raw
+    );
+
+    // The CLI only applies defined tags; a retag reaches a peer's map.
+    let z = node(&lab, &clients, "z");
+    must(z.up_ok(&url, Some(&kbob), "z", &[]));
+    must(z.wait_running(Duration::from_secs(30)));
+    let iy = must(y.ip4());
+    must(z.wait_peer(iy, true, Duration::from_secs(20)));
+    let id = ny.id.to_string();
+    let out = must(server.cli(&["nodes", "tag", "-i", &id, "-t", "tag:nope"]));
+    let t = ironscale_testkit::output_text(&out);
+    assert!(
+        !out.status.success() && t.contains("tag:nope") && t.contains("tagOwners"),
+        "an undefined tag was applied or the error is unclear:\n{t}"
+    );
+    must(server.cli_ok(&["nodes", "tag", "-i", &id, "-t", "tag:web"]));
+    must(wait_until(
+        "z to see y tagged tag:web",
+        Duration::from_secs(10),
+        Duration::from_millis(250),
+        || {
+            let st = z.status_json()?;
+            let tagged = st["Peer"].as_object().is_some_and(|peers| {
+                peers.values().any(|p| {
+                    p["TailscaleIPs"].to_string().contains(&iy.to_string())
+                        && p["Tags"] == serde_json::json!(["tag:web"])
+                })
+            });
+            Ok(tagged.then_some(()))
+        },
+    ));
+}
