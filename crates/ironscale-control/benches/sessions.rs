@@ -5,7 +5,8 @@
 //! overrides, comma-separated):
 //!
 //! * registration: all N joins (handshake + RegisterRequest), 32 at a time;
-//! * initial maps: until every session has its first full map;
+//! * reconnect storm: all N open their map streams at once (as after a
+//!   server restart), until every one has its first full map;
 //! * fan-out: one node's endpoint change (a lite MapRequest) until every other
 //!   session has received the patch, min/median over several changes;
 //! * memory: the server's resident set once streaming, and its peak.
@@ -69,33 +70,39 @@ async fn run(n: usize, ep: Endpoint, key: String, server_pid: u32) {
     let reg = t0.elapsed();
     let rss_registered = rss_mib();
 
-    // Map streams; a reader task per session forwards every update. The first
-    // (full) map is only counted, and parsed for session 0 (whose node id the
-    // fan-out needs), so that client-side decoding stays small next to the
-    // server's work.
+    // Map streams, all opened at once (as after a server restart); a reader
+    // task per session forwards every update. The first (full) map is only
+    // counted, and parsed for session 0 (whose node id the fan-out needs), so
+    // that client-side decoding stays small next to the server's work.
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let t1 = Instant::now();
     let mut mover_id = 0i64;
-    let mut lite_handles = Vec::new();
-    for (i, mut c) in clients.into_iter().enumerate() {
-        let mut frames = map_stream(&mut c.h2, &c.node.node_public(), &c.disco).await;
+    let mut clients = clients.into_iter();
+    let mut mover = clients.next().unwrap();
+    let read = |i: usize, mut frames: Frames, tx: mpsc::UnboundedSender<Event>| async move {
+        let mut first = true;
+        while let Some(json) = frames.next_json_within(Duration::from_secs(600)).await {
+            let f = if first && i != 0 {
+                // Only its arrival matters.
+                wire::MapResponse::keep_alive()
+            } else {
+                serde_json::from_slice::<wire::MapResponse>(&json).unwrap()
+            };
+            let was_first = std::mem::replace(&mut first, false);
+            if (was_first || !f.keep_alive) && tx.send((i, was_first, f)).is_err() {
+                return;
+            }
+        }
+    };
+    let frames0 = map_stream(&mut mover.h2, &mover.node.node_public(), &mover.disco).await;
+    tokio::spawn(read(0, frames0, tx.clone()));
+    for (i, mut c) in clients.enumerate() {
         let tx = tx.clone();
         tokio::spawn(async move {
-            let mut first = true;
-            while let Some(json) = frames.next_json_within(Duration::from_secs(600)).await {
-                let f = if first && i != 0 {
-                    // Only its arrival matters.
-                    wire::MapResponse::keep_alive()
-                } else {
-                    serde_json::from_slice::<wire::MapResponse>(&json).unwrap()
-                };
-                let was_first = std::mem::replace(&mut first, false);
-                if (was_first || !f.keep_alive) && tx.send((i, was_first, f)).is_err() {
-                    return;
-                }
-            }
+            let frames = map_stream(&mut c.h2, &c.node.node_public(), &c.disco).await;
+            read(i + 1, frames, tx).await;
+            drop(c);
         });
-        lite_handles.push(c);
     }
     drop(tx);
     let mut firsts = 0;
@@ -117,7 +124,7 @@ async fn run(n: usize, ep: Endpoint, key: String, server_pid: u32) {
     {}
 
     // Fan-out of one endpoint change from session 0.
-    let mover = &mut lite_handles[0];
+    let mover = &mut mover;
     let mut times = Vec::new();
     for round in 0..7u16 {
         let ep = format!("192.0.2.{}:{}", 1 + round, 40000 + round);
@@ -161,7 +168,7 @@ async fn run(n: usize, ep: Endpoint, key: String, server_pid: u32) {
     let min = *times.iter().min().unwrap();
     let med = median(&mut times);
     println!(
-        "n={n:>5}  register all: {:>8.1} ms ({:>6.0}/s)  initial maps: {:>8.1} ms  \
+        "n={n:>5}  register all: {:>8.1} ms ({:>6.0}/s)  all maps after a reconnect storm: {:>8.1} ms  \
          endpoint change to {} sessions: min {:>6.1} ms median {:>6.1} ms  \
          server RSS registered {:>6.1} / streaming {:>6.1} / end {:>6.1} MiB, peak {:>6.1} MiB",
         reg.as_secs_f64() * 1e3,
