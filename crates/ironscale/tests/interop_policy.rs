@@ -8,7 +8,7 @@
 //! Needs root (network namespaces, TUN); see ironscale-testkit.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ironscale_testkit::{
@@ -77,18 +77,25 @@ fn blocked(from: &Host, src: Ipv4Addr, dst: Ipv4Addr, port: u16, what: &str) {
     eprintln!("{what}: blocked, as the policy says");
 }
 
-#[test]
-fn enterprise_policy_allows_denies_and_reloads() {
+/// Root check, clients, a lab named `prefix`, and `ironscale serve` with
+/// `policy.mode: file` on `<lab>/policy.hujson`, written from `policy` first.
+fn policy_lab(prefix: &str, policy: &str) -> (Clients, Lab, ServerProc, PathBuf) {
     must(require_root());
     let clients = must(install_clients());
-    let lab = must(Lab::new("isi-pol"));
+    let lab = must(Lab::new(prefix));
     let policy_path = lab.dir().join("policy.hujson");
-    std::fs::write(&policy_path, ENTERPRISE).unwrap();
+    std::fs::write(&policy_path, policy).expect("write the policy file");
     let server = must(ServerProc::start(
         &lab,
         Some(Path::new(BIN)),
         serde_json::json!({"policy": {"mode": "file", "path": policy_path.to_string_lossy()}}),
     ));
+    (clients, lab, server, policy_path)
+}
+
+#[test]
+fn enterprise_policy_allows_denies_and_reloads() {
+    let (clients, lab, server, policy_path) = policy_lab("isi-pol", ENTERPRISE);
     // The bare user names load with a warning that suggests `admin@`.
     assert!(
         !grep_file(server.log_path(), &["admin@"], 5).is_empty(),
@@ -255,10 +262,6 @@ fn enterprise_policy_allows_denies_and_reloads() {
 /// our map gave it.
 #[test]
 fn tailscale_ssh_follows_the_policy() {
-    must(require_root());
-    let clients = must(install_clients());
-    let lab = must(Lab::new("isi-ssh"));
-    let policy_path = lab.dir().join("policy.hujson");
     let policy = r#"{
   "groups": {"group:admin": ["admin@"]},
   "tagOwners": {"tag:server": ["group:admin"]},
@@ -269,12 +272,7 @@ fn tailscale_ssh_follows_the_policy() {
   ],
 }
 "#;
-    std::fs::write(&policy_path, policy).unwrap();
-    let server = must(ServerProc::start(
-        &lab,
-        Some(Path::new(BIN)),
-        serde_json::json!({"policy": {"mode": "file", "path": policy_path.to_string_lossy()}}),
-    ));
+    let (clients, lab, server, _) = policy_lab("isi-ssh", policy);
     must(server.create_user("admin"));
     must(server.create_user("bob"));
     let key = |user: &str, tags: Vec<String>| {
@@ -355,24 +353,14 @@ fn tailscale_ssh_follows_the_policy() {
 /// and a retag reaches the peers' maps.
 #[test]
 fn requested_tags_are_checked_against_tag_owners() {
-    must(require_root());
-    let clients = must(install_clients());
-    let lab = must(Lab::new("isi-tags"));
-    let policy_path = lab.dir().join("policy.hujson");
-    std::fs::write(
-        &policy_path,
+    let (clients, lab, server, _) = policy_lab(
+        "isi-tags",
         r#"{
   "groups": {"group:admin": ["admin@"]},
   "tagOwners": {"tag:server": ["group:admin"], "tag:web": ["group:admin"]},
   "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
 }"#,
-    )
-    .unwrap();
-    let server = must(ServerProc::start(
-        &lab,
-        Some(Path::new(BIN)),
-        serde_json::json!({"policy": {"mode": "file", "path": policy_path.to_string_lossy()}}),
-    ));
+    );
     must(server.create_user("admin"));
     must(server.create_user("bob"));
     let (kadm, kbob) = (
