@@ -37,15 +37,13 @@ thread_local! {
 }
 
 fn zstd_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
-        }
-        match c.as_mut() {
-            Some(c) => c.compress(data),
-            None => zstd::bulk::compress(data, ZSTD_LEVEL),
-        }
+    COMPRESSOR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let c = match &mut *slot {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        c.compress(data)
     })
 }
 
