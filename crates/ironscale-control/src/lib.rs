@@ -67,6 +67,11 @@ impl Control {
     }
 }
 
+/// The answer to a client below [`wire::MIN_CAPVER`], the same on `/key`,
+/// `/ts2021` and `/machine/register`.
+pub(crate) const CLIENT_TOO_OLD: &str =
+    "unsupported client version: this server needs Tailscale 1.74 or newer\n";
+
 #[derive(serde::Deserialize)]
 struct KeyQuery {
     v: Option<String>,
@@ -80,12 +85,8 @@ async fn key_handler(AxState(ctl): AxState<Arc<Control>>, Query(q): Query<KeyQue
         )
             .into_response();
     };
-    if v < 39 {
-        return (
-            StatusCode::BAD_REQUEST,
-            "client too old: this server needs Tailscale 1.74 or newer\n",
-        )
-            .into_response();
+    if v < wire::MIN_CAPVER {
+        return (StatusCode::BAD_REQUEST, CLIENT_TOO_OLD).into_response();
     }
     tracing::debug!(capver = v, "GET /key");
     Json(wire::OverTlsPublicKeyResponse {

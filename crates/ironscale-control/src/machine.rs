@@ -58,7 +58,7 @@ async fn register(
         Err(resp) => return resp.into_response(),
     };
     if req.version < wire::MIN_CAPVER {
-        return (StatusCode::BAD_REQUEST, "unsupported client version\n").into_response();
+        return (StatusCode::BAD_REQUEST, crate::CLIENT_TOO_OLD).into_response();
     }
     let out = ctl.state.register(machine, &req).await;
     Json(out.response).into_response()

@@ -81,7 +81,7 @@ pub async fn upgrade(AxState(ctl): AxState<Arc<Control>>, mut req: Request) -> R
     };
     if u32::from(init.version) < ironscale_wire::MIN_CAPVER {
         tracing::info!(version = init.version, "refusing too old client");
-        return bad("unsupported client version: this server needs Tailscale 1.74 or newer\n");
+        return bad(crate::CLIENT_TOO_OLD);
     }
     // Finish the handshake before agreeing to upgrade: a forged or corrupt
     // initiation gets a plain 400, never a 101.

@@ -442,3 +442,45 @@ async fn bursts_of_changes_are_merged_and_the_last_state_arrives() {
         updates.len()
     );
 }
+
+/// `/key` refuses the same clients the rest of the server refuses: a
+/// capability version below `MIN_CAPVER` gets a 400 that says why, one at
+/// `MIN_CAPVER` gets the Noise public key.
+#[tokio::test]
+async fn key_refuses_capability_versions_the_server_does_not_serve() {
+    let s = start().await;
+    async fn get_key(s: &Server, v: &str) -> (String, String) {
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        let req = format!("GET /key?v={v} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut all))
+            .await
+            .expect("response within 5 s")
+            .unwrap();
+        let text = String::from_utf8(all).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.to_string(), body.to_string())
+    }
+    for old in [39, wire::MIN_CAPVER - 1] {
+        let (head, body) = get_key(&s, &old.to_string()).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "v={old}: {head}\n{body}");
+        assert!(
+            body.contains("unsupported client version"),
+            "v={old}: {body}"
+        );
+        assert!(body.contains("1.74"), "v={old}: {body}");
+    }
+    let (head, body) = get_key(&s, &wire::MIN_CAPVER.to_string()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    assert!(body.contains(&s.server_pub.to_string()), "{body}");
+    // The Noise upgrade refuses the same versions with the same words.
+    let old = u16::try_from(wire::MIN_CAPVER - 1).unwrap();
+    let (_init, msg) =
+        ironscale_noise::Initiator::new(&PrivateKey::generate(), &s.server_pub, old).unwrap();
+    let hs = base64::engine::general_purpose::STANDARD.encode(&msg);
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    tcp.write_all(format!("POST /ts2021 HTTP/1.1\r\nHost: x\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\nX-Tailscale-Handshake: {hs}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await.unwrap();
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+}
