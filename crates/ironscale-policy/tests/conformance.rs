@@ -74,7 +74,54 @@ fn json_lines_have_the_corpus_shape() {
         n += 1;
     }
     assert_eq!(n, report.results.len());
-    assert!(report.summary_line().ends_with("failed"));
+    // The summary counts every case file of the directory once, and its
+    // failures are the ones listed.
+    let files = count_case_files(&dir);
+    let (passed, failed) = summary_counts(&report.summary_line());
+    assert_eq!(passed + failed, files, "{}", report.summary_line());
+    assert_eq!(failed, report.failure_lines().len());
+    let Some((_, floor, total)) = FLOORS.iter().find(|(c, ..)| *c == "acl") else {
+        panic!("no floor for acl");
+    };
+    assert_eq!(files, *total);
+    assert!(passed >= *floor, "{}", report.summary_line());
+}
+
+/// A category where every case passes says so: `N passed, 0 failed` with N
+/// the number of its case files.
+#[test]
+fn summary_of_a_fully_passing_category_counts_every_case() {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/policy/grant");
+    let report = ironscale_policy::conformance::run_dir(&dir);
+    let (passed, failed) = summary_counts(&report.summary_line());
+    assert_eq!(failed, 0, "{}", report.text());
+    assert_eq!(passed, count_case_files(&dir), "{}", report.summary_line());
+    assert_eq!(report.exit_code(), 0);
+}
+
+/// `(N, M)` from the runner's `N passed, M failed` line; panics on anything else.
+fn summary_counts(line: &str) -> (usize, usize) {
+    let parsed = line.split_once(" passed, ").and_then(|(n, rest)| {
+        let m = rest.strip_suffix(" failed")?;
+        Some((n.parse().ok()?, m.parse().ok()?))
+    });
+    parsed.unwrap_or_else(|| panic!("summary line is not `N passed, M failed`: {line:?}"))
+}
+
+/// The `*.json` case files under `dir`, counted without the runner.
+fn count_case_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let rd = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += count_case_files(&p);
+        } else if p.extension().is_some_and(|x| x == "json") {
+            n += 1;
+        }
+    }
+    n
 }
 
 #[test]
