@@ -25,9 +25,11 @@ struct Env {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = ironscale_store::Store::open_sqlite(&dir.path().join("db.sqlite"))
-        .await
-        .expect("store");
+    let store = ironscale_store::Store::open(&ironscale_store::sqlite_config(
+        dir.path().join("db.sqlite"),
+    ))
+    .await
+    .expect("store");
     let state = State::load(store, Default::default(), Default::default())
         .await
         .expect("state");

@@ -2,6 +2,9 @@
 //! code path (sqlx `Any` with runtime queries and `$N` placeholders).
 //!
 //! * Only this crate knows SQL. Row ↔ domain conversion lives in `rows.rs`.
+//! * [`Store::open`] with the configuration's [`DatabaseConfig`] is the only way
+//!   in, so every `database.*` key is honoured ([`sqlite_config`] and
+//!   `testpg::TestPg::fresh_config` build configurations for tests).
 //! * [`Store`] is a cheap-to-clone handle on a connection pool, safe to use
 //!   from many tasks at once.
 //! * Migrations are append-only numbered SQL files, one copy per backend under
@@ -19,6 +22,7 @@ mod rows;
 pub mod testpg;
 
 use std::path::Path;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ironscale_config::DatabaseConfig;
@@ -113,30 +117,58 @@ impl NewUser {
     }
 }
 
-/// Connection pool settings for PostgreSQL.
+/// Connection pool settings for PostgreSQL (from `database.postgres.*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PoolSettings {
-    pub max_connections: u32,
-    /// Close connections idle this long (`None`: never).
-    pub idle_timeout: Option<Duration>,
+struct PoolSettings {
+    /// `max_open_conns`.
+    max_connections: u32,
+    /// `max_idle_conns`: a connection handed back while this many are idle is
+    /// closed (`None`: no limit beyond `max_connections`).
+    max_idle: Option<u32>,
+    /// `conn_max_idle_time_secs`: close connections idle this long (`None`: never).
+    idle_timeout: Option<Duration>,
     /// How long opening the store (and any later query) waits for a connection.
-    pub acquire_timeout: Duration,
+    acquire_timeout: Duration,
 }
 
-impl Default for PoolSettings {
-    fn default() -> Self {
+impl PoolSettings {
+    fn from_config(p: &ironscale_config::PostgresConfig) -> PoolSettings {
+        let max_connections = p.max_open_conns.max(1);
         PoolSettings {
-            max_connections: 10,
-            idle_timeout: Some(Duration::from_secs(3600)),
+            max_connections,
+            max_idle: Some(p.max_idle_conns).filter(|&i| i < max_connections),
+            idle_timeout: Some(p.conn_max_idle_time).filter(|d| !d.is_zero()),
             acquire_timeout: Duration::from_secs(30),
         }
     }
 }
 
+/// A snapshot of the connection pool (for diagnostics and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open now (idle or in use).
+    pub size: u32,
+    /// Of those, idle.
+    pub idle: usize,
+    /// The most connections the pool opens (`database.postgres.max_open_conns`).
+    pub max_connections: u32,
+}
+
+/// The configuration of a SQLite database at `path` with Headscale's defaults
+/// (write-ahead log on), for [`Store::open`] in tests and tools.
+pub fn sqlite_config(path: impl Into<std::path::PathBuf>) -> DatabaseConfig {
+    DatabaseConfig::Sqlite(ironscale_config::SqliteConfig {
+        path: path.into(),
+        write_ahead_log: true,
+    })
+}
+
 /// The database handle: a connection pool. Clone freely.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: AnyPool,
+    /// In an `Arc` so that the idle trimmer (`trim_idle`) can hold a `Weak`
+    /// to it without keeping it alive.
+    pool: Arc<AnyPool>,
     backend: Backend,
 }
 
@@ -162,6 +194,30 @@ fn map_err(e: sqlx::Error, what: impl FnOnce(&str) -> String) -> StoreError {
 /// Which of `columns` a constraint error mentions (for a readable message).
 fn column_in(detail: &str, columns: &[&'static str]) -> Option<&'static str> {
     columns.iter().copied().find(|c| detail.contains(c))
+}
+
+/// How often [`trim_idle`] looks at the pool.
+const TRIM_INTERVAL: Duration = Duration::from_millis(500);
+
+/// `max_idle_conns`, which sqlx's pool lacks: close idle connections beyond
+/// `max_idle`, every [`TRIM_INTERVAL`], until the pool is dropped or closed.
+async fn trim_idle(pool: Weak<AnyPool>, max_idle: u32) {
+    let max_idle = max_idle as usize;
+    loop {
+        tokio::time::sleep(TRIM_INTERVAL).await;
+        let Some(pool) = pool.upgrade() else { return };
+        if pool.is_closed() {
+            return;
+        }
+        while pool.num_idle() > max_idle {
+            match pool.try_acquire() {
+                Some(conn) => {
+                    let _ = conn.close().await;
+                }
+                None => break,
+            }
+        }
+    }
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -200,27 +256,24 @@ fn sqlite_url(path: &Path) -> String {
 
 impl Store {
     /// Open the database a configuration names and bring its schema up to date.
+    /// The only way to open a store, so that every `database.*` key is honoured:
+    ///
+    /// * SQLite: the file and its parent directory are created if missing;
+    ///   `write_ahead_log` selects WAL or the rollback journal (`DELETE`);
+    ///   foreign keys on, a 10 s busy timeout, `synchronous = NORMAL`.
+    /// * PostgreSQL: `max_open_conns` is the pool size, `max_idle_conns` the
+    ///   most idle connections kept (more are closed when handed back),
+    ///   `conn_max_idle_time_secs` closes connections idle that long (0: never).
     pub async fn open(cfg: &DatabaseConfig) -> Result<Store> {
         match cfg {
-            DatabaseConfig::Sqlite(s) => Self::open_sqlite_with(&s.path, s.write_ahead_log).await,
+            DatabaseConfig::Sqlite(s) => Self::open_sqlite(&s.path, s.write_ahead_log).await,
             DatabaseConfig::Postgres(p) => {
-                let settings = PoolSettings {
-                    max_connections: p.max_open_conns.max(1),
-                    idle_timeout: Some(p.conn_max_idle_time).filter(|d| !d.is_zero()),
-                    ..PoolSettings::default()
-                };
-                Self::open_postgres_with(&p.url(), &settings).await
+                Self::open_postgres(&p.url(), &PoolSettings::from_config(p)).await
             }
         }
     }
 
-    /// Open (creating file and parent directory if missing) a SQLite database
-    /// in WAL mode, with foreign keys on and a busy timeout.
-    pub async fn open_sqlite(path: &Path) -> Result<Store> {
-        Self::open_sqlite_with(path, true).await
-    }
-
-    pub async fn open_sqlite_with(path: &Path, write_ahead_log: bool) -> Result<Store> {
+    async fn open_sqlite(path: &Path, write_ahead_log: bool) -> Result<Store> {
         let target = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
@@ -229,7 +282,22 @@ impl Store {
             })?;
         }
         sqlx::any::install_default_drivers();
+        let url = sqlite_url(path);
+        // The journal mode is a property of the file: set it once, on one
+        // connection (leaving WAL needs the database to itself).
         let journal = if write_ahead_log { "WAL" } else { "DELETE" };
+        let set_journal = async {
+            use sqlx::Connection;
+            let mut c = sqlx::AnyConnection::connect(&url).await?;
+            c.execute("PRAGMA busy_timeout = 10000").await?;
+            c.execute(format!("PRAGMA journal_mode = {journal}").as_str())
+                .await?;
+            c.close().await
+        };
+        set_journal.await.map_err(|source| StoreError::Open {
+            target: target.clone(),
+            source,
+        })?;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -238,29 +306,23 @@ impl Store {
                 Box::pin(async move {
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    conn.execute(format!("PRAGMA journal_mode = {journal}").as_str())
-                        .await?;
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
                     Ok(())
                 })
             })
-            .connect(&sqlite_url(path))
+            .connect(&url)
             .await
             .map_err(|source| StoreError::Open { target, source })?;
         let store = Store {
-            pool,
+            pool: Arc::new(pool),
             backend: Backend::Sqlite,
         };
         migrate::run(&store.pool, store.backend).await?;
         Ok(store)
     }
 
-    /// Open a PostgreSQL database by URL (`postgres://user:pass@host:port/db`).
-    pub async fn open_postgres(url: &str) -> Result<Store> {
-        Self::open_postgres_with(url, &PoolSettings::default()).await
-    }
-
-    pub async fn open_postgres_with(url: &str, settings: &PoolSettings) -> Result<Store> {
+    /// `url`: `postgres://user:pass@host:port/db`.
+    async fn open_postgres(url: &str, settings: &PoolSettings) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -272,6 +334,10 @@ impl Store {
                 target: redact_url(url),
                 source,
             })?;
+        let pool = Arc::new(pool);
+        if let Some(max_idle) = settings.max_idle {
+            tokio::spawn(trim_idle(Arc::downgrade(&pool), max_idle));
+        }
         let store = Store {
             pool,
             backend: Backend::Postgres,
@@ -282,6 +348,14 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    pub fn pool_status(&self) -> PoolStatus {
+        PoolStatus {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+            max_connections: self.pool.options().get_max_connections(),
+        }
     }
 
     /// The highest applied migration.
@@ -312,7 +386,7 @@ impl Store {
             .bind(&new.provider_id)
             .bind(&new.profile_pic_url)
             .bind(ts(now))
-            .fetch_one(&self.pool)
+            .fetch_one(&*self.pool)
             .await
             .map_err(|e| {
                 map_err(e, |d| match column_in(d, &["provider"]) {
@@ -327,7 +401,7 @@ impl Store {
 
     pub async fn list_users(&self) -> Result<Vec<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql).fetch_all(&*self.pool).await?;
         rows.iter().map(rows::user_from_row).collect()
     }
 
@@ -335,7 +409,7 @@ impl Store {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id_to_db(id.0)?)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await?;
         row.as_ref().map(rows::user_from_row).transpose()
     }
@@ -344,7 +418,7 @@ impl Store {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1");
         let row = sqlx::query(&sql)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await?;
         row.as_ref().map(rows::user_from_row).transpose()
     }
@@ -360,7 +434,7 @@ impl Store {
         let row = sqlx::query(&sql)
             .bind(provider)
             .bind(provider_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await?;
         row.as_ref().map(rows::user_from_row).transpose()
     }
@@ -376,7 +450,7 @@ impl Store {
             .bind(new_name)
             .bind(ts(now))
             .bind(id_to_db(id.0)?)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await
             .map_err(|e| map_err(e, |_| format!("user {new_name:?}")))?;
         match row {
@@ -402,7 +476,7 @@ impl Store {
             .bind(&user.profile_pic_url)
             .bind(ts(now))
             .bind(id_to_db(user.id.0)?)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await
             .map_err(|e| map_err(e, |_| format!("user {:?}", user.name)))?;
         match row {
@@ -422,7 +496,7 @@ impl Store {
         };
         let nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE user_id = $1")
             .bind(id_to_db(id.0)?)
-            .fetch_one(&self.pool)
+            .fetch_one(&*self.pool)
             .await?;
         if nodes > 0 {
             return Err(StoreError::UserHasNodes {
@@ -433,7 +507,7 @@ impl Store {
         }
         let res = sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id_to_db(id.0)?)
-            .execute(&self.pool)
+            .execute(&*self.pool)
             .await;
         match res {
             Ok(r) if r.rows_affected() == 1 => Ok(()),
@@ -479,7 +553,7 @@ impl Store {
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
                    RETURNING id";
         let id: i64 = bind_node(sqlx::query_scalar(sql), r)
-            .fetch_one(&self.pool)
+            .fetch_one(&*self.pool)
             .await
             .map_err(|e| map_err(e, |d| Self::node_conflict(d, node)))?;
         let mut out = node.clone();
@@ -496,7 +570,7 @@ impl Store {
                    register_method = $18, auth_key_id = $19, ephemeral = $20, capver = $21 WHERE id = $22";
         let res = bind_node_q(sqlx::query(sql), r)
             .bind(id_to_db(node.id.0)?)
-            .execute(&self.pool)
+            .execute(&*self.pool)
             .await
             .map_err(|e| map_err(e, |d| Self::node_conflict(d, node)))?;
         if res.rows_affected() == 0 {
@@ -510,7 +584,7 @@ impl Store {
     pub async fn delete_node(&self, id: NodeId) -> Result<()> {
         let res = sqlx::query("DELETE FROM nodes WHERE id = $1")
             .bind(id_to_db(id.0)?)
-            .execute(&self.pool)
+            .execute(&*self.pool)
             .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound {
@@ -524,7 +598,7 @@ impl Store {
         let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id_to_db(id.0)?)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await?;
         row.as_ref().map(rows::node_from_row).transpose()
     }
@@ -533,7 +607,7 @@ impl Store {
         let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_key = $1");
         let row = sqlx::query(&sql)
             .bind(key.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await?;
         row.as_ref().map(rows::node_from_row).transpose()
     }
@@ -541,7 +615,7 @@ impl Store {
     /// Every node, by id.
     pub async fn list_nodes(&self) -> Result<Vec<Node>> {
         let sql = format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id");
-        let rows: Vec<AnyRow> = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let rows: Vec<AnyRow> = sqlx::query(&sql).fetch_all(&*self.pool).await?;
         rows.iter().map(rows::node_from_row).collect()
     }
 
@@ -572,7 +646,7 @@ impl Store {
             .bind(json_strings(tags))
             .bind(ts_opt(expiration))
             .bind(ts(now))
-            .fetch_one(&self.pool)
+            .fetch_one(&*self.pool)
             .await
             .map_err(|e| map_err(e, |_| "a pre-auth key with this prefix".to_string()))?;
         Ok((rows::preauth_from_row(&row)?, generated.text))
@@ -588,7 +662,7 @@ impl Store {
         let sql = format!("SELECT {PREAUTH_COLUMNS} FROM pre_auth_keys WHERE prefix = $1");
         let Some(row) = sqlx::query(&sql)
             .bind(prefix)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await?
         else {
             return Ok(None);
@@ -605,7 +679,7 @@ impl Store {
         let sql = format!("SELECT {PREAUTH_COLUMNS} FROM pre_auth_keys WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id_to_db(id)?)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await?;
         row.as_ref().map(rows::preauth_from_row).transpose()
     }
@@ -613,7 +687,7 @@ impl Store {
     pub async fn mark_preauth_key_used(&self, id: u64) -> Result<()> {
         let res = sqlx::query("UPDATE pre_auth_keys SET used = 1 WHERE id = $1")
             .bind(id_to_db(id)?)
-            .execute(&self.pool)
+            .execute(&*self.pool)
             .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound {
@@ -631,7 +705,7 @@ impl Store {
             "UPDATE pre_auth_keys SET used = 1 WHERE id = $1 AND (reusable = 1 OR used = 0)",
         )
         .bind(id_to_db(id)?)
-        .execute(&self.pool)
+        .execute(&*self.pool)
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -641,7 +715,7 @@ impl Store {
         let res = sqlx::query("UPDATE pre_auth_keys SET expiration = $1 WHERE id = $2")
             .bind(ts(now))
             .bind(id_to_db(id)?)
-            .execute(&self.pool)
+            .execute(&*self.pool)
             .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound {
@@ -655,7 +729,7 @@ impl Store {
     pub async fn delete_preauth_key(&self, id: u64) -> Result<()> {
         let res = sqlx::query("DELETE FROM pre_auth_keys WHERE id = $1")
             .bind(id_to_db(id)?)
-            .execute(&self.pool)
+            .execute(&*self.pool)
             .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound {
@@ -674,12 +748,12 @@ impl Store {
                 );
                 sqlx::query(&sql)
                     .bind(id_to_db(u.0)?)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&*self.pool)
                     .await?
             }
             None => {
                 let sql = format!("SELECT {PREAUTH_COLUMNS} FROM pre_auth_keys ORDER BY id");
-                sqlx::query(&sql).fetch_all(&self.pool).await?
+                sqlx::query(&sql).fetch_all(&*self.pool).await?
             }
         };
         rows.iter().map(rows::preauth_from_row).collect()
@@ -690,7 +764,7 @@ impl Store {
     pub async fn kv_get(&self, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM kv WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&*self.pool)
             .await?)
     }
 
@@ -698,7 +772,7 @@ impl Store {
         sqlx::query("INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(key)
             .bind(value)
-            .execute(&self.pool)
+            .execute(&*self.pool)
             .await?;
         Ok(())
     }
@@ -706,7 +780,7 @@ impl Store {
     pub async fn kv_delete(&self, key: &str) -> Result<bool> {
         let res = sqlx::query("DELETE FROM kv WHERE key = $1")
             .bind(key)
-            .execute(&self.pool)
+            .execute(&*self.pool)
             .await?;
         Ok(res.rows_affected() > 0)
     }
@@ -763,6 +837,144 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite://x"), "sqlite://x");
+    }
+
+    /// (Moved from tests/store.rs when the URL-level open became private.)
+    #[tokio::test]
+    async fn open_errors_do_not_leak_passwords() {
+        let settings = PoolSettings {
+            acquire_timeout: Duration::from_secs(2),
+            ..PoolSettings::from_config(&testpg::config_for_url("postgres://u@h/db").expect("cfg"))
+        };
+        let e = Store::open_postgres("postgres://u:hunter2@127.0.0.1:1/db", &settings)
+            .await
+            .expect_err("nothing listens on port 1");
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn pool_settings_follow_the_config() {
+        let mut p = testpg::config_for_url("postgres://u@h/db").expect("cfg");
+        // Headscale's defaults: 10 open, 10 idle, 1 h idle time.
+        assert_eq!(
+            PoolSettings::from_config(&p),
+            PoolSettings {
+                max_connections: 10,
+                max_idle: None,
+                idle_timeout: Some(Duration::from_secs(3600)),
+                acquire_timeout: Duration::from_secs(30),
+            }
+        );
+        p.max_open_conns = 4;
+        p.max_idle_conns = 2;
+        p.conn_max_idle_time = Duration::ZERO;
+        let s = PoolSettings::from_config(&p);
+        assert_eq!(
+            (s.max_connections, s.max_idle, s.idle_timeout),
+            (4, Some(2), None)
+        );
+        p.max_open_conns = 0;
+        assert_eq!(PoolSettings::from_config(&p).max_connections, 1);
+    }
+
+    #[test]
+    fn postgres_urls_parse_into_configs() {
+        let c =
+            testpg::config_for_url("postgres://us%40r:p%3Ass@127.0.0.1:55432/db_1?sslmode=require")
+                .expect("parse");
+        assert_eq!(
+            (
+                c.host.as_str(),
+                c.port,
+                c.name.as_str(),
+                c.user.as_str(),
+                c.pass.expose(),
+                c.ssl.as_str()
+            ),
+            ("127.0.0.1", 55432, "db_1", "us@r", "p:ss", "require")
+        );
+        assert_eq!(testpg::config_for_url(&c.url()).expect("round trip"), c);
+        let c = testpg::config_for_url("postgres://postgres@[::1]/x").expect("parse");
+        assert_eq!(
+            (c.host.as_str(), c.port, c.pass.is_empty()),
+            ("::1", 5432, true)
+        );
+        assert!(testpg::config_for_url("mysql://u@h/db").is_err());
+    }
+
+    /// The pool keys are honoured by the pool itself, against a real PostgreSQL.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_pool_keys_reach_the_pool() {
+        let pg = testpg::TestPg::start()
+            .unwrap_or_else(|e| panic!("cannot provide PostgreSQL for the test: {e}"));
+        let base = pg.fresh_config().await.expect("database");
+
+        // max_open_conns: a third connection waits until one is handed back.
+        let mut p = base.clone();
+        p.max_open_conns = 2;
+        let s = Store::open(&DatabaseConfig::Postgres(p))
+            .await
+            .expect("open");
+        let c1 = s.pool.acquire().await.expect("acquire");
+        let c2 = s.pool.acquire().await.expect("acquire");
+        assert!(
+            s.pool.try_acquire().is_none(),
+            "a third connection was opened"
+        );
+        assert_eq!(s.pool_status().size, 2);
+        drop((c1, c2));
+        s.close().await;
+
+        // max_idle_conns: of 3 connections handed back, 1 stays open.
+        let mut p = base.clone();
+        p.max_open_conns = 3;
+        p.max_idle_conns = 1;
+        let s = Store::open(&DatabaseConfig::Postgres(p))
+            .await
+            .expect("open");
+        let held: Vec<_> = [(); 3].iter().map(|_| s.pool.acquire()).collect::<Vec<_>>();
+        let mut conns = Vec::new();
+        for h in held {
+            conns.push(h.await.expect("acquire"));
+        }
+        assert_eq!(s.pool_status().size, 3);
+        drop(conns);
+        wait_for(
+            || s.pool_status().size == 1,
+            "idle connections closed down to 1",
+        )
+        .await;
+        assert_eq!(s.pool_status().idle, 1);
+        s.close().await;
+
+        // conn_max_idle_time_secs: idle connections are closed after it.
+        let mut p = base;
+        p.max_open_conns = 2;
+        p.conn_max_idle_time = Duration::from_secs(1);
+        let s = Store::open(&DatabaseConfig::Postgres(p))
+            .await
+            .expect("open");
+        let c1 = s.pool.acquire().await.expect("acquire");
+        let c2 = s.pool.acquire().await.expect("acquire");
+        drop((c1, c2));
+        wait_for(|| s.pool_status().idle == 2, "both connections idle").await;
+        wait_for(
+            || s.pool_status().size == 0,
+            "idle connections closed after 1 s",
+        )
+        .await;
+        s.close().await;
+    }
+
+    async fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+        for _ in 0..100 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting: {what}");
     }
 
     #[test]

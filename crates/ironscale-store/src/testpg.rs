@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use ironscale_config::{PostgresConfig, Secret};
 use sqlx::Connection;
 
 pub struct TestPg {
@@ -207,6 +208,80 @@ impl TestPg {
             .unwrap_or_default();
         Ok(format!("{head}/{name}{query}"))
     }
+
+    /// Create a new, empty database and return the configuration naming it
+    /// (pool keys at their Headscale defaults), for [`crate::Store::open`].
+    pub async fn fresh_config(&self) -> Result<PostgresConfig, String> {
+        config_for_url(&self.fresh_database().await?)
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|e| e.to_string())
+}
+
+/// The configuration for a `postgres://user[:pass]@host[:port]/db[?sslmode=…]`
+/// URL (the inverse of [`PostgresConfig::url`] for TCP hosts).
+pub fn config_for_url(url: &str) -> Result<PostgresConfig, String> {
+    let bad = || {
+        format!(
+            "not a postgres://user@host:port/db URL: {}",
+            crate::redact_url(url)
+        )
+    };
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or_else(bad)?;
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (auth, rest) = rest.rsplit_once('@').ok_or_else(bad)?;
+    let (user, pass) = auth.split_once(':').unwrap_or((auth, ""));
+    let (hostport, name) = rest.split_once('/').ok_or_else(bad)?;
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => {
+            let (h, tail) = v6.split_once(']').ok_or_else(bad)?;
+            (h, tail.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    let port = port.map_or(Ok(5432), |p| p.parse::<u16>().map_err(|_| bad()))?;
+    let ssl = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sslmode="))
+        .unwrap_or("disable");
+    Ok(PostgresConfig {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+        name: percent_decode(name)?,
+        user: percent_decode(user)?,
+        pass: Secret::new(percent_decode(pass)?),
+        ssl: ssl.to_string(),
+        max_open_conns: 10,
+        max_idle_conns: 10,
+        conn_max_idle_time: std::time::Duration::from_secs(3600),
+    })
 }
 
 impl Drop for TestPg {

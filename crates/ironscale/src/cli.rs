@@ -1590,9 +1590,11 @@ mod tests {
 
         async fn server() -> Server {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = ironscale_store::Store::open_sqlite(&dir.path().join("db.sqlite"))
-                .await
-                .expect("store");
+            let store = ironscale_store::Store::open(&ironscale_store::sqlite_config(
+                dir.path().join("db.sqlite"),
+            ))
+            .await
+            .expect("store");
             let state = ironscale_state::State::load(store, Default::default(), Default::default())
                 .await
                 .expect("state");

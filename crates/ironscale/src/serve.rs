@@ -156,17 +156,15 @@ pub async fn offline_state(cfg: &Config) -> anyhow::Result<State> {
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    match &cfg.database {
-        DatabaseConfig::Sqlite(s) => Store::open_sqlite(&s.path)
-            .await
-            .with_context(|| format!("opening SQLite database {}", s.path.display())),
-        DatabaseConfig::Postgres(p) => Store::open_postgres(&p.url()).await.with_context(|| {
-            format!(
+    Store::open(&cfg.database)
+        .await
+        .with_context(|| match &cfg.database {
+            DatabaseConfig::Sqlite(s) => format!("opening SQLite database {}", s.path.display()),
+            DatabaseConfig::Postgres(p) => format!(
                 "connecting to PostgreSQL at {}:{}/{}",
                 p.host, p.port, p.name
-            )
-        }),
-    }
+            ),
+        })
 }
 
 struct Derp {
@@ -494,3 +492,7 @@ fn print_banner(cfg: &Config, derp: Option<&Derp>) {
     ));
     eprint!("{s}");
 }
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;

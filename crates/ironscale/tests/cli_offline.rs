@@ -8,11 +8,16 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
 
 fn config(dir: &Path, mode: &str) -> std::path::PathBuf {
+    config_with(dir, mode, "")
+}
+
+/// `sqlite_extra`: more keys under `database.sqlite` (each line indented 4 spaces).
+fn config_with(dir: &Path, mode: &str, sqlite_extra: &str) -> std::path::PathBuf {
     let d = dir.display();
     let text = format!(
         "server_url: http://127.0.0.1:18080\n\
          listen_addr: 127.0.0.1:18080\n\
-         database:\n  type: sqlite\n  sqlite:\n    path: {d}/db.sqlite\n\
+         database:\n  type: sqlite\n  sqlite:\n    path: {d}/db.sqlite\n{sqlite_extra}\
          unix_socket: {d}/ironscale.sock\n\
          noise:\n  private_key_path: {d}/noise.key\n\
          derp:\n  server:\n    enabled: false\n  urls: []\n\
@@ -104,4 +109,36 @@ fn bypass_in_file_mode_points_at_the_file() {
         err.contains("policy.mode is file") && err.contains("policy.hujson"),
         "{err}"
     );
+}
+
+/// The journal mode a SQLite file is in, from its header (bytes 18 and 19, the
+/// file format write/read versions: 1 = rollback journal, 2 = WAL).
+fn sqlite_header_journal(path: &Path) -> (u8, u8) {
+    let b = std::fs::read(path).expect("read database");
+    assert!(b.starts_with(b"SQLite format 3\0"), "not a SQLite file");
+    (b[18], b[19])
+}
+
+/// `database.sqlite.write_ahead_log` is honoured by the commands that open the
+/// database (it was ignored: every database was switched to WAL).
+#[test]
+fn sqlite_write_ahead_log_setting_is_honoured() {
+    let good = "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}\n";
+    for (wal, want) in [(Some(false), (1, 1)), (Some(true), (2, 2)), (None, (2, 2))] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let extra = wal.map_or(String::new(), |w| format!("    write_ahead_log: {w}\n"));
+        let cfg = config_with(dir.path(), "database", &extra);
+        let file = dir.path().join("p.hujson");
+        std::fs::write(&file, good).expect("write");
+        let (ok, _, err) = run(
+            &cfg,
+            &["policy", "set", BYPASS, "-f", &file.to_string_lossy()],
+        );
+        assert!(ok, "{err}");
+        assert_eq!(
+            sqlite_header_journal(&dir.path().join("db.sqlite")),
+            want,
+            "write_ahead_log: {wal:?}"
+        );
+    }
 }

@@ -27,9 +27,11 @@ pub struct Server {
 
 pub async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("db.sqlite"))
-        .await
-        .unwrap();
+    let store = Store::open(&ironscale_store::sqlite_config(
+        dir.path().join("db.sqlite"),
+    ))
+    .await
+    .unwrap();
     let state = State::load(store, Settings::default(), wire::DerpMap::default())
         .await
         .unwrap();
