@@ -306,14 +306,29 @@ fn real_clients_join_ping_and_fetch() {
         Some(Some(ia.to_string())),
         "nodes list IP of a differs from `tailscale ip -4`"
     );
-    let offline: Vec<&str> = nodes
-        .iter()
-        .filter(|n| n.online != Some(true))
-        .map(|n| n.name.as_str())
-        .collect();
-    if !offline.is_empty() {
-        eprintln!("NOTE: `nodes list` does not report these nodes online: {offline:?}");
-    }
+    // And all six are online there: each holds a map stream (the server learns it within a
+    // moment of the stream opening, hence the bounded wait).
+    must(wait_until(
+        "`nodes list` to report all six nodes online",
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        || {
+            let nodes = server.nodes()?;
+            let offline: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.online != Some(true))
+                .map(|n| format!("{} (online: {:?})", n.name, n.online))
+                .collect();
+            if offline.is_empty() && nodes.len() == 6 {
+                Ok(Some(()))
+            } else {
+                Err(Error::msg(format!(
+                    "{} nodes listed, not online: {offline:?}",
+                    nodes.len()
+                )))
+            }
+        },
+    ));
 }
 
 /// Issue acceptance 2: after a server restart the clients reconnect without re-authenticating

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use ironscale_testkit::{
-    lab_with_server, output_text, Clients, Host, Nat, Result, Tailscaled, DERP_REGION_CODE,
+    lab_with_server, output_text, Clients, Host, Lab, Nat, Result, Tailscaled, DERP_REGION_CODE,
+    METRICS_PORT,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ironscale");
@@ -93,19 +94,27 @@ fn nat_traversal_goes_direct_and_symmetric_nat_falls_back_to_derp() {
     );
     assert_eq!(reply, format!("echo from {ip2} to {ip1}: through-two-nats"));
 
-    // Behind a symmetric NAT, h1 still reaches e1: through our DERP relay if nothing direct
-    // works.
+    // Behind a symmetric NAT, h1 still reaches e1, and only through our DERP relay: its NAT
+    // gives every destination a new port, so the endpoint our STUN server saw is no use to e1,
+    // and e1's NAT drops h1's packets from any other port.
+    let relayed_before = derp_packets_relayed(&lab);
     let out = must(nh.ping(&ip1.to_string(), &["-c", "10"]));
     let t = output_text(&out);
     eprintln!("[h1] tailscale ping {ip1} (symmetric NAT):\n{t}");
+    let pongs: Vec<&str> = t.lines().filter(|l| l.contains("pong from")).collect();
+    let via_derp = format!("via DERP({DERP_REGION_CODE})");
     assert!(
-        out.status.success() || t.contains("pong from"),
+        !pongs.is_empty(),
         "{}",
         nh.err(format!("h1 got no pong from e1:\n{t}"))
     );
-    if t.contains(&format!("via DERP({DERP_REGION_CODE})")) {
-        eprintln!("h1 -> e1 went through our DERP relay, as expected behind a symmetric NAT");
-    }
+    assert!(
+        pongs.iter().all(|l| l.contains(&via_derp)),
+        "{}",
+        nh.err(format!(
+            "behind a symmetric NAT every pong must come {via_derp}, some did not:\n{t}"
+        ))
+    );
     let _echo1 = must(e1.host.tcp_echo("echo", ip1, 7001));
     let reply = must(
         h1.host
@@ -115,4 +124,33 @@ fn nat_traversal_goes_direct_and_symmetric_nat_falls_back_to_derp() {
         reply,
         format!("echo from {ip1} to {iph}: from-symmetric-nat")
     );
+    // After that traffic, h1's client still has no direct path to e1 and names our region
+    // as e1's relay, and our relay carried packets meanwhile.
+    let peer = must(nh.wait_peer(ip1, true, Duration::from_secs(5)));
+    assert!(
+        peer.cur_addr.is_empty(),
+        "{}",
+        nh.err(format!(
+            "h1 has a direct path to e1 behind a symmetric NAT: {peer:?}"
+        ))
+    );
+    assert_eq!(peer.relay, DERP_REGION_CODE, "{peer:?}");
+    let relayed_after = derp_packets_relayed(&lab);
+    assert!(
+        relayed_after > relayed_before,
+        "our DERP relay carried nothing while h1 talked to e1 ({relayed_before} -> {relayed_after})"
+    );
+}
+
+/// `ironscale_derp_packets_relayed_total` from the server's `/metrics`.
+fn derp_packets_relayed(lab: &Lab) -> u64 {
+    let name = "ironscale_derp_packets_relayed_total";
+    let metrics = must(lab.hub().http_get(
+        &format!("http://{}:{METRICS_PORT}/metrics", lab.hub_ip()),
+        Duration::from_secs(5),
+    ));
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
 }
