@@ -7,6 +7,10 @@
 //!   `testpg::TestPg::fresh_config` build configurations for tests).
 //! * [`Store`] is a cheap-to-clone handle on a connection pool, safe to use
 //!   from many tasks at once.
+//! * [`Store::begin`] opens a transaction, [`Tx`], with the same operations;
+//!   [`Tx::commit`] makes them visible, dropping the `Tx` rolls them back. Every
+//!   operation is written once (`ops.rs`, on a connection) and listed once
+//!   (`operations!`), which makes it a method of both.
 //! * Migrations are append-only numbered SQL files, one copy per backend under
 //!   `migrations/sqlite/` and `migrations/postgres/` with the same numbering,
 //!   embedded in the binary and tracked in `schema_migrations`.
@@ -17,9 +21,11 @@
 
 mod keys;
 mod migrate;
+mod ops;
 mod rows;
 #[cfg(feature = "test-pg")]
 pub mod testpg;
+mod tx;
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -27,16 +33,12 @@ use std::time::Duration;
 
 use ironscale_config::DatabaseConfig;
 use ironscale_types::{Node, NodeId, NodePublic, PreAuthKey, Timestamp, User, UserId};
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
-
-use rows::{
-    bool_to_db, id_to_db, json_strings, ts, ts_opt, NodeRow, NODE_COLUMNS, PREAUTH_COLUMNS,
-    USER_COLUMNS,
-};
 
 pub use keys::{AUTH_KEY_PREFIX, PREFIX_LEN, SECRET_LEN};
 pub use migrate::LATEST_VERSION;
+pub use tx::Tx;
 
 /// Every way a store operation can fail.
 #[derive(Debug, thiserror::Error)]
@@ -363,466 +365,120 @@ impl Store {
         migrate::current_version(&self.pool).await
     }
 
+    /// Start a transaction: run writes (and the reads they depend on) on the
+    /// returned [`Tx`], then [`Tx::commit`]; dropping it rolls back.
+    ///
+    /// On SQLite the transaction takes the write lock at once (`BEGIN
+    /// IMMEDIATE`), so transactions run one after another and a second `begin`
+    /// waits for the first to end (up to the 10 s busy timeout). While a `Tx` is
+    /// open, write through it, not through the `Store`: on SQLite a store write
+    /// would wait for the lock the `Tx` holds.
+    pub async fn begin(&self) -> Result<Tx> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx::new(tx, self.backend))
+    }
+
     /// Close every connection (waits for borrowed ones to come back).
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
 
-    // ---- users ---------------------------------------------------------------
-
-    pub async fn create_user(&self, new: &NewUser, now: Timestamp) -> Result<User> {
-        if new.name.is_empty() {
-            return Err(StoreError::Invalid("a user name must not be empty".into()));
+/// The operations, each defined once in `ops` on a connection, as methods of
+/// [`Store`] (on a pooled connection, every statement its own transaction)
+/// and of [`Tx`] (inside the transaction).
+macro_rules! operations {
+    ($(
+        $(#[$attr:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;
+    )*) => {
+        impl Store {
+            $(
+                $(#[$attr])*
+                pub async fn $name(&self, $($arg: $ty),*) -> Result<$ret> {
+                    let mut conn = self.pool.acquire().await?;
+                    ops::$name(&mut conn, $($arg),*).await
+                }
+            )*
         }
-        let sql = format!(
-            "INSERT INTO users (name, display_name, email, provider, provider_id, profile_pic_url, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {USER_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&new.name)
-            .bind(&new.display_name)
-            .bind(&new.email)
-            .bind(&new.provider)
-            .bind(&new.provider_id)
-            .bind(&new.profile_pic_url)
-            .bind(ts(now))
-            .fetch_one(&*self.pool)
-            .await
-            .map_err(|e| {
-                map_err(e, |d| match column_in(d, &["provider"]) {
-                    Some(_) => {
-                        format!("a user for {} identity {:?}", new.provider, new.provider_id)
-                    }
-                    None => format!("user {:?}", new.name),
-                })
-            })?;
-        rows::user_from_row(&row)
-    }
+        impl Tx {
+            $(
+                $(#[$attr])*
+                pub async fn $name(&mut self, $($arg: $ty),*) -> Result<$ret> {
+                    ops::$name(self.conn(), $($arg),*).await
+                }
+            )*
+        }
+    };
+}
 
-    pub async fn list_users(&self) -> Result<Vec<User>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
-        let rows = sqlx::query(&sql).fetch_all(&*self.pool).await?;
-        rows.iter().map(rows::user_from_row).collect()
-    }
-
-    pub async fn get_user(&self, id: UserId) -> Result<Option<User>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id_to_db(id.0)?)
-            .fetch_optional(&*self.pool)
-            .await?;
-        row.as_ref().map(rows::user_from_row).transpose()
-    }
-
-    pub async fn get_user_by_name(&self, name: &str) -> Result<Option<User>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1");
-        let row = sqlx::query(&sql)
-            .bind(name)
-            .fetch_optional(&*self.pool)
-            .await?;
-        row.as_ref().map(rows::user_from_row).transpose()
-    }
-
+operations! {
+    // ---- users
+    /// Create a user; the id and timestamps are assigned.
+    fn create_user(new: &NewUser, now: Timestamp) -> User;
+    /// Every user, by id.
+    fn list_users() -> Vec<User>;
+    fn get_user(id: UserId) -> Option<User>;
+    fn get_user_by_name(name: &str) -> Option<User>;
     /// Find the user an identity provider knows as (`provider`, `provider_id`).
-    pub async fn get_user_by_provider_id(
-        &self,
-        provider: &str,
-        provider_id: &str,
-    ) -> Result<Option<User>> {
-        let sql =
-            format!("SELECT {USER_COLUMNS} FROM users WHERE provider = $1 AND provider_id = $2");
-        let row = sqlx::query(&sql)
-            .bind(provider)
-            .bind(provider_id)
-            .fetch_optional(&*self.pool)
-            .await?;
-        row.as_ref().map(rows::user_from_row).transpose()
-    }
-
-    pub async fn rename_user(&self, id: UserId, new_name: &str, now: Timestamp) -> Result<User> {
-        if new_name.is_empty() {
-            return Err(StoreError::Invalid("a user name must not be empty".into()));
-        }
-        let sql = format!(
-            "UPDATE users SET name = $1, updated_at = $2 WHERE id = $3 RETURNING {USER_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(new_name)
-            .bind(ts(now))
-            .bind(id_to_db(id.0)?)
-            .fetch_optional(&*self.pool)
-            .await
-            .map_err(|e| map_err(e, |_| format!("user {new_name:?}")))?;
-        match row {
-            Some(r) => rows::user_from_row(&r),
-            None => Err(StoreError::NotFound {
-                what: format!("user {}", id.0),
-            }),
-        }
-    }
-
+    fn get_user_by_provider_id(provider: &str, provider_id: &str) -> Option<User>;
+    fn rename_user(id: UserId, new_name: &str, now: Timestamp) -> User;
     /// Update a user's profile fields (name, display name, e-mail, provider identity, picture).
-    pub async fn update_user(&self, user: &User, now: Timestamp) -> Result<User> {
-        let sql = format!(
-            "UPDATE users SET name = $1, display_name = $2, email = $3, provider = $4, provider_id = $5, \
-             profile_pic_url = $6, updated_at = $7 WHERE id = $8 RETURNING {USER_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&user.name)
-            .bind(&user.display_name)
-            .bind(&user.email)
-            .bind(&user.provider)
-            .bind(&user.provider_id)
-            .bind(&user.profile_pic_url)
-            .bind(ts(now))
-            .bind(id_to_db(user.id.0)?)
-            .fetch_optional(&*self.pool)
-            .await
-            .map_err(|e| map_err(e, |_| format!("user {:?}", user.name)))?;
-        match row {
-            Some(r) => rows::user_from_row(&r),
-            None => Err(StoreError::NotFound {
-                what: format!("user {}", user.id.0),
-            }),
-        }
-    }
-
+    fn update_user(user: &User, now: Timestamp) -> User;
     /// Delete a user and their pre-auth keys. Refused while the user owns nodes.
-    pub async fn delete_user(&self, id: UserId) -> Result<()> {
-        let Some(user) = self.get_user(id).await? else {
-            return Err(StoreError::NotFound {
-                what: format!("user {}", id.0),
-            });
-        };
-        let nodes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nodes WHERE user_id = $1")
-            .bind(id_to_db(id.0)?)
-            .fetch_one(&*self.pool)
-            .await?;
-        if nodes > 0 {
-            return Err(StoreError::UserHasNodes {
-                user: id,
-                name: user.name,
-                nodes: nodes.unsigned_abs(),
-            });
-        }
-        let res = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id_to_db(id.0)?)
-            .execute(&*self.pool)
-            .await;
-        match res {
-            Ok(r) if r.rows_affected() == 1 => Ok(()),
-            Ok(_) => Err(StoreError::NotFound {
-                what: format!("user {}", id.0),
-            }),
-            // A node registered between the count and the delete: the FK refuses.
-            Err(e) => match map_err(e, |d| d.to_string()) {
-                StoreError::MissingReference { .. } => Err(StoreError::UserHasNodes {
-                    user: id,
-                    name: user.name,
-                    nodes: 1,
-                }),
-                other => Err(other),
-            },
-        }
-    }
+    fn delete_user(id: UserId) -> ();
 
-    // ---- nodes ---------------------------------------------------------------
-
-    fn node_conflict(detail: &str, n: &Node) -> String {
-        match column_in(detail, &["node_key", "given_name", "ipv4", "ipv6"]) {
-            Some("node_key") => format!("a node with node key {}", n.node_key.short()),
-            Some("given_name") => format!("a node named {:?}", n.given_name),
-            Some("ipv4") => format!(
-                "a node with address {}",
-                n.ipv4.map(|a| a.to_string()).unwrap_or_default()
-            ),
-            Some("ipv6") => format!(
-                "a node with address {}",
-                n.ipv6.map(|a| a.to_string()).unwrap_or_default()
-            ),
-            _ => "the node".to_string(),
-        }
-    }
-
+    // ---- nodes
     /// Insert a node; `node.id` is ignored and the assigned id returned in the result.
-    pub async fn insert_node(&self, node: &Node) -> Result<Node> {
-        let r = NodeRow::from_domain(node)?;
-        let sql = "INSERT INTO nodes (machine_key, node_key, disco_key, ipv4, ipv6, hostname, given_name, user_id, tags, \
-                   hostinfo, home_derp, announced_routes, approved_routes, endpoints, expiry, created_at, last_seen, \
-                   register_method, auth_key_id, ephemeral, capver) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
-                   RETURNING id";
-        let id: i64 = bind_node(sqlx::query_scalar(sql), r)
-            .fetch_one(&*self.pool)
-            .await
-            .map_err(|e| map_err(e, |d| Self::node_conflict(d, node)))?;
-        let mut out = node.clone();
-        out.id = NodeId(id.unsigned_abs());
-        Ok(out)
-    }
-
-    /// Overwrite a node's whole row.
-    pub async fn update_node(&self, node: &Node) -> Result<()> {
-        let r = NodeRow::from_domain(node)?;
-        let sql = "UPDATE nodes SET machine_key = $1, node_key = $2, disco_key = $3, ipv4 = $4, ipv6 = $5, hostname = $6, \
-                   given_name = $7, user_id = $8, tags = $9, hostinfo = $10, home_derp = $11, announced_routes = $12, \
-                   approved_routes = $13, endpoints = $14, expiry = $15, created_at = $16, last_seen = $17, \
-                   register_method = $18, auth_key_id = $19, ephemeral = $20, capver = $21 WHERE id = $22";
-        let res = bind_node_q(sqlx::query(sql), r)
-            .bind(id_to_db(node.id.0)?)
-            .execute(&*self.pool)
-            .await
-            .map_err(|e| map_err(e, |d| Self::node_conflict(d, node)))?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("node {}", node.id.0),
-            });
-        }
-        Ok(())
-    }
-
-    pub async fn delete_node(&self, id: NodeId) -> Result<()> {
-        let res = sqlx::query("DELETE FROM nodes WHERE id = $1")
-            .bind(id_to_db(id.0)?)
-            .execute(&*self.pool)
-            .await?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("node {}", id.0),
-            });
-        }
-        Ok(())
-    }
-
-    pub async fn get_node(&self, id: NodeId) -> Result<Option<Node>> {
-        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id_to_db(id.0)?)
-            .fetch_optional(&*self.pool)
-            .await?;
-        row.as_ref().map(rows::node_from_row).transpose()
-    }
-
-    pub async fn get_node_by_node_key(&self, key: &NodePublic) -> Result<Option<Node>> {
-        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE node_key = $1");
-        let row = sqlx::query(&sql)
-            .bind(key.to_string())
-            .fetch_optional(&*self.pool)
-            .await?;
-        row.as_ref().map(rows::node_from_row).transpose()
-    }
-
+    fn insert_node(node: &Node) -> Node;
+    /// The whole-record write: overwrite every column of a node's row. Two
+    /// writers of one node overwrite each other's fields; prefer the
+    /// field-level updates for new code.
+    fn update_node(node: &Node) -> ();
+    fn delete_node(id: NodeId) -> ();
+    fn get_node(id: NodeId) -> Option<Node>;
+    fn get_node_by_node_key(key: &NodePublic) -> Option<Node>;
     /// Every node, by id.
-    pub async fn list_nodes(&self) -> Result<Vec<Node>> {
-        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id");
-        let rows: Vec<AnyRow> = sqlx::query(&sql).fetch_all(&*self.pool).await?;
-        rows.iter().map(rows::node_from_row).collect()
-    }
+    fn list_nodes() -> Vec<Node>;
 
-    // ---- pre-auth keys -------------------------------------------------------
-
+    // ---- pre-auth keys
     /// Create a pre-auth key. Returns the stored key and the full key text
     /// (`hskey-auth-<prefix>-<secret>`), which is shown once and never stored.
-    pub async fn create_preauth_key(
-        &self,
+    fn create_preauth_key(
         user: Option<UserId>,
         reusable: bool,
         ephemeral: bool,
         expiration: Option<Timestamp>,
         tags: &[String],
-        now: Timestamp,
-    ) -> Result<(PreAuthKey, String)> {
-        let generated = keys::generate()?;
-        let sql = format!(
-            "INSERT INTO pre_auth_keys (prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8) RETURNING {PREAUTH_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&generated.prefix)
-            .bind(keys::hash(&generated.text))
-            .bind(user.map(|u| id_to_db(u.0)).transpose()?)
-            .bind(bool_to_db(reusable))
-            .bind(bool_to_db(ephemeral))
-            .bind(json_strings(tags))
-            .bind(ts_opt(expiration))
-            .bind(ts(now))
-            .fetch_one(&*self.pool)
-            .await
-            .map_err(|e| map_err(e, |_| "a pre-auth key with this prefix".to_string()))?;
-        Ok((rows::preauth_from_row(&row)?, generated.text))
-    }
-
+        now: Timestamp
+    ) -> (PreAuthKey, String);
     /// Look a key up by its text. `None` for malformed or unknown keys and for
     /// a wrong secret. Whether the key may still be used (expired, used) is the
     /// caller's decision.
-    pub async fn find_preauth_key(&self, key_text: &str) -> Result<Option<PreAuthKey>> {
-        let Some(prefix) = keys::parse_prefix(key_text) else {
-            return Ok(None);
-        };
-        let sql = format!("SELECT {PREAUTH_COLUMNS} FROM pre_auth_keys WHERE prefix = $1");
-        let Some(row) = sqlx::query(&sql)
-            .bind(prefix)
-            .fetch_optional(&*self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let key = rows::preauth_from_row(&row)?;
-        if keys::hash_matches(key_text, &key.hash) {
-            Ok(Some(key))
-        } else {
-            Ok(None)
-        }
-    }
-
-    pub async fn get_preauth_key(&self, id: u64) -> Result<Option<PreAuthKey>> {
-        let sql = format!("SELECT {PREAUTH_COLUMNS} FROM pre_auth_keys WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id_to_db(id)?)
-            .fetch_optional(&*self.pool)
-            .await?;
-        row.as_ref().map(rows::preauth_from_row).transpose()
-    }
-
-    pub async fn mark_preauth_key_used(&self, id: u64) -> Result<()> {
-        let res = sqlx::query("UPDATE pre_auth_keys SET used = 1 WHERE id = $1")
-            .bind(id_to_db(id)?)
-            .execute(&*self.pool)
-            .await?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("pre-auth key {id}"),
-            });
-        }
-        Ok(())
-    }
-
+    fn find_preauth_key(key_text: &str) -> Option<PreAuthKey>;
+    fn get_preauth_key(id: u64) -> Option<PreAuthKey>;
+    fn mark_preauth_key_used(id: u64) -> ();
     /// Atomically mark a key used if it may still be used: reusable keys always,
-    /// single-use keys only the first time. `false`: a single-use key already used
-    /// (so two registrations racing on one key cannot both win).
-    pub async fn claim_preauth_key(&self, id: u64) -> Result<bool> {
-        let res = sqlx::query(
-            "UPDATE pre_auth_keys SET used = 1 WHERE id = $1 AND (reusable = 1 OR used = 0)",
-        )
-        .bind(id_to_db(id)?)
-        .execute(&*self.pool)
-        .await?;
-        Ok(res.rows_affected() == 1)
-    }
-
+    /// single-use keys only the first time. `false`: a single-use key already
+    /// used, so two registrations racing on one key cannot both win. In a
+    /// [`Tx`], the claim holds until the transaction ends: a concurrent claim
+    /// waits for it, and sees the key used if it committed, unused if it rolled back.
+    fn claim_preauth_key(id: u64) -> bool;
     /// Expire a key now (`expiration = now`).
-    pub async fn expire_preauth_key(&self, id: u64, now: Timestamp) -> Result<()> {
-        let res = sqlx::query("UPDATE pre_auth_keys SET expiration = $1 WHERE id = $2")
-            .bind(ts(now))
-            .bind(id_to_db(id)?)
-            .execute(&*self.pool)
-            .await?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("pre-auth key {id}"),
-            });
-        }
-        Ok(())
-    }
-
+    fn expire_preauth_key(id: u64, now: Timestamp) -> ();
     /// Delete a key. Nodes registered with it keep existing (their `auth_key_id` becomes empty).
-    pub async fn delete_preauth_key(&self, id: u64) -> Result<()> {
-        let res = sqlx::query("DELETE FROM pre_auth_keys WHERE id = $1")
-            .bind(id_to_db(id)?)
-            .execute(&*self.pool)
-            .await?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: format!("pre-auth key {id}"),
-            });
-        }
-        Ok(())
-    }
-
+    fn delete_preauth_key(id: u64) -> ();
     /// Keys by id; with `Some(user)`, only that user's keys.
-    pub async fn list_preauth_keys(&self, user: Option<UserId>) -> Result<Vec<PreAuthKey>> {
-        let rows = match user {
-            Some(u) => {
-                let sql = format!(
-                    "SELECT {PREAUTH_COLUMNS} FROM pre_auth_keys WHERE user_id = $1 ORDER BY id"
-                );
-                sqlx::query(&sql)
-                    .bind(id_to_db(u.0)?)
-                    .fetch_all(&*self.pool)
-                    .await?
-            }
-            None => {
-                let sql = format!("SELECT {PREAUTH_COLUMNS} FROM pre_auth_keys ORDER BY id");
-                sqlx::query(&sql).fetch_all(&*self.pool).await?
-            }
-        };
-        rows.iter().map(rows::preauth_from_row).collect()
-    }
+    fn list_preauth_keys(user: Option<UserId>) -> Vec<PreAuthKey>;
 
-    // ---- settings --------------------------------------------------------------
-
-    pub async fn kv_get(&self, key: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM kv WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&*self.pool)
-            .await?)
-    }
-
-    pub async fn kv_set(&self, key: &str, value: &str) -> Result<()> {
-        sqlx::query("INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&*self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn kv_delete(&self, key: &str) -> Result<bool> {
-        let res = sqlx::query("DELETE FROM kv WHERE key = $1")
-            .bind(key)
-            .execute(&*self.pool)
-            .await?;
-        Ok(res.rows_affected() > 0)
-    }
-}
-
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-type AnyScalar<'q> = sqlx::query::QueryScalar<'q, sqlx::Any, i64, sqlx::any::AnyArguments<'q>>;
-
-/// Bind a node row's 21 columns in `NODE_COLUMNS` order (without id).
-macro_rules! bind_node_fields {
-    ($q:expr, $r:expr) => {{
-        let r = $r;
-        $q.bind(r.machine_key)
-            .bind(r.node_key)
-            .bind(r.disco_key)
-            .bind(r.ipv4)
-            .bind(r.ipv6)
-            .bind(r.hostname)
-            .bind(r.given_name)
-            .bind(r.user_id)
-            .bind(r.tags)
-            .bind(r.hostinfo)
-            .bind(r.home_derp)
-            .bind(r.announced_routes)
-            .bind(r.approved_routes)
-            .bind(r.endpoints)
-            .bind(r.expiry)
-            .bind(r.created_at)
-            .bind(r.last_seen)
-            .bind(r.register_method)
-            .bind(r.auth_key_id)
-            .bind(r.ephemeral)
-            .bind(r.capver)
-    }};
-}
-
-fn bind_node(q: AnyScalar<'_>, r: NodeRow) -> AnyScalar<'_> {
-    bind_node_fields!(q, r)
-}
-
-fn bind_node_q(q: AnyQuery<'_>, r: NodeRow) -> AnyQuery<'_> {
-    bind_node_fields!(q, r)
+    // ---- settings
+    fn kv_get(key: &str) -> Option<String>;
+    fn kv_set(key: &str, value: &str) -> ();
+    /// `true` if the key existed.
+    fn kv_delete(key: &str) -> bool;
 }
 
 #[cfg(test)]

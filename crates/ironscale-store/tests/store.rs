@@ -570,3 +570,218 @@ async fn postgres_suite() {
     assert_eq!(s.list_users().await.expect("list").len(), 41);
     s.close().await;
 }
+
+// ---- transactions --------------------------------------------------------------
+
+async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+    Store::open(&sqlite_config(dir.path().join("db.sqlite")))
+        .await
+        .expect("open")
+}
+
+/// A store on a fresh PostgreSQL database; keep the `TestPg` alive with it.
+async fn pg_store() -> (TestPg, Store) {
+    let pg =
+        TestPg::start().unwrap_or_else(|e| panic!("cannot provide PostgreSQL for the test: {e}"));
+    let cfg = pg.fresh_config().await.expect("database");
+    let s = Store::open(&ironscale_config::DatabaseConfig::Postgres(cfg))
+        .await
+        .expect("open");
+    (pg, s)
+}
+
+/// Writes of every kind inside one transaction.
+async fn write_everything(tx: &mut ironscale_store::Tx, name: &str, n: u8) -> (UserId, String) {
+    let u = tx
+        .create_user(&NewUser::named(name), t0())
+        .await
+        .expect("user");
+    let node = tx.insert_node(&node(n, Some(u.id))).await.expect("node");
+    let (k, text) = tx
+        .create_preauth_key(Some(u.id), false, false, None, &[], t0())
+        .await
+        .expect("key");
+    assert!(tx.claim_preauth_key(k.id).await.expect("claim"));
+    let mut moved = node.clone();
+    moved.hostname = format!("{name}-renamed");
+    tx.update_node(&moved).await.expect("update");
+    tx.kv_set(name, "v").await.expect("kv");
+    // The transaction sees its own writes.
+    assert_eq!(tx.get_node(node.id).await.expect("get"), Some(moved));
+    assert_eq!(
+        tx.find_preauth_key(&text)
+            .await
+            .expect("find")
+            .map(|f| f.used),
+        Some(true)
+    );
+    assert_eq!(tx.kv_get(name).await.expect("kv").as_deref(), Some("v"));
+    (u.id, text)
+}
+
+async fn nothing_of(s: &Store, name: &str, text: &str) {
+    assert_eq!(s.get_user_by_name(name).await.expect("get"), None);
+    assert!(s.list_nodes().await.expect("list").is_empty());
+    assert_eq!(s.find_preauth_key(text).await.expect("find"), None);
+    assert_eq!(s.kv_get(name).await.expect("kv"), None);
+}
+
+async fn transactions(s: &Store) {
+    // Dropped: rolled back.
+    let mut tx = s.begin().await.expect("begin");
+    assert_eq!(tx.backend(), s.backend());
+    let (_, text) = write_everything(&mut tx, "dropped", 1).await;
+    drop(tx);
+    nothing_of(s, "dropped", &text).await;
+
+    // Rolled back explicitly.
+    let mut tx = s.begin().await.expect("begin");
+    let (_, text) = write_everything(&mut tx, "undone", 2).await;
+    tx.rollback().await.expect("rollback");
+    nothing_of(s, "undone", &text).await;
+
+    // Committed: all of it, and none of it visible to others before the commit.
+    let mut tx = s.begin().await.expect("begin");
+    let (user, text) = write_everything(&mut tx, "kept", 3).await;
+    assert_eq!(s.get_user_by_name("kept").await.expect("get"), None);
+    assert_eq!(s.find_preauth_key(&text).await.expect("find"), None);
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        s.get_user_by_name("kept").await.expect("get").map(|u| u.id),
+        Some(user)
+    );
+    let nodes = s.list_nodes().await.expect("list");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(
+        (nodes[0].user_id, nodes[0].hostname.as_str()),
+        (Some(user), "kept-renamed")
+    );
+    assert!(
+        s.find_preauth_key(&text)
+            .await
+            .expect("find")
+            .expect("key")
+            .used
+    );
+    assert_eq!(s.kv_get("kept").await.expect("kv").as_deref(), Some("v"));
+
+    // Deletes roll back too.
+    let mut tx = s.begin().await.expect("begin");
+    tx.delete_node(nodes[0].id).await.expect("delete node");
+    assert!(tx.kv_delete("kept").await.expect("kv"));
+    drop(tx);
+    assert_eq!(s.list_nodes().await.expect("list").len(), 1);
+    assert_eq!(s.kv_get("kept").await.expect("kv").as_deref(), Some("v"));
+}
+
+/// Two transactions claiming one single-use key: exactly one wins, and the
+/// second waits for the first to end instead of reading a stale "unused".
+async fn claims_in_transactions(s: &Store) {
+    let u = s
+        .create_user(&NewUser::named("claimer"), t0())
+        .await
+        .expect("user");
+    let key = |s: Store| async move {
+        s.create_preauth_key(Some(u.id), false, false, None, &[], t0())
+            .await
+            .expect("key")
+            .0
+            .id
+    };
+    let second_claim = |s: Store, id: u64| {
+        tokio::spawn(async move {
+            let mut tx = s.begin().await?;
+            let won = tx.claim_preauth_key(id).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(won)
+        })
+    };
+
+    // The first commits: the second finds the key used.
+    let k = key(s.clone()).await;
+    let mut first = s.begin().await.expect("begin");
+    assert!(first.claim_preauth_key(k).await.expect("claim"));
+    let second = second_claim(s.clone(), k);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second claim did not wait for the first transaction"
+    );
+    first.commit().await.expect("commit");
+    assert!(!second.await.expect("join").expect("second claim"));
+
+    // The first is dropped (rolled back): the waiting second one wins.
+    let k = key(s.clone()).await;
+    let mut first = s.begin().await.expect("begin");
+    assert!(first.claim_preauth_key(k).await.expect("claim"));
+    let second = second_claim(s.clone(), k);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!second.is_finished());
+    drop(first);
+    assert!(second.await.expect("join").expect("second claim"));
+
+    // Registrations racing on one key: claim, then insert the node and commit,
+    // or roll back. Exactly one node per key.
+    for round in 0..8u8 {
+        let k = key(s.clone()).await;
+        let racers: Vec<_> = (0..2u8)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let mut tx = s.begin().await?;
+                    if !tx.claim_preauth_key(k).await? {
+                        tx.rollback().await?;
+                        return Ok::<_, StoreError>(false);
+                    }
+                    let mut n = node(100 + round * 2 + i, Some(u.id));
+                    n.auth_key_id = Some(k);
+                    tx.insert_node(&n).await?;
+                    tx.commit().await?;
+                    Ok(true)
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for r in racers {
+            wins += usize::from(r.await.expect("join").expect("racer"));
+        }
+        assert_eq!(wins, 1, "round {round}");
+        let registered = s
+            .list_nodes()
+            .await
+            .expect("list")
+            .into_iter()
+            .filter(|n| n.auth_key_id == Some(k))
+            .count();
+        assert_eq!(registered, 1, "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_transactions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = sqlite_store(&dir).await;
+    transactions(&s).await;
+    claims_in_transactions(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_transactions_without_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = ironscale_config::DatabaseConfig::Sqlite(ironscale_config::SqliteConfig {
+        path: dir.path().join("db.sqlite"),
+        write_ahead_log: false,
+    });
+    let s = Store::open(&cfg).await.expect("open");
+    transactions(&s).await;
+    claims_in_transactions(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_transactions() {
+    let (_pg, s) = pg_store().await;
+    assert_eq!(s.backend(), Backend::Postgres);
+    transactions(&s).await;
+    claims_in_transactions(&s).await;
+    s.close().await;
+}
