@@ -11,6 +11,11 @@
 //!   [`Tx::commit`] makes them visible, dropping the `Tx` rolls them back. Every
 //!   operation is written once (`ops.rs`, on a connection) and listed once
 //!   (`operations!`), which makes it a method of both.
+//! * Nodes are written field by field: [`Store::update_node_fields`] with a
+//!   [`NodeUpdate`] writes the durable fields it names, and
+//!   [`Store::update_node_presence`] a node's presence
+//!   ([`ironscale_types::NodePresence`]: disco key, endpoints, home DERP, last
+//!   seen). [`Store::update_node`] is the whole-record write (every column).
 //! * Migrations are append-only numbered SQL files, one copy per backend under
 //!   `migrations/sqlite/` and `migrations/postgres/` with the same numbering,
 //!   embedded in the binary and tracked in `schema_migrations`.
@@ -32,7 +37,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ironscale_config::DatabaseConfig;
-use ironscale_types::{Node, NodeId, NodePublic, PreAuthKey, Timestamp, User, UserId};
+use ironscale_types::{
+    Node, NodeId, NodePresence, NodePublic, PreAuthKey, RegisterMethod, Timestamp, User, UserId,
+};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
@@ -115,6 +122,89 @@ impl NewUser {
         NewUser {
             name: name.into(),
             ..Default::default()
+        }
+    }
+}
+
+/// Who a node belongs to: a user, or (tagged node) its tags. Set together, so
+/// that a node's identity never mixes an old owner with new tags.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeOwner {
+    pub user_id: Option<UserId>,
+    pub tags: Vec<String>,
+}
+
+/// A field-level update of a node's durable record: the fields that are
+/// `Some` are written, every other column keeps what the database holds (so
+/// two writers changing different fields do not overwrite each other). The
+/// presence fields (disco key, endpoints, home DERP, last seen) are not here:
+/// they are written by [`Store::update_node_presence`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeUpdate {
+    pub node_key: Option<NodePublic>,
+    /// The hostname the client reports.
+    pub hostname: Option<String>,
+    /// The unique DNS label.
+    pub given_name: Option<String>,
+    pub owner: Option<NodeOwner>,
+    /// The client's Hostinfo JSON (`Some(None)` clears it).
+    pub hostinfo_json: Option<Option<String>>,
+    pub announced_routes: Option<Vec<ipnet::IpNet>>,
+    pub approved_routes: Option<Vec<ipnet::IpNet>>,
+    /// `Some(None)`: never expires.
+    pub expiry: Option<Option<Timestamp>>,
+    pub register_method: Option<RegisterMethod>,
+    pub auth_key_id: Option<Option<u64>>,
+    pub ephemeral: Option<bool>,
+    pub capver: Option<u32>,
+}
+
+impl NodeUpdate {
+    /// No field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == NodeUpdate::default()
+    }
+
+    /// `node` with this update applied (what the database holds after
+    /// [`Store::update_node_fields`] if `node` was the stored row).
+    pub fn apply_to(&self, node: &mut Node) {
+        let u = self.clone();
+        if let Some(v) = u.node_key {
+            node.node_key = v;
+        }
+        if let Some(v) = u.hostname {
+            node.hostname = v;
+        }
+        if let Some(v) = u.given_name {
+            node.given_name = v;
+        }
+        if let Some(o) = u.owner {
+            node.user_id = o.user_id;
+            node.tags = o.tags;
+        }
+        if let Some(v) = u.hostinfo_json {
+            node.hostinfo_json = v;
+        }
+        if let Some(v) = u.announced_routes {
+            node.announced_routes = v;
+        }
+        if let Some(v) = u.approved_routes {
+            node.approved_routes = v;
+        }
+        if let Some(v) = u.expiry {
+            node.expiry = v;
+        }
+        if let Some(v) = u.register_method {
+            node.register_method = v;
+        }
+        if let Some(v) = u.auth_key_id {
+            node.auth_key_id = v;
+        }
+        if let Some(v) = u.ephemeral {
+            node.ephemeral = v;
+        }
+        if let Some(v) = u.capver {
+            node.capver = v;
         }
     }
 }
@@ -438,6 +528,12 @@ operations! {
     /// writers of one node overwrite each other's fields; prefer the
     /// field-level updates for new code.
     fn update_node(node: &Node) -> ();
+    /// Write the fields an update names, and only those; the node as stored
+    /// afterwards is returned. An empty update reads the node.
+    fn update_node_fields(id: NodeId, update: &NodeUpdate) -> Node;
+    /// Write a node's presence (disco key, endpoints, home DERP, last seen)
+    /// and nothing else.
+    fn update_node_presence(id: NodeId, presence: &NodePresence) -> ();
     fn delete_node(id: NodeId) -> ();
     fn get_node(id: NodeId) -> Option<Node>;
     fn get_node_by_node_key(key: &NodePublic) -> Option<Node>;

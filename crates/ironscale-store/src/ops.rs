@@ -2,15 +2,17 @@
 //! a pooled connection (each statement its own transaction), [`crate::Tx`]
 //! inside its transaction. Only this module and `rows.rs` hold SQL.
 
-use ironscale_types::{Node, NodeId, NodePublic, PreAuthKey, Timestamp, User, UserId};
+use ironscale_types::{
+    Node, NodeId, NodePresence, NodePublic, PreAuthKey, Timestamp, User, UserId,
+};
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
 use crate::rows::{
-    self, bool_to_db, id_to_db, json_strings, ts, ts_opt, NodeRow, NODE_COLUMNS, PREAUTH_COLUMNS,
-    USER_COLUMNS,
+    self, bool_to_db, id_to_db, json_strings, ts, ts_opt, DbValue, NodeRow, NODE_COLUMNS,
+    PREAUTH_COLUMNS, USER_COLUMNS,
 };
-use crate::{column_in, keys, map_err, NewUser, Result, StoreError};
+use crate::{column_in, keys, map_err, NewUser, NodeUpdate, Result, StoreError};
 
 // ---- users ---------------------------------------------------------------
 
@@ -224,6 +226,86 @@ pub(crate) async fn update_node(c: &mut AnyConnection, node: &Node) -> Result<()
     if res.rows_affected() == 0 {
         return Err(StoreError::NotFound {
             what: format!("node {}", node.id.0),
+        });
+    }
+    Ok(())
+}
+
+fn update_conflict(detail: &str, u: &NodeUpdate) -> String {
+    match column_in(detail, &["node_key", "given_name"]) {
+        Some("node_key") => format!(
+            "a node with node key {}",
+            u.node_key.map(|k| k.short()).unwrap_or_default()
+        ),
+        Some("given_name") => format!(
+            "a node named {:?}",
+            u.given_name.as_deref().unwrap_or_default()
+        ),
+        _ => "the node".to_string(),
+    }
+}
+
+pub(crate) async fn update_node_fields(
+    c: &mut AnyConnection,
+    id: NodeId,
+    update: &NodeUpdate,
+) -> Result<Node> {
+    let not_found = || StoreError::NotFound {
+        what: format!("node {}", id.0),
+    };
+    let columns = rows::node_update_columns(update)?;
+    if columns.is_empty() {
+        return get_node(c, id).await?.ok_or_else(not_found);
+    }
+    let sets: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (col, _))| format!("{col} = ${}", i + 1))
+        .collect();
+    let sql = format!(
+        "UPDATE nodes SET {} WHERE id = ${} RETURNING {NODE_COLUMNS}",
+        sets.join(", "),
+        columns.len() + 1
+    );
+    let mut q = sqlx::query(&sql);
+    for (_, v) in columns {
+        q = match v {
+            DbValue::Text(s) => q.bind(s),
+            DbValue::OptText(s) => q.bind(s),
+            DbValue::Int(i) => q.bind(i),
+            DbValue::OptInt(i) => q.bind(i),
+        };
+    }
+    let row = q
+        .bind(id_to_db(id.0)?)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| map_err(e, |d| update_conflict(d, update)))?;
+    match row {
+        Some(r) => rows::node_from_row(&r),
+        None => Err(not_found()),
+    }
+}
+
+pub(crate) async fn update_node_presence(
+    c: &mut AnyConnection,
+    id: NodeId,
+    presence: &NodePresence,
+) -> Result<()> {
+    let (disco_key, endpoints, home_derp, last_seen) = rows::presence_columns(presence);
+    let res = sqlx::query(
+        "UPDATE nodes SET disco_key = $1, endpoints = $2, home_derp = $3, last_seen = $4 WHERE id = $5",
+    )
+    .bind(disco_key)
+    .bind(endpoints)
+    .bind(home_derp)
+    .bind(last_seen)
+    .bind(id_to_db(id.0)?)
+    .execute(&mut *c)
+    .await?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound {
+            what: format!("node {}", id.0),
         });
     }
     Ok(())

@@ -14,13 +14,13 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use ironscale_types::{
-    DiscoPublic, MachinePublic, Node, NodeId, NodePublic, PreAuthKey, RegisterMethod, Timestamp,
-    User, UserId,
+    DiscoPublic, MachinePublic, Node, NodeId, NodePresence, NodePublic, PreAuthKey, RegisterMethod,
+    Timestamp, User, UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::StoreError;
+use crate::{NodeUpdate, StoreError};
 
 pub(crate) const USER_COLUMNS: &str =
     "id, name, display_name, email, provider, provider_id, profile_pic_url, created_at";
@@ -174,8 +174,7 @@ pub(crate) struct NodeRow {
 
 impl NodeRow {
     pub(crate) fn from_domain(n: &Node) -> Result<NodeRow, StoreError> {
-        let routes =
-            |r: &[IpNet]| json_strings(&r.iter().map(ToString::to_string).collect::<Vec<_>>());
+        let routes = routes_json;
         Ok(NodeRow {
             machine_key: n.machine_key.to_string(),
             node_key: n.node_key.to_string(),
@@ -289,6 +288,77 @@ impl NodeRow {
             capver: u32::try_from(self.capver).map_err(|e| corrupt(T, id, "capver", e))?,
         })
     }
+}
+
+/// A value for a column of a field-level update.
+pub(crate) enum DbValue {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+}
+
+fn routes_json(r: &[IpNet]) -> String {
+    json_strings(&r.iter().map(ToString::to_string).collect::<Vec<_>>())
+}
+
+/// The columns a [`NodeUpdate`] writes, in its encoding.
+pub(crate) fn node_update_columns(
+    u: &NodeUpdate,
+) -> Result<Vec<(&'static str, DbValue)>, StoreError> {
+    use DbValue::*;
+    let mut v = Vec::new();
+    if let Some(k) = &u.node_key {
+        v.push(("node_key", Text(k.to_string())));
+    }
+    if let Some(h) = &u.hostname {
+        v.push(("hostname", Text(h.clone())));
+    }
+    if let Some(g) = &u.given_name {
+        v.push(("given_name", Text(g.clone())));
+    }
+    if let Some(o) = &u.owner {
+        v.push((
+            "user_id",
+            OptInt(o.user_id.map(|u| id_to_db(u.0)).transpose()?),
+        ));
+        v.push(("tags", Text(json_strings(&o.tags))));
+    }
+    if let Some(h) = &u.hostinfo_json {
+        v.push(("hostinfo", OptText(h.clone())));
+    }
+    if let Some(r) = &u.announced_routes {
+        v.push(("announced_routes", Text(routes_json(r))));
+    }
+    if let Some(r) = &u.approved_routes {
+        v.push(("approved_routes", Text(routes_json(r))));
+    }
+    if let Some(e) = u.expiry {
+        v.push(("expiry", OptInt(ts_opt(e))));
+    }
+    if let Some(m) = u.register_method {
+        v.push(("register_method", Text(m.as_str().to_string())));
+    }
+    if let Some(k) = u.auth_key_id {
+        v.push(("auth_key_id", OptInt(k.map(id_to_db).transpose()?)));
+    }
+    if let Some(e) = u.ephemeral {
+        v.push(("ephemeral", Int(bool_to_db(e))));
+    }
+    if let Some(c) = u.capver {
+        v.push(("capver", Int(i64::from(c))));
+    }
+    Ok(v)
+}
+
+/// A node's presence in its column encoding: disco_key, endpoints, home_derp, last_seen.
+pub(crate) fn presence_columns(p: &NodePresence) -> (String, String, i64, Option<i64>) {
+    (
+        p.disco_key.to_string(),
+        json_strings(&p.endpoints),
+        i64::from(p.home_derp),
+        ts_opt(p.last_seen),
+    )
 }
 
 pub(crate) fn node_from_row(row: &AnyRow) -> Result<Node, StoreError> {

@@ -785,3 +785,250 @@ async fn postgres_transactions() {
     claims_in_transactions(&s).await;
     s.close().await;
 }
+
+// ---- field-level updates and presence ------------------------------------------
+
+async fn field_updates(s: &Store) {
+    use ironscale_store::{NodeOwner, NodeUpdate};
+    use ironscale_types::NodePresence;
+    let u = s
+        .create_user(&NewUser::named("fields"), t0())
+        .await
+        .expect("user");
+    let other = s
+        .create_user(&NewUser::named("fields-2"), t0())
+        .await
+        .expect("user");
+    let a = s.insert_node(&node(1, Some(u.id))).await.expect("insert");
+    let b = s.insert_node(&node(2, Some(u.id))).await.expect("insert");
+
+    // One field: only that column changes.
+    let up = NodeUpdate {
+        expiry: Some(None),
+        ..Default::default()
+    };
+    let got = s.update_node_fields(a.id, &up).await.expect("update");
+    let mut want = a.clone();
+    want.expiry = None;
+    assert_eq!(got, want);
+    assert_eq!(s.get_node(a.id).await.expect("get"), Some(want.clone()));
+
+    // Every field at once.
+    let up = NodeUpdate {
+        node_key: Some(NodePublic([77; 32])),
+        hostname: Some("new-host".into()),
+        given_name: Some("new-name".into()),
+        owner: Some(NodeOwner {
+            user_id: None,
+            tags: vec!["tag:x".into(), "tag:y".into()],
+        }),
+        hostinfo_json: Some(None),
+        announced_routes: Some(vec!["192.168.0.0/16".parse().expect("net")]),
+        approved_routes: Some(vec![]),
+        expiry: Some(Some(t0() + Duration::days(1))),
+        register_method: Some(RegisterMethod::Cli),
+        auth_key_id: Some(None),
+        ephemeral: Some(true),
+        capver: Some(131),
+    };
+    assert!(!up.is_empty() && NodeUpdate::default().is_empty());
+    up.apply_to(&mut want);
+    assert_eq!(want.hostname, "new-host");
+    let got = s.update_node_fields(a.id, &up).await.expect("update");
+    assert_eq!(got, want);
+    assert_eq!(s.get_node(a.id).await.expect("get"), Some(want.clone()));
+    // And back to a user.
+    let up = NodeUpdate {
+        owner: Some(NodeOwner {
+            user_id: Some(other.id),
+            tags: vec![],
+        }),
+        hostinfo_json: Some(Some(r#"{"OS":"windows"}"#.into())),
+        ..Default::default()
+    };
+    up.apply_to(&mut want);
+    assert_eq!(s.update_node_fields(a.id, &up).await.expect("update"), want);
+
+    // An empty update reads the node.
+    assert_eq!(
+        s.update_node_fields(a.id, &NodeUpdate::default())
+            .await
+            .expect("empty"),
+        want
+    );
+
+    // Errors.
+    let ghost = NodeId(999_999);
+    for up in [
+        NodeUpdate::default(),
+        NodeUpdate {
+            capver: Some(1),
+            ..Default::default()
+        },
+    ] {
+        assert!(matches!(
+            s.update_node_fields(ghost, &up).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+    match s
+        .update_node_fields(
+            a.id,
+            &NodeUpdate {
+                given_name: Some(b.given_name.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Err(StoreError::AlreadyExists { what }) => assert!(what.contains("named"), "{what}"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    match s
+        .update_node_fields(
+            a.id,
+            &NodeUpdate {
+                node_key: Some(b.node_key),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Err(StoreError::AlreadyExists { what }) => assert!(what.contains("node key"), "{what}"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    assert!(matches!(
+        s.update_node_fields(
+            a.id,
+            &NodeUpdate {
+                owner: Some(NodeOwner {
+                    user_id: Some(UserId(999_999)),
+                    tags: vec![]
+                }),
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(StoreError::MissingReference { .. })
+    ));
+    assert_eq!(s.get_node(a.id).await.expect("get"), Some(want.clone()));
+
+    // Presence: only the presence columns.
+    let p = NodePresence {
+        disco_key: DiscoPublic([9; 32]),
+        endpoints: vec!["203.0.113.5:41641".into()],
+        home_derp: 3,
+        last_seen: Some(t0() + Duration::seconds(30)),
+    };
+    s.update_node_presence(a.id, &p).await.expect("presence");
+    want.set_presence(p.clone());
+    assert_eq!(want.presence(), p);
+    assert_eq!(s.get_node(a.id).await.expect("get"), Some(want.clone()));
+    let cleared = NodePresence::default();
+    s.update_node_presence(a.id, &cleared)
+        .await
+        .expect("presence");
+    want.set_presence(cleared);
+    assert_eq!(s.get_node(a.id).await.expect("get"), Some(want.clone()));
+    assert!(matches!(
+        s.update_node_presence(ghost, &p).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Inside a transaction, rolled back.
+    let mut tx = s.begin().await.expect("begin");
+    tx.update_node_fields(
+        a.id,
+        &NodeUpdate {
+            hostname: Some("in-tx".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("update");
+    tx.update_node_presence(a.id, &p).await.expect("presence");
+    drop(tx);
+    assert_eq!(s.get_node(a.id).await.expect("get"), Some(want));
+}
+
+/// Two instances on one database (two stores, two pools): one keeps writing a
+/// node's presence, the other its approved routes and expiry, each from its own
+/// stale copy of the node. Neither overwrites the other's fields.
+async fn two_writers(s1: &Store, s2: &Store) {
+    use ironscale_store::NodeUpdate;
+    let u = s1
+        .create_user(&NewUser::named("writers"), t0())
+        .await
+        .expect("user");
+    let n = s1.insert_node(&node(1, Some(u.id))).await.expect("insert");
+    const ROUNDS: i64 = 25;
+    let presence = {
+        let (s, n) = (s1.clone(), n.clone());
+        tokio::spawn(async move {
+            for i in 1..=ROUNDS {
+                let mut p = n.presence();
+                p.last_seen = Some(t0() + Duration::seconds(i));
+                p.endpoints = vec![format!("192.0.2.1:{}", 1000 + i)];
+                s.update_node_presence(n.id, &p).await?;
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, StoreError>(())
+        })
+    };
+    let admin = {
+        let (s, id) = (s2.clone(), n.id);
+        tokio::spawn(async move {
+            for i in 1..=ROUNDS {
+                let up = NodeUpdate {
+                    approved_routes: Some(vec![format!("10.{i}.0.0/16").parse().expect("net")]),
+                    expiry: Some(Some(t0() + Duration::days(i))),
+                    ..Default::default()
+                };
+                s.update_node_fields(id, &up).await?;
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, StoreError>(())
+        })
+    };
+    presence.await.expect("join").expect("presence writer");
+    admin.await.expect("join").expect("admin writer");
+    let got = s1.get_node(n.id).await.expect("get").expect("node");
+    assert_eq!(got.last_seen, Some(t0() + Duration::seconds(ROUNDS)));
+    assert_eq!(got.endpoints, vec![format!("192.0.2.1:{}", 1000 + ROUNDS)]);
+    assert_eq!(
+        got.approved_routes,
+        vec![format!("10.{ROUNDS}.0.0/16")
+            .parse::<ipnet::IpNet>()
+            .expect("net")]
+    );
+    assert_eq!(got.expiry, Some(t0() + Duration::days(ROUNDS)));
+    // Everything else is as inserted.
+    let mut want = n.clone();
+    want.set_presence(got.presence());
+    want.approved_routes = got.approved_routes.clone();
+    want.expiry = got.expiry;
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_field_updates_and_presence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = sqlite_store(&dir).await;
+    field_updates(&s).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s1, s2) = (sqlite_store(&dir).await, sqlite_store(&dir).await);
+    two_writers(&s1, &s2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_field_updates_and_presence() {
+    let (pg, s) = pg_store().await;
+    field_updates(&s).await;
+    s.close().await;
+    let cfg = ironscale_config::DatabaseConfig::Postgres(pg.fresh_config().await.expect("db"));
+    let s1 = Store::open(&cfg).await.expect("open");
+    let s2 = Store::open(&cfg).await.expect("open");
+    two_writers(&s1, &s2).await;
+    s1.close().await;
+    s2.close().await;
+}

@@ -135,6 +135,38 @@ impl Node {
     pub fn announces_exit(&self) -> bool {
         self.announced_routes.iter().any(|r| r.prefix_len() == 0)
     }
+    /// The node's presence fields.
+    pub fn presence(&self) -> NodePresence {
+        NodePresence {
+            disco_key: self.disco_key,
+            endpoints: self.endpoints.clone(),
+            home_derp: self.home_derp,
+            last_seen: self.last_seen,
+        }
+    }
+    /// Replace the node's presence fields.
+    pub fn set_presence(&mut self, p: NodePresence) {
+        self.disco_key = p.disco_key;
+        self.endpoints = p.endpoints;
+        self.home_derp = p.home_derp;
+        self.last_seen = p.last_seen;
+    }
+}
+
+/// Where and how a node can be reached now, as its client reports it: changes
+/// with every network change, apart from the node's durable record (keys,
+/// owner, names, routes, expiry), and written on its own
+/// (`Store::update_node_presence`) so that presence updates and admin changes
+/// never overwrite each other. Whether the node is online is not stored: it is
+/// whether it has a map session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodePresence {
+    pub disco_key: DiscoPublic,
+    /// UDP endpoints ("ip:port").
+    pub endpoints: Vec<String>,
+    /// Home DERP region (0 = unknown).
+    pub home_derp: i32,
+    pub last_seen: Option<Timestamp>,
 }
 
 /// A pre-authentication key. Only the hash of the secret part is kept.
