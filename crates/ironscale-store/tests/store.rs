@@ -720,8 +720,8 @@ async fn claims_in_transactions(s: &Store) {
     drop(first);
     assert!(second.await.expect("join").expect("second claim"));
 
-    // Registrations racing on one key: claim, then insert the node and commit,
-    // or roll back. Exactly one node per key.
+    // Registrations racing on one key: read the key, claim it, insert the node
+    // and commit, or roll back. Exactly one node per key.
     for round in 0..8u8 {
         let k = key(s.clone()).await;
         let racers: Vec<_> = (0..2u8)
@@ -729,7 +729,12 @@ async fn claims_in_transactions(s: &Store) {
                 let s = s.clone();
                 tokio::spawn(async move {
                     let mut tx = s.begin().await?;
-                    if !tx.claim_preauth_key(k).await? {
+                    // Read, then write, as a registration does (on SQLite this
+                    // needs the write lock from the start, or the second writer
+                    // fails on its stale snapshot instead of waiting).
+                    let found = tx.get_preauth_key(k).await?.expect("key exists");
+                    tokio::task::yield_now().await;
+                    if found.used || !tx.claim_preauth_key(k).await? {
                         tx.rollback().await?;
                         return Ok::<_, StoreError>(false);
                     }
