@@ -10,7 +10,8 @@ use ironscale_mapper::TAGGED_DEVICES_USER_ID;
 use ironscale_types::{Node, NodeId, PreAuthKey, RegisterMethod, Timestamp};
 use ironscale_wire as wire;
 
-use crate::{apply_hostinfo, now, sanitize_label, Change, State, StateError};
+use crate::nodes::apply_hostinfo;
+use crate::{now, sanitize_label, Change, State, StateError};
 
 /// The answer to a register request, plus the node it concerns (if any).
 #[derive(Debug)]

@@ -1,0 +1,74 @@
+//! Map sessions: a node's stream connects (online) and disconnects (offline).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use ironscale_types::NodeId;
+
+use crate::{now, Change, Result, SessionSlot, State, StateError};
+
+impl State {
+    /// Register a streaming session for `id`, replacing (closing) an older one.
+    pub async fn connect(&self, id: NodeId) -> Result<Arc<SessionSlot>> {
+        let slot = Arc::new(SessionSlot::new(id));
+        if let Some(old) = self.inner.sessions.lock().insert(id, slot.clone()) {
+            old.close();
+        }
+        if let Some(h) = self.inner.ephemeral_timers.lock().remove(&id) {
+            h.abort();
+        }
+        let _w = self.inner.write.lock().await;
+        if !self.snapshot().nodes.contains_key(&id) {
+            self.inner.sessions.lock().remove(&id);
+            return Err(StateError::NodeNotFound(id));
+        }
+        if !self.snapshot().online.contains(&id) {
+            self.commit(
+                |t| {
+                    t.online.insert(id);
+                },
+                Change::Nodes(BTreeSet::from([id])),
+            );
+        }
+        Ok(slot)
+    }
+
+    /// A session ended. Marks the node offline if no newer session replaced it.
+    pub async fn disconnect(&self, slot: &Arc<SessionSlot>) {
+        let id = slot.node_id;
+        {
+            let mut sessions = self.inner.sessions.lock();
+            match sessions.get(&id) {
+                Some(s) if Arc::ptr_eq(s, slot) => {
+                    sessions.remove(&id);
+                }
+                _ => return, // replaced by a newer stream, or deleted
+            }
+        }
+        let _w = self.inner.write.lock().await;
+        let Some(node) = self.snapshot().nodes.get(&id).cloned() else {
+            return;
+        };
+        let mut n = (*node).clone();
+        n.last_seen = Some(now());
+        if let Err(e) = self.inner.store.update_node(&n).await {
+            tracing::warn!(node = id.0, "persisting last_seen failed: {e}");
+        }
+        let n = Arc::new(n);
+        self.commit(
+            |t| {
+                t.online.remove(&id);
+                t.nodes.insert(id, n);
+            },
+            Change::Nodes(BTreeSet::from([id])),
+        );
+        if node.ephemeral {
+            self.schedule_ephemeral_deletion(id);
+        }
+    }
+
+    /// Number of open map sessions.
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.lock().len()
+    }
+}
