@@ -238,9 +238,38 @@ fn pure_crates() -> Vec<&'static str> {
         .collect()
 }
 
-/// Workspace packages: name -> (manifest dir, internal dependencies as (name, kind) with kind
-/// "normal", "dev" or "build").
-type Workspace = BTreeMap<String, (PathBuf, Vec<(String, String)>)>;
+/// A workspace package as `cargo metadata --no-deps` describes it.
+#[derive(Clone, Debug)]
+struct Package {
+    dir: PathBuf,
+    deps: Vec<Dep>,
+}
+
+#[derive(Clone, Debug)]
+struct Dep {
+    /// Package name (`foo-bar`).
+    name: String,
+    /// The name code uses (`foo_bar`, or the `package =` rename).
+    code_name: String,
+    /// "normal", "dev" or "build".
+    kind: String,
+    /// A path dependency inside the workspace.
+    internal: bool,
+}
+
+impl Dep {
+    fn new(name: &str, kind: &str, internal: bool) -> Dep {
+        Dep {
+            name: name.to_owned(),
+            code_name: name.replace('-', "_"),
+            kind: kind.to_owned(),
+            internal,
+        }
+    }
+}
+
+/// Workspace packages by name.
+type Workspace = BTreeMap<String, Package>;
 
 /// The workspace from `cargo metadata --no-deps`.
 fn workspace() -> Workspace {
@@ -279,17 +308,20 @@ fn workspace() -> Workspace {
             .as_array()
             .expect("dependencies")
             .iter()
-            // Internal = a path dependency inside the workspace.
-            .filter(|d| d["path"].is_string())
             .map(|d| {
-                (
-                    d["name"].as_str().unwrap_or_default().to_owned(),
-                    d["kind"].as_str().unwrap_or("normal").to_owned(),
-                )
+                let mut dep = Dep::new(
+                    d["name"].as_str().expect("dependency name"),
+                    d["kind"].as_str().unwrap_or("normal"),
+                    d["path"].is_string(),
+                );
+                if let Some(r) = d["rename"].as_str() {
+                    dep.code_name = r.replace('-', "_");
+                }
+                dep
             })
             .collect();
         let dir = manifest.parent().expect("manifest dir").to_path_buf();
-        ws.insert(name, (dir, deps));
+        ws.insert(name, Package { dir, deps });
     }
     assert!(
         ws.contains_key("ironscale") && ws.contains_key("ironscale-keys"),
@@ -364,7 +396,7 @@ fn graph_problems(ws: &Workspace) -> Vec<String> {
             }
         }
     }
-    for (name, (_, deps)) in ws {
+    for (name, pkg) in ws {
         let Some((_, layer, allowed)) = CRATES.iter().find(|c| c.0 == name) else {
             problems.push(format!(
                 "crate {name} is not in the layering table: add it to CRATES in \
@@ -373,7 +405,10 @@ fn graph_problems(ws: &Workspace) -> Vec<String> {
             ));
             continue;
         };
-        for (dep, kind) in deps {
+        for Dep {
+            name: dep, kind, ..
+        } in pkg.deps.iter().filter(|d| d.internal)
+        {
             if dep == name {
                 continue; // a crate's dev-dependency on itself (features for its tests)
             }
@@ -409,10 +444,16 @@ fn internal_crate_graph_follows_the_layers() {
 
     // The check itself catches the two ways to break it.
     let mut bad = ws.clone();
-    if let Some((_, deps)) = bad.get_mut("ironscale-policy") {
-        deps.push(("ironscale-wire".into(), "normal".into()));
+    if let Some(p) = bad.get_mut("ironscale-policy") {
+        p.deps.push(Dep::new("ironscale-wire", "normal", true));
     }
-    bad.insert("ironscale-newcomer".into(), (PathBuf::new(), Vec::new()));
+    bad.insert(
+        "ironscale-newcomer".into(),
+        Package {
+            dir: PathBuf::new(),
+            deps: Vec::new(),
+        },
+    );
     let found = graph_problems(&bad).join("\n");
     assert!(
         found.contains("ironscale-policy (Core) depends on ironscale-wire"),
@@ -492,7 +533,7 @@ fn pure_crates_do_no_io_in_their_sources() {
     let ws = workspace();
     let mut problems = Vec::new();
     for krate in pure_crates() {
-        let Some((dir, _)) = ws.get(krate) else {
+        let Some(Package { dir, .. }) = ws.get(krate) else {
             continue;
         };
         let mut counts: BTreeMap<(String, &str), Vec<String>> = BTreeMap::new();
@@ -537,7 +578,10 @@ fn pure_crates_do_no_io_in_their_sources() {
 #[test]
 fn domain_types_are_not_serialisable() {
     let ws = workspace();
-    let (dir, _) = ws.get("ironscale-types").expect("ironscale-types exists");
+    let dir = &ws
+        .get("ironscale-types")
+        .expect("ironscale-types exists")
+        .dir;
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("types manifest");
     let mut problems = Vec::new();
     // No serde (or serde_derive, serde_with, ...) among its dependencies.
@@ -577,4 +621,100 @@ fn domain_types_are_not_serialisable() {
     );
     assert!(names("#[derive(Clone, Serialize)]", "Serialize"));
     assert!(!names("struct SerializeLater;", "Serialize"));
+}
+
+/// Dependencies allowed to go unnamed in the code (a feature switch, a `links` crate, or one
+/// kept for work landing in parallel): (crate, dependency, why).
+const UNNAMED_DEPS: &[(&str, &str, &str)] = &[(
+    "ironscale-state",
+    "tempfile",
+    "the State benchmark (benches/commit.rs, issue 6, landing in parallel) makes its \
+     database in a temporary directory; drop this entry once it has landed",
+)];
+
+/// Whether `name` occurs in `text` as a whole identifier.
+fn mentions(text: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(i, _)| {
+        !text[..i].chars().next_back().is_some_and(ident)
+            && !text[i + name.len()..].chars().next().is_some_and(ident)
+    })
+}
+
+/// Unused dependencies of one package: a normal or build dependency must be named in `src/`
+/// or `build.rs`, a dev-dependency anywhere (`src/` tests, `tests/`, `benches/`,
+/// `examples/`). A normal dependency named only by tests belongs in `[dev-dependencies]`.
+fn unused_deps(krate: &str, pkg: &Package) -> Vec<String> {
+    let read_all = |sub: &str| -> String {
+        let p = pkg.dir.join(sub);
+        let mut files = Vec::new();
+        if p.is_file() {
+            files.push(p);
+        } else if p.is_dir() {
+            rust_files(&p, &mut files);
+        }
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let lib = read_all("src") + &read_all("build.rs");
+    let tests = ["tests", "benches", "examples"].map(read_all).join("\n");
+    let mut problems = Vec::new();
+    for d in &pkg.deps {
+        if d.name == krate || UNNAMED_DEPS.iter().any(|u| u.0 == krate && u.1 == d.name) {
+            continue;
+        }
+        let in_lib = mentions(&lib, &d.code_name);
+        let in_tests = mentions(&tests, &d.code_name);
+        match d.kind.as_str() {
+            "dev" if !in_lib && !in_tests => {
+                problems.push(format!("{krate}: dev-dependency {} is unused", d.name));
+            }
+            "dev" => {}
+            _ if in_lib => {}
+            _ if in_tests => problems.push(format!(
+                "{krate}: {} is used only by tests: move it to [dev-dependencies]",
+                d.name
+            )),
+            kind => problems.push(format!("{krate}: {kind} dependency {} is unused", d.name)),
+        }
+    }
+    problems
+}
+
+#[test]
+fn no_unused_dependencies() {
+    let ws = workspace();
+    let problems: Vec<String> = ws
+        .iter()
+        .flat_map(|(name, pkg)| unused_deps(name, pkg))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "unused dependencies (remove them, or list them in UNNAMED_DEPS in \
+         crates/ironscale/tests/layering.rs with the reason):\n{}",
+        problems.join("\n")
+    );
+    // The check sees an unused dependency, and one used only by tests.
+    let mut pkg = ws
+        .get("ironscale-control")
+        .expect("ironscale-control")
+        .clone();
+    pkg.deps
+        .push(Dep::new("not-a-crate-anyone-uses", "normal", false));
+    // Its server tests make their databases in temporary directories; its code does not.
+    pkg.deps.push(Dep::new("tempfile", "normal", false));
+    let found = unused_deps("ironscale-control", &pkg).join("\n");
+    assert!(
+        found.contains("normal dependency not-a-crate-anyone-uses is unused"),
+        "{found}"
+    );
+    assert!(
+        found.contains("tempfile is used only by tests: move it to [dev-dependencies]"),
+        "{found}"
+    );
+    assert!(mentions("use a::b; tokio::spawn(x)", "tokio"));
+    assert!(!mentions("tokio_util::codec", "tokio"));
 }
