@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
+use imbl::Vector;
 use ipnet::IpNet;
 use ironscale_types::{Node, NodeId, User, UserId};
 
@@ -92,33 +93,40 @@ pub(crate) struct CRule {
 }
 
 /// The policy bound to users and nodes, with indexes for per-node queries.
+///
+/// Cloning is cheap, so that the copy-on-write update of a policy that an
+/// older snapshot still holds costs what the change touches: the per-node
+/// tables are persistent vectors (`imbl::Vector`, O(1) clone, O(log n)
+/// update), the rules are shared, and each group and SSH rule is its own
+/// `Arc`, copied only when a change alters its membership. What is left to
+/// copy is proportional to the policy (groups), not to the tailnet.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
     pub(crate) pol: Arc<Policy>,
     pub(crate) tailnet: Tailnet,
     pub(crate) topo: Topology,
-    pub(crate) rules: Vec<CRule>,
-    pub(crate) src_groups: Vec<SrcGroup>,
-    pub(crate) dst_groups: Vec<DstGroup>,
+    pub(crate) rules: Arc<Vec<CRule>>,
+    pub(crate) src_groups: Vec<Arc<SrcGroup>>,
+    pub(crate) dst_groups: Vec<Arc<DstGroup>>,
     /// Per node: source groups naming it (all-node groups are in
     /// `all_src_groups`).
-    pub(crate) node_srcs: Vec<Vec<u32>>,
+    pub(crate) node_srcs: Vector<Vec<u32>>,
     pub(crate) all_src_groups: Vec<u32>,
     /// Per node: destination groups reaching it.
-    pub(crate) node_dsts: Vec<Vec<u32>>,
+    pub(crate) node_dsts: Vector<Vec<u32>>,
     /// Destination groups for `*` and `autogroup:self`.
     pub(crate) star_groups: Vec<u32>,
     pub(crate) self_groups: Vec<u32>,
     /// Per node: (rule, dst) pairs of via rules reaching it as a router.
-    pub(crate) node_via: Vec<Vec<(u32, u16)>>,
+    pub(crate) node_via: Vector<Vec<(u32, u16)>>,
     /// Per node: approved subnet routes, approved exit routes, and the
     /// subnet routes it is primary for.
-    pub(crate) subnets: Vec<Vec<IpNet>>,
-    pub(crate) exits: Vec<Vec<IpNet>>,
-    pub(crate) primaries: Vec<Vec<IpNet>>,
+    pub(crate) subnets: Vector<Vec<IpNet>>,
+    pub(crate) exits: Vector<Vec<IpNet>>,
+    pub(crate) primaries: Vector<Vec<IpNet>>,
     pub(crate) all_subnet_strs: Vec<Arc<str>>,
     pub(crate) subnet_set: IpSet,
-    pub(crate) node_caps: Vec<CapMap>,
+    pub(crate) node_caps: Vector<CapMap>,
     pub(crate) ssh: crate::ssh::CompiledSsh,
 }
 
@@ -399,6 +407,7 @@ impl CompiledPolicy {
         }
         let all_subnet_strs: Vec<Arc<str>> = sub_strs.into_iter().collect();
         let primaries = elect_primaries(&topo, &subnets);
+        let (subnets, exits) = (Vector::from(subnets), Vector::from(exits));
 
         let ctx = Ctx::new(&pol, &topo, &tailnet, &all_subnet_strs, &subnet_set);
         let mut b = Builder {
@@ -424,30 +433,32 @@ impl CompiledPolicy {
             pol,
             tailnet,
             topo,
-            rules,
-            src_groups,
-            dst_groups,
-            node_srcs: vec![Vec::new(); n],
+            rules: Arc::new(rules),
+            src_groups: src_groups.into_iter().map(Arc::new).collect(),
+            dst_groups: dst_groups.into_iter().map(Arc::new).collect(),
+            node_srcs: Vector::new(),
             all_src_groups: Vec::new(),
-            node_dsts: vec![Vec::new(); n],
+            node_dsts: Vector::new(),
             star_groups: Vec::new(),
             self_groups: Vec::new(),
-            node_via: vec![Vec::new(); n],
+            node_via: Vector::new(),
             subnets,
             exits,
-            primaries,
+            primaries: Vector::from(primaries),
             all_subnet_strs,
             subnet_set,
-            node_caps,
+            node_caps: Vector::from(node_caps),
             ssh,
         };
-        c.index();
+        c.index(n);
         Ok(c)
     }
 
     /// Build the per-node indexes from the groups.
-    fn index(&mut self) {
-        let n = self.topo.nodes.len();
+    fn index(&mut self, n: usize) {
+        let mut node_srcs: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut node_dsts: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut node_via: Vec<Vec<(u32, u16)>> = vec![Vec::new(); n];
         let routers: Vec<u32> = (0..n as u32)
             .filter(|&i| !self.subnets[i as usize].is_empty())
             .collect();
@@ -456,6 +467,7 @@ impl CompiledPolicy {
             .collect();
         let internet = ipset::internet();
         for (gi, g) in self.src_groups.iter_mut().enumerate() {
+            let g = Arc::make_mut(g);
             if g.res.all_nodes {
                 self.all_src_groups.push(gi as u32);
                 continue;
@@ -476,12 +488,12 @@ impl CompiledPolicy {
             sort_dedup(&mut extra);
             g.nodes = crate::resolve::merge_sorted(&g.res.nodes(), &extra);
             for &x in &g.nodes {
-                self.node_srcs[x as usize].push(gi as u32);
+                node_srcs[x as usize].push(gi as u32);
             }
         }
-        for (ri, r) in self.rules.iter_mut().enumerate() {
+        for (ri, r) in Arc::make_mut(&mut self.rules).iter_mut().enumerate() {
             for (di, d) in r.dsts.iter_mut().enumerate() {
-                let g = &mut self.dst_groups[d.group as usize];
+                let g = Arc::make_mut(&mut self.dst_groups[d.group as usize]);
                 if r.via.is_empty() {
                     g.uses.push((ri as u32, di as u16));
                     continue;
@@ -499,12 +511,13 @@ impl CompiledPolicy {
                     };
                     if hit {
                         d.via_targets.push(i as u32);
-                        self.node_via[i].push((ri as u32, di as u16));
+                        node_via[i].push((ri as u32, di as u16));
                     }
                 }
             }
         }
         for (gi, g) in self.dst_groups.iter_mut().enumerate() {
+            let g = Arc::make_mut(g);
             let gi = gi as u32;
             if g.res.wildcard {
                 self.star_groups.push(gi);
@@ -532,10 +545,13 @@ impl CompiledPolicy {
             }
             sort_dedup(&mut t);
             for &x in &t {
-                self.node_dsts[x as usize].push(gi);
+                node_dsts[x as usize].push(gi);
             }
             g.targets = t;
         }
+        self.node_srcs = Vector::from(node_srcs);
+        self.node_dsts = Vector::from(node_dsts);
+        self.node_via = Vector::from(node_via);
     }
 
     pub(crate) fn ctx(&self) -> Ctx<'_> {

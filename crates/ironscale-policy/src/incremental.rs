@@ -11,15 +11,24 @@
 //! Route changes (announced or approved routes, on the node before or
 //! after) move `*`'s source list and HA primaries for everyone, so they
 //! fall back to a full rebuild and report every node as affected.
+//!
+//! The tables are persistent and the groups shared (`Arc`), so an update
+//! of a policy that an older snapshot still holds copies only what it
+//! changes: the node's slots, the groups whose membership moved.
+//!
+//! A user added or changed such that every alias names the same users as
+//! before (a new user whom nothing names, a rename that no alias notices)
+//! changes nothing but the user tables; anything else rebuilds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
 use ironscale_types::NodeId;
 
+use crate::ast::{Alias, AutoGroup};
 use crate::compile::{Change, CompiledPolicy};
 use crate::resolve::{insert_sorted, remove_sorted, Resolved};
-use crate::topology::NodeInfo;
+use crate::topology::{NodeInfo, UserInfo};
 
 /// Whether a group's resolution names `n`, by identity and by address.
 fn member(res: &Resolved, n: &NodeInfo) -> (bool, bool) {
@@ -34,16 +43,7 @@ fn member(res: &Resolved, n: &NodeInfo) -> (bool, bool) {
 
 fn new_info(c: &CompiledPolicy, change: &Change) -> (NodeId, NodeInfo) {
     match change {
-        Change::Upsert(n) => {
-            let uidx: HashMap<_, _> = c
-                .topo
-                .users
-                .iter()
-                .enumerate()
-                .map(|(i, u)| (u.id, i as u32))
-                .collect();
-            (n.id, NodeInfo::from_node(n, &uidx))
-        }
+        Change::Upsert(n) => (n.id, NodeInfo::from_node(n, &c.topo.by_user_id)),
         Change::Remove(id) => (*id, NodeInfo::tombstone(*id)),
     }
 }
@@ -164,25 +164,21 @@ pub(crate) fn update_node(c: &mut CompiledPolicy, change: Change) -> BTreeSet<No
 /// Full recompilation with the change applied (route changes).
 fn rebuild(c: &mut CompiledPolicy, change: Change) -> BTreeSet<NodeId> {
     let mut topo = c.topo.clone();
-    let uidx: HashMap<_, _> = topo
-        .users
-        .iter()
-        .enumerate()
-        .map(|(i, u)| (u.id, i as u32))
-        .collect();
+    let mut nodes: Vec<NodeInfo> = topo.nodes.iter().cloned().collect();
     match &change {
         Change::Upsert(n) => {
-            let info = NodeInfo::from_node(n, &uidx);
-            match topo.nodes.iter().position(|x| x.id == n.id && x.alive) {
-                Some(p) => topo.nodes[p] = info,
-                None => topo.nodes.push(info),
+            let info = NodeInfo::from_node(n, &topo.by_user_id);
+            match nodes.iter().position(|x| x.id == n.id && x.alive) {
+                Some(p) => nodes[p] = info,
+                None => nodes.push(info),
             }
         }
-        Change::Remove(id) => topo.nodes.retain(|x| x.id != *id),
+        Change::Remove(id) => nodes.retain(|x| x.id != *id),
     }
     // Compact: drop tombstones, keep id order.
-    topo.nodes.retain(|x| x.alive);
-    topo.nodes.sort_by_key(|x| x.id);
+    nodes.retain(|x| x.alive);
+    nodes.sort_by_key(|x| x.id);
+    topo.nodes = nodes.into_iter().collect();
     topo.reindex();
     let mut out = all_nodes(c);
     match CompiledPolicy::build(Arc::clone(&c.pol), topo, c.tailnet.clone()) {
@@ -208,14 +204,14 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
                 return;
             }
             let i = c.topo.nodes.len() as u32;
-            c.topo.nodes.push(NodeInfo::tombstone(id));
-            c.node_srcs.push(Vec::new());
-            c.node_dsts.push(Vec::new());
-            c.node_via.push(Vec::new());
-            c.subnets.push(Vec::new());
-            c.exits.push(Vec::new());
-            c.primaries.push(Vec::new());
-            c.node_caps.push(Default::default());
+            c.topo.nodes.push_back(NodeInfo::tombstone(id));
+            c.node_srcs.push_back(Vec::new());
+            c.node_dsts.push_back(Vec::new());
+            c.node_via.push_back(Vec::new());
+            c.subnets.push_back(Vec::new());
+            c.exits.push_back(Vec::new());
+            c.primaries.push_back(Vec::new());
+            c.node_caps.push_back(Default::default());
             i
         }
     };
@@ -229,10 +225,10 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
         }
         for t in &old.tags {
             if let Some(v) = c.topo.by_tag.get_mut(t) {
-                remove_sorted(v, i);
+                remove_sorted(Arc::make_mut(v), i);
             }
         }
-        c.topo.remove_addrs(i);
+        c.topo.remove_addrs(i, &old.ips);
     }
     if new.alive {
         c.topo.by_id.insert(new.id, i);
@@ -240,13 +236,16 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
             insert_sorted(&mut c.topo.by_user[u as usize], i);
         }
         for t in &new.tags {
-            insert_sorted(c.topo.by_tag.entry(t.clone()).or_default(), i);
+            insert_sorted(
+                Arc::make_mut(c.topo.by_tag.entry(t.clone()).or_default()),
+                i,
+            );
         }
         c.topo.add_addrs(i);
     }
     let ips_changed = old.ip_strs != new.ip_strs;
 
-    // Source groups.
+    // Source groups: only those whose membership moved are copied.
     let mut my_srcs = Vec::new();
     for (gi, g) in c.src_groups.iter_mut().enumerate() {
         if g.res.all_nodes {
@@ -254,31 +253,34 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
         }
         let (oi, oa) = member(&g.res, &old);
         let (ni, na) = member(&g.res, &new);
-        if oi != ni {
-            if ni {
-                insert_sorted(&mut g.res.ident, i);
-            } else {
-                remove_sorted(&mut g.res.ident, i);
-            }
-        }
-        if oa != na {
-            if na {
-                insert_sorted(&mut g.res.addr_nodes, i);
-            } else {
-                remove_sorted(&mut g.res.addr_nodes, i);
-            }
-        }
         let was = oi || oa;
         let is = ni || na;
-        if was != is {
-            if is {
-                insert_sorted(&mut g.nodes, i);
-            } else {
-                remove_sorted(&mut g.nodes, i);
+        if oi != ni || oa != na || was != is || (ni && ips_changed) {
+            let g = Arc::make_mut(g);
+            if oi != ni {
+                if ni {
+                    insert_sorted(&mut g.res.ident, i);
+                } else {
+                    remove_sorted(&mut g.res.ident, i);
+                }
             }
-        }
-        if oi != ni || (ni && ips_changed) {
-            g.strs = OnceLock::new();
+            if oa != na {
+                if na {
+                    insert_sorted(&mut g.res.addr_nodes, i);
+                } else {
+                    remove_sorted(&mut g.res.addr_nodes, i);
+                }
+            }
+            if was != is {
+                if is {
+                    insert_sorted(&mut g.nodes, i);
+                } else {
+                    remove_sorted(&mut g.nodes, i);
+                }
+            }
+            if oi != ni || (ni && ips_changed) {
+                g.strs = OnceLock::new();
+            }
         }
         if is {
             my_srcs.push(gi as u32);
@@ -286,7 +288,7 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
     }
     c.node_srcs[i as usize] = my_srcs;
 
-    // Destination groups.
+    // Destination groups, likewise.
     let mut my_dsts = Vec::new();
     for (gi, g) in c.dst_groups.iter_mut().enumerate() {
         if g.res.wildcard || g.res.self_devices {
@@ -294,25 +296,28 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
         }
         let (oi, oa) = member(&g.res, &old);
         let (ni, na) = member(&g.res, &new);
-        if oi != ni {
-            if ni {
-                insert_sorted(&mut g.res.ident, i);
-            } else {
-                remove_sorted(&mut g.res.ident, i);
+        if oi != ni || oa != na || (oi || oa) != (ni || na) {
+            let g = Arc::make_mut(g);
+            if oi != ni {
+                if ni {
+                    insert_sorted(&mut g.res.ident, i);
+                } else {
+                    remove_sorted(&mut g.res.ident, i);
+                }
             }
-        }
-        if oa != na {
-            if na {
-                insert_sorted(&mut g.res.addr_nodes, i);
-            } else {
-                remove_sorted(&mut g.res.addr_nodes, i);
+            if oa != na {
+                if na {
+                    insert_sorted(&mut g.res.addr_nodes, i);
+                } else {
+                    remove_sorted(&mut g.res.addr_nodes, i);
+                }
             }
-        }
-        if (oi || oa) != (ni || na) {
-            if ni || na {
-                insert_sorted(&mut g.targets, i);
-            } else {
-                remove_sorted(&mut g.targets, i);
+            if (oi || oa) != (ni || na) {
+                if ni || na {
+                    insert_sorted(&mut g.targets, i);
+                } else {
+                    remove_sorted(&mut g.targets, i);
+                }
             }
         }
         if ni || na {
@@ -320,24 +325,27 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
         }
     }
     c.node_dsts[i as usize] = my_dsts;
-    c.node_via[i as usize].clear();
+    if !c.node_via[i as usize].is_empty() {
+        c.node_via[i as usize].clear();
+    }
 
-    // SSH rules.
+    // SSH rules: a rule is copied only when the node enters or leaves it.
     for r in &mut c.ssh.rules {
-        let was = old.alive && (r.src.all_nodes || r.src.matches(&old));
-        let is = new.alive && (r.src.all_nodes || r.src.matches(&new));
-        if was != is || is {
-            remove_sorted(&mut r.src_nodes, i);
-            if is {
+        let is_src = new.alive && (r.src.all_nodes || r.src.matches(&new));
+        let is_dst = new.alive && (r.dst.all_nodes || r.dst.matches(&new));
+        let in_src = r.src_nodes.binary_search(&i).is_ok();
+        let in_dst = r.dst_nodes.binary_search(&i).is_ok();
+        if in_src != is_src || in_dst != is_dst {
+            let r = Arc::make_mut(r);
+            if is_src {
                 insert_sorted(&mut r.src_nodes, i);
+            } else {
+                remove_sorted(&mut r.src_nodes, i);
             }
-        }
-        let was = old.alive && (r.dst.all_nodes || r.dst.matches(&old));
-        let is = new.alive && (r.dst.all_nodes || r.dst.matches(&new));
-        if was != is || is {
-            remove_sorted(&mut r.dst_nodes, i);
-            if is {
+            if is_dst {
                 insert_sorted(&mut r.dst_nodes, i);
+            } else {
+                remove_sorted(&mut r.dst_nodes, i);
             }
         }
     }
@@ -350,27 +358,134 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
     };
 }
 
-/// Add or change a user. Policies name users by login, so the resolution
-/// of every alias is redone (a full rebuild, a few milliseconds even for
-/// large tailnets). A user without nodes affects nobody.
+/// Whether an alias (groups followed) names the user `u`, by the rules of
+/// `Topology::users_matching` and `Ctx::users_of`. Owner and admins are
+/// checked by the caller.
+fn alias_names(c: &CompiledPolicy, a: &Alias, u: &UserInfo, depth: u8) -> bool {
+    match a {
+        Alias::User(t) | Alias::BareUser(t) => {
+            let by_email = !u.email.is_empty() && u.email.eq_ignore_ascii_case(t);
+            let bare = t.strip_suffix('@').unwrap_or(t);
+            by_email || (!bare.contains('@') && u.name == bare)
+        }
+        Alias::UserDomain(d) => u.domain() == Some(d.as_str()),
+        Alias::Group(g) => {
+            depth < 8
+                && c.pol
+                    .groups
+                    .iter()
+                    .filter(|d| d.name.value == *g)
+                    .flat_map(|d| d.members.iter())
+                    .any(|m| alias_names(c, &m.value, u, depth + 1))
+        }
+        Alias::AutoGroup(AutoGroup::Admin | AutoGroup::Owner) => true,
+        _ => false,
+    }
+}
+
+/// Whether some alias anywhere in the policy names the user differently
+/// as `old` (absent: a new user) and as `new`.
+fn verdict_moves(c: &CompiledPolicy, old: Option<&UserInfo>, new: &UserInfo) -> bool {
+    let p = &c.pol;
+    let mut lists = p
+        .groups
+        .iter()
+        .flat_map(|g| g.members.iter())
+        .chain(p.hosts.iter().map(|h| &h.value))
+        .chain(p.tag_owners.iter().flat_map(|t| t.owners.iter()))
+        .chain(
+            p.acls
+                .iter()
+                .flat_map(|a| a.src.iter().chain(a.dst.iter().map(|d| &d.alias))),
+        )
+        .chain(
+            p.grants
+                .iter()
+                .flat_map(|g| g.src.iter().chain(g.dst.iter())),
+        )
+        .chain(p.ssh.iter().flat_map(|r| r.src.iter().chain(r.dst.iter())))
+        .chain(p.node_attrs.iter().flat_map(|n| n.target.iter()))
+        .chain(p.auto_approvers.routes.iter().flat_map(|(_, a)| a.iter()))
+        .chain(p.auto_approvers.exit_node.iter())
+        .chain(p.ipsets.iter().flat_map(|s| s.items.iter().map(|(_, a)| a)));
+    let names = |a: &Alias, u: &UserInfo| match a {
+        // Admin/owner aliases name users by id.
+        Alias::AutoGroup(AutoGroup::Admin) => {
+            c.tailnet.admins.contains(&u.id) || c.tailnet.owner == Some(u.id)
+        }
+        Alias::AutoGroup(AutoGroup::Owner) => c.tailnet.owner == Some(u.id),
+        v => alias_names(c, v, u, 0),
+    };
+    lists.any(|a| old.is_some_and(|o| names(&a.value, o)) != names(&a.value, new))
+}
+
+/// A user change after which every alias names the same users as before:
+/// update the user tables in place. `None` when the policy may see the
+/// difference.
+fn update_user_in_place(c: &mut CompiledPolicy, info: &UserInfo) -> Option<BTreeSet<NodeId>> {
+    let existing = c.topo.user_idx(info.id);
+    let old = existing.map(|p| c.topo.users[p as usize].clone());
+    match &old {
+        // Domains and `localpart:*@domain` follow the e-mail.
+        Some(o) if o.email != info.email => return None,
+        Some(_) => {}
+        // A new user may be the owner or an admin (by id), or have an SSH
+        // local part.
+        None if c.tailnet.owner == Some(info.id)
+            || c.tailnet.admins.contains(&info.id)
+            || c.ssh.rules.iter().any(|r| r.localparts.is_some()) =>
+        {
+            return None
+        }
+        None => {}
+    }
+    if verdict_moves(c, old.as_ref(), info) {
+        return None;
+    }
+    match existing {
+        Some(p) => {
+            c.topo.unindex_user(p);
+            c.topo.users[p as usize] = info.clone();
+            c.topo.index_user(p);
+        }
+        None => {
+            let p = c.topo.users.len() as u32;
+            c.topo.users.push_back(info.clone());
+            c.topo.by_user.push_back(Vec::new());
+            c.topo.by_user_id.insert(info.id, p);
+            c.topo.index_user(p);
+        }
+    }
+    Some(BTreeSet::new())
+}
+
+/// Add or change a user. Policies name users by login: when every alias
+/// names the same users as before, no output changes and the user is
+/// applied in place (O(log n) plus one pass over the policy's aliases);
+/// otherwise the resolution of every alias is redone (a full rebuild, a
+/// few milliseconds even for large tailnets). A user without nodes affects
+/// nobody.
 pub(crate) fn update_user(
     c: &mut CompiledPolicy,
     user: &ironscale_types::User,
 ) -> BTreeSet<NodeId> {
+    let info = UserInfo::from_user(user);
+    if let Some(affected) = update_user_in_place(c, &info) {
+        return affected;
+    }
     let mut topo = c.topo.clone();
-    let existing = topo.users.iter().position(|u| u.id == user.id);
-    let info = crate::topology::UserInfo::from_user(user);
+    let existing = topo.user_idx(user.id);
     let has_nodes = match existing {
         Some(p) => {
-            topo.users[p] = info;
-            !topo.by_user[p].is_empty()
+            topo.users[p as usize] = info;
+            !topo.by_user[p as usize].is_empty()
         }
         None => {
-            topo.users.push(info);
+            topo.users.push_back(info);
             false
         }
     };
-    topo.nodes.retain(|x| x.alive);
+    topo.nodes = topo.nodes.iter().filter(|x| x.alive).cloned().collect();
     topo.reindex();
     let before = all_nodes(c);
     if let Ok(next) = CompiledPolicy::build(Arc::clone(&c.pol), topo, c.tailnet.clone()) {

@@ -13,17 +13,16 @@ use ironscale_types::NodeId;
 use crate::compile::CompiledPolicy;
 use crate::ipset;
 
-/// A dense "seen" marker over node indexes.
+/// The node indexes met so far (sorted and deduplicated at the end), so
+/// that collecting a node's peers costs what it finds, not the tailnet.
 struct Marks {
-    mark: Vec<bool>,
+    mark: Vec<u32>,
     all: bool,
 }
 
 impl Marks {
     fn add(&mut self, v: &[u32]) {
-        for &m in v {
-            self.mark[m as usize] = true;
-        }
+        self.mark.extend_from_slice(v);
     }
 }
 
@@ -69,9 +68,8 @@ impl CompiledPolicy {
         dsts: &[u32],
         via: &[(u32, u16)],
     ) -> (Vec<u32>, bool) {
-        let n = self.topo.nodes.len();
         let mut m = Marks {
-            mark: vec![false; n],
+            mark: Vec::new(),
             all: false,
         };
         if node.alive {
@@ -80,13 +78,12 @@ impl CompiledPolicy {
         if m.all {
             return (Vec::new(), true);
         }
-        let v = (0..n as u32)
-            .filter(|&j| {
-                m.mark[j as usize]
-                    && self.topo.nodes[j as usize].alive
-                    && self.topo.nodes[j as usize].id != node.id
-            })
-            .collect();
+        let mut v = m.mark;
+        crate::resolve::sort_dedup(&mut v);
+        v.retain(|&j| {
+            let n = &self.topo.nodes[j as usize];
+            n.alive && n.id != node.id
+        });
         (v, false)
     }
 
@@ -268,7 +265,7 @@ impl CompiledPolicy {
         let mut use_primary: Vec<IpNet> = Vec::new();
         let pn = self.node(p);
         let mut any = false;
-        for r in &self.rules {
+        for r in self.rules.iter() {
             if r.via.is_empty() || !self.src_group(r).covers(v) {
                 continue;
             }

@@ -89,7 +89,7 @@ fn allowed(
     proto: u8,
 ) -> bool {
     let dst_node = c.topo.node_by_ip(dst);
-    for r in &c.rules {
+    for r in c.rules.iter() {
         if r.app.is_some() {
             continue;
         }

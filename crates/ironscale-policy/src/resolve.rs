@@ -163,7 +163,7 @@ impl<'a> Ctx<'a> {
         subnet_strs: &'a [Arc<str>],
         subnet_set: &'a IpSet,
     ) -> Ctx<'a> {
-        let uidx = |id| topo.users.iter().position(|u| u.id == id).map(|i| i as u32);
+        let uidx = |id| topo.user_idx(id);
         let owner = tailnet.owner.and_then(uidx);
         let mut admins: Vec<u32> = tailnet.admins.iter().filter_map(|&id| uidx(id)).collect();
         admins.extend(owner);
@@ -343,7 +343,11 @@ impl<'a> Ctx<'a> {
                 }
             }
             Alias::Tag(t) => {
-                let mut ident = topo.by_tag.get(t).cloned().unwrap_or_default();
+                let mut ident = topo
+                    .by_tag
+                    .get(t)
+                    .map(|v| (**v).clone())
+                    .unwrap_or_default();
                 sort_dedup(&mut ident);
                 Resolved {
                     ident,

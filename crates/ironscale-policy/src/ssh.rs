@@ -37,7 +37,7 @@ pub(crate) struct CSshRule {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CompiledSsh {
     pub present: bool,
-    pub rules: Vec<CSshRule>,
+    pub rules: Vec<std::sync::Arc<CSshRule>>,
 }
 
 pub(crate) fn check_url(base: &str) -> String {
@@ -126,7 +126,7 @@ pub(crate) fn compile(ctx: &Ctx<'_>) -> CompiledSsh {
                 ..Default::default()
             }
         };
-        out.rules.push(CSshRule {
+        out.rules.push(std::sync::Arc::new(CSshRule {
             action,
             check,
             src,
@@ -141,7 +141,7 @@ pub(crate) fn compile(ctx: &Ctx<'_>) -> CompiledSsh {
                 .src
                 .iter()
                 .any(|a| a.value == Alias::AutoGroup(AutoGroup::Tagged)),
-        });
+        }));
     }
     out
 }

@@ -1,9 +1,14 @@
 //! The tailnet as the engine sees it: nodes in a dense index, with lookups
 //! by user, tag and address.
+//!
+//! Every table here is persistent (`imbl`), so cloning a topology (and the
+//! compiled policy holding it, copy-on-write while an older snapshot still
+//! reads it) is O(1) and one node's change copies O(log n), not the tables.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use imbl::{HashMap, OrdSet, Vector};
 
 use ipnet::IpNet;
 use ironscale_types::{Node, NodeId, User, UserId};
@@ -114,15 +119,17 @@ impl UserInfo {
 /// Nodes and users with indexes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Topology {
-    pub nodes: Vec<NodeInfo>,
-    pub users: Vec<UserInfo>,
+    pub nodes: Vector<NodeInfo>,
+    pub users: Vector<UserInfo>,
     pub by_id: HashMap<NodeId, u32>,
+    pub by_user_id: HashMap<UserId, u32>,
     /// Untagged nodes of each user.
-    pub by_user: Vec<Vec<u32>>,
-    pub by_tag: HashMap<String, Vec<u32>>,
+    pub by_user: Vector<Vec<u32>>,
+    /// Nodes of each tag (shared until a change touches the tag).
+    pub by_tag: HashMap<String, Arc<Vec<u32>>>,
     /// Sorted (address, node) pairs, for prefix lookups.
-    pub v4: Vec<(u32, u32)>,
-    pub v6: Vec<(u128, u32)>,
+    pub v4: OrdSet<(u32, u32)>,
+    pub v6: OrdSet<(u128, u32)>,
     /// Users by lower-case e-mail and by name.
     pub by_email: HashMap<String, Vec<u32>>,
     pub by_name: HashMap<String, Vec<u32>>,
@@ -134,42 +141,64 @@ impl Topology {
         let mut uidx = HashMap::new();
         for u in users {
             uidx.insert(u.id, t.users.len() as u32);
-            t.users.push(UserInfo::from_user(u));
+            t.users.push_back(UserInfo::from_user(u));
         }
         let mut sorted: Vec<&Node> = nodes.iter().collect();
         sorted.sort_by_key(|n| n.id);
         sorted.dedup_by_key(|n| n.id);
         for n in sorted {
-            t.nodes.push(NodeInfo::from_node(n, &uidx));
+            t.nodes.push_back(NodeInfo::from_node(n, &uidx));
         }
         t.reindex();
         t
     }
 
-    pub fn index_users(&mut self) {
-        self.by_email.clear();
-        self.by_name.clear();
-        for (i, u) in self.users.iter().enumerate() {
-            if !u.email.is_empty() {
-                self.by_email
-                    .entry(u.email.to_ascii_lowercase())
-                    .or_default()
-                    .push(i as u32);
-            }
-            self.by_name
-                .entry(u.name.clone())
-                .or_default()
-                .push(i as u32);
+    /// Index one user's e-mail and name (user `i`).
+    pub fn index_user(&mut self, i: u32) {
+        let u = &self.users[i as usize];
+        let (email, name) = (u.email.to_ascii_lowercase(), u.name.clone());
+        if !email.is_empty() {
+            crate::resolve::insert_sorted(self.by_email.entry(email).or_default(), i);
         }
+        crate::resolve::insert_sorted(self.by_name.entry(name).or_default(), i);
+    }
+
+    /// Drop user `i` from the e-mail and name indexes (before it changes).
+    pub fn unindex_user(&mut self, i: u32) {
+        let u = &self.users[i as usize];
+        let (email, name) = (u.email.to_ascii_lowercase(), u.name.clone());
+        for (map, key) in [(&mut self.by_email, email), (&mut self.by_name, name)] {
+            if let Some(v) = map.get_mut(&key) {
+                crate::resolve::remove_sorted(v, i);
+                if v.is_empty() {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
+
+    pub fn index_users(&mut self) {
+        self.by_email = HashMap::new();
+        self.by_name = HashMap::new();
+        self.by_user_id = HashMap::new();
+        for i in 0..self.users.len() as u32 {
+            self.by_user_id.insert(self.users[i as usize].id, i);
+            self.index_user(i);
+        }
+    }
+
+    /// The index of a user.
+    pub fn user_idx(&self, id: UserId) -> Option<u32> {
+        self.by_user_id.get(&id).copied()
     }
 
     pub fn reindex(&mut self) {
         self.index_users();
-        self.by_id.clear();
-        self.by_user = vec![Vec::new(); self.users.len()];
-        self.by_tag.clear();
-        self.v4.clear();
-        self.v6.clear();
+        self.by_id = HashMap::new();
+        let mut by_user = vec![Vec::new(); self.users.len()];
+        let mut by_tag: std::collections::HashMap<String, Vec<u32>> = Default::default();
+        self.v4 = OrdSet::new();
+        self.v6 = OrdSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let i = i as u32;
             if !n.alive {
@@ -177,20 +206,24 @@ impl Topology {
             }
             self.by_id.insert(n.id, i);
             if let Some(u) = n.user {
-                self.by_user[u as usize].push(i);
+                by_user[u as usize].push(i);
             }
             for t in &n.tags {
-                self.by_tag.entry(t.clone()).or_default().push(i);
+                by_tag.entry(t.clone()).or_default().push(i);
             }
             for ip in &n.ips {
                 match ip {
-                    IpAddr::V4(a) => self.v4.push((u32::from(*a), i)),
-                    IpAddr::V6(a) => self.v6.push((u128::from(*a), i)),
+                    IpAddr::V4(a) => {
+                        self.v4.insert((u32::from(*a), i));
+                    }
+                    IpAddr::V6(a) => {
+                        self.v6.insert((u128::from(*a), i));
+                    }
                 }
             }
         }
-        self.v4.sort_unstable();
-        self.v6.sort_unstable();
+        self.by_user = Vector::from(by_user);
+        self.by_tag = by_tag.into_iter().map(|(t, v)| (t, Arc::new(v))).collect();
     }
 
     /// Nodes with an address inside `a..=b` (same family).
@@ -198,13 +231,15 @@ impl Topology {
         match (a, b) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
                 let (a, b) = (u32::from(a), u32::from(b));
-                let i = self.v4.partition_point(|x| x.0 < a);
-                out.extend(self.v4[i..].iter().take_while(|x| x.0 <= b).map(|x| x.1));
+                if a <= b {
+                    out.extend(self.v4.range((a, 0)..=(b, u32::MAX)).map(|x| x.1));
+                }
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
                 let (a, b) = (u128::from(a), u128::from(b));
-                let i = self.v6.partition_point(|x| x.0 < a);
-                out.extend(self.v6[i..].iter().take_while(|x| x.0 <= b).map(|x| x.1));
+                if a <= b {
+                    out.extend(self.v6.range((a, 0)..=(b, u32::MAX)).map(|x| x.1));
+                }
             }
             _ => {}
         }
@@ -218,6 +253,7 @@ impl Topology {
 
     /// Users a policy token names (`alice@example.com`, `alice@`, `alice`).
     pub fn users_matching(&self, token: &str) -> Vec<u32> {
+        // (see `user_named` in incremental.rs, which must agree)
         let mut v: Vec<u32> = self
             .by_email
             .get(&token.to_ascii_lowercase())
@@ -234,26 +270,31 @@ impl Topology {
         v
     }
 
-    /// Insert a node's addresses into the sorted address arrays.
+    /// Insert a node's addresses into the sorted address sets.
     pub fn add_addrs(&mut self, i: u32) {
         for ip in self.nodes[i as usize].ips.clone() {
             match ip {
                 IpAddr::V4(a) => {
-                    let k = (u32::from(a), i);
-                    let p = self.v4.partition_point(|x| *x < k);
-                    self.v4.insert(p, k);
+                    self.v4.insert((u32::from(a), i));
                 }
                 IpAddr::V6(a) => {
-                    let k = (u128::from(a), i);
-                    let p = self.v6.partition_point(|x| *x < k);
-                    self.v6.insert(p, k);
+                    self.v6.insert((u128::from(a), i));
                 }
             }
         }
     }
 
-    pub fn remove_addrs(&mut self, i: u32) {
-        self.v4.retain(|x| x.1 != i);
-        self.v6.retain(|x| x.1 != i);
+    /// Remove node `i`'s addresses `ips` (as it had them) from the sets.
+    pub fn remove_addrs(&mut self, i: u32, ips: &[IpAddr]) {
+        for ip in ips {
+            match ip {
+                IpAddr::V4(a) => {
+                    self.v4.remove(&(u32::from(*a), i));
+                }
+                IpAddr::V6(a) => {
+                    self.v6.remove(&(u128::from(*a), i));
+                }
+            }
+        }
     }
 }

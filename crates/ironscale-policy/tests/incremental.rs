@@ -266,3 +266,164 @@ fn new_user_then_node() {
     .expect("compiles");
     assert_eq!(snapshot(&c), snapshot(&full));
 }
+
+/// `POLICY` plus aliases naming users that join later, by e-mail, by bare
+/// name and by domain.
+const USER_POLICY: &str = r#"{
+  "groups": {"group:a": ["u0@example.com", "late@example.com"], "group:b": ["u2@example.com", "bob@"]},
+  "tagOwners": {"tag:web": ["group:a"], "tag:db": ["group:b"]},
+  "acls": [
+    {"action": "accept", "src": ["group:a"], "dst": ["tag:web:443"]},
+    {"action": "accept", "src": ["group:b"], "dst": ["tag:db:5432"]},
+    {"action": "accept", "src": ["user:*@corp.example"], "dst": ["tag:db:22"]},
+    {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]},
+  ],
+  "ssh": [{"action": "accept", "src": ["group:a"], "dst": ["tag:web"], "users": ["root"]}],
+}"#;
+
+fn user_tailnet() -> Tailnet {
+    Tailnet {
+        domains: vec!["example.com".into(), "corp.example".into()],
+        ..Default::default()
+    }
+}
+
+/// Users created and renamed (named by the policy or not, with nodes or
+/// not) give exactly what a full compile gives, and every node whose
+/// results changed is reported.
+#[test]
+fn user_changes_match_full_compile() {
+    let policy = Policy::parse(USER_POLICY, "users.hujson").expect("policy");
+    let tailnet = user_tailnet();
+    let mut users: BTreeMap<u64, User> = (0..5).map(|i| (i, user(i))).collect();
+    let mut g = Lcg(11);
+    let mut nodes: BTreeMap<u64, Node> = BTreeMap::new();
+    for id in 1..=10 {
+        nodes.insert(id, random_node(&mut g, id));
+    }
+    let compile = |users: &BTreeMap<u64, User>, nodes: &BTreeMap<u64, Node>| {
+        let u: Vec<User> = users.values().cloned().collect();
+        let n: Vec<Node> = nodes.values().cloned().collect();
+        CompiledPolicy::compile(&policy, &u, &n, &tailnet).expect("compiles")
+    };
+    let mut inc = compile(&users, &nodes);
+    let (mut next_user, mut next_node) = (5u64, 11u64);
+    for step in 0..200 {
+        let before = snapshot(&inc);
+        let reported = match g.next(3) {
+            0 => {
+                let mut u = user(next_user);
+                let k = next_user;
+                next_user += 1;
+                u.email = match g.next(4) {
+                    0 => "late@example.com".into(),
+                    1 => format!("x{k}@corp.example"),
+                    2 => String::new(),
+                    _ => format!("x{k}@example.com"),
+                };
+                u.name = if g.next(3) == 0 {
+                    "bob".into()
+                } else {
+                    format!("n{k}")
+                };
+                users.insert(k, u.clone());
+                inc.update_user(&u)
+            }
+            1 => {
+                let keys: Vec<u64> = users.keys().copied().collect();
+                let k = keys[g.next(keys.len() as u64) as usize];
+                let mut u = users[&k].clone();
+                u.name = match g.next(3) {
+                    0 => "bob".into(),
+                    1 => format!("r{step}"),
+                    _ => format!("u{k}"),
+                };
+                users.insert(k, u.clone());
+                inc.update_user(&u)
+            }
+            _ => {
+                let id = if g.next(2) == 0 {
+                    next_node += 1;
+                    next_node
+                } else {
+                    let keys: Vec<u64> = nodes.keys().copied().collect();
+                    keys[g.next(keys.len() as u64) as usize]
+                };
+                // Half the time the newest user, who may have joined in place.
+                let owners: Vec<u64> = users.keys().copied().collect();
+                let owner = if g.next(2) == 0 {
+                    next_user - 1
+                } else {
+                    owners[g.next(owners.len() as u64) as usize]
+                };
+                let tags = TAGS[g.next(TAGS.len() as u64) as usize];
+                let n = node(id, 1 + g.next(60) as u32, Some(owner), tags);
+                nodes.insert(id, n.clone());
+                inc.update_node(Change::Upsert(n))
+            }
+        };
+        let after = snapshot(&inc);
+        assert_eq!(
+            after,
+            snapshot(&compile(&users, &nodes)),
+            "step {step}: incremental differs from a full compile"
+        );
+        for (id, s) in &after {
+            if before.get(id) != Some(s) {
+                assert!(
+                    reported.contains(id),
+                    "step {step}: {id:?} changed but was not reported"
+                );
+            }
+        }
+    }
+}
+
+/// A user whom no alias names is renamed in place: no node is affected,
+/// even though the user has nodes. Renaming it to a name the policy uses
+/// (`bob@`) changes its nodes' rules, and reports them.
+#[test]
+fn unnamed_user_rename_affects_nobody() {
+    let policy = Policy::parse(USER_POLICY, "users.hujson").expect("policy");
+    let users: Vec<User> = (0..5).map(user).collect();
+    let laptop = node(1, 1, Some(1), &[]);
+    let db = node(2, 2, None, &["tag:db"]);
+    let nodes = [laptop.clone(), db.clone()];
+    let mut c =
+        CompiledPolicy::compile(&policy, &users, &nodes, &user_tailnet()).expect("compiles");
+    let mut u1 = users[1].clone();
+    u1.name = "someone".into();
+    assert!(c.update_user(&u1).is_empty(), "u1 is named by no alias");
+    assert!(!c.can_see(laptop.id, db.id));
+    u1.name = "bob".into();
+    u1.email = String::new();
+    let affected = c.update_user(&u1);
+    assert!(affected.contains(&laptop.id), "{affected:?}");
+    assert!(c.can_see(laptop.id, db.id), "bob@ is in group:b");
+    let mut all = users.clone();
+    all[1] = u1;
+    let full = CompiledPolicy::compile(&policy, &all, &nodes, &user_tailnet()).expect("compiles");
+    assert_eq!(snapshot(&c), snapshot(&full));
+}
+
+/// A rename that no alias notices (the group names the user by e-mail)
+/// is applied in place: nobody affected, same result as a full compile.
+#[test]
+fn rename_unnoticed_by_aliases_affects_nobody() {
+    let policy = Policy::parse(USER_POLICY, "users.hujson").expect("policy");
+    let users: Vec<User> = (0..5).map(user).collect();
+    let laptop = node(1, 1, Some(0), &[]);
+    let web = node(2, 2, None, &["tag:web"]);
+    let nodes = [laptop.clone(), web.clone()];
+    let mut c =
+        CompiledPolicy::compile(&policy, &users, &nodes, &user_tailnet()).expect("compiles");
+    assert!(c.can_see(laptop.id, web.id), "u0@example.com is in group:a");
+    let mut u0 = users[0].clone();
+    u0.name = "renamed".into();
+    assert!(c.update_user(&u0).is_empty());
+    let mut all = users.clone();
+    all[0] = u0;
+    let full = CompiledPolicy::compile(&policy, &all, &nodes, &user_tailnet()).expect("compiles");
+    assert_eq!(snapshot(&c), snapshot(&full));
+    assert!(c.can_see(laptop.id, web.id));
+}
