@@ -4,7 +4,7 @@
 //! Prints min/median over several runs. `cargo bench -p ironscale-mapper`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,9 +68,7 @@ fn tailnet(n: u64) -> Tailnet {
             }),
         );
     }
-    t.nodes = (1..=n)
-        .map(|i| (NodeId(i), Arc::new(node(i))))
-        .collect::<BTreeMap<_, _>>();
+    t.nodes = (1..=n).map(|i| (NodeId(i), Arc::new(node(i)))).collect();
     t.online = (1..=n).map(NodeId).collect();
     t
 }

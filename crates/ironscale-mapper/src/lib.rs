@@ -16,5 +16,8 @@ mod view;
 
 pub use policy_adapter::{cap_map_to_wire, filter_rule_to_wire, CompiledView};
 pub use policy_view::{AllowAll, PolicyView};
-pub use tailnet::{DnsSettings, ExtraRecord, Tailnet, WireCache, TAGGED_DEVICES_USER_ID};
+pub use tailnet::{
+    candidate_routes, DnsSettings, ExtraRecord, RouteIndex, Tailnet, WireCache,
+    TAGGED_DEVICES_USER_ID,
+};
 pub use view::{build_view, diff, View};

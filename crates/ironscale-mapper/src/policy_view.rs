@@ -43,6 +43,12 @@ pub trait PolicyView: Send + Sync + std::fmt::Debug {
         out.sort();
         out
     }
+    /// Whether every node sees every other (so every node watches every
+    /// change, and [`PolicyView::watchers_of`] is everyone): callers can
+    /// then skip listing the tailnet.
+    fn everyone_watches(&self) -> bool {
+        false
+    }
     /// The set of nodes whose view may change when `changed` changes (besides
     /// `changed` itself). The default is "everyone who can see it".
     fn watchers_of(&self, tailnet: &Tailnet, changed: &Node) -> Vec<NodeId> {
@@ -65,6 +71,9 @@ impl PolicyView for AllowAll {
     }
     fn packet_filter(&self, _: &Tailnet, _: &Node) -> Vec<FilterRule> {
         vec![FilterRule::allow_all()]
+    }
+    fn everyone_watches(&self) -> bool {
+        true
     }
     fn watchers_of(&self, tailnet: &Tailnet, changed: &Node) -> Vec<NodeId> {
         tailnet

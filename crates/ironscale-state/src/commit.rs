@@ -1,5 +1,6 @@
 //! Committing a change: swap in the next snapshot, bring derived data (policy,
-//! primary routes, key index) in step, and tell the sessions that can see it.
+//! primary routes, lookup index) in step for what changed, and tell the
+//! sessions that can see it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -7,47 +8,35 @@ use std::sync::Arc;
 use ironscale_mapper::Tailnet;
 use ironscale_types::NodeId;
 
-use crate::{Change, State};
+use crate::{index, Change, State};
 
 impl State {
     /// Swap in a new snapshot computed by `f` and publish `change`. Must be
     /// called with the writer lock held.
+    ///
+    /// Costs what changed, not the tailnet's size: the snapshot's maps are
+    /// persistent (the copy is O(1)), the changed nodes and users come from
+    /// diffing old and new maps (shared structure is skipped), and route
+    /// election, the lookup index and the compiled policy are updated for
+    /// those alone.
     pub(crate) fn commit(&self, f: impl FnOnce(&mut Tailnet), change: Change) {
         let old = self.snapshot();
         let mut next = (*old).clone();
         f(&mut next);
+        let (changed_nodes, changed_users) = index::changes(&old, &next);
         let policy_affected = match &change {
-            Change::Nodes(ids) => self.update_policy_for(&old, &mut next, ids, false),
-            Change::Users(_) => self.update_policy_for(&old, &mut next, &BTreeSet::new(), true),
+            Change::Nodes(ids) => self.update_policy_for(&old, &mut next, ids, &[]),
+            Change::Users(_) => {
+                self.update_policy_for(&old, &mut next, &BTreeSet::new(), &changed_users)
+            }
             Change::Full => BTreeSet::new(),
         };
-        let primaries = next.elect_primaries(&old.primaries);
-        let mut changed_primaries = BTreeSet::new();
-        if primaries != *next.primaries {
-            for (r, id) in primaries.iter() {
-                if next.primaries.get(r) != Some(id) {
-                    changed_primaries.insert(*id);
-                    if let Some(prev) = next.primaries.get(r) {
-                        changed_primaries.insert(*prev);
-                    }
-                }
+        let changed_primaries = next.update_routes(&old, changed_nodes.iter().copied());
+        if !changed_nodes.is_empty() || !changed_users.is_empty() {
+            let mut ix = (**self.inner.index.load()).clone();
+            if ix.update(&old, &next, &changed_nodes, &changed_users) {
+                self.inner.index.store(Arc::new(ix));
             }
-            for (r, id) in next.primaries.iter() {
-                if !primaries.contains_key(r) {
-                    changed_primaries.insert(*id);
-                }
-            }
-            next.primaries = Arc::new(primaries);
-        }
-        if old.nodes.len() != next.nodes.len()
-            || old
-                .nodes
-                .iter()
-                .zip(next.nodes.iter())
-                .any(|(a, b)| a.0 != b.0 || a.1.node_key != b.1.node_key)
-        {
-            let index = next.nodes.values().map(|n| (n.node_key, n.id)).collect();
-            self.inner.by_node_key.store(Arc::new(index));
         }
         let next = Arc::new(next);
         self.inner.current.store(next.clone());
@@ -77,6 +66,15 @@ impl State {
             Change::Full => {
                 for s in sessions.values() {
                     s.push_full();
+                }
+            }
+            Change::Nodes(ids) | Change::Users(ids)
+                if old.policy.everyone_watches() && new.policy.everyone_watches() =>
+            {
+                // Everyone sees everyone: every session is a target, and
+                // listing them costs the sessions, not the tailnet.
+                for s in sessions.values() {
+                    s.push_nodes(ids.iter().copied());
                 }
             }
             Change::Nodes(ids) | Change::Users(ids) => {

@@ -11,6 +11,7 @@
 
 mod commit;
 mod error;
+mod index;
 mod keys;
 mod nodes;
 mod policy;
@@ -20,7 +21,7 @@ mod sessions;
 mod timers;
 mod users;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,7 +90,8 @@ struct Inner {
     store: Store,
     settings: Settings,
     current: ArcSwap<Tailnet>,
-    by_node_key: ArcSwap<HashMap<NodePublic, NodeId>>,
+    /// Lookups by node key, node name, user name and owner.
+    index: ArcSwap<index::Index>,
     write: tokio::sync::Mutex<()>,
     ipam: Mutex<Allocator>,
     sessions: Mutex<HashMap<NodeId, Arc<SessionSlot>>>,
@@ -136,14 +138,14 @@ impl State {
         };
         t.users = users.into_iter().map(|u| (u.id, Arc::new(u))).collect();
         t.nodes = nodes.into_iter().map(|n| (n.id, Arc::new(n))).collect();
-        t.primaries = Arc::new(t.elect_primaries(&BTreeMap::new()));
-        let index = t.nodes.values().map(|n| (n.node_key, n.id)).collect();
+        t.reelect_all();
+        let index = index::Index::build(&t);
         let state = State {
             inner: Arc::new(Inner {
                 store,
                 settings,
                 current: ArcSwap::from_pointee(t),
-                by_node_key: ArcSwap::from_pointee(index),
+                index: ArcSwap::from_pointee(index),
                 write: tokio::sync::Mutex::new(()),
                 ipam: Mutex::new(ipam),
                 sessions: Mutex::new(HashMap::new()),
@@ -179,13 +181,13 @@ impl State {
     }
 
     pub fn node_by_key(&self, key: &NodePublic) -> Option<Arc<Node>> {
-        let id = *self.inner.by_node_key.load().get(key)?;
+        let id = *self.inner.index.load().by_node_key.get(key)?;
         self.snapshot().nodes.get(&id).cloned()
     }
 
     /// Whether `key` belongs to a node of this tailnet (DERP `verify_clients`).
     pub fn is_known_node_key(&self, key: &NodePublic) -> bool {
-        self.inner.by_node_key.load().contains_key(key)
+        self.inner.index.load().by_node_key.contains_key(key)
     }
 
     /// Replace the DERP map (e.g. after a refresh of `derp.urls`).

@@ -70,12 +70,7 @@ impl State {
             )));
         }
         let _w = self.inner.write.lock().await;
-        if self
-            .snapshot()
-            .nodes
-            .values()
-            .any(|n| n.given_name == label && n.id != id)
-        {
+        if self.inner.index.load().name_taken(&label, Some(id)) {
             return Err(StateError::Invalid(format!(
                 "the name {label:?} is already taken"
             )));

@@ -215,20 +215,23 @@ impl State {
     }
 
     /// Bring the compiled policy in step after `old` → `next` changed the
-    /// nodes in `ids` (or users, when `users_changed`). Returns the nodes whose
-    /// policy outputs changed (their sessions rebuild fully). Writer lock held.
+    /// nodes in `ids`, or the users in `users` ((old, new) pairs). A user
+    /// added or changed goes through [`CompiledPolicy::update_user`]
+    /// (in place when the policy does not name it); a user removed
+    /// recompiles. Returns the nodes whose policy outputs changed (their
+    /// sessions rebuild fully). Writer lock held.
     pub(crate) fn update_policy_for(
         &self,
         old: &Tailnet,
         next: &mut Tailnet,
         ids: &BTreeSet<NodeId>,
-        users_changed: bool,
+        users: &[crate::index::UserChange],
     ) -> BTreeSet<NodeId> {
         let mut ps = self.inner.policy.lock();
         let (Some(policy), Some(compiled)) = (ps.policy.clone(), ps.compiled.as_mut()) else {
             return BTreeSet::new();
         };
-        if users_changed {
+        if users.iter().any(|(_, b)| b.is_none()) {
             let (users, nodes) = users_nodes(next);
             match CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet)
             {
@@ -245,6 +248,14 @@ impl State {
         }
         let mut affected = BTreeSet::new();
         let mut touched = false;
+        for (_, u) in users {
+            if let Some(u) = u {
+                // Copy-on-write: sessions may still read the previous snapshot
+                // (the copy shares the compiled tables, see CompiledPolicy).
+                affected.extend(Arc::make_mut(compiled).update_user(u));
+                touched = true;
+            }
+        }
         for id in ids {
             let change = match (old.nodes.get(id), next.nodes.get(id)) {
                 (Some(a), Some(b)) if !policy_relevant(a, b) => continue,
@@ -252,7 +263,6 @@ impl State {
                 (Some(_), None) => ironscale_policy::Change::Remove(*id),
                 (None, None) => continue,
             };
-            // Copy-on-write: sessions may still read the previous snapshot.
             affected.extend(Arc::make_mut(compiled).update_node(change));
             touched = true;
         }

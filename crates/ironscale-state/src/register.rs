@@ -364,12 +364,8 @@ impl State {
             s if s.is_empty() => "node".to_string(),
             s => s,
         };
-        let t = self.snapshot();
-        let taken = |name: &str| {
-            t.nodes
-                .values()
-                .any(|n| n.given_name == name && Some(n.id) != except)
-        };
+        let index = self.inner.index.load();
+        let taken = |name: &str| index.name_taken(name, except);
         if !taken(&base) {
             return base;
         }

@@ -23,17 +23,18 @@ impl State {
                 return Ok(u.clone());
             }
         }
-        t.users
-            .values()
-            .find(|u| u.name == name_or_id)
-            .cloned()
+        self.inner
+            .index
+            .load()
+            .user_named(name_or_id)
+            .and_then(|id| t.users.get(&id).cloned())
             .ok_or_else(|| StateError::UserNotFound(name_or_id.to_string()))
     }
 
     pub async fn create_user(&self, name: &str, display_name: &str, email: &str) -> Result<User> {
         validate_user_name(name)?;
         let _w = self.inner.write.lock().await;
-        if self.snapshot().users.values().any(|u| u.name == name) {
+        if self.inner.index.load().user_named(name).is_some() {
             return Err(StateError::UserExists(name.to_string()));
         }
         let new = ironscale_store::NewUser {
@@ -58,23 +59,19 @@ impl State {
         let _w = self.inner.write.lock().await;
         let u = self.find_user(name_or_id)?;
         if self
-            .snapshot()
-            .users
-            .values()
-            .any(|x| x.name == new_name && x.id != u.id)
+            .inner
+            .index
+            .load()
+            .users_by_name
+            .get(new_name)
+            .is_some_and(|ids| ids.iter().any(|id| *id != u.id))
         {
             return Err(StateError::UserExists(new_name.to_string()));
         }
         let mut nu = (*u).clone();
         nu.name = new_name.to_string();
         self.inner.store.rename_user(u.id, new_name, now()).await?;
-        let owned: BTreeSet<NodeId> = self
-            .snapshot()
-            .nodes
-            .values()
-            .filter(|n| n.user_id == Some(u.id))
-            .map(|n| n.id)
-            .collect();
+        let owned: BTreeSet<NodeId> = self.inner.index.load().nodes_of(u.id);
         let out = nu.clone();
         self.commit(
             |t| {
@@ -88,12 +85,7 @@ impl State {
     pub async fn delete_user(&self, name_or_id: &str) -> Result<User> {
         let _w = self.inner.write.lock().await;
         let u = self.find_user(name_or_id)?;
-        let nodes = self
-            .snapshot()
-            .nodes
-            .values()
-            .filter(|n| n.user_id == Some(u.id))
-            .count();
+        let nodes = self.inner.index.load().nodes_of(u.id).len();
         if nodes > 0 {
             return Err(StateError::UserHasNodes {
                 name: u.name.clone(),

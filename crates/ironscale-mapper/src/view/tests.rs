@@ -203,7 +203,7 @@ fn mutate(t: &mut Tailnet, m: &Mutation) -> BTreeSet<NodeId> {
         Mutation::Online(id, o) => {
             if o {
                 t.online.insert(NodeId(id));
-            } else if t.online.remove(&NodeId(id)) {
+            } else if t.online.remove(&NodeId(id)).is_some() {
                 edit(t, id, &|n| n.last_seen = Some(now));
             }
             id
