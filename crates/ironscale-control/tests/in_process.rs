@@ -484,3 +484,37 @@ async fn key_refuses_capability_versions_the_server_does_not_serve() {
     let head = read_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
 }
+
+/// `/health` is public: when the database fails it answers a generic 503 and
+/// keeps the error text (paths, hosts, driver messages) in the server log.
+#[tokio::test]
+async fn health_hides_the_database_error() {
+    let s = start().await;
+    let get = |addr| async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let ok = get(s.addr).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("\"pass\""), "{ok}");
+
+    s.state.store().close().await;
+    let err = s
+        .state
+        .store()
+        .schema_version()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.is_empty());
+    let bad = get(s.addr).await;
+    assert!(bad.starts_with("HTTP/1.1 503"), "{bad}");
+    assert!(bad.contains("\"fail\""), "{bad}");
+    assert!(!bad.contains(&err), "the database error leaked: {bad}");
+    assert!(!bad.contains("\"error\""), "an error field leaked: {bad}");
+}

@@ -7,6 +7,7 @@ mod metrics;
 mod policy_cli;
 mod policy_runtime;
 mod serve;
+mod supervisor;
 
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use ironscale_config::{Config, DatabaseConfig, LogFormat};
 use ironscale_control::Control;
 use ironscale_keys::PrivateKey;
@@ -13,9 +13,9 @@ use ironscale_state::{Settings, State};
 use ironscale_store::Store;
 use ironscale_wire as wire;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::watch;
 
 use crate::derpmap::{self, EmbeddedRegion};
+use crate::supervisor::Supervisor;
 
 fn init_logging(cfg: &Config) {
     let level = match cfg.log.level.as_str() {
@@ -328,14 +328,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     });
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    };
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut sup = Supervisor::new();
 
     // Control listener.
     let ctl = Control::with_update_interval(
@@ -350,12 +343,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen_addr)
         .await
         .with_context(|| format!("binding listen_addr {}", cfg.listen_addr))?;
+    let name = format!("control listener {}", cfg.listen_addr);
     match control_tls.clone() {
         Some(tls) => {
-            tasks.spawn(ironscale_relay::serve_tls(listener, tls, router, stopped()));
+            let stop = sup.stopped();
+            sup.spawn(name, async move {
+                ironscale_relay::serve_tls(listener, tls, router, stop).await;
+                Ok(())
+            });
         }
         None => {
-            tasks.spawn(ironscale_relay::serve_plain(listener, router, stopped()));
+            let stop = sup.stopped();
+            sup.spawn(name, async move {
+                ironscale_relay::serve_plain(listener, router, stop).await;
+                Ok(())
+            });
         }
     }
 
@@ -367,12 +369,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let l = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding derp.server.tls_listen_addr {addr}"))?;
-            tasks.spawn(ironscale_relay::serve_tls(
-                l,
+            let (tls, router, stop) = (
                 tls.clone(),
                 ironscale_relay::router(ds.clone()),
-                stopped(),
-            ));
+                sup.stopped(),
+            );
+            sup.spawn(format!("DERP listener {addr}"), async move {
+                ironscale_relay::serve_tls(l, tls, router, stop).await;
+                Ok(())
+            });
         }
         if let (true, Some(addr)) = (
             cfg.derp.server.stun_enabled,
@@ -381,11 +386,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let sock = UdpSocket::bind(addr)
                 .await
                 .with_context(|| format!("binding derp.server.stun_listen_addr {addr}"))?;
-            tasks.spawn(ironscale_relay::run_stun_with_stats(
-                sock,
-                stun_stats.clone(),
-                stopped(),
-            ));
+            let (stats, stop) = (stun_stats.clone(), sup.stopped());
+            sup.spawn(format!("STUN server {addr}"), async move {
+                ironscale_relay::run_stun_with_stats(sock, stats, stop).await;
+                Ok(())
+            });
             stun_running = true;
         }
     }
@@ -398,49 +403,55 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     {
         let perm = cfg.unix_socket_permission;
-        let stop = stopped();
+        let stop = sup.stopped();
         let p = sock_path.clone();
-        tasks.spawn(async move {
-            if let Err(e) = ironscale_api::serve_unix(&p, perm, api, stop).await {
-                tracing::error!(path = %p.display(), "admin socket failed: {e}");
-            }
-        });
+        sup.spawn(
+            format!("admin socket {}", sock_path.display()),
+            async move {
+                ironscale_api::serve_unix(&p, perm, api, stop).await?;
+                Ok(())
+            },
+        );
     }
 
     if let Some(addr) = cfg.metrics_listen_addr {
         match TcpListener::bind(addr).await {
             Ok(l) => {
-                tasks.spawn(ironscale_relay::serve_plain(
-                    l,
-                    crate::metrics::router(crate::metrics::Sources {
-                        state: state.clone(),
-                        derp: derp_server.clone(),
-                        stun: stun_running.then(|| stun_stats.clone()),
-                    }),
-                    stopped(),
-                ));
+                let router = crate::metrics::router(crate::metrics::Sources {
+                    state: state.clone(),
+                    derp: derp_server.clone(),
+                    stun: stun_running.then(|| stun_stats.clone()),
+                });
+                let stop = sup.stopped();
+                sup.spawn(format!("metrics listener {addr}"), async move {
+                    ironscale_relay::serve_plain(l, router, stop).await;
+                    Ok(())
+                });
             }
             Err(e) => tracing::warn!(%addr, "metrics listener disabled: {e}"),
         }
     }
 
     print_banner(&cfg, derp.as_ref());
-    tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutting down"),
-        Some(r) = tasks.join_next() => {
-            if let Err(e) = r { bail!("a listener failed: {e}"); }
-        }
+    let ds = derp_server.clone();
+    let outcome = sup
+        .run(
+            shutdown_signal(),
+            std::time::Duration::from_secs(3),
+            move || {
+                // Upgraded DERP connections belong to the DERP server, not to a listener.
+                if let Some(ds) = &ds {
+                    ds.shutdown();
+                }
+            },
+        )
+        .await;
+    // The admin socket removes its file when it stops; this covers an abort.
+    // (Never when it failed: the path may be another server's live socket.)
+    if outcome.is_ok() {
+        let _ = std::fs::remove_file(&sock_path);
     }
-    let _ = stop_tx.send(true);
-    if let Some(ds) = &derp_server {
-        ds.shutdown();
-    }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    let _ = std::fs::remove_file(&sock_path);
-    Ok(())
+    outcome
 }
 
 fn print_banner(cfg: &Config, derp: Option<&Derp>) {
