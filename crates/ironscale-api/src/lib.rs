@@ -1,7 +1,7 @@
 //! Headscale-compatible REST API v1 (`/api/v1/...`) on axum.
 //!
 //! The same [`Router`] is served on the local unix socket without
-//! authentication (like Headscale's CLI socket, see [`serve_unix`]) and, with
+//! authentication (like Headscale's CLI socket; `ironscale_http::serve_unix`) and, with
 //! [`Auth::ApiKey`], over TCP. Bodies follow Headscale's v1 JSON (see
 //! [`dto`]); errors are `{"code", "message", "details": []}` with the HTTP
 //! statuses Headscale answers (400 for a malformed id, 404 for an unknown
@@ -19,9 +19,6 @@ mod tests;
 
 use std::fmt;
 use std::future::Future;
-use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -120,79 +117,5 @@ async fn require_api_key(v: Arc<dyn ApiKeyVerifier>, req: Request, next: Next) -
     } else {
         tracing::info!(path = %req.uri().path(), "API request refused: missing or invalid API key");
         ApiError::unauthenticated().into_response()
-    }
-}
-
-/// Serve `router` over HTTP on a unix socket at `path` until `shutdown`
-/// resolves, then remove the socket file.
-///
-/// A stale socket left by a crashed server is replaced; a socket on which a
-/// server still answers, or a path that is not a socket, is an error. The
-/// socket file gets mode `permission` (e.g. `0o770`).
-pub async fn serve_unix<F>(
-    path: &Path,
-    permission: u32,
-    router: Router,
-    shutdown: F,
-) -> io::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    prepare_socket_path(path)?;
-    let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot bind the unix socket {}: {e}", path.display()),
-        )
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(permission)).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot set mode {permission:o} on {}: {e}", path.display()),
-        )
-    })?;
-    tracing::info!(socket = %path.display(), mode = format!("{permission:o}"), "API listening on the unix socket");
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(socket = %path.display(), "cannot remove the unix socket: {e}");
-        }
-    }
-    served
-}
-
-/// Make `path` free for a new socket: create its directory, remove a stale
-/// socket, refuse to touch a live socket or a non-socket file.
-fn prepare_socket_path(path: &Path) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot create the socket directory {}: {e}", dir.display()),
-            )
-        })?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-        Ok(m) if !m.file_type().is_socket() => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "{} exists and is not a unix socket; refusing to replace it",
-                path.display()
-            ),
-        )),
-        Ok(_) => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("another server is already listening on {}", path.display()),
-                ));
-            }
-            tracing::debug!(socket = %path.display(), "removing a stale unix socket");
-            std::fs::remove_file(path)
-        }
     }
 }

@@ -642,7 +642,7 @@ async fn serve_unix_socket() {
     let server = tokio::spawn({
         let (sock, app) = (sock.clone(), e.app.clone());
         async move {
-            crate::serve_unix(&sock, 0o760, app, async {
+            ironscale_http::serve_unix(&sock, 0o760, app, async {
                 let _ = stopped.await;
             })
             .await
@@ -660,7 +660,7 @@ async fn serve_unix_socket() {
     );
 
     // A second server on a live socket is refused, and the first keeps it.
-    let err = crate::serve_unix(&sock, 0o700, e.app.clone(), async {})
+    let err = ironscale_http::serve_unix(&sock, 0o700, e.app.clone(), async {})
         .await
         .expect_err("in use");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
@@ -672,7 +672,7 @@ async fn serve_unix_socket() {
 
     // A regular file in the way is never deleted.
     std::fs::write(&sock, "data").expect("write");
-    let err = crate::serve_unix(&sock, 0o700, e.app.clone(), async {})
+    let err = ironscale_http::serve_unix(&sock, 0o700, e.app.clone(), async {})
         .await
         .expect_err("not a socket");
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");

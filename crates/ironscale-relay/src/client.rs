@@ -20,7 +20,6 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::error::RelayError;
-use crate::tls::cert_sha256_hex;
 
 const MAX_RESPONSE_HEAD: usize = 16 << 10;
 
@@ -237,7 +236,10 @@ impl ServerCertVerifier for PinnedVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         match &self.sha256_hex {
-            Some(want) if !cert_sha256_hex(end_entity).eq_ignore_ascii_case(want) => {
+            Some(want)
+                if !hex::encode(<sha2::Sha256 as sha2::Digest>::digest(end_entity))
+                    .eq_ignore_ascii_case(want) =>
+            {
                 Err(rustls::Error::General(
                     "server certificate does not match the pinned SHA-256".into(),
                 ))

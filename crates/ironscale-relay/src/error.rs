@@ -2,17 +2,13 @@
 
 use ironscale_derp::DerpError;
 
-/// Errors of the relay: TLS material, IO, and the DERP client's handshake.
+/// Errors of the relay: TLS configuration, IO, and the DERP client's handshake.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("TLS error: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("certificate generation failed: {0}")]
-    CertGen(#[from] rcgen::Error),
-    #[error("PEM file {path}: {reason}")]
-    Pem { path: String, reason: String },
     #[error("DERP protocol error: {0}")]
     Derp(#[from] DerpError),
     #[error("DERP handshake failed: {0}")]

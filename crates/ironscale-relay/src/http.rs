@@ -15,7 +15,7 @@ use tracing::debug;
 use crate::server::DerpServer;
 
 /// Routes of a DERP server, ready to be merged into another router or served
-/// with [`crate::serve_tls`] / [`crate::serve_plain`]:
+/// with `ironscale_http::serve_tls` / `serve_plain`:
 ///
 /// * `/derp` — `Upgrade: DERP` → 101 and the DERP protocol; otherwise 426.
 /// * `/derp/probe`, `/derp/latency-check` — GET/HEAD → 200 (CORS `*`), else 405.

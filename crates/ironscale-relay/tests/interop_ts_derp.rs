@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ironscale_derp::{ClientInfo, Frame};
+use ironscale_http::serve_plain;
 use ironscale_keys::{NodePublic, PrivateKey};
 use ironscale_relay::client::DerpClient;
-use ironscale_relay::{router, serve_plain, DerpServer};
+use ironscale_relay::{router, DerpServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;

@@ -9,11 +9,10 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use ironscale_derp::{ClientInfo, Frame, PeerGoneReason};
+use ironscale_http::{self_signed, serve_plain, serve_tls};
 use ironscale_keys::{NodePublic, PrivateKey};
 use ironscale_relay::client::{pinned_tls_config, DerpClient};
-use ironscale_relay::{
-    router, run_stun, self_signed, serve_plain, serve_tls, DerpServer, DerpServerConfig, RelayError,
-};
+use ironscale_relay::{router, run_stun, DerpServer, DerpServerConfig, RelayError};
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::oneshot;
@@ -615,36 +614,6 @@ async fn stun_answers_binding_requests_over_udp() {
         ironscale_stun::parse_response(&buf[..n]),
         Ok((ironscale_stun::TxId([0x22; 12]), me))
     );
-}
-
-#[test]
-fn self_signed_cert_persists_and_fingerprint_is_stable() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("derp/cert.pem");
-    let key = dir.path().join("derp/key.pem");
-    let names = vec!["derp.example.com".to_string(), "10.1.2.3".to_string()];
-    let (_, fp1) = ironscale_relay::load_or_create_self_signed(&cert, &key, &names).unwrap();
-    let (_, fp2) = ironscale_relay::load_or_create_self_signed(&cert, &key, &names).unwrap();
-    assert_eq!(fp1, fp2);
-    assert_eq!(fp1.len(), 64);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-    }
-    let der = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(&cert).unwrap(),
-    ))
-    .next()
-    .unwrap()
-    .unwrap();
-    assert_eq!(ironscale_relay::cert_sha256_hex(&der), fp1);
-    // A fresh one differs.
-    let (_, fp3) = self_signed(&names).unwrap();
-    assert_ne!(fp1, fp3);
 }
 
 /// Conformance with a third-party STUN client (coturn's `turnutils_stunclient`,

@@ -1603,7 +1603,7 @@ mod tests {
             let router = ironscale_api::router(state);
             let path = sock.clone();
             tokio::spawn(async move {
-                let _ = ironscale_api::serve_unix(&path, 0o770, router, async {
+                let _ = ironscale_http::serve_unix(&path, 0o770, router, async {
                     let _ = rx.await;
                 })
                 .await;

@@ -223,7 +223,7 @@ fn setup_derp(cfg: &Config, control_tls: bool) -> anyhow::Result<Derp> {
             names.push(a.to_string());
         }
         let (tls, sha) =
-            ironscale_relay::load_or_create_self_signed(&s.tls_cert_path, &s.tls_key_path, &names)
+            ironscale_http::load_or_create_self_signed(&s.tls_cert_path, &s.tls_key_path, &names)
                 .context("preparing the embedded DERP's TLS certificate")?;
         node.derp_port = i32::from(s.tls_listen_addr.port());
         node.cert_name = format!("sha256-raw:{sha}");
@@ -264,7 +264,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (_, _, https) = server_host_port(&cfg.server_url)?;
     let control_tls = match (&cfg.tls.cert_path, &cfg.tls.key_path) {
         (Some(c), Some(k)) => {
-            let (tls, _) = ironscale_relay::load_pem_files(c, k).with_context(|| {
+            let (tls, _) = ironscale_http::load_pem_files(c, k).with_context(|| {
                 format!(
                     "loading tls_cert_path {} / tls_key_path {}",
                     c.display(),
@@ -348,14 +348,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(tls) => {
             let stop = sup.stopped();
             sup.spawn(name, async move {
-                ironscale_relay::serve_tls(listener, tls, router, stop).await;
+                ironscale_http::serve_tls(listener, tls, router, stop).await;
                 Ok(())
             });
         }
         None => {
             let stop = sup.stopped();
             sup.spawn(name, async move {
-                ironscale_relay::serve_plain(listener, router, stop).await;
+                ironscale_http::serve_plain(listener, router, stop).await;
                 Ok(())
             });
         }
@@ -375,7 +375,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 sup.stopped(),
             );
             sup.spawn(format!("DERP listener {addr}"), async move {
-                ironscale_relay::serve_tls(l, tls, router, stop).await;
+                ironscale_http::serve_tls(l, tls, router, stop).await;
                 Ok(())
             });
         }
@@ -403,15 +403,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     {
         let perm = cfg.unix_socket_permission;
+        let what = format!("admin socket {}", sock_path.display());
+        let l = ironscale_http::bind_unix(&sock_path, perm).with_context(|| what.clone())?;
+        tracing::info!(socket = %sock_path.display(), mode = format!("{perm:o}"), "API listening on the unix socket");
         let stop = sup.stopped();
         let p = sock_path.clone();
-        sup.spawn(
-            format!("admin socket {}", sock_path.display()),
-            async move {
-                ironscale_api::serve_unix(&p, perm, api, stop).await?;
-                Ok(())
-            },
-        );
+        sup.spawn(what, async move {
+            ironscale_http::serve_unix_listener(l, &p, api, Default::default(), stop).await;
+            Ok(())
+        });
     }
 
     if let Some(addr) = cfg.metrics_listen_addr {
@@ -424,7 +424,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 });
                 let stop = sup.stopped();
                 sup.spawn(format!("metrics listener {addr}"), async move {
-                    ironscale_relay::serve_plain(l, router, stop).await;
+                    ironscale_http::serve_plain(l, router, stop).await;
                     Ok(())
                 });
             }

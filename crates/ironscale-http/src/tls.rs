@@ -1,31 +1,15 @@
-//! TLS material (self-signed certificates for DERP) and the accept loops.
+//! TLS material: certificates from PEM files, self-signed certificates (the
+//! embedded DERP's own port, tests), server configs.
 
-use std::future::Future;
 use std::io::BufReader;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
-use tracing::{debug, warn};
 
-use crate::error::RelayError;
-
-/// Time a client has to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::HttpError;
 
 /// Lowercase hex SHA-256 of a certificate's DER bytes: the `<hex>` of a
 /// DERPNode `CertName: "sha256-raw:<hex>"`.
@@ -46,7 +30,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Result<ServerConfig, RelayError> {
+) -> Result<ServerConfig, HttpError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -61,7 +45,7 @@ struct SelfSigned {
     key_pem: String,
 }
 
-fn generate(names_and_ips: &[String]) -> Result<SelfSigned, RelayError> {
+fn generate(names_and_ips: &[String]) -> Result<SelfSigned, HttpError> {
     let ck = rcgen::generate_simple_self_signed(names_and_ips.to_vec())?;
     Ok(SelfSigned {
         cert_pem: ck.cert.pem(),
@@ -73,7 +57,7 @@ fn generate(names_and_ips: &[String]) -> Result<SelfSigned, RelayError> {
 /// (IPs become IP SANs). Returns the TLS config and the SHA-256 hex of the leaf
 /// DER, to advertise as `CertName: "sha256-raw:<hex>"` (or use
 /// `InsecureForTests: true`).
-pub fn self_signed(names_and_ips: &[String]) -> Result<(ServerConfig, String), RelayError> {
+pub fn self_signed(names_and_ips: &[String]) -> Result<(ServerConfig, String), HttpError> {
     let g = generate(names_and_ips)?;
     tls_config_from_pem(g.cert_pem.as_bytes(), g.key_pem.as_bytes(), "<generated>")
 }
@@ -85,7 +69,7 @@ pub fn load_or_create_self_signed(
     cert_path: &Path,
     key_path: &Path,
     names_and_ips: &[String],
-) -> Result<(ServerConfig, String), RelayError> {
+) -> Result<(ServerConfig, String), HttpError> {
     if cert_path.exists() && key_path.exists() {
         return load_pem_files(cert_path, key_path);
     }
@@ -123,7 +107,7 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 pub fn load_pem_files(
     cert_path: &Path,
     key_path: &Path,
-) -> Result<(ServerConfig, String), RelayError> {
+) -> Result<(ServerConfig, String), HttpError> {
     let cert = std::fs::read(cert_path)?;
     let key = std::fs::read(key_path)?;
     let (chain, fp) = parse_chain(&cert, &cert_path.display().to_string())?;
@@ -136,7 +120,7 @@ pub fn tls_config_from_pem(
     cert_pem: &[u8],
     key_pem: &[u8],
     what: &str,
-) -> Result<(ServerConfig, String), RelayError> {
+) -> Result<(ServerConfig, String), HttpError> {
     let (chain, fp) = parse_chain(cert_pem, what)?;
     let key = parse_key(key_pem, what)?;
     Ok((server_config(chain, key)?, fp))
@@ -145,15 +129,15 @@ pub fn tls_config_from_pem(
 fn parse_chain(
     pem: &[u8],
     what: &str,
-) -> Result<(Vec<CertificateDer<'static>>, String), RelayError> {
+) -> Result<(Vec<CertificateDer<'static>>, String), HttpError> {
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut BufReader::new(pem))
         .collect::<Result<_, _>>()
-        .map_err(|e| RelayError::Pem {
+        .map_err(|e| HttpError::Pem {
             path: what.into(),
             reason: e.to_string(),
         })?;
     let Some(leaf) = chain.first() else {
-        return Err(RelayError::Pem {
+        return Err(HttpError::Pem {
             path: what.into(),
             reason: "no certificate found".into(),
         });
@@ -162,100 +146,14 @@ fn parse_chain(
     Ok((chain, fp))
 }
 
-fn parse_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, RelayError> {
+fn parse_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, HttpError> {
     rustls_pemfile::private_key(&mut BufReader::new(pem))
-        .map_err(|e| RelayError::Pem {
+        .map_err(|e| HttpError::Pem {
             path: what.into(),
             reason: e.to_string(),
         })?
-        .ok_or_else(|| RelayError::Pem {
+        .ok_or_else(|| HttpError::Pem {
             path: what.into(),
             reason: "no private key found".into(),
         })
-}
-
-/// Serve `router` over HTTP/1.1 (with upgrades) and h2 on one accepted stream.
-pub async fn serve_http<I>(io: I, router: Router, remote: SocketAddr)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(remote));
-        router.clone().oneshot(req)
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .await
-    {
-        debug!(remote = %remote, error = %e, "HTTP connection ended with an error");
-    }
-}
-
-async fn accept_loop<F, Fut>(listener: TcpListener, shutdown: impl Future<Output = ()>, per_conn: F)
-where
-    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        while conns.try_join_next().is_some() {}
-        tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok((tcp, remote)) => {
-                    let _ = tcp.set_nodelay(true);
-                    conns.spawn(per_conn(tcp, remote));
-                }
-                Err(e) => {
-                    // Usually EMFILE or a connection reset before accept: back off briefly.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-    conns.abort_all();
-}
-
-/// Accept TLS connections on `listener` and serve `router` on each (HTTP/1.1
-/// with upgrades, or h2), until `shutdown` completes. Every connection runs on
-/// its own task: a failing handshake or a broken client affects nobody else.
-///
-/// On shutdown, plain HTTP connections are aborted; DERP connections that were
-/// already upgraded belong to their [`crate::DerpServer`]: call its
-/// `shutdown()` to close them.
-pub async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<ServerConfig>,
-    router: Router,
-    shutdown: impl Future<Output = ()>,
-) {
-    let acceptor = TlsAcceptor::from(tls);
-    accept_loop(listener, shutdown, move |tcp, remote| {
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        async move {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => serve_http(tls, router, remote).await,
-                Ok(Err(e)) => debug!(remote = %remote, error = %e, "TLS handshake failed"),
-                Err(_) => debug!(remote = %remote, "TLS handshake timed out"),
-            }
-        }
-    })
-    .await
-}
-
-/// Like [`serve_tls`] without TLS (for clients with `TS_DEBUG_USE_DERP_HTTP=1`,
-/// or behind a TLS-terminating proxy).
-pub async fn serve_plain(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()>,
-) {
-    accept_loop(listener, shutdown, move |tcp, remote| {
-        serve_http(tcp, router.clone(), remote)
-    })
-    .await
 }
