@@ -11,7 +11,7 @@ use axum::Json;
 use http::StatusCode;
 use ironscale_mapper::Tailnet;
 use ironscale_state::State;
-use ironscale_types::{self as t, NodeId};
+use ironscale_types::{self as t, NodeId, UserId, UserRef};
 use serde::de::DeserializeOwned;
 
 use crate::dto::{self, parse_id};
@@ -46,6 +46,20 @@ fn node_id(raw: &str) -> Result<NodeId, ApiError> {
 
 fn user_id(raw: &str) -> Result<u64, ApiError> {
     parse_id(raw).ok_or_else(|| ApiError::bad_id("user", raw))
+}
+
+/// A user named in a query parameter: Headscale's clients send an id
+/// (`preauthkeys list --user 5`, 0.26+) or a name (`nodes list --user alice`).
+/// A name wins when a user has it; digits that name no user are an id.
+fn user_in_query(state: &State, raw: &str) -> Result<UserRef, ApiError> {
+    let by_name = UserRef::Name(raw.to_string());
+    if state.find_user(&by_name).is_ok() {
+        return Ok(by_name);
+    }
+    Ok(match parse_id(raw) {
+        Some(id) => UserRef::Id(UserId(id)),
+        None => by_name,
+    })
 }
 
 fn empty() -> Json<dto::Empty> {
@@ -129,7 +143,7 @@ pub async fn rename_user(
 ) -> ApiResult<dto::UserResponse> {
     let (old, new) = path(p)?;
     let id = user_id(&old)?;
-    let u = state.rename_user(&id.to_string(), &new).await?;
+    let u = state.rename_user(&UserRef::Id(UserId(id)), &new).await?;
     tracing::info!(id, user = %u.name, "user renamed");
     Ok(Json(dto::UserResponse {
         user: dto::User::from_domain(&u),
@@ -141,7 +155,7 @@ pub async fn delete_user(
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<dto::Empty> {
     let id = user_id(&path(p)?)?;
-    let u = state.delete_user(&id.to_string()).await?;
+    let u = state.delete_user(&UserRef::Id(UserId(id))).await?;
     tracing::info!(id, user = %u.name, "user deleted");
     Ok(empty())
 }
@@ -158,8 +172,11 @@ pub async fn list_preauth_keys(
     q: Params,
 ) -> ApiResult<dto::ListPreAuthKeysResponse> {
     let q = params(q)?;
-    let user = q.get("user").map(String::as_str).filter(|s| !s.is_empty());
-    let keys = state.list_preauth_keys(user).await?;
+    let user = match q.get("user").map(String::as_str).filter(|s| !s.is_empty()) {
+        Some(raw) => Some(user_in_query(&state, raw)?),
+        None => None,
+    };
+    let keys = state.list_preauth_keys(user.as_ref()).await?;
     let tn = state.snapshot();
     let mut out: Vec<dto::PreAuthKey> = keys
         .iter()
@@ -175,16 +192,15 @@ pub async fn create_preauth_key(
 ) -> ApiResult<dto::PreAuthKeyResponse> {
     let req: dto::CreatePreAuthKeyRequest = body(&b)?;
     let user = match req.user.as_ref().filter(|u| !u.0.is_empty()) {
-        Some(raw) => Some(
+        Some(raw) => Some(UserRef::Id(UserId(
             raw.parse()
-                .ok_or_else(|| ApiError::bad_id("user", &raw.0))?
-                .to_string(),
-        ),
+                .ok_or_else(|| ApiError::bad_id("user", &raw.0))?,
+        ))),
         None => None,
     };
     let (k, full) = state
         .create_preauth_key(
-            user.as_deref(),
+            user.as_ref(),
             req.reusable,
             req.ephemeral,
             req.expiration,
@@ -263,7 +279,7 @@ pub async fn list_nodes(
 ) -> ApiResult<dto::ListNodesResponse> {
     let q = params(q)?;
     let owner = match q.get("user").map(String::as_str).filter(|s| !s.is_empty()) {
-        Some(u) => Some(state.find_user(u)?.id),
+        Some(u) => Some(state.find_user(&user_in_query(&state, u)?)?.id),
         None => None,
     };
     let tn = state.snapshot();

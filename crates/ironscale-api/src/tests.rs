@@ -9,7 +9,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use ironscale_keys::PrivateKey;
 use ironscale_state::State;
-use ironscale_types::NodeId;
+use ironscale_types::{NodeId, UserId, UserRef};
 use ironscale_wire as wire;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -86,7 +86,7 @@ impl Env {
         let (_, key) = self
             .state
             .create_preauth_key(
-                user,
+                user.map(|u| UserRef::Name(u.to_string())).as_ref(),
                 false,
                 false,
                 None,
@@ -221,7 +221,13 @@ async fn rename_user() {
         "TestAPIV1RenameUser_parity",
         Lenient::none(),
     );
-    assert_eq!(e.state.find_user("1").expect("user").name, "bob");
+    assert_eq!(
+        e.state
+            .find_user(&UserRef::Id(UserId(1)))
+            .expect("user")
+            .name,
+        "bob"
+    );
     assert_status(
         e.post("/api/v1/user/abc/rename/x", json!({})).await,
         "TestAPIV1RenameUser_invalid_id_parity",
@@ -255,9 +261,43 @@ async fn delete_user_and_user_with_nodes() {
         b["message"].as_str().is_some_and(|m| m.contains("node")),
         "{b}"
     );
-    assert!(e.state.find_user("bob").is_ok(), "bob is still there");
+    assert!(
+        e.state.find_user(&UserRef::Name("bob".into())).is_ok(),
+        "bob is still there"
+    );
     let (s, _) = e.delete("/api/v1/user/x").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+/// The path names a user by id: `DELETE /api/v1/user/5` never deletes the
+/// user *named* "5" (it used to, when no user had id 5).
+#[tokio::test]
+async fn user_paths_take_ids_not_names() {
+    let e = env().await;
+    e.user("5").await; // id 1
+    e.user("alice").await; // id 2
+    assert_status(
+        e.delete("/api/v1/user/5").await,
+        "TestAPIV1DeleteUser_nonexistent_parity",
+    );
+    assert!(
+        e.state.find_user(&UserRef::Name("5".into())).is_ok(),
+        "user \"5\" survives"
+    );
+    assert_status(
+        e.post("/api/v1/user/5/rename/bob", json!({})).await,
+        "TestAPIV1RenameUser_nonexistent_parity",
+    );
+    assert_eq!(
+        e.state
+            .find_user(&UserRef::Id(UserId(1)))
+            .expect("user")
+            .name,
+        "5"
+    );
+    let (s, b) = e.delete("/api/v1/user/1").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(e.state.find_user(&UserRef::Name("5".into())).is_err());
 }
 
 // ----- pre-auth keys -----
@@ -348,7 +388,13 @@ async fn expire_preauth_key() {
     e.user("alice").await;
     let (k, _) = e
         .state
-        .create_preauth_key(Some("alice"), true, false, None, vec![])
+        .create_preauth_key(
+            Some(&UserRef::Name("alice".into())),
+            true,
+            false,
+            None,
+            vec![],
+        )
         .await
         .expect("key");
     let body = json!({"id": k.id.to_string()});

@@ -15,6 +15,7 @@ use std::time::Duration;
 use base64::Engine;
 use http_body_util::BodyExt;
 use ironscale_keys::PrivateKey;
+use ironscale_types::UserRef;
 use ironscale_wire as wire;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -129,7 +130,13 @@ async fn bad_keys_are_refused_without_creating_nodes() {
     assert_eq!(r.error, "auth key already used");
     let (expired, secret) = s
         .state
-        .create_preauth_key(Some("alice"), true, false, None, vec![])
+        .create_preauth_key(
+            Some(&UserRef::Name("alice".into())),
+            true,
+            false,
+            None,
+            vec![],
+        )
         .await
         .unwrap();
     s.state
@@ -228,13 +235,25 @@ async fn policy_changes_reach_sessions_and_bad_policies_are_rejected() {
         .unwrap();
     let ka = s
         .state
-        .create_preauth_key(Some("alice"), false, false, None, vec![])
+        .create_preauth_key(
+            Some(&UserRef::Name("alice".into())),
+            false,
+            false,
+            None,
+            vec![],
+        )
         .await
         .unwrap()
         .1;
     let kb = s
         .state
-        .create_preauth_key(Some("bob"), false, false, None, vec![])
+        .create_preauth_key(
+            Some(&UserRef::Name("bob".into())),
+            false,
+            false,
+            None,
+            vec![],
+        )
         .await
         .unwrap()
         .1;
@@ -333,7 +352,13 @@ async fn policy_change_reaches_only_affected_sessions() {
             .unwrap();
         keys.push(
             s.state
-                .create_preauth_key(Some(u), false, false, None, vec![])
+                .create_preauth_key(
+                    Some(&UserRef::Name(u.to_string())),
+                    false,
+                    false,
+                    None,
+                    vec![],
+                )
                 .await
                 .unwrap()
                 .1,

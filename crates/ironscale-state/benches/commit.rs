@@ -286,12 +286,15 @@ async fn run(n: usize, with_policy: bool) -> (BTreeMap<&'static str, Timing>, us
         let user = format!("user{}", (k * 7) % users);
         let s = Instant::now();
         state
-            .rename_user(&user, &format!("{user}-x"))
+            .rename_user(
+                &ironscale_types::UserRef::Name(user.clone()),
+                &format!("{user}-x"),
+            )
             .await
             .unwrap();
         t.push(s.elapsed());
         state
-            .rename_user(&format!("{user}-x"), &user)
+            .rename_user(&ironscale_types::UserRef::Name(format!("{user}-x")), &user)
             .await
             .unwrap();
     }

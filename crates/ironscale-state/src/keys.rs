@@ -1,6 +1,6 @@
 //! Pre-auth key commands and queries.
 
-use ironscale_types::{PreAuthKey, Timestamp};
+use ironscale_types::{PreAuthKey, Timestamp, UserRef};
 
 use crate::{now, Result, State, StateError};
 
@@ -8,7 +8,7 @@ impl State {
     /// Create a key; returns the record and the full secret (shown once).
     pub async fn create_preauth_key(
         &self,
-        user: Option<&str>,
+        user: Option<&UserRef>,
         reusable: bool,
         ephemeral: bool,
         expiration: Option<Timestamp>,
@@ -38,7 +38,7 @@ impl State {
             .await?)
     }
 
-    pub async fn list_preauth_keys(&self, user: Option<&str>) -> Result<Vec<PreAuthKey>> {
+    pub async fn list_preauth_keys(&self, user: Option<&UserRef>) -> Result<Vec<PreAuthKey>> {
         let user_id = match user {
             Some(u) => Some(self.find_user(u)?.id),
             None => None,

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use ironscale_types::{Node, NodeId, Timestamp};
+use ironscale_types::{DnsLabel, Node, NodeId, Tag, Timestamp};
 use ironscale_wire as wire;
 
 use crate::{now, Change, Result, State, StateError};
@@ -63,12 +63,9 @@ impl State {
     }
 
     pub async fn rename_node(&self, id: NodeId, new_name: &str) -> Result<Arc<Node>> {
-        let label = sanitize_label(new_name);
-        if label.is_empty() || label != new_name {
-            return Err(StateError::Invalid(format!(
-                "{new_name:?} is not a valid DNS label (use lowercase letters, digits and '-', at most 63 characters)"
-            )));
-        }
+        let label = DnsLabel::parse(new_name)
+            .map_err(|e| StateError::Invalid(e.0))?
+            .into_string();
         let _w = self.inner.write.lock().await;
         if self.inner.index.load().name_taken(&label, Some(id)) {
             return Err(StateError::Invalid(format!(
@@ -218,49 +215,19 @@ pub(crate) fn apply_hostinfo(n: &mut Node, hi: &serde_json::Value) {
     n.announced_routes = routes;
 }
 
-/// Tailscale tag syntax: `tag:` + a letter, then letters, digits, '-'.
+/// Tailscale tag syntax: `tag:` + a letter, then letters, digits, '-' ([`Tag`]).
 pub fn validate_tag(tag: &str) -> Result<()> {
-    let Some(name) = tag.strip_prefix("tag:") else {
-        return Err(StateError::Invalid(format!(
-            "tag {tag:?} must start with \"tag:\""
-        )));
-    };
-    let mut chars = name.chars();
-    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(StateError::Invalid(format!(
-            "tag {tag:?} is invalid: after \"tag:\" use a letter, then letters, digits or '-'"
-        )))
-    }
+    Tag::parse(tag)
+        .map(|_| ())
+        .map_err(|e| StateError::Invalid(e.0))
 }
 
-/// Turn a client hostname into a DNS label: lowercase, invalid characters to
-/// '-', no leading/trailing '-', at most 63 characters.
+/// Turn a client hostname into a DNS label ([`DnsLabel::sanitize`]); empty
+/// when nothing usable is left.
 pub fn sanitize_label(host: &str) -> String {
-    let mut s: String = host
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    // Only the first label of an FQDN counts.
-    if let Some(i) = host.find('.') {
-        s.truncate(i);
-    }
-    let s = s.trim_matches('-');
-    let mut s: String = s.chars().take(63).collect();
-    while s.ends_with('-') {
-        s.pop();
-    }
-    s
+    DnsLabel::sanitize(host)
+        .map(DnsLabel::into_string)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

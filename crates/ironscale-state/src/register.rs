@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use ironscale_keys::MachinePublic;
 use ironscale_mapper::TAGGED_DEVICES_USER_ID;
-use ironscale_types::{Node, NodeId, PreAuthKey, RegisterMethod, Timestamp};
+use ironscale_types::{DnsLabel, Node, NodeId, PreAuthKey, RegisterMethod, Timestamp};
 use ironscale_wire as wire;
 
 use crate::nodes::apply_hostinfo;
-use crate::{now, sanitize_label, Change, State, StateError};
+use crate::{now, Change, State, StateError};
 
 /// The answer to a register request, plus the node it concerns (if any).
 #[derive(Debug)]
@@ -360,22 +360,17 @@ impl State {
 
     /// A MagicDNS label derived from `hostname`, unique in the tailnet.
     pub(crate) fn unique_name(&self, hostname: &str, except: Option<NodeId>) -> String {
-        let base = match sanitize_label(hostname) {
-            s if s.is_empty() => "node".to_string(),
-            s => s,
-        };
+        let base = DnsLabel::sanitize(hostname)
+            .unwrap_or_else(|| DnsLabel::parse("node").expect("a valid label"));
         let index = self.inner.index.load();
         let taken = |name: &str| index.name_taken(name, except);
         if !taken(&base) {
-            return base;
+            return base.into_string();
         }
         (1..)
-            .map(|i| {
-                let suffix = format!("-{i}");
-                let keep = 63usize.saturating_sub(suffix.len()).min(base.len());
-                format!("{}{}", &base[..keep], suffix)
-            })
+            .map(|i| base.with_suffix(i))
             .find(|c| !taken(c))
             .unwrap_or(base)
+            .into_string()
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use ironscale_types::{NodeId, User, UserId};
+use ironscale_types::{NodeId, User, UserName, UserRef};
 
 use crate::{now, Change, Result, State, StateError};
 
@@ -16,23 +16,24 @@ impl State {
             .collect()
     }
 
-    pub fn find_user(&self, name_or_id: &str) -> Result<Arc<User>> {
+    /// The user `r` names: by id, or by exact name. An id never falls back
+    /// to a name (user "5" is not user id 5).
+    pub fn find_user(&self, r: &UserRef) -> Result<Arc<User>> {
         let t = self.snapshot();
-        if let Ok(id) = name_or_id.parse::<u64>() {
-            if let Some(u) = t.users.get(&UserId(id)) {
-                return Ok(u.clone());
-            }
+        match r {
+            UserRef::Id(id) => t.users.get(id).cloned(),
+            UserRef::Name(name) => self
+                .inner
+                .index
+                .load()
+                .user_named(name)
+                .and_then(|id| t.users.get(&id).cloned()),
         }
-        self.inner
-            .index
-            .load()
-            .user_named(name_or_id)
-            .and_then(|id| t.users.get(&id).cloned())
-            .ok_or_else(|| StateError::UserNotFound(name_or_id.to_string()))
+        .ok_or_else(|| StateError::UserNotFound(r.to_string()))
     }
 
     pub async fn create_user(&self, name: &str, display_name: &str, email: &str) -> Result<User> {
-        validate_user_name(name)?;
+        UserName::parse(name).map_err(|e| StateError::Invalid(e.0))?;
         let _w = self.inner.write.lock().await;
         if self.inner.index.load().user_named(name).is_some() {
             return Err(StateError::UserExists(name.to_string()));
@@ -54,10 +55,10 @@ impl State {
         Ok(out)
     }
 
-    pub async fn rename_user(&self, name_or_id: &str, new_name: &str) -> Result<User> {
-        validate_user_name(new_name)?;
+    pub async fn rename_user(&self, user: &UserRef, new_name: &str) -> Result<User> {
+        UserName::parse(new_name).map_err(|e| StateError::Invalid(e.0))?;
         let _w = self.inner.write.lock().await;
-        let u = self.find_user(name_or_id)?;
+        let u = self.find_user(user)?;
         if self
             .inner
             .index
@@ -82,9 +83,9 @@ impl State {
         Ok(out)
     }
 
-    pub async fn delete_user(&self, name_or_id: &str) -> Result<User> {
+    pub async fn delete_user(&self, user: &UserRef) -> Result<User> {
         let _w = self.inner.write.lock().await;
-        let u = self.find_user(name_or_id)?;
+        let u = self.find_user(user)?;
         let nodes = self.inner.index.load().nodes_of(u.id).len();
         if nodes > 0 {
             return Err(StateError::UserHasNodes {
@@ -101,21 +102,5 @@ impl State {
             Change::Users(BTreeSet::new()),
         );
         Ok((*u).clone())
-    }
-}
-
-fn validate_user_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_alphanumeric() || "-_.@+".contains(c))
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(StateError::Invalid(format!(
-            "{name:?} is not a valid user name (letters, digits, '-', '_', '.', '@', '+'; at most 63 characters)"
-        )))
     }
 }

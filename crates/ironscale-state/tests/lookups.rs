@@ -80,7 +80,10 @@ async fn lookups_follow_commits() {
         .unwrap();
 
     // A user's nodes.
-    match state.delete_user("alice").await {
+    match state
+        .delete_user(&ironscale_types::UserRef::Name("alice".into()))
+        .await
+    {
         Err(StateError::UserHasNodes { nodes, .. }) => assert_eq!(nodes, 2),
         other => panic!("alice has two nodes: {other:?}"),
     }
@@ -102,17 +105,33 @@ async fn lookups_follow_commits() {
         Err(StateError::UserExists(_))
     ));
     assert!(matches!(
-        state.rename_user("carol", "bob").await,
+        state
+            .rename_user(&ironscale_types::UserRef::Name("carol".into()), "bob")
+            .await,
         Err(StateError::UserExists(_))
     ));
-    state.rename_user("carol", "dave").await.unwrap();
-    assert_eq!(state.find_user("dave").unwrap().name, "dave");
-    assert!(state.find_user("carol").is_err());
+    state
+        .rename_user(&ironscale_types::UserRef::Name("carol".into()), "dave")
+        .await
+        .unwrap();
+    assert_eq!(
+        state
+            .find_user(&ironscale_types::UserRef::Name("dave".into()))
+            .unwrap()
+            .name,
+        "dave"
+    );
+    assert!(state
+        .find_user(&ironscale_types::UserRef::Name("carol".into()))
+        .is_err());
     state.create_user("carol", "", "").await.unwrap();
 
     // A tagged node belongs to no user any more.
     state.set_node_tags(n1, vec!["tag:x".into()]).await.unwrap();
-    match state.delete_user("alice").await {
+    match state
+        .delete_user(&ironscale_types::UserRef::Name("alice".into()))
+        .await
+    {
         Err(StateError::UserHasNodes { nodes, .. }) => assert_eq!(nodes, 1),
         other => panic!("alice has one node left: {other:?}"),
     }
@@ -124,6 +143,11 @@ async fn lookups_follow_commits() {
     assert!(state.node_by_key(&k3).is_none());
     assert!(!state.is_known_node_key(&k3));
     assert!(state.is_known_node_key(&NodePublic::from_bytes(key(1))));
-    state.delete_user("bob").await.unwrap();
-    assert!(state.find_user("bob").is_err());
+    state
+        .delete_user(&ironscale_types::UserRef::Name("bob".into()))
+        .await
+        .unwrap();
+    assert!(state
+        .find_user(&ironscale_types::UserRef::Name("bob".into()))
+        .is_err());
 }

@@ -2,11 +2,14 @@
 //! serialisable: each boundary (database rows in `store`, REST DTOs in `api`,
 //! Tailscale JSON in `wire`) converts explicitly in one tested module.
 
+mod names;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 pub use ironscale_keys::{DiscoPublic, MachinePublic, NodePublic};
+pub use names::{DnsLabel, NameError, Tag, UserName, UserRef};
 
 pub type Timestamp = DateTime<Utc>;
 

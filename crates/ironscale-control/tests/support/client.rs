@@ -271,11 +271,20 @@ pub async fn join(s: &impl Target, key: &str, host: &str) -> (Client, wire::Regi
 }
 
 pub async fn new_key(s: &Server, reusable: bool) -> String {
-    if s.state.find_user("alice").is_err() {
+    if s.state
+        .find_user(&ironscale_types::UserRef::Name("alice".into()))
+        .is_err()
+    {
         s.state.create_user("alice", "", "").await.unwrap();
     }
     s.state
-        .create_preauth_key(Some("alice"), reusable, false, None, vec![])
+        .create_preauth_key(
+            Some(&ironscale_types::UserRef::Name("alice".into())),
+            reusable,
+            false,
+            None,
+            vec![],
+        )
         .await
         .unwrap()
         .1
