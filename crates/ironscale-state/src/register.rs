@@ -278,17 +278,7 @@ impl State {
                 if !hostinfo.is_null() {
                     apply_hostinfo(&mut n, &hostinfo);
                 }
-                self.store().update_node(&n).await?;
-                let id = n.id;
-                let n = Arc::new(n);
-                let out = n.clone();
-                self.commit(
-                    |t| {
-                        t.nodes.insert(id, n);
-                    },
-                    Change::Nodes(BTreeSet::from([id])),
-                );
-                out
+                self.save_node_locked(n).await?
             }
             None => {
                 let (v4, v6) = self.allocate_ips()?;
