@@ -223,12 +223,7 @@ pub(crate) async fn update_node(c: &mut AnyConnection, node: &Node) -> Result<()
         .execute(&mut *c)
         .await
         .map_err(|e| map_err(e, |d| node_conflict(d, node)))?;
-    if res.rows_affected() == 0 {
-        return Err(StoreError::NotFound {
-            what: format!("node {}", node.id.0),
-        });
-    }
-    Ok(())
+    one_row(res.rows_affected(), || format!("node {}", node.id.0))
 }
 
 fn update_conflict(detail: &str, u: &NodeUpdate) -> String {
@@ -303,12 +298,7 @@ pub(crate) async fn update_node_presence(
     .bind(id_to_db(id.0)?)
     .execute(&mut *c)
     .await?;
-    if res.rows_affected() == 0 {
-        return Err(StoreError::NotFound {
-            what: format!("node {}", id.0),
-        });
-    }
-    Ok(())
+    one_row(res.rows_affected(), || format!("node {}", id.0))
 }
 
 pub(crate) async fn delete_node(c: &mut AnyConnection, id: NodeId) -> Result<()> {
@@ -316,12 +306,7 @@ pub(crate) async fn delete_node(c: &mut AnyConnection, id: NodeId) -> Result<()>
         .bind(id_to_db(id.0)?)
         .execute(&mut *c)
         .await?;
-    if res.rows_affected() == 0 {
-        return Err(StoreError::NotFound {
-            what: format!("node {}", id.0),
-        });
-    }
-    Ok(())
+    one_row(res.rows_affected(), || format!("node {}", id.0))
 }
 
 pub(crate) async fn get_node(c: &mut AnyConnection, id: NodeId) -> Result<Option<Node>> {
@@ -419,12 +404,7 @@ pub(crate) async fn mark_preauth_key_used(c: &mut AnyConnection, id: u64) -> Res
         .bind(id_to_db(id)?)
         .execute(&mut *c)
         .await?;
-    if res.rows_affected() == 0 {
-        return Err(StoreError::NotFound {
-            what: format!("pre-auth key {id}"),
-        });
-    }
-    Ok(())
+    one_row(res.rows_affected(), || format!("pre-auth key {id}"))
 }
 
 pub(crate) async fn claim_preauth_key(c: &mut AnyConnection, id: u64) -> Result<bool> {
@@ -447,12 +427,7 @@ pub(crate) async fn expire_preauth_key(
         .bind(id_to_db(id)?)
         .execute(&mut *c)
         .await?;
-    if res.rows_affected() == 0 {
-        return Err(StoreError::NotFound {
-            what: format!("pre-auth key {id}"),
-        });
-    }
-    Ok(())
+    one_row(res.rows_affected(), || format!("pre-auth key {id}"))
 }
 
 pub(crate) async fn delete_preauth_key(c: &mut AnyConnection, id: u64) -> Result<()> {
@@ -460,12 +435,7 @@ pub(crate) async fn delete_preauth_key(c: &mut AnyConnection, id: u64) -> Result
         .bind(id_to_db(id)?)
         .execute(&mut *c)
         .await?;
-    if res.rows_affected() == 0 {
-        return Err(StoreError::NotFound {
-            what: format!("pre-auth key {id}"),
-        });
-    }
-    Ok(())
+    one_row(res.rows_affected(), || format!("pre-auth key {id}"))
 }
 
 pub(crate) async fn list_preauth_keys(
@@ -552,4 +522,12 @@ fn bind_node(q: AnyScalar<'_>, r: NodeRow) -> AnyScalar<'_> {
 
 fn bind_node_q(q: AnyQuery<'_>, r: NodeRow) -> AnyQuery<'_> {
     bind_node_fields!(q, r)
+}
+
+/// An update or delete of one row by id: no row affected means it is not there.
+fn one_row(affected: u64, what: impl FnOnce() -> String) -> Result<()> {
+    if affected == 0 {
+        return Err(StoreError::NotFound { what: what() });
+    }
+    Ok(())
 }
