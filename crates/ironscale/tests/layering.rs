@@ -625,12 +625,7 @@ fn domain_types_are_not_serialisable() {
 
 /// Dependencies allowed to go unnamed in the code (a feature switch, a `links` crate, or one
 /// kept for work landing in parallel): (crate, dependency, why).
-const UNNAMED_DEPS: &[(&str, &str, &str)] = &[(
-    "ironscale-state",
-    "tempfile",
-    "the State benchmark (benches/commit.rs, issue 6, landing in parallel) makes its \
-     database in a temporary directory; drop this entry once it has landed",
-)];
+const UNNAMED_DEPS: &[(&str, &str, &str)] = &[];
 
 /// Whether `name` occurs in `text` as a whole identifier.
 fn mentions(text: &str, name: &str) -> bool {
