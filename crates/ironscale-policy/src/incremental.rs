@@ -27,7 +27,7 @@ use ironscale_types::NodeId;
 
 use crate::ast::{Alias, AutoGroup};
 use crate::compile::{Change, CompiledPolicy};
-use crate::resolve::{insert_sorted, remove_sorted, Resolved};
+use crate::resolve::{insert_sorted, remove_sorted, set_sorted, Resolved};
 use crate::topology::{NodeInfo, UserInfo};
 
 /// Whether a group's resolution names `n`, by identity and by address.
@@ -257,27 +257,9 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
         let is = ni || na;
         if oi != ni || oa != na || was != is || (ni && ips_changed) {
             let g = Arc::make_mut(g);
-            if oi != ni {
-                if ni {
-                    insert_sorted(&mut g.res.ident, i);
-                } else {
-                    remove_sorted(&mut g.res.ident, i);
-                }
-            }
-            if oa != na {
-                if na {
-                    insert_sorted(&mut g.res.addr_nodes, i);
-                } else {
-                    remove_sorted(&mut g.res.addr_nodes, i);
-                }
-            }
-            if was != is {
-                if is {
-                    insert_sorted(&mut g.nodes, i);
-                } else {
-                    remove_sorted(&mut g.nodes, i);
-                }
-            }
+            set_sorted(&mut g.res.ident, i, ni);
+            set_sorted(&mut g.res.addr_nodes, i, na);
+            set_sorted(&mut g.nodes, i, is);
             if oi != ni || (ni && ips_changed) {
                 g.strs = OnceLock::new();
             }
@@ -298,27 +280,9 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
         let (ni, na) = member(&g.res, &new);
         if oi != ni || oa != na || (oi || oa) != (ni || na) {
             let g = Arc::make_mut(g);
-            if oi != ni {
-                if ni {
-                    insert_sorted(&mut g.res.ident, i);
-                } else {
-                    remove_sorted(&mut g.res.ident, i);
-                }
-            }
-            if oa != na {
-                if na {
-                    insert_sorted(&mut g.res.addr_nodes, i);
-                } else {
-                    remove_sorted(&mut g.res.addr_nodes, i);
-                }
-            }
-            if (oi || oa) != (ni || na) {
-                if ni || na {
-                    insert_sorted(&mut g.targets, i);
-                } else {
-                    remove_sorted(&mut g.targets, i);
-                }
-            }
+            set_sorted(&mut g.res.ident, i, ni);
+            set_sorted(&mut g.res.addr_nodes, i, na);
+            set_sorted(&mut g.targets, i, ni || na);
         }
         if ni || na {
             my_dsts.push(gi as u32);
@@ -337,16 +301,8 @@ fn apply(c: &mut CompiledPolicy, id: NodeId, new: NodeInfo) {
         let in_dst = r.dst_nodes.binary_search(&i).is_ok();
         if in_src != is_src || in_dst != is_dst {
             let r = Arc::make_mut(r);
-            if is_src {
-                insert_sorted(&mut r.src_nodes, i);
-            } else {
-                remove_sorted(&mut r.src_nodes, i);
-            }
-            if is_dst {
-                insert_sorted(&mut r.dst_nodes, i);
-            } else {
-                remove_sorted(&mut r.dst_nodes, i);
-            }
+            set_sorted(&mut r.src_nodes, i, is_src);
+            set_sorted(&mut r.dst_nodes, i, is_dst);
         }
     }
 

@@ -55,6 +55,15 @@ pub(crate) fn remove_sorted(v: &mut Vec<u32>, x: u32) {
     }
 }
 
+/// Puts `x` into the sorted set `v` when `present`, takes it out otherwise.
+pub(crate) fn set_sorted(v: &mut Vec<u32>, x: u32, present: bool) {
+    if present {
+        insert_sorted(v, x)
+    } else {
+        remove_sorted(v, x)
+    }
+}
+
 /// The identity part of an alias list: which nodes it names by who they
 /// are (not by address).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
