@@ -69,13 +69,7 @@ fn empty() -> Json<dto::Empty> {
 // ----- health and fallbacks -----
 
 pub async fn health(AxState(state): AxState<State>) -> Response {
-    let ok = match state.store().schema_version().await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::error!("health check: database unreachable: {e}");
-            false
-        }
-    };
+    let ok = state.health().await.is_ok();
     let status = if ok {
         StatusCode::OK
     } else {

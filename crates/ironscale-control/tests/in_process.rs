@@ -528,14 +528,8 @@ async fn health_hides_the_database_error() {
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert!(ok.contains("\"pass\""), "{ok}");
 
-    s.state.store().close().await;
-    let err = s
-        .state
-        .store()
-        .schema_version()
-        .await
-        .unwrap_err()
-        .to_string();
+    s.store.close().await;
+    let err = s.store.schema_version().await.unwrap_err().to_string();
     assert!(!err.is_empty());
     let bad = get(s.addr).await;
     assert!(bad.starts_with("HTTP/1.1 503"), "{bad}");

@@ -41,6 +41,14 @@ pub use policy::{PolicyRejected, PolicySetError, PolicyState, POLICY_KV_KEY};
 pub use register::RegisterOutcome;
 pub use session::{Pending, SessionSlot};
 
+/// Why [`State::health`] failed, without the underlying error's text (it is
+/// in the server log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HealthError {
+    #[error("the database is unreachable")]
+    DatabaseUnreachable,
+}
+
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
 /// Settings the state layer needs (mapped from the config by the binary).
@@ -167,8 +175,26 @@ impl State {
         Ok(state)
     }
 
-    pub fn store(&self) -> &Store {
+    /// The store, for this crate's commands only: callers outside ask
+    /// `State` for what they need ([`State::health`],
+    /// [`State::stored_policy`]), so every write goes through the writer lock
+    /// and the snapshot never falls behind the database (checked by the
+    /// layering test).
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Whether the database answers. The error is logged here and not
+    /// returned: health routes may be public, and a driver's message names
+    /// paths, hosts and users.
+    pub async fn health(&self) -> Result<(), HealthError> {
+        match self.inner.store.schema_version().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!("health check: the database is unreachable: {e}");
+                Err(HealthError::DatabaseUnreachable)
+            }
+        }
     }
 
     pub fn settings(&self) -> &Settings {

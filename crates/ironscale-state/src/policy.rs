@@ -64,6 +64,12 @@ pub(crate) fn policy_relevant(a: &Node, b: &Node) -> bool {
 }
 
 impl State {
+    /// The policy text `policy.mode: database` keeps (`None`: none stored
+    /// yet, allow all), as stored, whether or not it is in force.
+    pub async fn stored_policy(&self) -> Result<Option<String>, ironscale_store::StoreError> {
+        self.store().kv_get(POLICY_KV_KEY).await
+    }
+
     /// Parse and compile `text` against the current tailnet without installing it.
     pub fn check_policy(
         &self,

@@ -8,7 +8,6 @@ use clap::Subcommand;
 use ironscale_config::{Config, PolicyMode};
 
 use crate::cli::Output;
-use crate::policy_runtime::DB_KEY;
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCmd {
@@ -143,7 +142,7 @@ pub async fn direct(cmd: PolicyCmd, cfg: &Config) -> anyhow::Result<std::process
     );
     let state = crate::serve::offline_state(cfg).await?;
     match cmd {
-        PolicyCmd::Get { .. } => match state.store().kv_get(DB_KEY).await? {
+        PolicyCmd::Get { .. } => match state.stored_policy().await? {
             Some(text) => print!("{text}"),
             None => anyhow::bail!("no policy is stored in the database (allow all is in force)"),
         },

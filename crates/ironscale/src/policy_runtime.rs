@@ -10,9 +10,6 @@ use anyhow::Context;
 use ironscale_config::{Config, PolicyMode};
 use ironscale_state::State;
 
-/// The key under which `policy.mode: database` keeps the policy text.
-pub const DB_KEY: &str = ironscale_state::POLICY_KV_KEY;
-
 fn fingerprint(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
     use std::hash::{Hash, Hasher};
     let meta = std::fs::metadata(path).ok()?;
@@ -53,7 +50,7 @@ pub async fn load_initial(cfg: &Config, state: &State) -> anyhow::Result<()> {
                 );
             }
         }
-        PolicyMode::Database => match state.store().kv_get(DB_KEY).await? {
+        PolicyMode::Database => match state.stored_policy().await? {
             Some(text) => {
                 state
                     .set_policy_text(&text, "policy (database)")

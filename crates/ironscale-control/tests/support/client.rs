@@ -21,6 +21,9 @@ use tokio::net::TcpStream;
 pub struct Server {
     pub addr: std::net::SocketAddr,
     pub state: State,
+    /// The store the state was loaded from (a handle on the same pool), for
+    /// tests that break the database under the server.
+    pub store: Store,
     pub server_pub: MachinePublic,
     _dir: tempfile::TempDir,
 }
@@ -32,7 +35,7 @@ pub async fn start() -> Server {
     ))
     .await
     .unwrap();
-    let state = State::load(store, Settings::default(), wire::DerpMap::default())
+    let state = State::load(store.clone(), Settings::default(), wire::DerpMap::default())
         .await
         .unwrap();
     let key = PrivateKey::generate();
@@ -49,6 +52,7 @@ pub async fn start() -> Server {
     Server {
         addr,
         state,
+        store,
         server_pub,
         _dir: dir,
     }
