@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use ironscale_store::NodeUpdate;
 use ironscale_types::{DnsLabel, Node, NodeId, Tag, Timestamp};
 use ironscale_wire as wire;
 
@@ -120,6 +121,11 @@ impl State {
     /// Persist a changed node and publish it. Writer lock held.
     pub(crate) async fn save_node_locked(&self, n: Node) -> Result<Arc<Node>> {
         self.inner.store.update_node(&n).await?;
+        self.publish_node_locked(n)
+    }
+
+    /// Swap a node (already persisted) into the snapshot. Writer lock held.
+    fn publish_node_locked(&self, n: Node) -> Result<Arc<Node>> {
         let id = n.id;
         let n = Arc::new(n);
         let out = n.clone();
@@ -177,7 +183,39 @@ impl State {
         if m == *cur {
             return Ok(Some(cur));
         }
-        Ok(Some(self.save_node_locked(m).await?))
+        Ok(Some(self.save_reported_locked(&cur, m).await?))
+    }
+
+    /// Persist what a client reported (presence, and the durable fields its
+    /// MapRequest carries) field by field, in one transaction, and publish
+    /// the node. Columns the client does not report (names, owner, approved
+    /// routes, expiry) are not written, so an admin change made meanwhile by
+    /// another writer survives. Writer lock held.
+    async fn save_reported_locked(&self, cur: &Node, n: Node) -> Result<Arc<Node>> {
+        let presence = n.presence();
+        let update = NodeUpdate {
+            hostname: (n.hostname != cur.hostname).then(|| n.hostname.clone()),
+            hostinfo_json: (n.hostinfo_json != cur.hostinfo_json).then(|| n.hostinfo_json.clone()),
+            announced_routes: (n.announced_routes != cur.announced_routes)
+                .then(|| n.announced_routes.clone()),
+            capver: (n.capver != cur.capver).then_some(n.capver),
+            ..Default::default()
+        };
+        let store = &self.inner.store;
+        match (presence != cur.presence(), !update.is_empty()) {
+            (true, true) => {
+                let mut tx = store.begin().await?;
+                tx.update_node_presence(n.id, &presence).await?;
+                tx.update_node_fields(n.id, &update).await?;
+                tx.commit().await?;
+            }
+            (true, false) => store.update_node_presence(n.id, &presence).await?,
+            (false, true) => {
+                store.update_node_fields(n.id, &update).await?;
+            }
+            (false, false) => {}
+        }
+        self.publish_node_locked(n)
     }
 
     pub(crate) fn allocate_ips(

@@ -51,7 +51,14 @@ impl State {
         };
         let mut n = (*node).clone();
         n.last_seen = Some(now());
-        if let Err(e) = self.inner.store.update_node(&n).await {
+        // Presence only: an admin change written meanwhile (by another
+        // instance) keeps its fields.
+        if let Err(e) = self
+            .inner
+            .store
+            .update_node_presence(id, &n.presence())
+            .await
+        {
             tracing::warn!(node = id.0, "persisting last_seen failed: {e}");
         }
         let n = Arc::new(n);
