@@ -88,7 +88,7 @@ async fn map(
             return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();
         }
     };
-    if node.is_expired(chrono::Utc::now()) && req.stream {
+    if node.is_expired(ctl.state.now()) && req.stream {
         // The first frame still goes out: the client learns its KeyExpiry from it.
         tracing::debug!(node = node.id.0, "map stream for an expired node");
     }
@@ -105,7 +105,7 @@ async fn map(
             return StatusCode::OK.into_response();
         }
         let t = ctl.state.snapshot();
-        let now = chrono::Utc::now();
+        let now = ctl.state.now();
         let Some(view) = build_view(&t, node.id, req.version, now) else {
             return (StatusCode::NOT_FOUND, "node not found\n").into_response();
         };
@@ -175,7 +175,7 @@ async fn stream_session(
 ) -> Result<(), &'static str> {
     let keepalive = timing.keepalive;
     let id = slot.node_id;
-    let now = chrono::Utc::now();
+    let now = state.now();
     let t = state.snapshot();
     let mut view = build_view(&t, id, capver, now).ok_or("node gone")?;
     // Anything published before this point is already in `view`.
@@ -201,7 +201,7 @@ async fn stream_session(
                 }
                 let pending = slot.take();
                 let t = state.snapshot();
-                let now = chrono::Utc::now();
+                let now = state.now();
                 let delta = if pending.full {
                     let next = build_view(&t, id, capver, now).ok_or("node gone")?;
                     let d = diff(&view, &next);

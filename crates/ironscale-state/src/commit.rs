@@ -31,6 +31,7 @@ impl State {
             }
             Change::Full => BTreeSet::new(),
         };
+        self.update_timers_for(&old, &next, &changed_nodes);
         let changed_primaries = next.update_routes(&old, changed_nodes.iter().copied());
         if !changed_nodes.is_empty() || !changed_users.is_empty() {
             let mut ix = (**self.inner.index.load()).clone();

@@ -2,7 +2,7 @@
 
 use ironscale_types::{PreAuthKey, Timestamp, UserRef};
 
-use crate::{now, Result, State, StateError};
+use crate::{Result, State, StateError};
 
 impl State {
     /// Create a key; returns the record and the full secret (shown once).
@@ -34,7 +34,7 @@ impl State {
         Ok(self
             .inner
             .store
-            .create_preauth_key(user_id, reusable, ephemeral, expiration, &tags, now())
+            .create_preauth_key(user_id, reusable, ephemeral, expiration, &tags, self.now())
             .await?)
     }
 
@@ -58,9 +58,12 @@ impl State {
                     || id_or_prefix.contains(&k.prefix)
             })
             .ok_or_else(|| StateError::KeyNotFound(id_or_prefix.to_string()))?;
-        self.inner.store.expire_preauth_key(k.id, now()).await?;
+        self.inner
+            .store
+            .expire_preauth_key(k.id, self.now())
+            .await?;
         Ok(PreAuthKey {
-            expiration: Some(now()),
+            expiration: Some(self.now()),
             ..k
         })
     }

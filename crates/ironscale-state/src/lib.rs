@@ -9,6 +9,7 @@
 //!   sessions that can see those nodes; sessions coalesce and build deltas
 //!   themselves, so admin calls never wait on map fan-out.
 
+mod clock;
 mod commit;
 mod error;
 mod index;
@@ -35,11 +36,13 @@ use ironscale_types::{Node, NodeId, Timestamp};
 use ironscale_wire as wire;
 use parking_lot::Mutex;
 
+pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use error::StateError;
 pub use nodes::{sanitize_label, validate_tag};
 pub use policy::{PolicyRejected, PolicySetError, PolicyState, POLICY_KV_KEY};
 pub use register::RegisterOutcome;
 pub use session::{Pending, SessionSlot};
+pub use timers::TimerKind;
 
 /// Why [`State::health`] failed, without the underlying error's text (it is
 /// in the server log).
@@ -103,7 +106,14 @@ struct Inner {
     write: tokio::sync::Mutex<()>,
     ipam: Mutex<Allocator>,
     sessions: Mutex<HashMap<NodeId, Arc<SessionSlot>>>,
-    ephemeral_timers: Mutex<HashMap<NodeId, tokio::task::JoinHandle<()>>>,
+    /// Where time comes from (system clock in production, manual in tests).
+    clock: Arc<dyn Clock>,
+    /// Every node timer (ephemeral deletion, key expiry); one driver task.
+    timers: Mutex<timers::TimerTable>,
+    /// Wakes the timer driver when the table changed.
+    timers_changed: Arc<tokio::sync::Notify>,
+    /// The clock time up to which the driver has fired timers.
+    fired_through: tokio::sync::watch::Sender<Timestamp>,
     policy: Mutex<policy::PolicyState>,
 }
 
@@ -121,13 +131,21 @@ impl std::fmt::Debug for State {
     }
 }
 
-fn now() -> Timestamp {
-    chrono::Utc::now()
-}
-
 impl State {
-    /// Load everything from the store and build the first snapshot.
+    /// Load everything from the store and build the first snapshot, on the
+    /// system clock.
     pub async fn load(store: Store, settings: Settings, derp_map: wire::DerpMap) -> Result<State> {
+        Self::load_with_clock(store, settings, derp_map, Arc::new(SystemClock)).await
+    }
+
+    /// [`State::load`] on a given clock (tests: a [`ManualClock`]). Starts the
+    /// timer driver, so it must run inside a tokio runtime.
+    pub async fn load_with_clock(
+        store: Store,
+        settings: Settings,
+        derp_map: wire::DerpMap,
+        clock: Arc<dyn Clock>,
+    ) -> Result<State> {
         let users = store.list_users().await?;
         let nodes = store.list_nodes().await?;
         let mut ipam = Allocator::new(settings.prefix_v4, settings.prefix_v6, settings.allocation)?;
@@ -157,21 +175,15 @@ impl State {
                 write: tokio::sync::Mutex::new(()),
                 ipam: Mutex::new(ipam),
                 sessions: Mutex::new(HashMap::new()),
-                ephemeral_timers: Mutex::new(HashMap::new()),
+                fired_through: tokio::sync::watch::Sender::new(clock.now()),
+                clock,
+                timers: Mutex::new(timers::TimerTable::default()),
+                timers_changed: Arc::new(tokio::sync::Notify::new()),
                 policy: Mutex::new(policy::PolicyState::default()),
             }),
         };
-        // Ephemeral nodes left over from a previous run get their grace period again.
-        let leftovers: Vec<NodeId> = state
-            .snapshot()
-            .nodes
-            .values()
-            .filter(|n| n.ephemeral)
-            .map(|n| n.id)
-            .collect();
-        for id in leftovers {
-            state.schedule_ephemeral_deletion(id);
-        }
+        state.init_timers();
+        state.spawn_timer_driver();
         Ok(state)
     }
 

@@ -9,7 +9,7 @@ use ironscale_store::NodeUpdate;
 use ironscale_types::{DnsLabel, Node, NodeId, Tag, Timestamp};
 use ironscale_wire as wire;
 
-use crate::{now, Change, Result, State, StateError};
+use crate::{Change, Result, State, StateError};
 
 impl State {
     pub fn list_nodes(&self) -> Vec<Arc<Node>> {
@@ -38,9 +38,6 @@ impl State {
                 ipam.release(ip);
             }
         }
-        if let Some(h) = self.inner.ephemeral_timers.lock().remove(&id) {
-            h.abort();
-        }
         self.commit(
             |t| {
                 t.nodes.remove(&id);
@@ -59,7 +56,7 @@ impl State {
     pub async fn expire_node(&self, id: NodeId, at: Option<Timestamp>) -> Result<Arc<Node>> {
         let _w = self.inner.write.lock().await;
         let mut n = (*self.get_node(id)?).clone();
-        n.expiry = Some(at.unwrap_or_else(now));
+        n.expiry = Some(at.unwrap_or_else(|| self.now()));
         self.save_node_locked(n).await
     }
 

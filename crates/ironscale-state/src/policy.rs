@@ -137,7 +137,7 @@ impl State {
             ps.text = Some(text.to_string());
             ps.policy = Some(Arc::new(policy));
             ps.compiled = Some(compiled.clone());
-            ps.updated_at = Some(chrono::Utc::now());
+            ps.updated_at = Some(self.now());
         }
         let view: Arc<dyn PolicyView> = Arc::new(CompiledView(compiled));
         self.commit(|t| t.policy = view, Change::Full);

@@ -11,7 +11,7 @@ use ironscale_types::{DnsLabel, Node, NodeId, PreAuthKey, RegisterMethod, Timest
 use ironscale_wire as wire;
 
 use crate::nodes::apply_hostinfo;
-use crate::{now, Change, State, StateError};
+use crate::{Change, State, StateError};
 
 /// The answer to a register request, plus the node it concerns (if any).
 #[derive(Debug)]
@@ -38,7 +38,7 @@ impl State {
     fn authorized(&self, node: &Arc<Node>) -> RegisterOutcome {
         let mut r = wire::RegisterResponse::empty();
         r.machine_authorized = true;
-        r.node_key_expired = node.is_expired(now());
+        r.node_key_expired = node.is_expired(self.now());
         let t = self.snapshot();
         match t.user_of(node).filter(|_| !node.is_tagged()) {
             Some(u) => {
@@ -123,7 +123,7 @@ impl State {
         machine: MachinePublic,
         req: &wire::RegisterRequest,
     ) -> Result<RegisterOutcome, StateError> {
-        let now = now();
+        let now = self.now();
         if req.node_key.is_zero() {
             return Ok(RegisterOutcome::refuse(
                 "register request without a node key",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ironscale_types::NodeId;
 
-use crate::{now, Change, Result, SessionSlot, State, StateError};
+use crate::{Change, Result, SessionSlot, State, StateError};
 
 impl State {
     /// Register a streaming session for `id`, replacing (closing) an older one.
@@ -14,9 +14,7 @@ impl State {
         if let Some(old) = self.inner.sessions.lock().insert(id, slot.clone()) {
             old.close();
         }
-        if let Some(h) = self.inner.ephemeral_timers.lock().remove(&id) {
-            h.abort();
-        }
+        self.cancel_timer(crate::TimerKind::EphemeralDeletion, id);
         let _w = self.inner.write.lock().await;
         if !self.snapshot().nodes.contains_key(&id) {
             self.inner.sessions.lock().remove(&id);
@@ -50,7 +48,7 @@ impl State {
             return;
         };
         let mut n = (*node).clone();
-        n.last_seen = Some(now());
+        n.last_seen = Some(self.now());
         // Presence only: an admin change written meanwhile (by another
         // instance) keeps its fields.
         if let Err(e) = self

@@ -1,59 +1,307 @@
 //! Node timers: ephemeral nodes deleted after inactivity, key expiry announced.
+//!
+//! One table holds every deadline, keyed by (kind, node): setting a timer
+//! replaces that node's earlier timer of the same kind, cancelling removes it.
+//! One driver task sleeps on the injected [`Clock`](crate::Clock) until the
+//! earliest deadline (or until the table changes) and fires what is due under
+//! the writer lock. Invariants:
+//! - at most one entry per (kind, node); both indexes hold the same entries;
+//! - a node with an expiry in the future has an `Expiry` entry at exactly that
+//!   instant (kept by `commit`, which sees every node change), and no node
+//!   that is gone has any entry;
+//! - an ephemeral node has an `EphemeralDeletion` entry from its disconnect
+//!   until it reconnects, is deleted, or the entry fires.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Weak};
 
-use ironscale_types::NodeId;
+use ironscale_mapper::Tailnet;
+use ironscale_types::{NodeId, Timestamp};
 
-use crate::{now, Change, State};
+use crate::{Change, Inner, State};
 
-impl State {
-    pub(crate) fn schedule_ephemeral_deletion(&self, id: NodeId) {
-        let state = self.clone();
-        let wait = self.inner.settings.ephemeral_inactivity_timeout;
-        let h = tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let _w = state.inner.write.lock().await;
-            if state.snapshot().online.contains(&id) {
-                return;
-            }
-            state.inner.ephemeral_timers.lock().remove(&id);
-            match state.delete_node_locked(id).await {
-                Ok(n) => {
-                    tracing::info!(node = id.0, name = %n.given_name, "ephemeral node removed after inactivity")
-                }
-                Err(e) => tracing::debug!(node = id.0, "ephemeral cleanup: {e}"),
-            }
-        });
-        if let Some(old) = self.inner.ephemeral_timers.lock().insert(id, h) {
-            old.abort();
+/// What a timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKind {
+    /// Delete the node if it is still ephemeral and offline.
+    EphemeralDeletion,
+    /// The node's key expired: tell the node and its peers.
+    Expiry,
+}
+
+/// Deadlines by (kind, node), ordered by instant.
+#[derive(Debug, Default)]
+pub(crate) struct TimerTable {
+    by_deadline: BTreeSet<(Timestamp, TimerKind, NodeId)>,
+    by_key: HashMap<(TimerKind, NodeId), Timestamp>,
+}
+
+impl TimerTable {
+    /// Set (or move) the timer of `kind` for `id`. Returns whether the
+    /// earliest deadline may have changed.
+    pub(crate) fn set(&mut self, kind: TimerKind, id: NodeId, at: Timestamp) -> bool {
+        if let Some(old) = self.by_key.insert((kind, id), at) {
+            self.by_deadline.remove(&(old, kind, id));
+        }
+        self.by_deadline.insert((at, kind, id));
+        true
+    }
+
+    /// Cancel the timer of `kind` for `id`; returns whether there was one.
+    pub(crate) fn cancel(&mut self, kind: TimerKind, id: NodeId) -> bool {
+        match self.by_key.remove(&(kind, id)) {
+            Some(at) => self.by_deadline.remove(&(at, kind, id)),
+            None => false,
         }
     }
 
-    /// Watch for node keys expiring: when a node's expiry passes, the node and
-    /// its peers are told (the node sees its past KeyExpiry and asks its user
-    /// to log in again; peers stop using it).
-    pub fn spawn_expiry_watch(&self, every: Duration) {
-        let state = self.clone();
-        tokio::spawn(async move {
-            let mut last = now();
-            loop {
-                tokio::time::sleep(every).await;
-                let t = now();
-                let ids: BTreeSet<NodeId> = state
-                    .snapshot()
-                    .nodes
-                    .values()
-                    .filter(|n| matches!(n.expiry, Some(e) if e > last && e <= t))
-                    .map(|n| n.id)
-                    .collect();
-                last = t;
-                if !ids.is_empty() {
-                    tracing::info!(nodes = ids.len(), "node keys expired");
-                    let snap = state.snapshot();
-                    state.publish(&snap, &snap, &Change::Nodes(ids));
+    pub(crate) fn get(&self, kind: TimerKind, id: NodeId) -> Option<Timestamp> {
+        self.by_key.get(&(kind, id)).copied()
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Timestamp> {
+        self.by_deadline.first().map(|(at, _, _)| *at)
+    }
+
+    /// Remove and return every timer due at `now`, earliest first.
+    pub(crate) fn take_due(&mut self, now: Timestamp) -> Vec<(TimerKind, NodeId)> {
+        let mut due = Vec::new();
+        while let Some(&(at, kind, id)) = self.by_deadline.first() {
+            if at > now {
+                break;
+            }
+            self.by_deadline.pop_first();
+            self.by_key.remove(&(kind, id));
+            due.push((kind, id));
+        }
+        due
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        debug_assert_eq!(self.by_key.len(), self.by_deadline.len());
+        self.by_key.len()
+    }
+}
+
+impl State {
+    /// The state layer's current time (its injected clock).
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// The clock this state runs on.
+    pub fn clock(&self) -> &Arc<dyn crate::Clock> {
+        &self.inner.clock
+    }
+
+    /// Number of pending node timers (ephemeral deletions and key expiries).
+    pub fn timer_count(&self) -> usize {
+        self.inner.timers.lock().len()
+    }
+
+    /// When the timer of `kind` for node `id` fires, if one is set.
+    pub fn timer_deadline(&self, kind: TimerKind, id: NodeId) -> Option<Timestamp> {
+        self.inner.timers.lock().get(kind, id)
+    }
+
+    fn set_timer(&self, kind: TimerKind, id: NodeId, at: Timestamp) {
+        if self.inner.timers.lock().set(kind, id, at) {
+            self.inner.timers_changed.notify_one();
+        }
+    }
+
+    pub(crate) fn cancel_timer(&self, kind: TimerKind, id: NodeId) {
+        if self.inner.timers.lock().cancel(kind, id) {
+            self.inner.timers_changed.notify_one();
+        }
+    }
+
+    /// An ephemeral node went offline: delete it after the inactivity timeout
+    /// unless it reconnects first (a later disconnect restarts the timer).
+    pub(crate) fn schedule_ephemeral_deletion(&self, id: NodeId) {
+        let wait = chrono::Duration::from_std(self.inner.settings.ephemeral_inactivity_timeout)
+            .unwrap_or(chrono::Duration::MAX);
+        let now = self.now();
+        let at = now
+            .checked_add_signed(wait)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        self.set_timer(TimerKind::EphemeralDeletion, id, at);
+    }
+
+    /// Bring the expiry timers in step with a commit's changed nodes: an
+    /// expiry in the future gets a timer at that instant, a moved one is moved,
+    /// a cleared or past one (and any timer of a deleted node) is cancelled.
+    /// Costs the changed nodes, not the tailnet.
+    pub(crate) fn update_timers_for(&self, old: &Tailnet, next: &Tailnet, ids: &BTreeSet<NodeId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let mut table = self.inner.timers.lock();
+        let mut changed = false;
+        for id in ids {
+            match next.nodes.get(id) {
+                None => {
+                    changed |= table.cancel(TimerKind::Expiry, *id);
+                    changed |= table.cancel(TimerKind::EphemeralDeletion, *id);
+                }
+                Some(n) => {
+                    let before = old.nodes.get(id).and_then(|o| o.expiry);
+                    if before == n.expiry && old.nodes.contains_key(id) {
+                        continue;
+                    }
+                    changed |= match n.expiry {
+                        Some(e) if e > now => table.set(TimerKind::Expiry, *id, e),
+                        _ => table.cancel(TimerKind::Expiry, *id),
+                    };
                 }
             }
+        }
+        drop(table);
+        if changed {
+            self.inner.timers_changed.notify_one();
+        }
+    }
+
+    /// Timers for a freshly loaded snapshot: every future expiry; ephemeral
+    /// nodes left over from a previous run get their grace period again.
+    pub(crate) fn init_timers(&self) {
+        let t = self.snapshot();
+        let now = self.now();
+        for n in t.nodes.values() {
+            if let Some(e) = n.expiry.filter(|e| *e > now) {
+                self.inner.timers.lock().set(TimerKind::Expiry, n.id, e);
+            }
+            if n.ephemeral {
+                self.schedule_ephemeral_deletion(n.id);
+            }
+        }
+        self.inner.timers_changed.notify_one();
+    }
+
+    /// Start the one task that fires every node timer. It ends when the last
+    /// `State` handle is dropped.
+    pub(crate) fn spawn_timer_driver(&self) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let clock = self.inner.clock.clone();
+        let changed = self.inner.timers_changed.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = match weak.upgrade() {
+                    Some(inner) => inner.timers.lock().next_deadline(),
+                    None => return,
+                };
+                match next {
+                    Some(at) => {
+                        tokio::select! {
+                            _ = clock.sleep_until(at) => {}
+                            _ = changed.notified() => continue,
+                        }
+                    }
+                    None => {
+                        changed.notified().await;
+                        continue;
+                    }
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                State { inner }.fire_due().await;
+            }
         });
+    }
+
+    /// Fire every timer due now, under the writer lock.
+    async fn fire_due(&self) {
+        let _w = self.inner.write.lock().await;
+        let now = self.now();
+        let due = self.inner.timers.lock().take_due(now);
+        let mut expired = BTreeSet::new();
+        for (kind, id) in due {
+            let snap = self.snapshot();
+            let Some(n) = snap.nodes.get(&id) else {
+                continue;
+            };
+            match kind {
+                TimerKind::EphemeralDeletion => {
+                    if !n.ephemeral || snap.online.contains(&id) {
+                        continue;
+                    }
+                    match self.delete_node_locked(id).await {
+                        Ok(n) => {
+                            tracing::info!(node = id.0, name = %n.given_name, "ephemeral node removed after inactivity")
+                        }
+                        Err(e) => tracing::debug!(node = id.0, "ephemeral cleanup: {e}"),
+                    }
+                }
+                TimerKind::Expiry => {
+                    if n.expiry.is_some_and(|e| e <= now) {
+                        expired.insert(id);
+                    }
+                }
+            }
+        }
+        if !expired.is_empty() {
+            // The node sees its past KeyExpiry and asks its user to log in
+            // again; peers stop using it.
+            tracing::info!(nodes = expired.len(), "node keys expired");
+            let snap = self.snapshot();
+            self.publish(&snap, &snap, &Change::Nodes(expired));
+        }
+        self.inner.fired_through.send_replace(now);
+    }
+
+    /// Wait until every timer due at the clock's current time has fired (for
+    /// tests in virtual time: advance the clock, then wait for this).
+    pub async fn timers_settled(&self) {
+        let target = self.now();
+        let mut fired = self.inner.fired_through.subscribe();
+        loop {
+            {
+                let _w = self.inner.write.lock().await;
+                // Due timers are taken and fired in one writer-lock hold, so
+                // with the lock held "none due" means "all due ones fired".
+                let next = self.inner.timers.lock().next_deadline();
+                if next.is_none_or(|at| at > target) {
+                    return;
+                }
+            }
+            self.inner.timers_changed.notify_one();
+            if fired.wait_for(|t| *t >= target).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(s, 0).expect("valid")
+    }
+
+    #[test]
+    fn table_keeps_one_entry_per_key_and_pops_in_order() {
+        let mut t = TimerTable::default();
+        t.set(TimerKind::Expiry, NodeId(1), ts(30));
+        t.set(TimerKind::Expiry, NodeId(2), ts(10));
+        t.set(TimerKind::EphemeralDeletion, NodeId(1), ts(20));
+        // Moving a timer replaces it.
+        t.set(TimerKind::Expiry, NodeId(1), ts(40));
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.next_deadline(), Some(ts(10)));
+        assert!(t.cancel(TimerKind::Expiry, NodeId(2)));
+        assert!(!t.cancel(TimerKind::Expiry, NodeId(2)));
+        assert_eq!(t.next_deadline(), Some(ts(20)));
+        assert_eq!(t.take_due(ts(19)), vec![]);
+        assert_eq!(
+            t.take_due(ts(40)),
+            vec![
+                (TimerKind::EphemeralDeletion, NodeId(1)),
+                (TimerKind::Expiry, NodeId(1))
+            ]
+        );
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.next_deadline(), None);
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ironscale_types::{NodeId, User, UserName, UserRef};
 
-use crate::{now, Change, Result, State, StateError};
+use crate::{Change, Result, State, StateError};
 
 impl State {
     pub fn list_users(&self) -> Vec<User> {
@@ -44,7 +44,7 @@ impl State {
             email: email.to_string(),
             ..Default::default()
         };
-        let u = self.inner.store.create_user(&new, now()).await?;
+        let u = self.inner.store.create_user(&new, self.now()).await?;
         let out = u.clone();
         self.commit(
             |t| {
@@ -71,7 +71,10 @@ impl State {
         }
         let mut nu = (*u).clone();
         nu.name = new_name.to_string();
-        self.inner.store.rename_user(u.id, new_name, now()).await?;
+        self.inner
+            .store
+            .rename_user(u.id, new_name, self.now())
+            .await?;
         let owned: BTreeSet<NodeId> = self.inner.index.load().nodes_of(u.id);
         let out = nu.clone();
         self.commit(

@@ -305,7 +305,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("loading state")?;
     crate::policy_runtime::load_initial(&cfg, &state).await?;
     crate::policy_runtime::spawn_file_watch(&cfg, state.clone());
-    state.spawn_expiry_watch(std::time::Duration::from_secs(15));
     derpmap::spawn_refresh(
         cfg.clone(),
         derp.as_ref().map(|d| d.region.clone()),
