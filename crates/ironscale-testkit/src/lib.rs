@@ -35,8 +35,8 @@ pub use lab::{list_namespaces, Host, Lab, Nat, NatHost, Proc};
 pub use nix::sys::signal::Signal;
 pub use pki::TestPki;
 pub use server::{
-    lab_with_server, server_bin, KeyOpts, NodeInfo, ServerProc, CONTROL_PORT, DERP_REGION_CODE,
-    DERP_TLS_PORT, METRICS_PORT, STUN_PORT,
+    lab_with_server, lab_with_server_env, server_bin, KeyOpts, NodeInfo, ServerProc, CONTROL_PORT,
+    DERP_REGION_CODE, DERP_TLS_PORT, METRICS_PORT, STUN_PORT,
 };
 pub use tailscaled::{PeerStatus, Tailscaled};
 pub use util::{

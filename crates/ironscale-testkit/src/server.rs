@@ -123,6 +123,8 @@ pub struct ServerProc {
     url: String,
     proc: Option<Proc>,
     starts: u32,
+    /// Extra environment for the server process (kept across restarts).
+    env: Vec<(String, String)>,
 }
 
 impl ServerProc {
@@ -162,6 +164,16 @@ impl ServerProc {
     /// `GET /key?v=130` answers 200 and the CLI socket exists. `bin`: the server binary (pass
     /// `Some(Path::new(env!("CARGO_BIN_EXE_ironscale")))`); `None` uses `$IRONSCALE_BIN`.
     pub fn start(lab: &Lab, bin: Option<&Path>, overrides: Value) -> Result<ServerProc> {
+        Self::start_with_env(lab, bin, overrides, &[])
+    }
+
+    /// [`ServerProc::start`] with extra environment variables for the server.
+    pub fn start_with_env(
+        lab: &Lab,
+        bin: Option<&Path>,
+        overrides: Value,
+        env: &[(&str, &str)],
+    ) -> Result<ServerProc> {
         let bin = server_bin(bin)?;
         let dir = lab.dir().join("server");
         util::mkdir_private(&dir)?;
@@ -190,6 +202,10 @@ impl ServerProc {
             socket,
             proc: None,
             starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         s.spawn_and_wait()?;
         Ok(s)
@@ -212,6 +228,9 @@ impl ServerProc {
             .env("RUST_BACKTRACE", "1");
         if let Some(v) = std::env::var_os("RUST_LOG") {
             cmd.env("RUST_LOG", v);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         let (proc, _, _) =
             self.hub
@@ -440,10 +459,21 @@ pub fn lab_with_server(
     overrides: Value,
     user: &str,
 ) -> Result<(crate::Clients, Lab, ServerProc)> {
+    lab_with_server_env(prefix, bin, overrides, user, &[])
+}
+
+/// [`lab_with_server`] with extra environment variables for the server.
+pub fn lab_with_server_env(
+    prefix: &str,
+    bin: &Path,
+    overrides: Value,
+    user: &str,
+    env: &[(&str, &str)],
+) -> Result<(crate::Clients, Lab, ServerProc)> {
     util::require_root()?;
     let clients = crate::install_clients()?;
     let lab = Lab::new(prefix)?;
-    let server = ServerProc::start(&lab, Some(bin), overrides)?;
+    let server = ServerProc::start_with_env(&lab, Some(bin), overrides, env)?;
     server.create_user(user)?;
     Ok((clients, lab, server))
 }

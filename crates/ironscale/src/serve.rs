@@ -90,6 +90,26 @@ fn server_host_port(url: &str) -> anyhow::Result<(String, u16, bool)> {
     Ok((host, port, https))
 }
 
+/// Tests only: `IRONSCALE_TESTING_EPHEMERAL_INACTIVITY_TIMEOUT_MS` replaces
+/// `node.ephemeral.inactivity_timeout` (whose Headscale rule, more than 65 s,
+/// stays for configuration), so an interop test proves ephemeral deletion end
+/// to end in seconds. Not a config key and not for production: a client's
+/// reconnect gap longer than this deletes its ephemeral node.
+const TESTING_EPHEMERAL_TIMEOUT_VAR: &str = "IRONSCALE_TESTING_EPHEMERAL_INACTIVITY_TIMEOUT_MS";
+
+fn ephemeral_inactivity_timeout(cfg: &Config) -> anyhow::Result<std::time::Duration> {
+    let Some(v) = std::env::var_os(TESTING_EPHEMERAL_TIMEOUT_VAR) else {
+        return Ok(cfg.node.ephemeral_inactivity_timeout);
+    };
+    let ms: u64 = v.to_str().and_then(|v| v.parse().ok()).with_context(|| {
+        format!("{TESTING_EPHEMERAL_TIMEOUT_VAR}: not a number of milliseconds")
+    })?;
+    tracing::warn!(
+        "{TESTING_EPHEMERAL_TIMEOUT_VAR}={ms}: ephemeral nodes are deleted {ms} ms after they disconnect (testing only)"
+    );
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
     use ironscale_mapper::{DnsSettings, ExtraRecord};
     let mut extra: Vec<ExtraRecord> = cfg
@@ -114,7 +134,7 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
             .node
             .expiry
             .map(|d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)),
-        ephemeral_inactivity_timeout: cfg.node.ephemeral_inactivity_timeout,
+        ephemeral_inactivity_timeout: ephemeral_inactivity_timeout(cfg)?,
         dns: DnsSettings {
             magic_dns: cfg.dns.magic_dns,
             base_domain: cfg.dns.base_domain.clone(),
