@@ -537,3 +537,42 @@ async fn health_hides_the_database_error() {
     assert!(!bad.contains(&err), "the database error leaked: {bad}");
     assert!(!bad.contains("\"error\""), "an error field leaked: {bad}");
 }
+
+/// A node key's expiry reaches its peers' maps at the expiry instant of the
+/// state's clock, not before (virtual time: the clock is advanced, nothing
+/// sleeps for an hour), and the map's notion of "expired" reads that clock.
+#[tokio::test]
+async fn key_expiry_reaches_peers_at_its_instant_in_virtual_time() {
+    let clock = ironscale_state::ManualClock::new(chrono::Utc::now());
+    let s = start_with_clock(Arc::new(clock.clone())).await;
+    let key = new_key(&s, true).await;
+    let (a, _) = join(&s, &key, "alpha").await;
+    let (mut b, _) = join(&s, &key, "beta").await;
+    let alpha = s.state.node_by_key(&a.node.node_public()).unwrap().id;
+    let at = s.state.now() + chrono::Duration::hours(1);
+    s.state.expire_node(alpha, Some(at)).await.unwrap();
+
+    let mut fb = map_stream(&mut b.h2, &b.node.node_public(), &b.disco).await;
+    let first = fb.next().await;
+    let peer = first.peers.unwrap();
+    assert_eq!(peer.len(), 1);
+    assert_eq!(peer[0].name, "alpha.");
+    assert!(!peer[0].expired, "alpha expired an hour early");
+    let alpha_wire = peer[0].id;
+    fb.drain(Duration::from_millis(300)).await;
+
+    clock.advance(Duration::from_secs(3599));
+    s.state.timers_settled().await;
+    assert!(
+        fb.update_within(Duration::from_millis(500)).await.is_none(),
+        "an update before the expiry instant"
+    );
+    clock.advance(Duration::from_secs(1));
+    s.state.timers_settled().await;
+    let d = fb.next_update().await;
+    let changed = d.peers_changed.expect("PeersChanged at the expiry instant");
+    assert!(
+        changed.iter().any(|p| p.id == alpha_wire && p.expired),
+        "alpha not expired in beta's map: {changed:?}"
+    );
+}

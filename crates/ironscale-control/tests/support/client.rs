@@ -29,15 +29,25 @@ pub struct Server {
 }
 
 pub async fn start() -> Server {
+    start_with_clock(std::sync::Arc::new(ironscale_state::SystemClock)).await
+}
+
+/// [`start`] with the state on `clock` (tests in virtual time).
+pub async fn start_with_clock(clock: std::sync::Arc<dyn ironscale_state::Clock>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&ironscale_store::sqlite_config(
         dir.path().join("db.sqlite"),
     ))
     .await
     .unwrap();
-    let state = State::load(store.clone(), Settings::default(), wire::DerpMap::default())
-        .await
-        .unwrap();
+    let state = State::load_with_clock(
+        store.clone(),
+        Settings::default(),
+        wire::DerpMap::default(),
+        clock,
+    )
+    .await
+    .unwrap();
     let key = PrivateKey::generate();
     let server_pub = key.machine_public();
     let ctl = Control::new(state.clone(), key);
