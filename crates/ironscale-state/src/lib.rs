@@ -8,6 +8,8 @@
 //! - A change is published as "these nodes changed" (or "everything") to the
 //!   sessions that can see those nodes; sessions coalesce and build deltas
 //!   themselves, so admin calls never wait on map fan-out.
+//! - Time comes from the injected [`Clock`]; node timers live in one table
+//!   fired by one driver task (see `timers.rs`).
 
 mod clock;
 mod commit;

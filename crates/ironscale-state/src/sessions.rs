@@ -14,8 +14,10 @@ impl State {
         if let Some(old) = self.inner.sessions.lock().insert(id, slot.clone()) {
             old.close();
         }
-        self.cancel_timer(crate::TimerKind::EphemeralDeletion, id);
         let _w = self.inner.write.lock().await;
+        // Under the lock: an older stream's disconnect that got the lock first
+        // (and started the timer) is cancelled too.
+        self.cancel_timer(crate::TimerKind::EphemeralDeletion, id);
         if !self.snapshot().nodes.contains_key(&id) {
             self.inner.sessions.lock().remove(&id);
             return Err(StateError::NodeNotFound(id));

@@ -304,4 +304,79 @@ mod tests {
         assert_eq!(t.len(), 0);
         assert_eq!(t.next_deadline(), None);
     }
+
+    /// A stream ends while its node's new stream is starting: the old one's
+    /// disconnect takes the writer lock first and starts the ephemeral timer,
+    /// then the new one's connect must cancel it (a node online has none).
+    #[tokio::test]
+    async fn reconnect_racing_the_old_disconnect_cancels_the_ephemeral_timer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ironscale_store::Store::open(&ironscale_store::sqlite_config(
+            dir.path().join("s.sqlite"),
+        ))
+        .await
+        .expect("store");
+        let user = store
+            .create_user(&ironscale_store::NewUser::named("alice"), ts(0))
+            .await
+            .expect("user");
+        let mut k = [0u8; 32];
+        k[0] = 1;
+        let n = ironscale_types::Node {
+            id: NodeId(0),
+            machine_key: ironscale_keys::MachinePublic::from_bytes(k),
+            node_key: ironscale_keys::NodePublic::from_bytes(k),
+            disco_key: Default::default(),
+            ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, 1)),
+            ipv6: None,
+            hostname: "e".into(),
+            given_name: "e".into(),
+            user_id: Some(user.id),
+            tags: Vec::new(),
+            hostinfo_json: None,
+            home_derp: 0,
+            announced_routes: Vec::new(),
+            approved_routes: Vec::new(),
+            endpoints: Vec::new(),
+            expiry: None,
+            created_at: ts(0),
+            last_seen: None,
+            register_method: ironscale_types::RegisterMethod::AuthKey,
+            auth_key_id: None,
+            ephemeral: true,
+            capver: 106,
+        };
+        let id = store.insert_node(&n).await.expect("node").id;
+        let clock = crate::ManualClock::new(ts(1_000));
+        let state = State::load_with_clock(
+            store,
+            Default::default(),
+            Default::default(),
+            Arc::new(clock),
+        )
+        .await
+        .expect("state");
+        let old = state.connect(id).await.expect("connect");
+
+        let w = state.inner.write.lock().await;
+        let (s1, s2) = (state.clone(), state.clone());
+        let disconnect = tokio::spawn(async move { s1.disconnect(&old).await });
+        for _ in 0..10 {
+            tokio::task::yield_now().await; // the disconnect now waits for the lock
+        }
+        let connect = tokio::spawn(async move { s2.connect(id).await.map(|_| ()) });
+        for _ in 0..10 {
+            tokio::task::yield_now().await; // the connect waits behind it
+        }
+        drop(w);
+        disconnect.await.expect("disconnect");
+        connect.await.expect("join").expect("connect");
+
+        assert!(state.snapshot().online.contains(&id));
+        assert_eq!(
+            state.timer_deadline(TimerKind::EphemeralDeletion, id),
+            None,
+            "an online node has an ephemeral deletion pending"
+        );
+    }
 }
