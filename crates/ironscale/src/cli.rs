@@ -255,13 +255,13 @@ pub async fn run_nodes(cmd: NodesCmd, socket: &Path, out: Output) -> anyhow::Res
 
 /// What a command prints: data on stdout, remarks on stderr.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Printed {
-    stdout: String,
-    stderr: String,
+pub(crate) struct Printed {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Printed {
-    fn out(s: String) -> Self {
+    pub(crate) fn out(s: String) -> Self {
         Printed {
             stdout: s,
             stderr: String::new(),
@@ -269,7 +269,7 @@ impl Printed {
     }
 }
 
-fn emit(p: Printed) -> anyhow::Result<()> {
+pub(crate) fn emit(p: Printed) -> anyhow::Result<()> {
     use std::io::Write;
     if !p.stderr.is_empty() {
         eprint!("{}", p.stderr);
@@ -731,12 +731,12 @@ async fn list_users(c: &Client, q: &[(&str, String)]) -> anyhow::Result<Vec<dto:
 // ---------------------------------------------------------------------------
 // The client: HTTP/1.1 over the unix socket
 
-struct Client {
+pub(crate) struct Client {
     socket: PathBuf,
 }
 
 impl Client {
-    fn new(socket: &Path) -> Self {
+    pub(crate) fn new(socket: &Path) -> Self {
         Client {
             socket: socket.to_path_buf(),
         }
@@ -756,7 +756,12 @@ impl Client {
     }
 
     /// One request; the JSON body of a 2xx answer, or the server's message as the error.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| self.unreachable(e))?;
@@ -868,7 +873,7 @@ fn with_query(path: &str, q: &[(&str, String)]) -> String {
 // Rendering
 
 /// `table` for the default format; the Headscale-CLI JSON/YAML of `rest` otherwise.
-fn render(out: Output, rest: &Value, table: impl FnOnce() -> String) -> String {
+pub(crate) fn render(out: Output, rest: &Value, table: impl FnOnce() -> String) -> String {
     let v = cli_json(rest);
     match out {
         Output::Table => table(),
@@ -1151,6 +1156,65 @@ fn yaml_str(s: &str) -> String {
     } else {
         // A JSON string is a valid YAML double-quoted scalar.
         serde_json::to_string(s).unwrap_or_default()
+    }
+}
+
+/// A real API server on a temporary socket, for the CLI's tests.
+#[cfg(test)]
+pub(crate) mod test_server {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    pub(crate) struct Server {
+        _dir: tempfile::TempDir,
+        pub(crate) sock: PathBuf,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            if let Some(s) = self.stop.take() {
+                let _ = s.send(());
+            }
+        }
+    }
+
+    pub(crate) async fn server() -> Server {
+        server_with(Default::default()).await
+    }
+
+    /// A server whose state has these settings.
+    pub(crate) async fn server_with(settings: ironscale_state::Settings) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ironscale_store::Store::open(&ironscale_store::sqlite_config(
+            dir.path().join("db.sqlite"),
+        ))
+        .await
+        .expect("store");
+        let state = ironscale_state::State::load(store, settings, Default::default())
+            .await
+            .expect("state");
+        let sock = dir.path().join("run/ironscale.sock");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = ironscale_api::router(state);
+        let path = sock.clone();
+        tokio::spawn(async move {
+            let _ = ironscale_http::serve_unix(&path, 0o770, router, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        for _ in 0..200 {
+            if sock.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Server {
+            _dir: dir,
+            sock,
+            stop: Some(tx),
+        }
     }
 }
 
@@ -1574,52 +1638,7 @@ mod tests {
     mod live {
         use super::*;
 
-        struct Server {
-            _dir: tempfile::TempDir,
-            sock: PathBuf,
-            stop: Option<tokio::sync::oneshot::Sender<()>>,
-        }
-
-        impl Drop for Server {
-            fn drop(&mut self) {
-                if let Some(s) = self.stop.take() {
-                    let _ = s.send(());
-                }
-            }
-        }
-
-        async fn server() -> Server {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let store = ironscale_store::Store::open(&ironscale_store::sqlite_config(
-                dir.path().join("db.sqlite"),
-            ))
-            .await
-            .expect("store");
-            let state = ironscale_state::State::load(store, Default::default(), Default::default())
-                .await
-                .expect("state");
-            let sock = dir.path().join("run/ironscale.sock");
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let router = ironscale_api::router(state);
-            let path = sock.clone();
-            tokio::spawn(async move {
-                let _ = ironscale_http::serve_unix(&path, 0o770, router, async {
-                    let _ = rx.await;
-                })
-                .await;
-            });
-            for _ in 0..200 {
-                if sock.exists() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Server {
-                _dir: dir,
-                sock,
-                stop: Some(tx),
-            }
-        }
+        use crate::cli::test_server::server;
 
         fn no_tty(q: &str) -> anyhow::Result<bool> {
             bail!("{q}: not asking without a terminal; pass --force to confirm")

@@ -7,7 +7,9 @@ use clap::Subcommand;
 
 use ironscale_config::{Config, PolicyMode};
 
-use crate::cli::Output;
+use hyper::Method;
+
+use crate::cli::{Client, Output, Printed};
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCmd {
@@ -92,16 +94,18 @@ pub async fn remote(
     socket: &Path,
     out: Output,
 ) -> anyhow::Result<std::process::ExitCode> {
+    crate::cli::emit(remote_with(cmd, &Client::new(socket), out).await?)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn remote_with(cmd: PolicyCmd, c: &Client, out: Output) -> anyhow::Result<Printed> {
     let v = match &cmd {
-        PolicyCmd::Get { .. } => {
-            crate::cli::api_call(socket, "GET", "/api/v1/policy", None).await?
-        }
+        PolicyCmd::Get { .. } => c.call(Method::GET, "/api/v1/policy", None).await?,
         PolicyCmd::Set { file, .. } => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            crate::cli::api_call(
-                socket,
-                "PUT",
+            c.call(
+                Method::PUT,
                 "/api/v1/policy",
                 Some(serde_json::json!({ "policy": text })),
             )
@@ -115,16 +119,18 @@ pub async fn remote(
         }
         _ => anyhow::bail!("not a remote policy command"),
     };
-    match out {
-        Output::Json | Output::JsonLine | Output::Yaml => {
-            println!("{}", serde_json::to_string_pretty(&v)?)
-        }
-        Output::Table => match cmd {
-            PolicyCmd::Get { .. } => print!("{}", v["policy"].as_str().unwrap_or_default()),
-            _ => eprintln!("Policy updated"),
+    // -o json/json-line/yaml: the answer in Headscale's CLI shape; the
+    // table form is the policy text itself (get) or a remark (set).
+    Ok(match cmd {
+        PolicyCmd::Get { .. } => Printed::out(crate::cli::render(out, &v, || {
+            v["policy"].as_str().unwrap_or_default().to_string()
+        })),
+        _ if out == Output::Table => Printed {
+            stdout: String::new(),
+            stderr: "Policy updated\n".into(),
         },
-    }
-    Ok(std::process::ExitCode::SUCCESS)
+        _ => Printed::out(crate::cli::render(out, &v, String::new)),
+    })
 }
 
 /// `get` and `set` with `--bypass-grpc-and-access-database-directly`: the
@@ -205,4 +211,69 @@ pub async fn check_remote(file: &Path, socket: &Path) -> anyhow::Result<std::pro
 /// The server names the policy "policy"; show the user's file name instead.
 fn name_file(msg: &str, file: &Path) -> String {
     msg.replace("policy:", &format!("{}:", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::test_server::server_with;
+
+    fn database_mode() -> ironscale_state::Settings {
+        ironscale_state::Settings {
+            policy_in_database: true,
+            ..Default::default()
+        }
+    }
+
+    /// `policy get` and `policy set` print the answer in the format asked
+    /// for: `-o yaml` printed JSON.
+    #[tokio::test]
+    async fn get_and_set_print_each_output() {
+        let s = server_with(database_mode()).await;
+        let c = Client::new(&s.sock);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("p.hujson");
+        let text = "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}\n";
+        std::fs::write(&file, text).expect("write");
+        let set = || PolicyCmd::Set {
+            file: file.clone(),
+            bypass: false,
+        };
+        let get = || PolicyCmd::Get { bypass: false };
+
+        let p = remote_with(set(), &c, Output::Table).await.expect("set");
+        assert_eq!(p.stdout, "");
+        assert_eq!(p.stderr, "Policy updated\n");
+        let p = remote_with(get(), &c, Output::Table).await.expect("get");
+        assert_eq!(p.stdout, text);
+
+        let p = remote_with(get(), &c, Output::Yaml).await.expect("get");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&p.stdout).is_err(),
+            "-o yaml printed JSON: {}",
+            p.stdout
+        );
+        assert!(p.stdout.starts_with("policy: "), "{}", p.stdout);
+        let updated = p
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("updated_at: "))
+            .unwrap_or_else(|| panic!("no updated_at: {}", p.stdout));
+        assert!(!updated.contains("null"), "{}", p.stdout);
+        assert!(p.stdout.contains("accept"), "{}", p.stdout);
+
+        // JSON: Headscale's CLI shape (snake_case), the policy text verbatim.
+        for out in [Output::Json, Output::JsonLine] {
+            let p = remote_with(get(), &c, out).await.expect("get");
+            let v: serde_json::Value = serde_json::from_str(&p.stdout).expect("json");
+            assert_eq!(v["policy"], text, "{out:?}");
+            assert!(v["updated_at"].is_string(), "{out:?}: {v}");
+        }
+        let p = remote_with(set(), &c, Output::JsonLine).await.expect("set");
+        assert_eq!(p.stdout.lines().count(), 1, "{}", p.stdout);
+        let v: serde_json::Value = serde_json::from_str(&p.stdout).expect("json");
+        assert_eq!(v["policy"], text);
+        let p = remote_with(set(), &c, Output::Yaml).await.expect("set");
+        assert!(p.stdout.starts_with("policy: "), "{}", p.stdout);
+    }
 }
