@@ -1,5 +1,8 @@
 //! One handler per route. Handlers parse ids and bodies themselves so that
 //! every rejection has Headscale's status and error body.
+//!
+//! Every mutating handler takes the [`Caller`] and logs it with what it
+//! changed (ids, names, tags; never a pre-auth key's or API key's secret).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,7 +18,7 @@ use ironscale_types::{self as t, NodeId, UserId, UserRef};
 use serde::de::DeserializeOwned;
 
 use crate::dto::{self, parse_id};
-use crate::ApiError;
+use crate::{ApiError, Caller};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
@@ -120,12 +123,16 @@ pub async fn list_users(
     Ok(Json(dto::ListUsersResponse { users }))
 }
 
-pub async fn create_user(AxState(state): AxState<State>, b: Bytes) -> ApiResult<dto::UserResponse> {
+pub async fn create_user(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    b: Bytes,
+) -> ApiResult<dto::UserResponse> {
     let req: dto::CreateUserRequest = body(&b)?;
     let u = state
         .create_user(&req.name, &req.display_name, &req.email)
         .await?;
-    tracing::info!(user = %u.name, id = u.id.0, "user created");
+    tracing::info!(%caller, user = %u.name, id = u.id.0, "user created");
     Ok(Json(dto::UserResponse {
         user: dto::User::from_domain(&u),
     }))
@@ -133,12 +140,13 @@ pub async fn create_user(AxState(state): AxState<State>, b: Bytes) -> ApiResult<
 
 pub async fn rename_user(
     AxState(state): AxState<State>,
+    caller: Caller,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<dto::UserResponse> {
     let (old, new) = path(p)?;
     let id = user_id(&old)?;
     let u = state.rename_user(&UserRef::Id(UserId(id)), &new).await?;
-    tracing::info!(id, user = %u.name, "user renamed");
+    tracing::info!(%caller, id, user = %u.name, "user renamed");
     Ok(Json(dto::UserResponse {
         user: dto::User::from_domain(&u),
     }))
@@ -146,11 +154,12 @@ pub async fn rename_user(
 
 pub async fn delete_user(
     AxState(state): AxState<State>,
+    caller: Caller,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<dto::Empty> {
     let id = user_id(&path(p)?)?;
     let u = state.delete_user(&UserRef::Id(UserId(id))).await?;
-    tracing::info!(id, user = %u.name, "user deleted");
+    tracing::info!(%caller, id, user = %u.name, "user deleted");
     Ok(empty())
 }
 
@@ -182,6 +191,7 @@ pub async fn list_preauth_keys(
 
 pub async fn create_preauth_key(
     AxState(state): AxState<State>,
+    caller: Caller,
     b: Bytes,
 ) -> ApiResult<dto::PreAuthKeyResponse> {
     let req: dto::CreatePreAuthKeyRequest = body(&b)?;
@@ -201,7 +211,7 @@ pub async fn create_preauth_key(
             req.acl_tags,
         )
         .await?;
-    tracing::info!(id = k.id, user = ?k.user_id.map(|u| u.0), tags = ?k.tags, reusable = k.reusable,
+    tracing::info!(%caller, id = k.id, user = ?k.user_id.map(|u| u.0), tags = ?k.tags, reusable = k.reusable,
         ephemeral = k.ephemeral, "pre-auth key created");
     let tn = state.snapshot();
     Ok(Json(dto::PreAuthKeyResponse {
@@ -209,7 +219,11 @@ pub async fn create_preauth_key(
     }))
 }
 
-pub async fn expire_preauth_key(AxState(state): AxState<State>, b: Bytes) -> ApiResult<dto::Empty> {
+pub async fn expire_preauth_key(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    b: Bytes,
+) -> ApiResult<dto::Empty> {
     let req: dto::ExpirePreAuthKeyRequest = body(&b)?;
     let target = match (&req.id, &req.key) {
         (Some(id), _) if !id.0.is_empty() => id
@@ -220,7 +234,7 @@ pub async fn expire_preauth_key(AxState(state): AxState<State>, b: Bytes) -> Api
         _ => return Err(ApiError::invalid("give the pre-auth key's \"id\"")),
     };
     let k = state.expire_preauth_key(&target).await?;
-    tracing::info!(id = k.id, "pre-auth key expired");
+    tracing::info!(%caller, id = k.id, "pre-auth key expired");
     Ok(empty())
 }
 
@@ -297,15 +311,18 @@ pub async fn get_node(
 
 pub async fn delete_node(
     AxState(state): AxState<State>,
+    caller: Caller,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<dto::Empty> {
     let id = node_id(&path(p)?)?;
-    state.delete_node(id).await?;
+    let n = state.delete_node(id).await?;
+    tracing::info!(%caller, node = id.0, name = %n.given_name, "node deleted");
     Ok(empty())
 }
 
 pub async fn expire_node(
     AxState(state): AxState<State>,
+    caller: Caller,
     p: Result<Path<String>, PathRejection>,
     q: Params,
     b: Bytes,
@@ -327,18 +344,19 @@ pub async fn expire_node(
         ));
     }
     let n = state.expire_node(id, req.expiry).await?;
-    tracing::info!(node = id.0, name = %n.given_name, "node expired");
+    tracing::info!(%caller, node = id.0, name = %n.given_name, expiry = ?n.expiry, "node expired");
     Ok(Json(one_node(&state, id).await?))
 }
 
 pub async fn rename_node(
     AxState(state): AxState<State>,
+    caller: Caller,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<dto::NodeResponse> {
     let (raw, new) = path(p)?;
     let id = node_id(&raw)?;
     let n = state.rename_node(id, &new).await?;
-    tracing::info!(node = id.0, name = %n.given_name, "node renamed");
+    tracing::info!(%caller, node = id.0, name = %n.given_name, "node renamed");
     Ok(Json(one_node(&state, id).await?))
 }
 
@@ -353,12 +371,14 @@ pub struct SetTagsRequest {
 /// `POST /api/v1/node/{id}/tags` `{"tags": ["tag:a"]}`
 pub async fn set_tags(
     AxState(state): AxState<State>,
+    caller: Caller,
     p: Result<Path<String>, PathRejection>,
     b: Bytes,
 ) -> ApiResult<dto::NodeResponse> {
     let id = node_id(&path(p)?)?;
     let req: SetTagsRequest = body(&b)?;
-    state.set_node_tags(id, req.tags).await?;
+    let n = state.set_node_tags(id, req.tags).await?;
+    tracing::info!(%caller, node = id.0, name = %n.given_name, tags = ?n.tags, "node tags set");
     Ok(Json(one_node(&state, id).await?))
 }
 
@@ -371,6 +391,7 @@ pub struct ApproveRoutesRequest {
 /// `POST /api/v1/node/{id}/approve_routes` `{"routes": ["10.0.0.0/24"]}`
 pub async fn approve_routes(
     AxState(state): AxState<State>,
+    caller: Caller,
     p: Result<Path<String>, PathRejection>,
     b: Bytes,
 ) -> ApiResult<dto::NodeResponse> {
@@ -383,7 +404,9 @@ pub async fn approve_routes(
                 .map_err(|e| ApiError::invalid(format!("route {r:?}: {e}")))?,
         );
     }
-    state.set_approved_routes(id, routes).await?;
+    let n = state.set_approved_routes(id, routes).await?;
+    let approved: Vec<String> = n.approved_routes.iter().map(|r| r.to_string()).collect();
+    tracing::info!(%caller, node = id.0, name = %n.given_name, ?approved, "node routes approved");
     Ok(Json(one_node(&state, id).await?))
 }
 
@@ -412,7 +435,11 @@ pub async fn get_policy(AxState(state): AxState<State>) -> ApiResult<PolicyRespo
 }
 
 /// `PUT /api/v1/policy` `{"policy": "<HuJSON>"}` (policy.mode: database).
-pub async fn set_policy(AxState(state): AxState<State>, b: Bytes) -> ApiResult<PolicyResponse> {
+pub async fn set_policy(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    b: Bytes,
+) -> ApiResult<PolicyResponse> {
     let req: PolicyRequest = body(&b)?;
     if !state.settings().policy_in_database {
         return Err(ApiError::invalid(
@@ -421,6 +448,7 @@ pub async fn set_policy(AxState(state): AxState<State>, b: Bytes) -> ApiResult<P
     }
     match state.set_policy_in_database(&req.policy).await {
         Ok(warnings) => {
+            tracing::info!(%caller, bytes = req.policy.len(), warnings = warnings.len(), "policy set");
             for w in warnings {
                 tracing::warn!("policy: {w}");
             }

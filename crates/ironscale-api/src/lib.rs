@@ -1,5 +1,10 @@
 //! Headscale-compatible REST API v1 (`/api/v1/...`) on axum.
 //!
+//! Routers are versioned: `/api/v1` is a nested router, and the auth layer
+//! ([`authenticate`]) sits around everything mounted beside it. The layer
+//! hands each handler the [`Caller`] (an extractor); every mutating handler
+//! logs who changed what.
+//!
 //! The same [`Router`] is served on the local unix socket without
 //! authentication (like Headscale's CLI socket; `ironscale_http::serve_unix`) and, with
 //! [`Auth::ApiKey`], over TCP. Bodies follow Headscale's v1 JSON (see
@@ -22,11 +27,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http::request::Parts;
 use ironscale_state::State;
 
 pub use error::ApiError;
@@ -34,15 +40,22 @@ pub use error::ApiError;
 /// Checks an API key presented as `Authorization: Bearer <key>`.
 /// Implementations must compare in constant time and never log the key.
 pub trait ApiKeyVerifier: Send + Sync + 'static {
-    fn verify<'a>(&'a self, key: &'a str) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+    /// The caller's identity if `key` is accepted: the key's public prefix
+    /// (or id), never the secret. `None` refuses the request.
+    fn verify<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
 }
 
 /// How callers of the router authenticate.
 #[derive(Clone)]
 pub enum Auth {
-    /// Trusted transport (the local unix socket): no credentials.
+    /// Trusted transport (the local unix socket): no credentials; handlers
+    /// see [`Caller::LocalSocket`].
     None,
-    /// Every request needs `Authorization: Bearer <API key>` accepted by the verifier.
+    /// Every request needs `Authorization: Bearer <API key>` accepted by the
+    /// verifier; handlers see [`Caller::ApiKey`] with the identity it returned.
     ApiKey(Arc<dyn ApiKeyVerifier>),
 }
 
@@ -55,41 +68,65 @@ impl fmt::Debug for Auth {
     }
 }
 
-/// The `/api/v1` router without authentication (for the unix socket).
+/// Who is calling, as the auth layer established it. The layer puts it in
+/// the request's extensions; handlers take it as an extractor (a request that
+/// reached a handler without one is a 500: the router has no auth layer).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Caller {
+    /// The local unix socket (trusted transport, no credentials).
+    LocalSocket,
+    /// A caller holding an API key; `prefix` is the key's public prefix or
+    /// id, never its secret.
+    ApiKey { prefix: String },
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::LocalSocket => f.write_str("local-socket"),
+            Caller::ApiKey { prefix } => write!(f, "api-key:{prefix}"),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "API request without a caller: the router has no auth layer");
+            ApiError::internal()
+        })
+    }
+}
+
+/// The API without authentication (for the unix socket): every caller is
+/// [`Caller::LocalSocket`].
 pub fn router(state: State) -> Router {
     router_with_auth(state, Auth::None)
 }
 
-/// The `/api/v1` router behind `auth`.
+/// The API behind `auth`: `/api/v1` nested under the root, so another
+/// version (`/api/v2`) or a web UI can be mounted beside it, behind the same
+/// layer.
 pub fn router_with_auth(state: State, auth: Auth) -> Router {
-    use handlers as h;
-    let api = Router::new()
-        .route("/api/v1/health", get(h::health))
-        .route("/api/v1/user", get(h::list_users).post(h::create_user))
-        .route("/api/v1/user/{id}", axum::routing::delete(h::delete_user))
-        .route(
-            "/api/v1/user/{old_id}/rename/{new_name}",
-            post(h::rename_user),
-        )
-        .route(
-            "/api/v1/preauthkey",
-            get(h::list_preauth_keys).post(h::create_preauth_key),
-        )
-        .route("/api/v1/preauthkey/expire", post(h::expire_preauth_key))
-        .route("/api/v1/node", get(h::list_nodes))
-        .route("/api/v1/node/{id}", get(h::get_node).delete(h::delete_node))
-        .route("/api/v1/node/{id}/expire", post(h::expire_node))
-        .route("/api/v1/node/{id}/rename/{new_name}", post(h::rename_node))
-        .route("/api/v1/node/{id}/tags", post(h::set_tags))
-        .route("/api/v1/node/{id}/approve_routes", post(h::approve_routes))
-        .route("/api/v1/policy", get(h::get_policy).put(h::set_policy))
-        .route("/api/v1/policy/check", post(h::check_policy))
-        .fallback(h::not_found)
-        .method_not_allowed_fallback(h::method_not_allowed)
-        .with_state(state);
+    let app = Router::new()
+        .nest("/api/v1", v1().with_state(state))
+        .fallback(handlers::not_found);
+    authenticate(app, auth)
+}
+
+/// Puts `routes` (and their fallback) behind `auth`: a refused request never
+/// reaches a handler, an accepted one carries its [`Caller`].
+pub fn authenticate(routes: Router, auth: Auth) -> Router {
     match auth {
-        Auth::None => api,
-        Auth::ApiKey(v) => api.layer(axum::middleware::from_fn(
+        Auth::None => routes.layer(axum::middleware::from_fn(
+            |mut req: Request, next: Next| async move {
+                req.extensions_mut().insert(Caller::LocalSocket);
+                next.run(req).await
+            },
+        )),
+        Auth::ApiKey(v) => routes.layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
                 let v = v.clone();
                 async move { require_api_key(v, req, next).await }
@@ -98,7 +135,32 @@ pub fn router_with_auth(state: State, auth: Auth) -> Router {
     }
 }
 
-async fn require_api_key(v: Arc<dyn ApiKeyVerifier>, req: Request, next: Next) -> Response {
+/// The `/api/v1` routes, relative to where they are nested.
+fn v1() -> Router<State> {
+    use handlers as h;
+    Router::new()
+        .route("/health", get(h::health))
+        .route("/user", get(h::list_users).post(h::create_user))
+        .route("/user/{id}", axum::routing::delete(h::delete_user))
+        .route("/user/{old_id}/rename/{new_name}", post(h::rename_user))
+        .route(
+            "/preauthkey",
+            get(h::list_preauth_keys).post(h::create_preauth_key),
+        )
+        .route("/preauthkey/expire", post(h::expire_preauth_key))
+        .route("/node", get(h::list_nodes))
+        .route("/node/{id}", get(h::get_node).delete(h::delete_node))
+        .route("/node/{id}/expire", post(h::expire_node))
+        .route("/node/{id}/rename/{new_name}", post(h::rename_node))
+        .route("/node/{id}/tags", post(h::set_tags))
+        .route("/node/{id}/approve_routes", post(h::approve_routes))
+        .route("/policy", get(h::get_policy).put(h::set_policy))
+        .route("/policy/check", post(h::check_policy))
+        .fallback(h::not_found)
+        .method_not_allowed_fallback(h::method_not_allowed)
+}
+
+async fn require_api_key(v: Arc<dyn ApiKeyVerifier>, mut req: Request, next: Next) -> Response {
     let key = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -108,14 +170,18 @@ async fn require_api_key(v: Arc<dyn ApiKeyVerifier>, req: Request, next: Next) -
                 .or_else(|| h.strip_prefix("bearer "))
         })
         .map(str::trim);
-    let ok = match key {
+    let identity = match key {
         Some(k) if !k.is_empty() => v.verify(k).await,
-        _ => false,
+        _ => None,
     };
-    if ok {
-        next.run(req).await
-    } else {
-        tracing::info!(path = %req.uri().path(), "API request refused: missing or invalid API key");
-        ApiError::unauthenticated().into_response()
+    match identity {
+        Some(prefix) => {
+            req.extensions_mut().insert(Caller::ApiKey { prefix });
+            next.run(req).await
+        }
+        None => {
+            tracing::info!(path = %req.uri().path(), "API request refused: missing or invalid API key");
+            ApiError::unauthenticated().into_response()
+        }
     }
 }

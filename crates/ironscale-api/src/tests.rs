@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::golden::{assert_shape, golden, Lenient};
-use crate::{router, router_with_auth, Auth};
+use crate::{authenticate, router, router_with_auth, Auth, Caller};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -600,22 +600,35 @@ async fn health_and_fallbacks() {
     assert_error_body(&b);
 }
 
-struct OneKey(&'static str);
+/// Accepts one key; the identity it hands back is the key's public prefix.
+struct OneKey {
+    key: &'static str,
+    prefix: &'static str,
+}
+
+impl OneKey {
+    fn new(key: &'static str) -> Arc<OneKey> {
+        Arc::new(OneKey {
+            key,
+            prefix: "key-1",
+        })
+    }
+}
 
 impl crate::ApiKeyVerifier for OneKey {
     fn verify<'a>(
         &'a self,
         key: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
-        Box::pin(async move { key == self.0 })
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(async move { (key == self.key).then(|| self.prefix.to_string()) })
     }
 }
 
 #[tokio::test]
 async fn api_key_auth() {
     let e = env().await;
-    let app = router_with_auth(e.state.clone(), Auth::ApiKey(Arc::new(OneKey("good-key"))));
-    assert!(!format!("{:?}", Auth::ApiKey(Arc::new(OneKey("good-key")))).contains("good-key"));
+    let app = router_with_auth(e.state.clone(), Auth::ApiKey(OneKey::new("good-key")));
+    assert!(!format!("{:?}", Auth::ApiKey(OneKey::new("good-key"))).contains("good-key"));
     let call = |auth: Option<&'static str>| {
         let app = app.clone();
         async move {
@@ -634,6 +647,287 @@ async fn api_key_auth() {
     assert_eq!(call(Some("Bearer bad-key")).await, StatusCode::UNAUTHORIZED);
     assert_eq!(call(Some("good-key")).await, StatusCode::UNAUTHORIZED);
     assert_eq!(call(Some("Bearer good-key")).await, StatusCode::OK);
+}
+
+// ----- callers -----
+
+/// A router whose one handler reports the caller it was given and counts its calls.
+fn probe(calls: Arc<std::sync::atomic::AtomicUsize>) -> Router {
+    Router::new().route(
+        "/probe",
+        axum::routing::get(move |c: Caller| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                c.to_string()
+            }
+        }),
+    )
+}
+
+async fn call_text(app: &Router, uri: &str, auth: Option<&str>) -> (StatusCode, String) {
+    let mut req = Request::builder().uri(uri);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn handlers_see_the_caller_of_each_auth_mode() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let local = authenticate(probe(calls.clone()), Auth::None);
+    assert_eq!(
+        call_text(&local, "/probe", None).await,
+        (StatusCode::OK, "local-socket".to_string())
+    );
+    let keyed = authenticate(
+        probe(calls.clone()),
+        Auth::ApiKey(Arc::new(OneKey {
+            key: "ops.s3cret",
+            prefix: "ops",
+        })),
+    );
+    assert_eq!(
+        call_text(&keyed, "/probe", Some("Bearer ops.s3cret")).await,
+        (StatusCode::OK, "api-key:ops".to_string())
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Without an auth layer there is no caller: refused, not guessed.
+    let bare = probe(calls.clone());
+    assert_eq!(
+        call_text(&bare, "/probe", None).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_refused_key_never_reaches_a_handler() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let keyed = authenticate(probe(calls.clone()), Auth::ApiKey(OneKey::new("good-key")));
+    for auth in [
+        None,
+        Some("Bearer bad-key"),
+        Some("Bearer "),
+        Some("good-key"),
+        Some("Basic good-key"),
+    ] {
+        let (s, b) = call_text(&keyed, "/probe", auth).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{auth:?}: {b}");
+        assert_error_body(&serde_json::from_str(&b).expect("JSON error body"));
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Through the real API: a refused create writes nothing, unknown paths
+    // are refused too (the layer sits around the fallback).
+    let e = env().await;
+    let app = router_with_auth(e.state.clone(), Auth::ApiKey(OneKey::new("good-key")));
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/user")
+        .header("authorization", "Bearer bad-key")
+        .body(Body::from(json!({"name": "mallory"}).to_string()))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(e.state.list_users().is_empty(), "nothing was created");
+    assert_eq!(
+        call_text(&app, "/api/v1/nothing", Some("Bearer bad-key"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call_text(&app, "/elsewhere", Some("Bearer good-key"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// A `tracing` subscriber writing into a buffer, for the calling thread
+/// (the tests run on a current-thread runtime, so every task logs here).
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let buf = self.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || buf.clone())
+            .finish();
+        tracing::subscriber::set_default(sub)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+    /// The lines containing `what`.
+    fn lines_with(&self, what: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(what))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+async fn send_as(
+    app: &Router,
+    auth: &str,
+    method: Method,
+    uri: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON")
+    };
+    (status, v)
+}
+
+#[tokio::test]
+async fn mutations_log_the_caller_and_never_a_secret() {
+    let logs = LogBuf::default();
+    let _guard = logs.capture();
+    let e = env().await;
+    const API_SECRET: &str = "ops.TOPSECRET-api-key";
+    let app = router_with_auth(
+        e.state.clone(),
+        Auth::ApiKey(Arc::new(OneKey {
+            key: API_SECRET,
+            prefix: "ops",
+        })),
+    );
+    let auth = format!("Bearer {API_SECRET}");
+    let call = |m: Method, uri: String, b: Value| {
+        let (app, auth) = (app.clone(), auth.clone());
+        async move {
+            let (s, v) = send_as(&app, &auth, m, &uri, b).await;
+            assert_eq!(s, StatusCode::OK, "{uri}: {v}");
+            v
+        }
+    };
+    call(
+        Method::POST,
+        "/api/v1/user".into(),
+        json!({"name": "alice"}),
+    )
+    .await;
+    call(Method::POST, "/api/v1/user/1/rename/bob".into(), json!({})).await;
+    call(
+        Method::POST,
+        "/api/v1/user".into(),
+        json!({"name": "carol"}),
+    )
+    .await;
+    call(Method::DELETE, "/api/v1/user/2".into(), json!({})).await;
+    let v = call(
+        Method::POST,
+        "/api/v1/preauthkey".into(),
+        json!({"user": "1", "reusable": true}),
+    )
+    .await;
+    let full_key = v["preAuthKey"]["key"].as_str().expect("key").to_string();
+    let id = e.node("node-a", Some("bob"), &[]).await.0;
+    call(
+        Method::POST,
+        format!("/api/v1/node/{id}/rename/web-1"),
+        json!({}),
+    )
+    .await;
+    call(
+        Method::POST,
+        format!("/api/v1/node/{id}/approve_routes"),
+        json!({"routes": ["10.0.0.0/24"]}),
+    )
+    .await;
+    call(Method::POST, format!("/api/v1/node/{id}/expire"), json!({})).await;
+    // Expiring by the key's full text: the text is not what gets logged.
+    call(
+        Method::POST,
+        "/api/v1/preauthkey/expire".into(),
+        json!({"key": full_key}),
+    )
+    .await;
+    call(Method::DELETE, format!("/api/v1/node/{id}"), json!({})).await;
+    // A refused request logs neither the key it carried nor a caller.
+    let (s, _) = send_as(
+        &app,
+        "Bearer ops.WRONG-secret",
+        Method::POST,
+        "/api/v1/user",
+        json!({"name": "mallory"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    for what in [
+        "user created",
+        "user renamed",
+        "user deleted",
+        "pre-auth key created",
+        "node renamed",
+        "node routes approved",
+        "node expired",
+        "pre-auth key expired",
+        "node deleted",
+    ] {
+        let lines = logs.lines_with(what);
+        assert!(
+            lines.iter().any(|l| l.contains("caller=api-key:ops")),
+            "{what}: no line names the caller in\n{}",
+            logs.text()
+        );
+    }
+    assert!(logs
+        .lines_with("user created")
+        .iter()
+        .any(|l| l.contains("alice")));
+    assert!(logs
+        .lines_with("node routes approved")
+        .iter()
+        .any(|l| l.contains("10.0.0.0/24")));
+    let text = logs.text();
+    assert!(!text.contains("TOPSECRET"), "the API key leaked:\n{text}");
+    assert!(
+        !text.contains("WRONG-secret"),
+        "a refused key leaked:\n{text}"
+    );
+    let secret = full_key.rsplit('-').next().expect("secret part");
+    assert!(secret.len() >= 32, "{full_key}");
+    assert!(!text.contains(secret), "the pre-auth key leaked:\n{text}");
+    assert!(!logs.lines_with("refused").is_empty(), "{text}");
 }
 
 // ----- the unix socket -----
