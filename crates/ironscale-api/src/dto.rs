@@ -409,8 +409,40 @@ pub struct ExpireNodeRequest {
     pub disable_expiry: bool,
 }
 
+/// `POST /api/v1/node/{id}/tags`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SetTagsRequest {
+    pub tags: Vec<String>,
+}
+
+/// `POST /api/v1/node/{id}/approve_routes`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApproveRoutesRequest {
+    pub routes: Vec<String>,
+}
+
+/// `PUT /api/v1/policy` and `POST /api/v1/policy/check`: the HuJSON text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PolicyRequest {
+    pub policy: String,
+}
+
 // ---------------------------------------------------------------------------
 // Responses
+
+/// `GET`/`PUT /api/v1/policy`: the policy in force (empty when none is
+/// stored) and when it was last set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyResponse {
+    #[serde(default)]
+    pub policy: String,
+    #[serde(with = "ts_opt", default)]
+    pub updated_at: Option<Timestamp>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserResponse {

@@ -362,12 +362,6 @@ pub async fn rename_node(
 
 // ---- node tags and routes ---------------------------------------------------
 
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct SetTagsRequest {
-    #[serde(default)]
-    pub tags: Vec<String>,
-}
-
 /// `POST /api/v1/node/{id}/tags` `{"tags": ["tag:a"]}`
 pub async fn set_tags(
     AxState(state): AxState<State>,
@@ -376,16 +370,10 @@ pub async fn set_tags(
     b: Bytes,
 ) -> ApiResult<dto::NodeResponse> {
     let id = node_id(&path(p)?)?;
-    let req: SetTagsRequest = body(&b)?;
+    let req: dto::SetTagsRequest = body(&b)?;
     let n = state.set_node_tags(id, req.tags).await?;
     tracing::info!(%caller, node = id.0, name = %n.given_name, tags = ?n.tags, "node tags set");
     Ok(Json(one_node(&state, id).await?))
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct ApproveRoutesRequest {
-    #[serde(default)]
-    pub routes: Vec<String>,
 }
 
 /// `POST /api/v1/node/{id}/approve_routes` `{"routes": ["10.0.0.0/24"]}`
@@ -396,7 +384,7 @@ pub async fn approve_routes(
     b: Bytes,
 ) -> ApiResult<dto::NodeResponse> {
     let id = node_id(&path(p)?)?;
-    let req: ApproveRoutesRequest = body(&b)?;
+    let req: dto::ApproveRoutesRequest = body(&b)?;
     let mut routes = Vec::new();
     for r in &req.routes {
         routes.push(
@@ -412,25 +400,12 @@ pub async fn approve_routes(
 
 // ---- policy -----------------------------------------------------------------
 
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct PolicyRequest {
-    #[serde(default)]
-    pub policy: String,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct PolicyResponse {
-    pub policy: String,
-    #[serde(rename = "updatedAt")]
-    pub updated_at: Option<String>,
-}
-
 /// `GET /api/v1/policy`
-pub async fn get_policy(AxState(state): AxState<State>) -> ApiResult<PolicyResponse> {
+pub async fn get_policy(AxState(state): AxState<State>) -> ApiResult<dto::PolicyResponse> {
     let ps = state.policy_state();
-    Ok(Json(PolicyResponse {
+    Ok(Json(dto::PolicyResponse {
         policy: ps.text.unwrap_or_default(),
-        updated_at: ps.updated_at.as_ref().map(dto::format_ts),
+        updated_at: ps.updated_at,
     }))
 }
 
@@ -439,8 +414,8 @@ pub async fn set_policy(
     AxState(state): AxState<State>,
     caller: Caller,
     b: Bytes,
-) -> ApiResult<PolicyResponse> {
-    let req: PolicyRequest = body(&b)?;
+) -> ApiResult<dto::PolicyResponse> {
+    let req: dto::PolicyRequest = body(&b)?;
     if !state.settings().policy_in_database {
         return Err(ApiError::invalid(
             "policy.mode is file: edit the policy file instead (it is reloaded on change and on SIGHUP)".to_string(),
@@ -465,7 +440,7 @@ pub async fn set_policy(
 /// `POST /api/v1/policy/check` `{"policy": "<HuJSON>"}`: compile against the
 /// live tailnet (and run its tests) without installing it.
 pub async fn check_policy(AxState(state): AxState<State>, b: Bytes) -> ApiResult<dto::Empty> {
-    let req: PolicyRequest = body(&b)?;
+    let req: dto::PolicyRequest = body(&b)?;
     match state.check_policy(&req.policy, "policy") {
         Ok(_) => Ok(empty()),
         Err(e) => Err(ApiError::invalid(e.to_string())),

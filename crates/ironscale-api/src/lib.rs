@@ -13,7 +13,12 @@
 //! user/node/key, 409 for a duplicate user).
 //!
 //! Request bodies are never logged: they can carry pre-auth keys.
+//!
+//! With the `client` feature, [`client::Client`] is the typed client of
+//! these routes (the CLI's), speaking the same [`dto`] types.
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod dto;
 mod error;
 #[cfg(test)]

@@ -7,9 +7,9 @@ use clap::Subcommand;
 
 use ironscale_config::{Config, PolicyMode};
 
-use hyper::Method;
+use ironscale_api::client::Client;
 
-use crate::cli::{Client, Output, Printed};
+use crate::cli::{Output, Printed};
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCmd {
@@ -94,23 +94,17 @@ pub async fn remote(
     socket: &Path,
     out: Output,
 ) -> anyhow::Result<std::process::ExitCode> {
-    crate::cli::emit(remote_with(cmd, &Client::new(socket), out).await?)?;
+    crate::cli::emit(remote_with(cmd, &Client::unix(socket), out).await?)?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn remote_with(cmd: PolicyCmd, c: &Client, out: Output) -> anyhow::Result<Printed> {
-    let v = match &cmd {
-        PolicyCmd::Get { .. } => c.call(Method::GET, "/api/v1/policy", None).await?,
+    let r = match &cmd {
+        PolicyCmd::Get { .. } => c.get_policy().await?,
         PolicyCmd::Set { file, .. } => {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            c.call(
-                Method::PUT,
-                "/api/v1/policy",
-                Some(serde_json::json!({ "policy": text })),
-            )
-            .await
-            .map_err(|e| {
+            c.set_policy(&text).await.map_err(|e| {
                 anyhow::anyhow!(
                     "{}\nthe policy in force is unchanged",
                     name_file(&e.to_string(), file)
@@ -119,12 +113,11 @@ async fn remote_with(cmd: PolicyCmd, c: &Client, out: Output) -> anyhow::Result<
         }
         _ => anyhow::bail!("not a remote policy command"),
     };
+    let v = serde_json::to_value(&r)?;
     // -o json/json-line/yaml: the answer in Headscale's CLI shape; the
     // table form is the policy text itself (get) or a remark (set).
     Ok(match cmd {
-        PolicyCmd::Get { .. } => Printed::out(crate::cli::render(out, &v, || {
-            v["policy"].as_str().unwrap_or_default().to_string()
-        })),
+        PolicyCmd::Get { .. } => Printed::out(crate::cli::render(out, &v, || r.policy.clone())),
         _ if out == Output::Table => Printed {
             stdout: String::new(),
             stderr: "Policy updated\n".into(),
@@ -185,14 +178,7 @@ pub async fn direct(cmd: PolicyCmd, cfg: &Config) -> anyhow::Result<std::process
 pub async fn check_remote(file: &Path, socket: &Path) -> anyhow::Result<std::process::ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    match crate::cli::api_call(
-        socket,
-        "POST",
-        "/api/v1/policy/check",
-        Some(serde_json::json!({ "policy": text })),
-    )
-    .await
-    {
+    match Client::unix(socket).check_policy(&text).await {
         Ok(_) => {
             println!(
                 "{}: policy is valid (checked against the running tailnet)",
@@ -200,7 +186,7 @@ pub async fn check_remote(file: &Path, socket: &Path) -> anyhow::Result<std::pro
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Err(e) if e.to_string().contains("cannot reach") => check_local(file),
+        Err(e) if e.is_unreachable() => check_local(file),
         Err(e) => {
             eprintln!("{}", name_file(&e.to_string(), file));
             Ok(std::process::ExitCode::FAILURE)
@@ -230,7 +216,7 @@ mod tests {
     #[tokio::test]
     async fn get_and_set_print_each_output() {
         let s = server_with(database_mode()).await;
-        let c = Client::new(&s.sock);
+        let c = Client::unix(&s.sock);
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("p.hujson");
         let text = "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}\n";
