@@ -14,7 +14,6 @@
 //! Tests also use: tempfile, ironscale-api, ironscale-state, ironscale-store
 //! (they start a real API server on a temporary socket).
 
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
@@ -849,92 +848,17 @@ fn nodes_table(nodes: &[dto::Node], now: chrono::DateTime<chrono::Utc>) -> Strin
     )
 }
 
-/// YAML for a JSON value (block style; strings quoted when plain would be ambiguous).
+/// YAML for a JSON value, through serde-saphyr: block style with lists
+/// indented under their key, strings quoted when a YAML 1.1 or 1.2 reader
+/// would take them for something else (`"yes"`, `"100.64.0.1"`, timestamps),
+/// multi-line strings (a policy) as literal blocks, long lines never folded.
 fn to_yaml(v: &Value) -> String {
-    let mut out = String::new();
-    match v {
-        Value::Object(m) if !m.is_empty() => yaml_block(v, 0, &mut out),
-        Value::Array(a) if !a.is_empty() => yaml_block(v, 0, &mut out),
-        _ => {
-            out.push_str(&yaml_scalar(v));
-            out.push('\n');
-        }
-    }
-    out
+    let mut o = serde_saphyr::SerializerOptions::default();
+    o.compact_list_indent = false;
+    o.folded_wrap_chars = usize::MAX;
+    serde_saphyr::to_string_with_options(v, o).unwrap_or_default()
 }
 
-fn is_block(v: &Value) -> bool {
-    match v {
-        Value::Object(m) => !m.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        _ => false,
-    }
-}
-
-fn yaml_block(v: &Value, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    match v {
-        Value::Object(m) => {
-            for (k, val) in m {
-                let key = yaml_str(k);
-                if is_block(val) {
-                    let _ = writeln!(out, "{pad}{key}:");
-                    yaml_block(val, indent + 2, out);
-                } else {
-                    let _ = writeln!(out, "{pad}{key}: {}", yaml_scalar(val));
-                }
-            }
-        }
-        Value::Array(a) => {
-            for item in a {
-                if is_block(item) {
-                    let mut inner = String::new();
-                    yaml_block(item, indent + 2, &mut inner);
-                    // The first line of the item goes after the dash.
-                    let _ = write!(out, "{pad}- {}", &inner[indent + 2..]);
-                } else {
-                    let _ = writeln!(out, "{pad}- {}", yaml_scalar(item));
-                }
-            }
-        }
-        other => {
-            let _ = writeln!(out, "{pad}{}", yaml_scalar(other));
-        }
-    }
-}
-
-fn yaml_scalar(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => yaml_str(s),
-        Value::Array(_) => "[]".into(),
-        Value::Object(_) => "{}".into(),
-    }
-}
-
-fn yaml_str(s: &str) -> String {
-    const RESERVED: &[&str] = &[
-        "true", "false", "null", "yes", "no", "on", "off", "y", "n", "~",
-    ];
-    let plain = s
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '/')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./@+:".contains(c))
-        && !s.ends_with(':')
-        && !RESERVED.contains(&s.to_ascii_lowercase().as_str());
-    if plain {
-        s.to_string()
-    } else {
-        // A JSON string is a valid YAML double-quoted scalar.
-        serde_json::to_string(s).unwrap_or_default()
-    }
-}
-
-/// A real API server on a temporary socket, for the CLI's tests.
 #[cfg(test)]
 pub(crate) mod test_server {
     use std::path::PathBuf;
@@ -1355,9 +1279,16 @@ mod tests {
             "- a: 1\n  b:\n    c: \"yes\"\n- a: 2\n  b: {}\n- \"x: y\"\n"
         );
         assert_eq!(to_yaml(&json!([])), "[]\n");
-        assert_eq!(yaml_str("100.64.0.1"), "\"100.64.0.1\"");
-        assert_eq!(yaml_str("tag:web"), "tag:web");
-        assert_eq!(yaml_str(""), "\"\"");
+        assert_eq!(to_yaml(&json!("100.64.0.1")), "\"100.64.0.1\"\n");
+        assert_eq!(to_yaml(&json!("tag:web")), "tag:web\n");
+        assert_eq!(to_yaml(&json!("")), "\"\"\n");
+        // Long lines stay one line; a multi-line text is a literal block.
+        let long = "word ".repeat(40);
+        assert_eq!(to_yaml(&json!({"a": long})), format!("a: \"{long}\"\n"));
+        assert_eq!(
+            to_yaml(&json!({"policy": "{\n  \"acls\": []\n}\n"})),
+            "policy: |\n  {\n    \"acls\": []\n  }\n"
+        );
     }
 
     #[test]
