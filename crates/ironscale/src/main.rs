@@ -4,7 +4,6 @@
 mod cli;
 mod derpmap;
 mod metrics;
-mod policy_cli;
 mod policy_runtime;
 mod serve;
 mod supervisor;
@@ -52,7 +51,7 @@ enum Cmd {
     Nodes(cli::NodesCmd),
     /// Check, get and set the policy; run the conformance corpus.
     #[command(subcommand, visible_alias = "acl")]
-    Policy(policy_cli::PolicyCmd),
+    Policy(cli::policy::PolicyCmd),
 }
 
 fn load_config(path: Option<&std::path::Path>, quiet: bool) -> anyhow::Result<Config> {
@@ -122,28 +121,28 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let cfg = load_config(cfg_path, true)?;
             cli::run_nodes(c, &cfg.unix_socket, out).await?;
         }
-        Cmd::Policy(policy_cli::PolicyCmd::Conformance { dir }) => {
-            return policy_cli::conformance(&dir, out)
+        Cmd::Policy(cli::policy::PolicyCmd::Conformance { dir }) => {
+            return cli::policy::conformance(&dir, out)
         }
-        Cmd::Policy(policy_cli::PolicyCmd::Check { file }) => {
+        Cmd::Policy(cli::policy::PolicyCmd::Check { file }) => {
             // With a reachable server, check against the live tailnet; else locally.
             return match load_config(cfg_path, true) {
                 Ok(cfg) if cfg.unix_socket.exists() => {
-                    policy_cli::check_remote(&file, &cfg.unix_socket).await
+                    cli::policy::check_remote(&file, &cfg.unix_socket).await
                 }
-                _ => policy_cli::check_local(&file),
+                _ => cli::policy::check_local(&file),
             };
         }
         Cmd::Policy(
-            c @ (policy_cli::PolicyCmd::Get { bypass: true }
-            | policy_cli::PolicyCmd::Set { bypass: true, .. }),
+            c @ (cli::policy::PolicyCmd::Get { bypass: true }
+            | cli::policy::PolicyCmd::Set { bypass: true, .. }),
         ) => {
             let cfg = load_config(cfg_path, true)?;
-            return policy_cli::direct(c, &cfg).await;
+            return cli::policy::direct(c, &cfg).await;
         }
         Cmd::Policy(c) => {
             let cfg = load_config(cfg_path, true)?;
-            return policy_cli::remote(c, &cfg.unix_socket, out).await;
+            return cli::policy::remote(c, &cfg.unix_socket, out).await;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

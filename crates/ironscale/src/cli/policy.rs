@@ -117,12 +117,14 @@ async fn remote_with(cmd: PolicyCmd, c: &Client, out: Output) -> anyhow::Result<
     // -o json/json-line/yaml: the answer in Headscale's CLI shape; the
     // table form is the policy text itself (get) or a remark (set).
     Ok(match cmd {
-        PolicyCmd::Get { .. } => Printed::out(crate::cli::render(out, &v, || r.policy.clone())),
+        PolicyCmd::Get { .. } => {
+            Printed::out(crate::cli::output::render(out, &v, || r.policy.clone()))
+        }
         _ if out == Output::Table => Printed {
             stdout: String::new(),
             stderr: "Policy updated\n".into(),
         },
-        _ => Printed::out(crate::cli::render(out, &v, String::new)),
+        _ => Printed::out(crate::cli::output::render(out, &v, String::new)),
     })
 }
 

@@ -1,0 +1,390 @@
+//! `ironscale nodes list | delete | expire | rename | tag | approve-routes`.
+
+use anyhow::anyhow;
+use clap::Subcommand;
+use ironscale_api::client::Client;
+use ironscale_api::dto;
+
+use super::output::{fmt_opt_time, render, rest, short_key, table, Output};
+use super::{confirmed, Confirm, Printed};
+
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum NodesCmd {
+    /// List nodes.
+    #[command(visible_aliases = ["ls", "show"])]
+    List {
+        /// Only the nodes of this user (name or id).
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        /// Only nodes carrying all these tags (tag:a,tag:b). Without a value
+        /// (Headscale's old "show tags" switch) it filters nothing.
+        #[arg(short = 't', long, value_delimiter = ',', num_args = 0..)]
+        tags: Option<Vec<String>>,
+    },
+    /// Delete a node.
+    Delete {
+        #[arg(short = 'i', long)]
+        identifier: u64,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Expire a node's key now (or at --expiry): it must log in again.
+    #[command(visible_aliases = ["logout", "e"])]
+    Expire {
+        #[arg(short = 'i', long)]
+        identifier: u64,
+        /// When, as an RFC 3339 time (default: now).
+        #[arg(short = 'e', long)]
+        expiry: Option<String>,
+    },
+    /// Give a node a new MagicDNS name.
+    Rename {
+        #[arg(short = 'i', long)]
+        identifier: u64,
+        #[arg(value_name = "NEW_NAME")]
+        new_name: String,
+    },
+    /// Set a node's tags (each must be defined in the policy's tagOwners).
+    Tag {
+        #[arg(short = 'i', long)]
+        identifier: u64,
+        /// Tags, comma separated or repeated: -t tag:a,tag:b
+        #[arg(short = 't', long, value_delimiter = ',', required = true)]
+        tags: Vec<String>,
+    },
+    /// Approve the routes a node advertises (subnets, or 0.0.0.0/0 and ::/0 for an exit node).
+    #[command(name = "approve-routes")]
+    ApproveRoutes {
+        #[arg(short = 'i', long)]
+        identifier: u64,
+        /// Routes, comma separated: -r 10.0.0.0/24,0.0.0.0/0 (empty: approve none)
+        #[arg(short = 'r', long, value_delimiter = ',')]
+        routes: Vec<String>,
+    },
+}
+
+pub(crate) async fn nodes(
+    cmd: NodesCmd,
+    c: &Client,
+    out: Output,
+    confirm: &Confirm,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Printed> {
+    match cmd {
+        NodesCmd::List { user, tags } => {
+            let want: Vec<String> = tags
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect();
+            let list: Vec<dto::Node> = c
+                .list_nodes(user.as_deref())
+                .await?
+                .into_iter()
+                .filter(|n| want.iter().all(|t| n.tags.contains(t)))
+                .collect();
+            Ok(Printed::out(render(out, &rest(&list)?, || {
+                nodes_table(&list, now)
+            })))
+        }
+        NodesCmd::Delete { identifier, force } => {
+            let n = c.get_node(identifier).await?;
+            let q = format!("Delete node {:?} (ID {identifier})", n.given_name);
+            if !confirmed(force, confirm, &q)? {
+                return Ok(Printed {
+                    stdout: String::new(),
+                    stderr: "Aborted: nothing deleted\n".into(),
+                });
+            }
+            c.delete_node(identifier).await?;
+            Ok(Printed::out(render(out, &rest(&dto::Empty {})?, || {
+                format!("Node {:?} deleted\n", n.given_name)
+            })))
+        }
+        NodesCmd::Expire { identifier, expiry } => {
+            let at = match expiry {
+                Some(e) => dto::parse_ts(&e)
+                    .map_err(|err| anyhow!("invalid --expiry {e:?}: {err} (use RFC 3339)"))?,
+                None => None,
+            };
+            let n = c.expire_node(identifier, at).await?;
+            Ok(Printed::out(render(out, &rest(&n)?, || {
+                format!("Node {:?} expired\n", n.given_name)
+            })))
+        }
+        NodesCmd::Rename {
+            identifier,
+            new_name,
+        } => {
+            let n = c.rename_node(identifier, &new_name).await?;
+            Ok(Printed::out(render(out, &rest(&n)?, || {
+                format!("Node renamed to {:?}\n", n.given_name)
+            })))
+        }
+        NodesCmd::Tag { identifier, tags } => {
+            let n = c.set_tags(identifier, tags).await?;
+            Ok(Printed::out(render(out, &rest(&n)?, || {
+                format!("Node {:?} tagged {}\n", n.given_name, n.tags.join(","))
+            })))
+        }
+        NodesCmd::ApproveRoutes { identifier, routes } => {
+            let routes: Vec<String> = routes.into_iter().filter(|r| !r.is_empty()).collect();
+            let n = c.approve_routes(identifier, routes.clone()).await?;
+            Ok(Printed::out(render(out, &rest(&n)?, || {
+                format!(
+                    "Node {:?}: approved routes {}\n",
+                    n.given_name,
+                    routes.join(", ")
+                )
+            })))
+        }
+    }
+}
+
+pub(crate) fn nodes_table(nodes: &[dto::Node], now: chrono::DateTime<chrono::Utc>) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let expired = n.expiry.is_some_and(|e| e <= now);
+            vec![
+                n.id.to_string(),
+                n.name.clone(),
+                n.given_name.clone(),
+                short_key(&n.machine_key),
+                short_key(&n.node_key),
+                n.user
+                    .as_ref()
+                    .map(|u| u.name.clone())
+                    .unwrap_or_else(|| "-".into()),
+                n.tags.join(","),
+                n.ip_addresses.join(", "),
+                n.pre_auth_key
+                    .as_ref()
+                    .is_some_and(|k| k.ephemeral)
+                    .to_string(),
+                fmt_opt_time(n.last_seen.as_ref(), "never"),
+                fmt_opt_time(n.expiry.as_ref(), "never"),
+                if n.online { "online" } else { "offline" }.to_string(),
+                if expired { "yes" } else { "no" }.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "Hostname",
+            "Name",
+            "MachineKey",
+            "NodeKey",
+            "User",
+            "Tags",
+            "IP addresses",
+            "Ephemeral",
+            "Last seen",
+            "Expiration",
+            "Connected",
+            "Expired",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::output::{cli_json, snake_case};
+    use crate::cli::testing::{at, parse, Top};
+    use serde_json::{json, Value};
+
+    #[test]
+    fn parses_nodes() {
+        assert_eq!(
+            parse("nodes list --user alice").expect("parses"),
+            Top::Nodes(NodesCmd::List {
+                user: Some("alice".into()),
+                tags: None
+            })
+        );
+        assert_eq!(
+            parse("node ls --tags").expect("parses"),
+            Top::Nodes(NodesCmd::List {
+                user: None,
+                tags: Some(vec![])
+            })
+        );
+        assert_eq!(
+            parse("nodes list -t tag:a,tag:b").expect("parses"),
+            Top::Nodes(NodesCmd::List {
+                user: None,
+                tags: Some(vec!["tag:a".into(), "tag:b".into()])
+            })
+        );
+        assert_eq!(
+            parse("nodes delete -i 5 --force").expect("parses"),
+            Top::Nodes(NodesCmd::Delete {
+                identifier: 5,
+                force: true
+            })
+        );
+        assert_eq!(
+            parse("nodes logout -i 5").expect("parses"),
+            Top::Nodes(NodesCmd::Expire {
+                identifier: 5,
+                expiry: None
+            })
+        );
+        assert_eq!(
+            parse("nodes rename -i 5 web-1").expect("parses"),
+            Top::Nodes(NodesCmd::Rename {
+                identifier: 5,
+                new_name: "web-1".into()
+            })
+        );
+        assert!(parse("nodes delete").is_err());
+        assert!(parse("nodes delete -i x").is_err());
+    }
+
+    fn sample_node() -> dto::Node {
+        serde_json::from_value(json!({
+            "id": "3", "machineKey": format!("mkey:{}", "ab".repeat(32)), "nodeKey": format!("nodekey:{}", "cd".repeat(32)),
+            "discoKey": "", "ipAddresses": ["100.64.0.3", "fd7a:115c:a1e0::3"], "name": "laptop", "givenName": "laptop-1",
+            "user": {"id": "1", "name": "alice", "createdAt": "2023-11-14T22:13:20Z"},
+            "lastSeen": null, "expiry": "2023-11-14T22:13:30Z", "preAuthKey": null, "createdAt": "2023-11-14T22:13:20Z",
+            "registerMethod": "REGISTER_METHOD_AUTH_KEY", "online": true, "approvedRoutes": [], "availableRoutes": [],
+            "subnetRoutes": [], "tags": []
+        }))
+        .expect("a node")
+    }
+
+    #[test]
+    fn node_table_and_expiry() {
+        let n = sample_node();
+        let before = nodes_table(std::slice::from_ref(&n), at(0));
+        let lines: Vec<&str> = before.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with("ID | Hostname | Name     | MachineKey    | NodeKey"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("| mkey:abababab |"), "{}", lines[1]);
+        assert!(
+            lines[1].contains("| 100.64.0.3, fd7a:115c:a1e0::3 |"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].ends_with("| never     | 2023-11-14 22:13:30 | online    | no"),
+            "{}",
+            lines[1]
+        );
+        // Every row has its separators under the header's.
+        let cols = |l: &str| l.match_indices(" | ").map(|(i, _)| i).collect::<Vec<_>>();
+        assert_eq!(cols(lines[0]), cols(lines[1]));
+        let after = nodes_table(&[n], at(60));
+        assert!(
+            after.lines().nth(1).expect("row").ends_with("| yes"),
+            "{after}"
+        );
+    }
+
+    #[test]
+    fn cli_json_is_headscale_cli_shaped() {
+        let rest = serde_json::to_value(dto::ListNodesResponse {
+            nodes: vec![sample_node()],
+        })
+        .expect("json");
+        let v = cli_json(&rest["nodes"]);
+        let n = &v[0];
+        assert_eq!(n["id"], 3);
+        assert_eq!(n["given_name"], "laptop-1");
+        assert_eq!(n["ip_addresses"][0], "100.64.0.3");
+        assert_eq!(n["user"]["id"], 1);
+        assert_eq!(n["user"]["created_at"], "2023-11-14T22:13:20Z");
+        for k in [
+            "name",
+            "online",
+            "tags",
+            "last_seen",
+            "expiry",
+            "created_at",
+            "register_method",
+            "machine_key",
+            "node_key",
+        ] {
+            assert!(n.get(k).is_some(), "missing {k}");
+        }
+        assert!(n.get("givenName").is_none());
+        assert_eq!(snake_case("preAuthKey"), "pre_auth_key");
+    }
+
+    /// Against a real server on a temporary socket.
+    mod live {
+        use super::*;
+        use crate::cli::test_server::server;
+
+        #[tokio::test]
+        async fn nodes_errors() {
+            let s = server().await;
+            let c = Client::unix(&s.sock);
+            let none = |_: &str| -> anyhow::Result<bool> { Ok(false) };
+            let now = chrono::Utc::now();
+            let p = nodes(
+                NodesCmd::List {
+                    user: None,
+                    tags: None,
+                },
+                &c,
+                Output::Json,
+                &none,
+                now,
+            )
+            .await
+            .expect("list");
+            assert_eq!(
+                serde_json::from_str::<Value>(&p.stdout).expect("json"),
+                json!([])
+            );
+            let e = nodes(
+                NodesCmd::List {
+                    user: Some("ghost".into()),
+                    tags: None,
+                },
+                &c,
+                Output::Table,
+                &none,
+                now,
+            )
+            .await
+            .expect_err("unknown user");
+            assert!(e.to_string().contains("not found"), "{e}");
+            let e = nodes(
+                NodesCmd::Delete {
+                    identifier: 9,
+                    force: true,
+                },
+                &c,
+                Output::Table,
+                &none,
+                now,
+            )
+            .await
+            .expect_err("no node");
+            assert!(e.to_string().contains("not found"), "{e}");
+            let e = nodes(
+                NodesCmd::Rename {
+                    identifier: 9,
+                    new_name: "x".into(),
+                },
+                &c,
+                Output::Table,
+                &none,
+                now,
+            )
+            .await
+            .expect_err("no node");
+            assert!(e.to_string().contains("not found"), "{e}");
+        }
+    }
+}
