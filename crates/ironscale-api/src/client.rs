@@ -581,8 +581,8 @@ mod tests {
             let out = state
                 .register(PrivateKey::generate().machine_public(), &req)
                 .await;
-            out.node
-                .unwrap_or_else(|| panic!("registration refused: {:?}", out.response))
+            out.node()
+                .unwrap_or_else(|| panic!("registration refused: {out:?}"))
                 .id
                 .0
         }

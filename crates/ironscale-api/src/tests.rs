@@ -105,8 +105,8 @@ impl Env {
             .state
             .register(PrivateKey::generate().machine_public(), &req)
             .await;
-        out.node
-            .unwrap_or_else(|| panic!("registration refused: {:?}", out.response))
+        out.node()
+            .unwrap_or_else(|| panic!("registration refused: {out:?}"))
             .id
     }
 }

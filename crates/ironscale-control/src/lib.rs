@@ -37,6 +37,27 @@ pub struct Control {
     /// Shortest gap between two updates to one map stream
     /// (`tuning.batch_change_delay`); changes within it are merged.
     pub min_update_interval: std::time::Duration,
+    /// The URL clients reach this server at (`server_url`): interactive
+    /// logins are sent to `<server_url>/register/<id>`.
+    pub server_url: String,
+}
+
+/// What [`Control::with_options`] takes besides the state and key.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// `tuning.batch_change_delay`.
+    pub min_update_interval: std::time::Duration,
+    /// `server_url`.
+    pub server_url: String,
+}
+
+impl Default for ControlOptions {
+    fn default() -> Self {
+        ControlOptions {
+            min_update_interval: DEFAULT_MIN_UPDATE_INTERVAL,
+            server_url: String::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Control {
@@ -58,11 +79,23 @@ impl Control {
         noise_key: PrivateKey,
         min_update_interval: std::time::Duration,
     ) -> Arc<Self> {
+        Self::with_options(
+            state,
+            noise_key,
+            ControlOptions {
+                min_update_interval,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn with_options(state: State, noise_key: PrivateKey, o: ControlOptions) -> Arc<Self> {
         Arc::new(Control {
             state,
             noise_key,
             keepalive: std::time::Duration::from_secs(50),
-            min_update_interval,
+            min_update_interval: o.min_update_interval,
+            server_url: o.server_url.trim_end_matches('/').to_string(),
         })
     }
 }

@@ -13,7 +13,8 @@ use axum::routing::{any, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use ironscale_keys::MachinePublic;
-use ironscale_mapper::{build_view, diff};
+use ironscale_mapper::{build_view, diff, TAGGED_DEVICES_USER_ID};
+use ironscale_state::RegisterResult;
 use ironscale_wire as wire;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -61,7 +62,60 @@ async fn register(
         return (StatusCode::BAD_REQUEST, crate::CLIENT_TOO_OLD).into_response();
     }
     let out = ctl.state.register(machine, &req).await;
-    Json(out.response).into_response()
+    Json(register_response(&ctl, out)).into_response()
+}
+
+/// The wire answer to a registration's result.
+fn register_response(ctl: &Control, out: RegisterResult) -> wire::RegisterResponse {
+    let mut r = wire::RegisterResponse::empty();
+    match out {
+        RegisterResult::Refused(why) => return wire::RegisterResponse::error(why.to_string()),
+        RegisterResult::KeyExpired { .. } => r.node_key_expired = true,
+        RegisterResult::NeedsLogin(p) => {
+            r.auth_url = format!("{}/register/{}", ctl.server_url, p.id);
+        }
+        RegisterResult::Authorized {
+            owner, key_expired, ..
+        } => {
+            r.machine_authorized = true;
+            r.node_key_expired = key_expired;
+            match owner {
+                Some(u) => {
+                    r.user = wire::User {
+                        id: u.id.0 as i64,
+                        display_name: u.display().to_string(),
+                        profile_pic_url: u.profile_pic_url.clone(),
+                        created: Some(u.created_at),
+                    };
+                    r.login = wire::Login {
+                        id: u.id.0 as i64,
+                        provider: u.provider.clone(),
+                        login_name: u.login_name().to_string(),
+                        display_name: u.display().to_string(),
+                        profile_pic_url: u.profile_pic_url.clone(),
+                    };
+                }
+                None => {
+                    // A tagged node: Tailscale's "Tagged Devices" pseudo-user.
+                    let id = TAGGED_DEVICES_USER_ID as i64;
+                    r.user = wire::User {
+                        id,
+                        display_name: "Tagged Devices".into(),
+                        profile_pic_url: String::new(),
+                        created: None,
+                    };
+                    r.login = wire::Login {
+                        id,
+                        provider: String::new(),
+                        login_name: "tagged-devices".into(),
+                        display_name: "Tagged Devices".into(),
+                        profile_pic_url: String::new(),
+                    };
+                }
+            }
+        }
+    }
+    r
 }
 
 async fn update_health(body: Bytes) -> Response {

@@ -16,6 +16,8 @@ pub enum StateError {
     NodeNotFound(NodeId),
     #[error("pre-auth key {0:?} not found")]
     KeyNotFound(String),
+    #[error("registration {0:?} not found (it may have expired)")]
+    RegistrationNotFound(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("IP allocation failed: {0}")]

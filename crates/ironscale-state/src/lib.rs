@@ -42,7 +42,11 @@ pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use error::StateError;
 pub use nodes::{sanitize_label, validate_tag};
 pub use policy::{PolicyRejected, PolicySetError, PolicyState, POLICY_KV_KEY};
-pub use register::RegisterOutcome;
+pub use register::{
+    decide, Approval, Claim, Credential, KeyLookup, Lookups, PendingRegistration, Refusal,
+    RegisterDecision, RegisterFacts, RegisterResult, RegistrationId, RegistrationStatus, Request,
+    ERR_EXPIRED_KEY, ERR_INVALID_KEY, ERR_USED_KEY,
+};
 pub use session::{Pending, SessionSlot};
 pub use timers::TimerKind;
 
@@ -72,6 +76,13 @@ pub struct Settings {
     pub policy_tailnet: ironscale_policy::Tailnet,
     /// `policy.mode: database` (the API may replace the policy).
     pub policy_in_database: bool,
+    /// A registration without a credential waits for approval (pending
+    /// table) instead of being refused.
+    pub interactive_login: bool,
+    /// How long a pending interactive registration waits for approval.
+    pub registration_ttl: Duration,
+    /// At most this many pending registrations (more are refused).
+    pub max_pending_registrations: usize,
 }
 
 impl Default for Settings {
@@ -86,6 +97,9 @@ impl Default for Settings {
             randomize_client_port: false,
             policy_tailnet: ironscale_policy::Tailnet::default(),
             policy_in_database: false,
+            interactive_login: false,
+            registration_ttl: Duration::from_secs(15 * 60),
+            max_pending_registrations: 1024,
         }
     }
 }
@@ -117,6 +131,8 @@ struct Inner {
     /// The clock time up to which the driver has fired timers.
     fired_through: tokio::sync::watch::Sender<Timestamp>,
     policy: Mutex<policy::PolicyState>,
+    /// Interactive registrations waiting for approval.
+    pending: Mutex<register::PendingTable>,
 }
 
 /// Cheap to clone handle on the server's state.
@@ -171,7 +187,6 @@ impl State {
         let state = State {
             inner: Arc::new(Inner {
                 store,
-                settings,
                 current: ArcSwap::from_pointee(t),
                 index: ArcSwap::from_pointee(index),
                 write: tokio::sync::Mutex::new(()),
@@ -182,6 +197,11 @@ impl State {
                 timers: Mutex::new(timers::TimerTable::default()),
                 timers_changed: Arc::new(tokio::sync::Notify::new()),
                 policy: Mutex::new(policy::PolicyState::default()),
+                pending: Mutex::new(register::PendingTable::new(
+                    settings.max_pending_registrations,
+                    settings.registration_ttl,
+                )),
+                settings,
             }),
         };
         state.init_timers();

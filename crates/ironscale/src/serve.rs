@@ -162,6 +162,9 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
             ..Default::default()
         },
         policy_in_database: cfg.policy.mode == ironscale_config::PolicyMode::Database,
+        // Interactive login (and its pending registrations) arrives with the
+        // `/register/<id>` page and `nodes register`; until then keys only.
+        ..Settings::default()
     })
 }
 
@@ -350,10 +353,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut sup = Supervisor::new();
 
     // Control listener.
-    let ctl = Control::with_update_interval(
+    let ctl = Control::with_options(
         state.clone(),
         noise_key.clone(),
-        cfg.tuning.batch_change_delay,
+        ironscale_control::ControlOptions {
+            min_update_interval: cfg.tuning.batch_change_delay,
+            server_url: cfg.server_url.clone(),
+        },
     );
     let mut router = ironscale_control::router(ctl.clone());
     if let (Some(_), Some(ds)) = (&control_tls, &derp_server) {
