@@ -2,7 +2,6 @@
 //! Headscale-style admin CLI (`users`, `preauthkeys`, `nodes`, `policy`).
 
 mod cli;
-mod derpmap;
 mod metrics;
 mod policy_runtime;
 mod serve;

@@ -14,8 +14,8 @@ use ironscale_store::Store;
 use ironscale_wire as wire;
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::derpmap::{self, EmbeddedRegion};
 use crate::supervisor::Supervisor;
+use ironscale_derpmap::{self as derpmap, EmbeddedRegion};
 
 fn init_logging(cfg: &Config) {
     let level = match cfg.log.level.as_str() {
@@ -331,8 +331,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     derpmap::spawn_refresh(
         cfg.clone(),
         derp.as_ref().map(|d| d.region.clone()),
-        state.clone(),
         last_remote,
+        {
+            let state = state.clone();
+            move |m| {
+                let state = state.clone();
+                async move { state.set_derp_map(m).await }
+            }
+        },
     );
 
     let derp_server = derp.as_ref().map(|d| {
