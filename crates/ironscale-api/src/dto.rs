@@ -1,7 +1,10 @@
 //! The REST JSON seam: every request and response body of `/api/v1`, in
 //! Headscale's v1 shape (camelCase fields, ids as decimal strings, RFC 3339
 //! timestamps, `null` for an absent timestamp), and the conversions from the
-//! domain types. Nothing else in the workspace knows this JSON.
+//! state's read models (`ironscale_state::{NodeView, UserView,
+//! PreAuthKeyView}`: handlers build DTOs from those only; the `from_domain`
+//! forms take bare domain records). Nothing else in the workspace knows this
+//! JSON.
 //!
 //! The types derive both `Serialize` and `Deserialize`: the server writes
 //! them, the CLI reads them back. Reading is lenient where Headscale's own
@@ -13,6 +16,7 @@
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use ironscale_state as st;
 use ironscale_types as t;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -166,6 +170,10 @@ pub struct User {
 }
 
 impl User {
+    pub fn from_view(v: &st::UserView) -> Self {
+        Self::from_domain(&v.user)
+    }
+
     pub fn from_domain(u: &t::User) -> Self {
         User {
             id: u.id.0,
@@ -227,6 +235,27 @@ pub fn masked_key(prefix: &str) -> String {
 }
 
 impl PreAuthKey {
+    /// `key` is the text to show: [`masked_key`] in listings, the full key
+    /// only in the answer to a create call.
+    pub fn from_view(k: &st::PreAuthKeyView, key: String) -> Self {
+        PreAuthKey {
+            user: k.user.as_deref().map(User::from_domain),
+            id: k.id,
+            key,
+            reusable: k.reusable,
+            ephemeral: k.ephemeral,
+            used: k.used,
+            expiration: k.expiration,
+            created_at: k.created_at,
+            acl_tags: k.tags.clone(),
+        }
+    }
+
+    /// A listing's entry: the masked key.
+    pub fn listed(k: &st::PreAuthKeyView) -> Self {
+        Self::from_view(k, masked_key(&k.prefix))
+    }
+
     /// `key` is the text to show: [`masked_key`] in listings, the full key
     /// only in the answer to a create call.
     pub fn from_domain(k: &t::PreAuthKey, user: Option<&t::User>, key: String) -> Self {
@@ -303,6 +332,35 @@ pub struct Node {
 }
 
 impl Node {
+    pub fn from_view(v: &st::NodeView) -> Self {
+        let n = &v.node;
+        let routes = |rs: &[ipnet::IpNet]| rs.iter().map(|r| r.to_string()).collect();
+        Node {
+            id: n.id.0,
+            machine_key: n.machine_key.to_string(),
+            node_key: n.node_key.to_string(),
+            disco_key: n.disco_key.to_string(),
+            ip_addresses: n.ips().iter().map(|ip| ip.to_string()).collect(),
+            name: if n.hostname.is_empty() {
+                n.given_name.clone()
+            } else {
+                n.hostname.clone()
+            },
+            given_name: n.given_name.clone(),
+            user: v.user.as_deref().map(User::from_domain),
+            last_seen: v.last_seen,
+            expiry: v.expiry.at(),
+            pre_auth_key: v.pre_auth_key.as_ref().map(PreAuthKey::listed),
+            created_at: n.created_at,
+            register_method: register_method(n.register_method).to_string(),
+            online: v.online,
+            approved_routes: routes(&v.approved_routes),
+            available_routes: routes(&v.announced_routes),
+            subnet_routes: routes(&v.subnet_routes),
+            tags: v.tags.clone(),
+        }
+    }
+
     /// `user` is the owner (ignored for tagged nodes, whose identity is their
     /// tags); `pre_auth_key` the key the node registered with, if known.
     pub fn from_domain(

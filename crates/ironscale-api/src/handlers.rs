@@ -1,10 +1,12 @@
 //! One handler per route. Handlers parse ids and bodies themselves so that
-//! every rejection has Headscale's status and error body.
+//! every rejection has Headscale's status and error body, and build their
+//! answers from the state's read models (`State::node_views`, `user_views`,
+//! `preauth_key_views`, ...): no joins here.
 //!
 //! Every mutating handler takes the [`Caller`] and logs it with what it
 //! changed (ids, names, tags; never a pre-auth key's or API key's secret).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -12,9 +14,8 @@ use axum::extract::{Path, Query, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::StatusCode;
-use ironscale_mapper::Tailnet;
-use ironscale_state::State;
-use ironscale_types::{self as t, NodeId, UserId, UserRef};
+use ironscale_state::{NodeFilter, State, UserFilter};
+use ironscale_types::{NodeId, UserId, UserRef};
 use serde::de::DeserializeOwned;
 
 use crate::dto::{self, parse_id};
@@ -110,15 +111,15 @@ pub async fn list_users(
         Some(raw) => Some(user_id(raw)?),
         None => None,
     };
-    let name = q.get("name").filter(|s| !s.is_empty());
-    let email = q.get("email").filter(|s| !s.is_empty());
+    let filter = UserFilter {
+        id: id.map(UserId),
+        name: q.get("name").filter(|s| !s.is_empty()).cloned(),
+        email: q.get("email").filter(|s| !s.is_empty()).cloned(),
+    };
     let users = state
-        .list_users()
+        .user_views(&filter)
         .iter()
-        .filter(|u| id.is_none_or(|id| u.id.0 == id))
-        .filter(|u| name.is_none_or(|n| &u.name == n))
-        .filter(|u| email.is_none_or(|e| &u.email == e))
-        .map(dto::User::from_domain)
+        .map(dto::User::from_view)
         .collect();
     Ok(Json(dto::ListUsersResponse { users }))
 }
@@ -134,7 +135,7 @@ pub async fn create_user(
         .await?;
     tracing::info!(%caller, user = %u.name, id = u.id.0, "user created");
     Ok(Json(dto::UserResponse {
-        user: dto::User::from_domain(&u),
+        user: dto::User::from_view(&state.user_view_of(&u)),
     }))
 }
 
@@ -148,7 +149,7 @@ pub async fn rename_user(
     let u = state.rename_user(&UserRef::Id(UserId(id)), &new).await?;
     tracing::info!(%caller, id, user = %u.name, "user renamed");
     Ok(Json(dto::UserResponse {
-        user: dto::User::from_domain(&u),
+        user: dto::User::from_view(&state.user_view_of(&u)),
     }))
 }
 
@@ -165,11 +166,6 @@ pub async fn delete_user(
 
 // ----- pre-auth keys -----
 
-fn key_dto(tn: &Tailnet, k: &t::PreAuthKey, text: String) -> dto::PreAuthKey {
-    let user = k.user_id.and_then(|id| tn.users.get(&id));
-    dto::PreAuthKey::from_domain(k, user.map(|u| &**u), text)
-}
-
 pub async fn list_preauth_keys(
     AxState(state): AxState<State>,
     q: Params,
@@ -179,14 +175,13 @@ pub async fn list_preauth_keys(
         Some(raw) => Some(user_in_query(&state, raw)?),
         None => None,
     };
-    let keys = state.list_preauth_keys(user.as_ref()).await?;
-    let tn = state.snapshot();
-    let mut out: Vec<dto::PreAuthKey> = keys
+    let pre_auth_keys = state
+        .preauth_key_views(user.as_ref())
+        .await?
         .iter()
-        .map(|k| key_dto(&tn, k, dto::masked_key(&k.prefix)))
+        .map(dto::PreAuthKey::listed)
         .collect();
-    out.sort_by_key(|k| k.id);
-    Ok(Json(dto::ListPreAuthKeysResponse { pre_auth_keys: out }))
+    Ok(Json(dto::ListPreAuthKeysResponse { pre_auth_keys }))
 }
 
 pub async fn create_preauth_key(
@@ -213,9 +208,8 @@ pub async fn create_preauth_key(
         .await?;
     tracing::info!(%caller, id = k.id, user = ?k.user_id.map(|u| u.0), tags = ?k.tags, reusable = k.reusable,
         ephemeral = k.ephemeral, "pre-auth key created");
-    let tn = state.snapshot();
     Ok(Json(dto::PreAuthKeyResponse {
-        pre_auth_key: key_dto(&tn, &k, full),
+        pre_auth_key: dto::PreAuthKey::from_view(&state.preauth_key_view_of(&k), full),
     }))
 }
 
@@ -240,45 +234,10 @@ pub async fn expire_preauth_key(
 
 // ----- nodes -----
 
-/// Node DTOs for `nodes`, with their users and pre-auth keys resolved.
-async fn node_dtos(
-    state: &State,
-    tn: &Tailnet,
-    nodes: &[&t::Node],
-) -> Result<Vec<dto::Node>, ApiError> {
-    let keys: BTreeMap<u64, t::PreAuthKey> = if nodes.iter().any(|n| n.auth_key_id.is_some()) {
-        state
-            .list_preauth_keys(None)
-            .await?
-            .into_iter()
-            .map(|k| (k.id, k))
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
-    Ok(nodes
-        .iter()
-        .map(|n| {
-            let user = n.user_id.and_then(|id| tn.users.get(&id)).map(|u| &**u);
-            let key = n
-                .auth_key_id
-                .and_then(|id| keys.get(&id))
-                .map(|k| key_dto(tn, k, dto::masked_key(&k.prefix)));
-            dto::Node::from_domain(n, user, tn.is_online(n.id), key)
-        })
-        .collect())
-}
-
 async fn one_node(state: &State, id: NodeId) -> Result<dto::NodeResponse, ApiError> {
-    let tn = state.snapshot();
-    let n = tn
-        .nodes
-        .get(&id)
-        .cloned()
-        .ok_or(ironscale_state::StateError::NodeNotFound(id))?;
-    let mut v = node_dtos(state, &tn, &[&*n]).await?;
-    let node = v.pop().ok_or_else(ApiError::internal)?;
-    Ok(dto::NodeResponse { node })
+    Ok(dto::NodeResponse {
+        node: dto::Node::from_view(&state.node_view(id).await?),
+    })
 }
 
 pub async fn list_nodes(
@@ -286,18 +245,18 @@ pub async fn list_nodes(
     q: Params,
 ) -> ApiResult<dto::ListNodesResponse> {
     let q = params(q)?;
-    let owner = match q.get("user").map(String::as_str).filter(|s| !s.is_empty()) {
-        Some(u) => Some(state.find_user(&user_in_query(&state, u)?)?.id),
-        None => None,
+    let filter = NodeFilter {
+        user: match q.get("user").map(String::as_str).filter(|s| !s.is_empty()) {
+            Some(u) => Some(user_in_query(&state, u)?),
+            None => None,
+        },
     };
-    let tn = state.snapshot();
-    let nodes: Vec<&t::Node> = tn
-        .nodes
-        .values()
-        .filter(|n| owner.is_none_or(|o| n.user_id == Some(o) && !n.is_tagged()))
-        .map(|n| &**n)
+    let nodes = state
+        .node_views(&filter)
+        .await?
+        .iter()
+        .map(dto::Node::from_view)
         .collect();
-    let nodes = node_dtos(&state, &tn, &nodes).await?;
     Ok(Json(dto::ListNodesResponse { nodes }))
 }
 

@@ -10,6 +10,9 @@
 //!   themselves, so admin calls never wait on map fan-out.
 //! - Time comes from the injected [`Clock`]; node timers live in one table
 //!   fired by one driver task (see `timers.rs`).
+//! - Reading for display goes through the read models (`views.rs`:
+//!   [`NodeView`], [`UserView`], [`PreAuthKeyView`]), shared by the API, the
+//!   CLI and a future web UI.
 
 mod clock;
 mod commit;
@@ -23,6 +26,7 @@ mod session;
 mod sessions;
 mod timers;
 mod users;
+mod views;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -49,6 +53,7 @@ pub use register::{
 };
 pub use session::{Pending, SessionSlot};
 pub use timers::TimerKind;
+pub use views::{ExpiryState, NodeFilter, NodeView, PreAuthKeyView, UserFilter, UserView};
 
 /// Why [`State::health`] failed, without the underlying error's text (it is
 /// in the server log).
