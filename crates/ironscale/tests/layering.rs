@@ -713,3 +713,133 @@ fn no_unused_dependencies() {
     assert!(mentions("use a::b; tokio::spawn(x)", "tokio"));
     assert!(!mentions("tokio_util::codec", "tokio"));
 }
+
+/// Names that draw randomness from the environment (ARCHITECTURE.md invariant 5).
+const RNG_NAMES: &[&str] = &[
+    "rand::rng",
+    "thread_rng",
+    "OsRng",
+    "getrandom",
+    "rand::random",
+];
+
+/// Invariant 5: core crates take the clock and the RNG as parameters (the clock names are in
+/// [`IO_NAMES`], checked for every pure crate above). Protocol crates may draw from the OS RNG
+/// for what must be secret: key generation (`ironscale-keys`) and box nonces (`ironscale-derp`).
+#[test]
+fn core_crates_take_randomness_as_a_parameter() {
+    let ws = workspace();
+    let mut problems = Vec::new();
+    for krate in CRATES.iter().filter(|c| c.1 == Core).map(|c| c.0) {
+        let Some(Package { dir, .. }) = ws.get(krate) else {
+            continue;
+        };
+        let mut files = Vec::new();
+        rust_files(&dir.join("src"), &mut files);
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("source readable");
+            for (n, line) in text.lines().enumerate() {
+                let code = code_of(line);
+                for name in RNG_NAMES {
+                    if names(code, name) {
+                        problems.push(format!(
+                            "{}:{}: {name}: {}",
+                            f.display(),
+                            n + 1,
+                            line.trim()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "core crates draw randomness themselves (take an `impl Rng` parameter):\n{}",
+        problems.join("\n")
+    );
+    assert!(names("let mut r = rand::rng();", "rand::rng"));
+}
+
+/// Invariant 3: each format has one owner. Direct dependencies on the format's crates, by
+/// workspace crate (normal and build dependencies; tests may use anything).
+const FORMAT_OWNERS: &[(&str, &[&str], &[&str])] = &[
+    // SQL: only the store.
+    ("sqlx", &["sqlx", "sqlx-core"], &["ironscale-store"]),
+    // YAML: the config loader, and the CLI's `-o yaml` output in the binary.
+    (
+        "YAML",
+        &[
+            "saphyr",
+            "saphyr-parser",
+            "serde-saphyr",
+            "serde_yaml",
+            "yaml_serde",
+            "serde_yml",
+        ],
+        &["ironscale-config", "ironscale"],
+    ),
+    // HuJSON/JSON with comments: the policy parser only.
+    ("HuJSON", &["jsonc-parser", "json5"], &["ironscale-policy"]),
+];
+
+#[test]
+fn formats_have_one_owner() {
+    let ws = workspace();
+    let mut problems = Vec::new();
+    for (format, crates, owners) in FORMAT_OWNERS {
+        for (name, pkg) in &ws {
+            for d in &pkg.deps {
+                if d.kind != "dev"
+                    && crates.contains(&d.name.as_str())
+                    && !owners.contains(&name.as_str())
+                {
+                    problems.push(format!(
+                        "{name} depends on {} ({format} belongs to {owners:?})",
+                        d.name
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The scan sees the owners' own dependencies.
+    for (owner, dep) in [
+        ("ironscale-store", "sqlx"),
+        ("ironscale-config", "saphyr-parser"),
+    ] {
+        assert!(
+            ws.get(owner)
+                .is_some_and(|p| p.deps.iter().any(|d| d.name == dep)),
+            "{owner} should depend on {dep}: is the scan reading dependencies?"
+        );
+    }
+    // Invariant 2: the crates that may see both domain and wire types (the CRATES table lets
+    // them depend on both) are the mapper, and state/control for register responses (and the
+    // binary, which wires everything together); policy never sees the wire format.
+    let both: BTreeSet<&str> = CRATES
+        .iter()
+        .filter(|c| c.2.contains(&"ironscale-wire") && c.2.contains(&"ironscale-types"))
+        .map(|c| c.0)
+        .collect();
+    let allowed: BTreeSet<&str> = [
+        "ironscale-mapper",
+        "ironscale-state",
+        "ironscale-control",
+        "ironscale",
+    ]
+    .into();
+    assert!(
+        both.is_subset(&allowed),
+        "invariant 2: only {allowed:?} see both wire and domain types; the table lets {:?}",
+        both.difference(&allowed).collect::<Vec<_>>()
+    );
+    let policy = CRATES
+        .iter()
+        .find(|c| c.0 == "ironscale-policy")
+        .expect("policy row");
+    assert!(
+        !policy.2.contains(&"ironscale-wire"),
+        "invariant 2: policy never sees the wire format"
+    );
+}

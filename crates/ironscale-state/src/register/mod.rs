@@ -122,7 +122,9 @@ impl State {
             Some(text) => Credential::AuthKey(self.lookup_key(text).await),
             None => Credential::None,
         };
-        let out = self.decide_and_apply(machine, &request, credential).await;
+        let out = self
+            .decide_and_apply_locked(machine, &request, credential)
+            .await;
         if let RegisterResult::Refused(r) = &out {
             tracing::info!(machine = %machine.short(), "registration refused: {r}");
         }
@@ -146,7 +148,7 @@ impl State {
     }
 
     /// Decide and apply. Writer lock held.
-    async fn decide_and_apply(
+    async fn decide_and_apply_locked(
         &self,
         machine: MachinePublic,
         request: &Request,
@@ -154,7 +156,10 @@ impl State {
     ) -> RegisterResult {
         let now = self.now();
         let decision = self.decide_at(machine, request, credential, now);
-        match self.apply_decision(machine, request, decision, now).await {
+        match self
+            .apply_decision_locked(machine, request, decision, now)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(machine = %machine.short(), "registration failed: {e}");
@@ -205,7 +210,7 @@ impl State {
     }
 
     /// Perform a decision: every write in one transaction. Writer lock held.
-    async fn apply_decision(
+    async fn apply_decision_locked(
         &self,
         machine: MachinePublic,
         request: &Request,
@@ -352,7 +357,7 @@ impl State {
             }
         }
         let out = self
-            .decide_and_apply(
+            .decide_and_apply_locked(
                 pending.machine,
                 &pending.request,
                 Credential::Approved(approval),
