@@ -3,7 +3,6 @@
 
 mod cli;
 mod metrics;
-mod policy_runtime;
 mod serve;
 mod supervisor;
 

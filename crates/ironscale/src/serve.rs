@@ -326,8 +326,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let state = State::load(store, settings_from(&cfg)?, derp_map)
         .await
         .context("loading state")?;
-    crate::policy_runtime::load_initial(&cfg, &state).await?;
-    crate::policy_runtime::spawn_file_watch(&cfg, state.clone());
+    ironscale_runtime::load_initial(&cfg, &state).await?;
+    ironscale_runtime::spawn_file_watch(&cfg, state.clone());
     derpmap::spawn_refresh(
         cfg.clone(),
         derp.as_ref().map(|d| d.region.clone()),

@@ -88,6 +88,14 @@ const CRATES: &[(&str, Layer, &[&str])] = &[
             "ironscale-derpmap",
         ],
     ),
+    // The server's lifecycle around the state (policy load at start-up, file watch,
+    // SIGHUP): beside the state, not in it, so the state keeps one clock (no polling
+    // loop, no process signals); shared by serve and a doctor.
+    (
+        "ironscale-runtime",
+        State,
+        &["ironscale-config", "ironscale-state"],
+    ),
     // edges: what speaks to the network. `http` is generic serving (TCP/TLS/unix).
     (
         "ironscale-http",
@@ -153,6 +161,7 @@ const CRATES: &[(&str, Layer, &[&str])] = &[
             "ironscale-store",
             "ironscale-derpmap",
             "ironscale-state",
+            "ironscale-runtime",
             "ironscale-http",
             "ironscale-control",
             "ironscale-relay",
