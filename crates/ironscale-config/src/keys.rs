@@ -105,6 +105,8 @@ pub(crate) const KEYS: &[(&str, Ty)] = &[
     ("randomize_client_port", Ty::Bool),
     ("taildrop.enabled", Ty::Bool),
     ("tuning.batch_change_delay", Ty::Duration),
+    ("tuning.register_cache_max_entries", Ty::Int),
+    ("tuning.register_cache_expiration", Ty::Duration),
 ];
 
 /// Valid Headscale keys that ironscale accepts and ignores (a whole subtree
@@ -121,8 +123,6 @@ pub(crate) const IGNORED: &[&str] = &[
     "tuning.notifier_send_timeout",
     "tuning.node_mapsession_buffered_chan_size",
     "tuning.batcher_workers",
-    "tuning.register_cache_max_entries",
-    "tuning.register_cache_expiration",
     "tuning.node_store_batch_size",
     "tuning.node_store_batch_timeout",
     "node_update_check_interval",

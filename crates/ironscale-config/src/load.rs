@@ -1107,6 +1107,19 @@ impl Loader {
                 c.tuning.batch_change_delay = v;
             }
         }
+        if let Some(v) = self.int_in::<u32>("tuning.register_cache_max_entries", 1, 1_000_000) {
+            c.tuning.register_cache_max_entries = v as usize;
+        }
+        if let Some(v) = self.dur("tuning.register_cache_expiration") {
+            if v < Duration::from_secs(30) {
+                self.err(
+                    "tuning.register_cache_expiration",
+                    format!("{} is too short for a person to open the login URL and approve it; use at least 30s (default 15m)", format_duration(v)),
+                );
+            } else {
+                c.tuning.register_cache_expiration = v;
+            }
+        }
         if let Some(v) = self.b("randomize_client_port") {
             c.randomize_client_port = v;
             self.warn(

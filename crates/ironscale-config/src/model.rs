@@ -340,12 +340,20 @@ pub struct TuningConfig {
     /// reconnect storm costs each client a few updates a second rather than
     /// one per peer. `0` sends every change as it comes.
     pub batch_change_delay: Duration,
+    /// `tuning.register_cache_max_entries`: at most this many interactive
+    /// registrations wait for approval at once (more are refused).
+    pub register_cache_max_entries: usize,
+    /// `tuning.register_cache_expiration`: how long an interactive
+    /// registration waits for approval before its login URL stops working.
+    pub register_cache_expiration: Duration,
 }
 
 impl Default for TuningConfig {
     fn default() -> Self {
         TuningConfig {
             batch_change_delay: Duration::from_millis(100),
+            register_cache_max_entries: 1024,
+            register_cache_expiration: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -758,3 +758,38 @@ fn batch_change_delay_is_honoured_and_bounded() {
     assert_eq!(d.line, Some(66), "{}", render(&diags));
     assert!(d.message.contains("too long"), "{}", d.message);
 }
+
+#[test]
+fn register_cache_keys_are_honoured_and_bounded() {
+    let (c, _) = expect_ok(Config::load(&setup(&vpn_seed()).config));
+    assert_eq!(c.tuning.register_cache_max_entries, 1024);
+    assert_eq!(c.tuning.register_cache_expiration, Duration::from_secs(900));
+    let (c, _) = expect_ok(Config::load(
+        &setup(&format!(
+            "{}\ntuning:\n  register_cache_max_entries: 50\n  register_cache_expiration: 5m\n",
+            vpn_seed()
+        ))
+        .config,
+    ));
+    assert_eq!(c.tuning.register_cache_max_entries, 50);
+    assert_eq!(c.tuning.register_cache_expiration, Duration::from_secs(300));
+    let diags = expect_err(Config::load(
+        &setup(&format!(
+            "{}\ntuning:\n  register_cache_expiration: 5s\n  register_cache_max_entries: 0\n",
+            vpn_seed()
+        ))
+        .config,
+    ));
+    let exp = diags
+        .iter()
+        .find(|d| d.key == "tuning.register_cache_expiration")
+        .expect("a 5 s expiration is refused");
+    assert!(exp.message.contains("too short"), "{}", exp.message);
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.key == "tuning.register_cache_max_entries"),
+        "{}",
+        render(&diags)
+    );
+}

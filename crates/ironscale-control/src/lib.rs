@@ -6,6 +6,7 @@
 //! handshake, record or frame ends that one connection only.
 
 mod frames;
+mod login;
 mod machine;
 mod noise_stream;
 mod ts2021;
@@ -148,5 +149,6 @@ pub fn router(ctl: Arc<Control>) -> Router {
         .route("/key", get(key_handler))
         .route("/ts2021", any(ts2021::upgrade))
         .route("/health", get(health))
+        .route("/register/{id}", get(login::page))
         .with_state(ctl)
 }

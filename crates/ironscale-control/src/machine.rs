@@ -61,7 +61,11 @@ async fn register(
     if req.version < wire::MIN_CAPVER {
         return (StatusCode::BAD_REQUEST, crate::CLIENT_TOO_OLD).into_response();
     }
-    let out = ctl.state.register(machine, &req).await;
+    let out = if req.followup.is_empty() {
+        ctl.state.register(machine, &req).await
+    } else {
+        crate::login::followup(&ctl, machine, &req).await
+    };
     Json(register_response(&ctl, out)).into_response()
 }
 

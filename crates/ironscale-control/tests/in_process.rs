@@ -576,3 +576,127 @@ async fn key_expiry_reaches_peers_at_its_instant_in_virtual_time() {
         "alpha not expired in beta's map: {changed:?}"
     );
 }
+
+/// `GET path` on the server's plain HTTP listener: the whole response.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// Interactive login over the wire: no key gets a login URL; the login page
+/// says what to run; the client's follow-up request waits until an
+/// administrator approves, then answers as authorized, and the node maps.
+#[tokio::test]
+async fn an_interactive_login_waits_for_approval_then_authorizes() {
+    let s = start_with(
+        ironscale_state::Settings {
+            interactive_login: true,
+            ..Default::default()
+        },
+        Arc::new(ironscale_state::SystemClock),
+    )
+    .await;
+    s.state.create_user("alice", "", "").await.unwrap();
+    let mkey = PrivateKey::generate();
+    let node = PrivateKey::generate();
+    let mut h2 = dial(&s, &mkey).await;
+    let r = register_followup(&mut h2, &node.node_public(), "", "laptop", "").await;
+    assert!(!r.machine_authorized);
+    assert!(r.error.is_empty(), "{}", r.error);
+    let id = r
+        .auth_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(r.auth_url.contains("/register/"), "{}", r.auth_url);
+    assert_eq!(id.len(), 24, "{}", r.auth_url);
+    // The page a person opens.
+    let page = http_get(s.addr, &format!("/register/{id}")).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains(&format!("nodes register --user USERNAME --key {id}")),
+        "{page}"
+    );
+    assert!(page.contains("laptop"), "{page}");
+    let unknown = http_get(s.addr, "/register/AAAAAAAAAAAAAAAAAAAAAAAA").await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    // The follow-up waits...
+    let mut h2b = h2.clone();
+    let url = r.auth_url.clone();
+    let nk = node.node_public();
+    let waiting =
+        tokio::spawn(async move { register_followup(&mut h2b, &nk, "", "laptop", &url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the follow-up must wait for approval"
+    );
+    assert!(s.state.list_nodes().is_empty());
+    // ...until an administrator approves.
+    let alice = s.state.find_user(&UserRef::Name("alice".into())).unwrap();
+    let pending = s.state.pending_registrations();
+    assert_eq!(pending.len(), 1);
+    s.state
+        .approve_registration(
+            &pending[0].id,
+            ironscale_state::Approval {
+                user: Some(alice.id),
+                tags: vec![],
+                method: ironscale_types::RegisterMethod::Cli,
+            },
+        )
+        .await
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the follow-up answers after approval")
+        .unwrap();
+    assert!(done.machine_authorized, "{:?}", done.error);
+    assert_eq!(done.login.login_name, "alice");
+    let disco = PrivateKey::generate();
+    let mut frames = map_stream(&mut h2, &node.node_public(), &disco).await;
+    let first = frames.next().await;
+    assert_eq!(
+        first.node.as_ref().map(|n| n.name.starts_with("laptop")),
+        Some(true)
+    );
+}
+
+/// A denied login: the waiting follow-up is told why, and no node exists.
+#[tokio::test]
+async fn a_denied_interactive_login_is_told_why() {
+    let s = start_with(
+        ironscale_state::Settings {
+            interactive_login: true,
+            ..Default::default()
+        },
+        Arc::new(ironscale_state::SystemClock),
+    )
+    .await;
+    let mkey = PrivateKey::generate();
+    let node = PrivateKey::generate();
+    let mut h2 = dial(&s, &mkey).await;
+    let r = register_followup(&mut h2, &node.node_public(), "", "visitor", "").await;
+    let url = r.auth_url.clone();
+    let nk = node.node_public();
+    let waiting =
+        tokio::spawn(async move { register_followup(&mut h2, &nk, "", "visitor", &url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = s.state.pending_registrations()[0].id.clone();
+    s.state.deny_registration(&id, "not on the list").unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!done.machine_authorized);
+    assert_eq!(done.error, "not on the list");
+    assert!(s.state.list_nodes().is_empty());
+}

@@ -162,9 +162,11 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
             ..Default::default()
         },
         policy_in_database: cfg.policy.mode == ironscale_config::PolicyMode::Database,
-        // Interactive login (and its pending registrations) arrives with the
-        // `/register/<id>` page and `nodes register`; until then keys only.
-        ..Settings::default()
+        // `tailscale up` without a key waits at `<server_url>/register/<id>`
+        // until `nodes register` / `auth register` approves it.
+        interactive_login: true,
+        registration_ttl: cfg.tuning.register_cache_expiration,
+        max_pending_registrations: cfg.tuning.register_cache_max_entries,
     })
 }
 

@@ -34,20 +34,23 @@ pub async fn start() -> Server {
 
 /// [`start`] with the state on `clock` (tests in virtual time).
 pub async fn start_with_clock(clock: std::sync::Arc<dyn ironscale_state::Clock>) -> Server {
+    start_with(Settings::default(), clock).await
+}
+
+/// [`start`] with these state settings on `clock`.
+pub async fn start_with(
+    settings: Settings,
+    clock: std::sync::Arc<dyn ironscale_state::Clock>,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&ironscale_store::sqlite_config(
         dir.path().join("db.sqlite"),
     ))
     .await
     .unwrap();
-    let state = State::load_with_clock(
-        store.clone(),
-        Settings::default(),
-        wire::DerpMap::default(),
-        clock,
-    )
-    .await
-    .unwrap();
+    let state = State::load_with_clock(store.clone(), settings, wire::DerpMap::default(), clock)
+        .await
+        .unwrap();
     let key = PrivateKey::generate();
     let server_pub = key.machine_public();
     let ctl = Control::new(state.clone(), key);
@@ -165,12 +168,30 @@ pub async fn register(
     key: &str,
     host: &str,
 ) -> wire::RegisterResponse {
-    let body = serde_json::json!({
+    register_followup(h2, node, key, host, "").await
+}
+
+/// A RegisterRequest with `key` (empty: none) and `followup` (a login URL
+/// the server gave, or empty).
+pub async fn register_followup(
+    h2: &mut H2,
+    node: &NodePublic,
+    key: &str,
+    host: &str,
+    followup: &str,
+) -> wire::RegisterResponse {
+    let mut body = serde_json::json!({
         "Version": 130, "NodeKey": node.to_string(),
         "OldNodeKey": NodePublic::ZERO.to_string(),
-        "Auth": {"AuthKey": key}, "Expiry": "0001-01-01T00:00:00Z",
+        "Expiry": "0001-01-01T00:00:00Z",
         "Hostinfo": {"Hostname": host, "OS": "linux"}
     });
+    if !key.is_empty() {
+        body["Auth"] = serde_json::json!({"AuthKey": key});
+    }
+    if !followup.is_empty() {
+        body["Followup"] = serde_json::json!(followup);
+    }
     let resp = post(h2, "/machine/register", body).await;
     assert_eq!(resp.status(), 200);
     let b = resp.into_body().collect().await.unwrap().to_bytes();
