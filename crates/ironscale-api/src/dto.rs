@@ -481,6 +481,24 @@ pub struct ApproveRoutesRequest {
     pub routes: Vec<String>,
 }
 
+/// `POST /api/v1/auth/register` (Headscale 0.27+): complete the pending
+/// interactive registration `auth_id` for the user named `user`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AuthRegisterRequest {
+    pub user: String,
+    #[serde(alias = "auth_id")]
+    pub auth_id: String,
+}
+
+/// `POST /api/v1/auth/approve` and `POST /api/v1/auth/reject`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AuthIdRequest {
+    #[serde(alias = "auth_id")]
+    pub auth_id: String,
+}
+
 /// `PUT /api/v1/policy` and `POST /api/v1/policy/check`: the HuJSON text.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -59,9 +59,9 @@ impl From<StateError> for ApiError {
     fn from(e: StateError) -> Self {
         match &e {
             StateError::NodeNotFound(id) => ApiError::not_found(format!("node {} not found", id.0)),
-            StateError::UserNotFound(_) | StateError::KeyNotFound(_) => {
-                ApiError::not_found(e.to_string())
-            }
+            StateError::UserNotFound(_)
+            | StateError::KeyNotFound(_)
+            | StateError::RegistrationNotFound(_) => ApiError::not_found(e.to_string()),
             StateError::UserExists(_) => {
                 ApiError::new(StatusCode::CONFLICT, code::ALREADY_EXISTS, e.to_string())
             }

@@ -14,8 +14,8 @@ use axum::extract::{Path, Query, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::StatusCode;
-use ironscale_state::{NodeFilter, State, UserFilter};
-use ironscale_types::{NodeId, UserId, UserRef};
+use ironscale_state::{Approval, NodeFilter, RegistrationId, State, StateError, UserFilter};
+use ironscale_types::{NodeId, RegisterMethod, UserId, UserRef};
 use serde::de::DeserializeOwned;
 
 use crate::dto::{self, parse_id};
@@ -355,6 +355,111 @@ pub async fn approve_routes(
     let approved: Vec<String> = n.approved_routes.iter().map(|r| r.to_string()).collect();
     tracing::info!(%caller, node = id.0, name = %n.given_name, ?approved, "node routes approved");
     Ok(Json(one_node(&state, id).await?))
+}
+
+// ---- interactive registrations ---------------------------------------------
+
+/// The id of a pending registration (the last segment of its login URL).
+fn registration_id(raw: &str) -> Result<RegistrationId, ApiError> {
+    RegistrationId::parse(raw.trim()).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "invalid registration id {raw:?}: expected the 24 letters and digits after /register/ in the login URL"
+        ))
+    })
+}
+
+/// Approve the pending registration `raw_id` for the user `raw_user` (a
+/// name, or an id no user is named): the node is created, the waiting
+/// client proceeds.
+async fn complete_registration(
+    state: &State,
+    caller: &Caller,
+    raw_id: &str,
+    raw_user: &str,
+) -> ApiResult<dto::NodeResponse> {
+    let id = registration_id(raw_id)?;
+    if raw_user.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "give the user who will own the node (\"user\")",
+        ));
+    }
+    let user = state.find_user(&user_in_query(state, raw_user.trim())?)?;
+    let approval = Approval {
+        user: Some(user.id),
+        tags: Vec::new(),
+        method: RegisterMethod::Cli,
+    };
+    let node = state.approve_registration(&id, approval).await?;
+    tracing::info!(%caller, registration = %id, node = node.id.0, name = %node.given_name,
+        user = %user.name, "interactive registration approved");
+    Ok(Json(one_node(state, node.id).await?))
+}
+
+/// `POST /api/v1/node/register?user=<name>&key=<id>` (Headscale's
+/// RegisterNode; the seed's `nodes register --user U --key <id>`).
+pub async fn register_node(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    q: Params,
+) -> ApiResult<dto::NodeResponse> {
+    let q = params(q)?;
+    let key = q.get("key").map(String::as_str).unwrap_or_default();
+    let user = q.get("user").map(String::as_str).unwrap_or_default();
+    complete_registration(&state, &caller, key, user).await
+}
+
+/// `POST /api/v1/auth/register` `{"user": "<name>", "authId": "<id>"}`
+/// (Headscale 0.27+'s `auth register`).
+pub async fn auth_register(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    b: Bytes,
+) -> ApiResult<dto::NodeResponse> {
+    let req: dto::AuthRegisterRequest = body(&b)?;
+    complete_registration(&state, &caller, &req.auth_id, &req.user).await
+}
+
+/// `POST /api/v1/auth/approve` `{"authId": "<id>"}`. Headscale approves an
+/// auth request that already knows its user (an SSH check, a
+/// re-authentication); a pending registration here has no owner yet, so it
+/// is refused with the command that completes it.
+pub async fn auth_approve(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    b: Bytes,
+) -> ApiResult<dto::Empty> {
+    let req: dto::AuthIdRequest = body(&b)?;
+    let id = registration_id(&req.auth_id)?;
+    let Some(p) = state.pending_registration(&id) else {
+        return Err(StateError::RegistrationNotFound(id.to_string()).into());
+    };
+    tracing::info!(%caller, registration = %id, host = %p.hostname, "auth approve refused: the registration needs a user");
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        dto::code::FAILED_PRECONDITION,
+        format!(
+            "registration {id} ({}) needs a user to own the node: run `ironscale auth register --auth-id {id} --user <name>`",
+            p.hostname
+        ),
+    ))
+}
+
+/// `POST /api/v1/auth/reject` `{"authId": "<id>"}`: deny the pending
+/// registration; the waiting client is told.
+pub async fn auth_reject(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    b: Bytes,
+) -> ApiResult<dto::Empty> {
+    let req: dto::AuthIdRequest = body(&b)?;
+    let id = registration_id(&req.auth_id)?;
+    let host = state
+        .pending_registration(&id)
+        .map(|p| p.hostname)
+        .unwrap_or_default();
+    state.deny_registration(&id, "the registration was rejected by an administrator")?;
+    tracing::info!(%caller, registration = %id, %host, "interactive registration rejected");
+    Ok(empty())
 }
 
 // ---- policy -----------------------------------------------------------------

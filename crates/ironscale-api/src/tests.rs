@@ -17,6 +17,8 @@ use tower::ServiceExt;
 use crate::golden::{assert_shape, golden, Lenient};
 use crate::{authenticate, router, router_with_auth, Auth, Caller};
 
+mod register;
+
 struct Env {
     _dir: tempfile::TempDir,
     state: State,
