@@ -268,6 +268,39 @@ impl Client {
         Ok(r.node)
     }
 
+    // ----- interactive registrations -----
+
+    /// Complete the pending registration `key` (the id of its login URL) for
+    /// `user` (a name): the new node (`nodes register --user U --key K`).
+    pub async fn register_node(&self, user: &str, key: &str) -> Result<dto::Node> {
+        let q = [("user", user.to_string()), ("key", key.to_string())];
+        let r: dto::NodeResponse = self.post(&with_query("/api/v1/node/register", &q)).await?;
+        Ok(r.node)
+    }
+
+    /// The same through Headscale 0.27+'s `POST /api/v1/auth/register`.
+    pub async fn auth_register(&self, user: &str, auth_id: &str) -> Result<dto::Node> {
+        let req = dto::AuthRegisterRequest {
+            user: user.to_string(),
+            auth_id: auth_id.to_string(),
+        };
+        let r: dto::NodeResponse = self
+            .send(Method::POST, "/api/v1/auth/register", Some(&req))
+            .await?;
+        Ok(r.node)
+    }
+
+    /// Deny the pending registration `auth_id`; its client is told.
+    pub async fn auth_reject(&self, auth_id: &str) -> Result<()> {
+        let req = dto::AuthIdRequest {
+            auth_id: auth_id.to_string(),
+        };
+        let _: dto::Empty = self
+            .send(Method::POST, "/api/v1/auth/reject", Some(&req))
+            .await?;
+        Ok(())
+    }
+
     // ----- policy -----
 
     pub async fn get_policy(&self) -> Result<dto::PolicyResponse> {

@@ -1,5 +1,5 @@
 //! `ironscale`: the server (`serve`), config checker (`configtest`) and the
-//! Headscale-style admin CLI (`users`, `preauthkeys`, `nodes`, `policy`).
+//! Headscale-style admin CLI (`users`, `preauthkeys`, `nodes`, `auth`, `policy`).
 
 mod cli;
 mod metrics;
@@ -47,6 +47,9 @@ enum Cmd {
     /// Manage nodes.
     #[command(subcommand, visible_aliases = ["node", "machines", "machine"])]
     Nodes(cli::NodesCmd),
+    /// Complete or reject a client's interactive registration (Headscale 0.27+).
+    #[command(subcommand)]
+    Auth(cli::AuthCmd),
     /// Check, get and set the policy; run the conformance corpus.
     #[command(subcommand, visible_alias = "acl")]
     Policy(cli::policy::PolicyCmd),
@@ -118,6 +121,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Nodes(c) => {
             let cfg = load_config(cfg_path, true)?;
             cli::run_nodes(c, &cfg.unix_socket, out).await?;
+        }
+        Cmd::Auth(c) => {
+            let cfg = load_config(cfg_path, true)?;
+            cli::run_auth(c, &cfg.unix_socket, out).await?;
         }
         Cmd::Policy(cli::policy::PolicyCmd::Conformance { dir }) => {
             return cli::policy::conformance(&dir, out)

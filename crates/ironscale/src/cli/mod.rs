@@ -18,6 +18,7 @@
 //! Tests also use: tempfile, ironscale-api, ironscale-state, ironscale-store
 //! (they start a real API server on a temporary socket).
 
+mod auth;
 mod nodes;
 mod output;
 pub mod policy;
@@ -30,6 +31,7 @@ use std::path::Path;
 use anyhow::bail;
 use ironscale_api::client::Client;
 
+pub use auth::AuthCmd;
 pub use nodes::NodesCmd;
 pub use output::Output;
 pub use preauthkeys::PreauthkeysCmd;
@@ -61,6 +63,10 @@ pub async fn run_nodes(cmd: NodesCmd, socket: &Path, out: Output) -> anyhow::Res
         )
         .await?,
     )
+}
+
+pub async fn run_auth(cmd: AuthCmd, socket: &Path, out: Output) -> anyhow::Result<()> {
+    emit(auth::auth(cmd, &Client::unix(socket), out).await?)
 }
 
 /// What a command prints: data on stdout, remarks on stderr.
@@ -121,6 +127,9 @@ pub(crate) mod test_server {
     pub(crate) struct Server {
         _dir: tempfile::TempDir,
         pub(crate) sock: PathBuf,
+        /// The server's state (to set up what the API cannot, such as a
+        /// client waiting for its interactive registration).
+        pub(crate) state: ironscale_state::State,
         stop: Option<tokio::sync::oneshot::Sender<()>>,
     }
 
@@ -149,7 +158,7 @@ pub(crate) mod test_server {
             .expect("state");
         let sock = dir.path().join("run/ironscale.sock");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let router = ironscale_api::router(state);
+        let router = ironscale_api::router(state.clone());
         let path = sock.clone();
         tokio::spawn(async move {
             let _ = ironscale_http::serve_unix(&path, 0o770, router, async {
@@ -166,6 +175,7 @@ pub(crate) mod test_server {
         Server {
             _dir: dir,
             sock,
+            state,
             stop: Some(tx),
         }
     }
@@ -178,7 +188,7 @@ pub(crate) mod testing {
     use chrono::TimeZone;
     use clap::{Parser, Subcommand};
 
-    use super::{NodesCmd, PreauthkeysCmd, UsersCmd};
+    use super::{AuthCmd, NodesCmd, PreauthkeysCmd, UsersCmd};
 
     #[derive(Parser, Debug)]
     pub(crate) struct T {
@@ -193,6 +203,8 @@ pub(crate) mod testing {
         Preauthkeys(PreauthkeysCmd),
         #[command(subcommand, visible_alias = "node")]
         Nodes(NodesCmd),
+        #[command(subcommand)]
+        Auth(AuthCmd),
     }
 
     pub(crate) fn parse(args: &str) -> Result<Top, clap::Error> {

@@ -1,4 +1,4 @@
-//! `ironscale nodes list | delete | expire | rename | tag | approve-routes`.
+//! `ironscale nodes list | register | delete | expire | rename | tag | approve-routes`.
 
 use anyhow::anyhow;
 use clap::Subcommand;
@@ -20,6 +20,17 @@ pub enum NodesCmd {
         /// (Headscale's old "show tags" switch) it filters nothing.
         #[arg(short = 't', long, value_delimiter = ',', num_args = 0..)]
         tags: Option<Vec<String>>,
+    },
+    /// Complete a client's interactive registration: the node joins, owned
+    /// by --user (the seed's words; Headscale 0.27+: `auth register`).
+    Register {
+        /// The user who will own the node (name or id).
+        #[arg(short = 'u', long)]
+        user: String,
+        /// The registration id: the end of the login URL the client printed
+        /// (`<server_url>/register/<id>`).
+        #[arg(short = 'k', long)]
+        key: String,
     },
     /// Delete a node.
     Delete {
@@ -88,6 +99,7 @@ pub(crate) async fn nodes(
                 nodes_table(&list, now)
             })))
         }
+        NodesCmd::Register { user, key } => super::auth::register_node(c, &user, &key, out).await,
         NodesCmd::Delete { identifier, force } => {
             let n = c.get_node(identifier).await?;
             let q = format!("Delete node {:?} (ID {identifier})", n.given_name);
