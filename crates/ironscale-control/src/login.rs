@@ -14,10 +14,6 @@ use ironscale_wire as wire;
 
 use crate::Control;
 
-/// Longest a follow-up request waits before the client is told to ask again
-/// (it retries at once with the same follow-up URL).
-const MAX_FOLLOWUP_WAIT: Duration = Duration::from_secs(5 * 60);
-
 /// The id at the end of a login URL (`…/register/<id>`).
 pub(crate) fn id_of_url(url: &str) -> Option<RegistrationId> {
     let path = url.split(['?', '#']).next().unwrap_or(url);
@@ -43,10 +39,10 @@ pub(crate) async fn followup(
                 "this login URL belongs to another machine".into(),
             ));
         }
-        let left = (p.expires - ctl.state.now())
-            .to_std()
-            .unwrap_or_default()
-            .min(MAX_FOLLOWUP_WAIT);
+        // As Headscale: wait for a verdict or the registration's expiry (the
+        // client cancels the request if it gives up first).
+        let left =
+            (p.expires - ctl.state.now()).to_std().unwrap_or_default() + Duration::from_millis(50);
         let waited = tokio::time::timeout(
             left,
             rx.wait_for(|s| !matches!(s, RegistrationStatus::Waiting)),
@@ -62,12 +58,11 @@ pub(crate) async fn followup(
             }
             // The entry went away (expired and purged) without a verdict.
             Ok(Err(_)) => {}
-            Err(_) if ctl.state.pending_registration(&id).is_some() => {
-                // Still waiting: the client asks again with the same URL.
-                return RegisterResult::NeedsLogin(Box::new(p));
-            }
+            // Expired: a plain register below starts a new login.
             Err(_) => {}
         }
+    } else if let Some(why) = ctl.state.registration_denial(&id) {
+        return RegisterResult::Refused(ironscale_state::Refusal::Registration(why));
     }
     // Approved (the node now has this node key), expired, or unknown (a
     // restarted server): a plain register request answers each.

@@ -629,9 +629,9 @@ async fn an_interactive_login_waits_for_approval_then_authorizes() {
     let unknown = http_get(s.addr, "/register/AAAAAAAAAAAAAAAAAAAAAAAA").await;
     assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
     // The follow-up waits...
-    let mut h2b = h2.clone();
     let url = r.auth_url.clone();
     let nk = node.node_public();
+    let mut h2b = h2.clone();
     let waiting =
         tokio::spawn(async move { register_followup(&mut h2b, &nk, "", "laptop", &url).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -687,8 +687,9 @@ async fn a_denied_interactive_login_is_told_why() {
     let r = register_followup(&mut h2, &node.node_public(), "", "visitor", "").await;
     let url = r.auth_url.clone();
     let nk = node.node_public();
+    let mut h2b = h2.clone();
     let waiting =
-        tokio::spawn(async move { register_followup(&mut h2, &nk, "", "visitor", &url).await });
+        tokio::spawn(async move { register_followup(&mut h2b, &nk, "", "visitor", &url).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let id = s.state.pending_registrations()[0].id.clone();
     s.state.deny_registration(&id, "not on the list").unwrap();
@@ -698,5 +699,10 @@ async fn a_denied_interactive_login_is_told_why() {
         .unwrap();
     assert!(!done.machine_authorized);
     assert_eq!(done.error, "not on the list");
+    // The client asks again with the same URL: the denial stands (no new login URL).
+    let again = register_followup(&mut h2, &node.node_public(), "", "visitor", &r.auth_url).await;
+    assert_eq!(again.error, "not on the list");
+    assert!(again.auth_url.is_empty());
     assert!(s.state.list_nodes().is_empty());
+    assert!(s.state.pending_registrations().is_empty());
 }

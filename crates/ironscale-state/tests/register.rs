@@ -331,3 +331,53 @@ async fn pending_registrations_are_bounded() {
         "{out:?}"
     );
 }
+
+/// A client restart that re-registers (new Hostinfo) writes the fields it
+/// changes only: what another writer (another instance on the database)
+/// changed meanwhile survives.
+#[tokio::test]
+async fn a_reregistration_keeps_another_writers_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir).await;
+    let other = sqlite(&dir).await;
+    let s = State::load(store, Settings::default(), Default::default())
+        .await
+        .unwrap();
+    s.create_user("alice", "", "").await.unwrap();
+    let alice = UserRef::Name("alice".parse().unwrap());
+    let (_, key) = s
+        .create_preauth_key(Some(&alice), true, false, None, vec![])
+        .await
+        .unwrap();
+    let machine = PrivateKey::generate().machine_public();
+    let nk = PrivateKey::generate().node_public();
+    let first = s
+        .register(machine, &request(nk, Some(&key), "router"))
+        .await;
+    let id = first.node().expect("registered").id;
+    let route: ipnet::IpNet = "10.9.0.0/24".parse().unwrap();
+    other
+        .update_node_fields(
+            id,
+            &ironscale_store::NodeUpdate {
+                approved_routes: Some(vec![route]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let again = s
+        .register(machine, &request(nk, None, "router-renamed"))
+        .await;
+    assert!(
+        matches!(again, RegisterResult::Authorized { .. }),
+        "{again:?}"
+    );
+    let stored = other.get_node(id).await.unwrap().expect("node");
+    assert_eq!(stored.hostname, "router-renamed");
+    assert_eq!(
+        stored.approved_routes,
+        vec![route],
+        "the other writer's approval was overwritten"
+    );
+}

@@ -160,6 +160,31 @@ pub struct NodeUpdate {
 }
 
 impl NodeUpdate {
+    /// The durable fields in which `new` differs from `old` (presence is not
+    /// compared: see [`Store::update_node_presence`]).
+    pub fn between(old: &Node, new: &Node) -> NodeUpdate {
+        fn ch<T: PartialEq + Clone>(a: &T, b: &T) -> Option<T> {
+            (a != b).then(|| b.clone())
+        }
+        NodeUpdate {
+            node_key: ch(&old.node_key, &new.node_key),
+            hostname: ch(&old.hostname, &new.hostname),
+            given_name: ch(&old.given_name, &new.given_name),
+            owner: (old.user_id != new.user_id || old.tags != new.tags).then(|| NodeOwner {
+                user_id: new.user_id,
+                tags: new.tags.clone(),
+            }),
+            hostinfo_json: ch(&old.hostinfo_json, &new.hostinfo_json),
+            announced_routes: ch(&old.announced_routes, &new.announced_routes),
+            approved_routes: ch(&old.approved_routes, &new.approved_routes),
+            expiry: ch(&old.expiry, &new.expiry),
+            register_method: ch(&old.register_method, &new.register_method),
+            auth_key_id: ch(&old.auth_key_id, &new.auth_key_id),
+            ephemeral: ch(&old.ephemeral, &new.ephemeral),
+            capver: ch(&old.capver, &new.capver),
+        }
+    }
+
     /// No field is set.
     pub fn is_empty(&self) -> bool {
         *self == NodeUpdate::default()

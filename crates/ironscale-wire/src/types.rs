@@ -32,10 +32,27 @@ pub struct OverTlsPublicKeyResponse {
     pub public_key: MachinePublic,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct RegisterResponseAuth {
     #[serde(rename = "AuthKey", default, deserialize_with = "nullable")]
     pub auth_key: String,
+}
+
+/// The pre-auth key is a secret: `Debug` (and so any `{:?}` of a
+/// RegisterRequest) shows only whether one is there.
+impl std::fmt::Debug for RegisterResponseAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterResponseAuth")
+            .field(
+                "auth_key",
+                &if self.auth_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
 }
 
 /// `POST /machine/register` body.
@@ -633,6 +650,19 @@ mod tests {
 
     const LITE: &str = include_str!("../testdata/MapRequest-lite-with-endpoints-netinfo.json");
     const REG: &str = include_str!("../testdata/RegisterRequest.json");
+
+    #[test]
+    fn debug_of_a_register_request_hides_the_auth_key() {
+        let r = RegisterRequest {
+            auth: Some(RegisterResponseAuth {
+                auth_key: "hskey-auth-SECRETSECRET".into(),
+            }),
+            ..Default::default()
+        };
+        let d = format!("{r:?}");
+        assert!(!d.contains("SECRETSECRET"), "{d}");
+        assert!(d.contains("<redacted>"), "{d}");
+    }
 
     #[test]
     fn parses_captured_requests() {

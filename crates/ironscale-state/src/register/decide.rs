@@ -32,6 +32,8 @@ pub enum Refusal {
         requested: Vec<String>,
         why: String,
     },
+    /// A logout (an expiry in the past) for a node key this server does not know.
+    UnknownNodeLogout,
     /// An interactive registration that is unknown, expired or was denied.
     Registration(String),
     /// Applying the decision failed (store error); details are logged.
@@ -63,6 +65,9 @@ impl std::fmt::Display for Refusal {
                 f,
                 "requested tags {requested:?} are invalid or not permitted: {why}"
             ),
+            Refusal::UnknownNodeLogout => {
+                f.write_str("logout of a node this server does not know")
+            }
             Refusal::Registration(m) => f.write_str(m),
             Refusal::Internal(m) => write!(f, "registration failed: {m}"),
         }
@@ -295,22 +300,23 @@ pub fn decide(f: &RegisterFacts<'_>, now: Timestamp) -> RegisterDecision {
     let has_credential = !matches!(f.credential, Credential::None);
 
     // 1. Logout: an expiry in the past for a known node.
-    if let (Some(exp), Some(node)) = (req.expiry, existing) {
-        if exp <= now {
-            if node.machine_key != f.machine {
-                return D::Refuse(Refusal::LogoutOtherMachine);
-            }
-            if node.ephemeral {
-                return D::DeleteEphemeral { node: node.id };
-            }
-            let mut n = node.clone();
-            n.expiry = Some(now);
-            return D::Update {
-                node: Box::new(n),
-                claim: None,
-                what: "node logged out",
-            };
+    if req.expiry.is_some_and(|e| e <= now) {
+        let Some(node) = existing else {
+            return D::Refuse(Refusal::UnknownNodeLogout);
+        };
+        if node.machine_key != f.machine {
+            return D::Refuse(Refusal::LogoutOtherMachine);
         }
+        if node.ephemeral {
+            return D::DeleteEphemeral { node: node.id };
+        }
+        let mut n = node.clone();
+        n.expiry = Some(now);
+        return D::Update {
+            node: Box::new(n),
+            claim: None,
+            what: "node logged out",
+        };
     }
 
     // 2. Known node key (client restart).
@@ -348,19 +354,29 @@ pub fn decide(f: &RegisterFacts<'_>, now: Timestamp) -> RegisterDecision {
             .filter(|n| n.machine_key == f.machine)
         {
             let expired = old.is_expired(now);
-            if !expired || has_credential {
-                // An expired node needs a valid credential to rotate; a live
-                // one rotates on its own authority.
-                let mut claim = None;
-                if expired {
-                    match &f.credential {
-                        Credential::AuthKey(k) => match owner_from_key(f, k, now) {
-                            Ok(o) => claim = o.claim,
-                            Err(r) => return D::Refuse(r),
-                        },
-                        Credential::Approved(_) | Credential::None => {}
-                    }
+            // An expired node needs a valid credential to rotate, and rotates
+            // only if the credential's owner is the node's (another owner is a
+            // new login: step 4); a live one rotates on its own authority.
+            let claim = if expired {
+                let owner = match &f.credential {
+                    Credential::None => None,
+                    Credential::AuthKey(k) => match owner_from_key(f, k, now) {
+                        Ok(o) => Some(o),
+                        Err(r) => return D::Refuse(r),
+                    },
+                    Credential::Approved(a) => match owner_from_approval(f, a) {
+                        Ok(o) => Some(o),
+                        Err(r) => return D::Refuse(r),
+                    },
+                };
+                match owner {
+                    Some(o) if o.user == old.user_id && o.tags == old.tags => Some(o.claim),
+                    _ => None,
                 }
+            } else {
+                Some(None)
+            };
+            if let Some(claim) = claim {
                 let mut n = old.clone();
                 n.node_key = req.node_key;
                 n.expiry = default_expiry(n.is_tagged(), f.node_expiry, now);
@@ -768,6 +784,51 @@ mod tests {
         // Another machine's old key is not a rotation.
         let d = run(2, r, None, Some(old), Credential::None, vec![]);
         assert_eq!(d, RegisterDecision::Interactive);
+    }
+
+    #[test]
+    fn a_logout_of_an_unknown_node_is_refused() {
+        let mut r = req(1);
+        r.expiry = Some(t(-1));
+        let d = run(1, r, None, None, Credential::None, vec![]);
+        assert_eq!(d, RegisterDecision::Refuse(Refusal::UnknownNodeLogout));
+    }
+
+    #[test]
+    fn an_expired_node_approved_for_another_owner_is_a_new_login() {
+        let mut r = req(2);
+        r.old_node_key = nodekey(1);
+        let mut old = (*node(3, 1, 1)).clone();
+        old.expiry = Some(t(-5));
+        let old = Arc::new(old);
+        let other = Approval {
+            user: Some(UserId(9)),
+            tags: vec![],
+            method: RegisterMethod::Cli,
+        };
+        let d = run(
+            1,
+            r.clone(),
+            None,
+            Some(old.clone()),
+            Credential::Approved(other),
+            vec![],
+        );
+        let RegisterDecision::Create { node, .. } = d else {
+            panic!("expected a new node for the new owner, got {d:?}")
+        };
+        assert_eq!(node.user_id, Some(UserId(9)));
+        // The same owner rotates the old node.
+        let same = Approval {
+            user: Some(UserId(1)),
+            tags: vec![],
+            method: RegisterMethod::Cli,
+        };
+        let d = run(1, r, None, Some(old), Credential::Approved(same), vec![]);
+        assert!(
+            matches!(&d, RegisterDecision::Update { node, .. } if node.id == NodeId(3)),
+            "{d:?}"
+        );
     }
 
     #[test]

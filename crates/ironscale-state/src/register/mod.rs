@@ -232,13 +232,28 @@ impl State {
                 RegisterResult::KeyExpired { node: None }
             }
             D::Update { node, claim, what } => {
+                // Field by field: what another writer changed meanwhile in
+                // the fields this registration leaves alone survives.
+                let cur = self
+                    .snapshot()
+                    .nodes
+                    .get(&node.id)
+                    .cloned()
+                    .ok_or(StateError::NodeNotFound(node.id))?;
+                let update = ironscale_store::NodeUpdate::between(&cur, &node);
+                let presence = node.presence();
                 let mut tx = self.store().begin().await?;
                 if let Some(c) = claim {
                     if !tx.claim_preauth_key(c.key_id).await? {
                         return Ok(RegisterResult::Refused(Refusal::UsedKey));
                     }
                 }
-                tx.update_node(&node).await?;
+                if !update.is_empty() {
+                    tx.update_node_fields(node.id, &update).await?;
+                }
+                if presence != cur.presence() {
+                    tx.update_node_presence(node.id, &presence).await?;
+                }
                 tx.commit().await?;
                 let id = node.id;
                 let n = Arc::new(*node);
@@ -348,14 +363,33 @@ impl State {
         approval: Approval,
     ) -> Result<Arc<Node>, StateError> {
         let _w = self.inner.write.lock().await;
-        let pending = self
-            .pending_registration(id)
-            .ok_or_else(|| StateError::RegistrationNotFound(id.to_string()))?;
+        if approval.user.is_none() && approval.tags.is_empty() {
+            return Err(StateError::Invalid(
+                "an approval needs a user (or tags for a tagged node)".into(),
+            ));
+        }
         if let Some(u) = approval.user {
             if !self.snapshot().users.contains_key(&u) {
                 return Err(StateError::UserNotFound(u.0.to_string()));
             }
         }
+        if !approval.tags.is_empty() {
+            match approval.user {
+                Some(_) => self.check_tags(approval.user, &[], &approval.tags),
+                None => self.check_tags_defined(&approval.tags),
+            }
+            .map_err(StateError::Invalid)?;
+        }
+        // Taken out of the table while it is applied: a denial meanwhile
+        // finds nothing to deny, and cannot be overridden by this approval.
+        let now = self.now();
+        let entry = self
+            .inner
+            .pending
+            .lock()
+            .take(id, now)
+            .ok_or_else(|| StateError::RegistrationNotFound(id.to_string()))?;
+        let pending = entry.registration().clone();
         let out = self
             .decide_and_apply_locked(
                 pending.machine,
@@ -363,19 +397,30 @@ impl State {
                 Credential::Approved(approval),
             )
             .await;
+        let mut table = self.inner.pending.lock();
         match out {
             RegisterResult::Authorized { node, .. } => {
-                self.inner
-                    .pending
-                    .lock()
-                    .finish(id, RegistrationStatus::Approved(node.clone()));
+                table.finish_entry(entry, RegistrationStatus::Approved(node.clone()));
                 Ok(node)
             }
-            RegisterResult::Refused(r) => Err(StateError::Invalid(r.to_string())),
-            other => Err(StateError::Invalid(format!(
-                "the registration cannot be approved: {other:?}"
-            ))),
+            RegisterResult::Refused(r) => {
+                table.restore(entry);
+                Err(StateError::Invalid(r.to_string()))
+            }
+            RegisterResult::KeyExpired { .. } | RegisterResult::NeedsLogin(_) => {
+                table.restore(entry);
+                Err(StateError::Invalid(
+                    "the registration cannot be approved in its current state; ask the client to log in again"
+                        .into(),
+                ))
+            }
         }
+    }
+
+    /// Why a registration was denied (while the denial is remembered: until
+    /// the registration would have expired).
+    pub fn registration_denial(&self, id: &RegistrationId) -> Option<String> {
+        self.inner.pending.lock().denial(id, self.now())
     }
 
     /// Refuse a pending registration; the waiting client is told `reason`.

@@ -81,9 +81,16 @@ pub enum RegistrationStatus {
     Denied(String),
 }
 
-struct Entry {
+/// A pending registration and its watchers.
+pub(crate) struct Entry {
     reg: PendingRegistration,
     status: watch::Sender<RegistrationStatus>,
+}
+
+impl Entry {
+    pub(crate) fn registration(&self) -> &PendingRegistration {
+        &self.reg
+    }
 }
 
 /// The table is full of live registrations.
@@ -92,7 +99,11 @@ pub struct TableFull;
 
 pub(crate) struct PendingTable {
     by_id: HashMap<RegistrationId, Entry>,
-    by_node_key: HashMap<NodePublic, RegistrationId>,
+    /// One live registration per machine: a newer login replaces the older.
+    by_machine: HashMap<MachinePublic, RegistrationId>,
+    /// Denied registrations, until they would have expired: a client that
+    /// asks again with the same login URL hears the reason again.
+    denied: HashMap<RegistrationId, (String, Timestamp)>,
     capacity: usize,
     ttl: chrono::Duration,
 }
@@ -101,7 +112,8 @@ impl PendingTable {
     pub(crate) fn new(capacity: usize, ttl: std::time::Duration) -> PendingTable {
         PendingTable {
             by_id: HashMap::new(),
-            by_node_key: HashMap::new(),
+            by_machine: HashMap::new(),
+            denied: HashMap::new(),
             capacity,
             ttl: chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
         }
@@ -109,13 +121,14 @@ impl PendingTable {
 
     fn remove(&mut self, id: &RegistrationId) -> Option<Entry> {
         let e = self.by_id.remove(id)?;
-        if self.by_node_key.get(&e.reg.node_key) == Some(id) {
-            self.by_node_key.remove(&e.reg.node_key);
+        if self.by_machine.get(&e.reg.machine) == Some(id) {
+            self.by_machine.remove(&e.reg.machine);
         }
         Some(e)
     }
 
     fn purge_expired(&mut self, now: Timestamp) {
+        self.denied.retain(|_, (_, until)| *until > now);
         let dead: Vec<RegistrationId> = self
             .by_id
             .iter()
@@ -139,14 +152,24 @@ impl PendingTable {
         now: Timestamp,
     ) -> Result<PendingRegistration, TableFull> {
         self.purge_expired(now);
-        if let Some(id) = self.by_node_key.get(&request.node_key).cloned() {
-            if let Some(e) = self.by_id.get_mut(&id) {
-                if e.reg.machine == machine {
+        if let Some(id) = self.by_machine.get(&machine).cloned() {
+            let same_key = self
+                .by_id
+                .get(&id)
+                .is_some_and(|e| e.reg.node_key == request.node_key);
+            if same_key {
+                if let Some(e) = self.by_id.get_mut(&id) {
                     // The client asked again (restart, retry): same login URL,
                     // with what it reports now.
                     e.reg.request = request.clone();
                     return Ok(e.reg.clone());
                 }
+            }
+            // A newer login of this machine (a new node key) replaces its older one.
+            if let Some(old) = self.remove(&id) {
+                old.status.send_replace(RegistrationStatus::Denied(
+                    "a newer login of this machine replaced this one".into(),
+                ));
             }
         }
         if self.by_id.len() >= self.capacity {
@@ -167,7 +190,7 @@ impl PendingTable {
             request: request.clone(),
         };
         let (status, _) = watch::channel(RegistrationStatus::Waiting);
-        self.by_node_key.insert(reg.node_key, reg.id.clone());
+        self.by_machine.insert(reg.machine, reg.id.clone());
         self.by_id.insert(
             reg.id.clone(),
             Entry {
@@ -208,15 +231,47 @@ impl PendingTable {
             .map(|e| e.status.subscribe())
     }
 
-    /// End `id` with `status` (approved or denied) and forget it.
+    /// End `id` with `status` (approved or denied) and forget it; a denial
+    /// is remembered until the registration would have expired.
     pub(crate) fn finish(&mut self, id: &RegistrationId, status: RegistrationStatus) -> bool {
         match self.remove(id) {
             Some(e) => {
-                e.status.send_replace(status);
+                self.finish_entry(e, status);
                 true
             }
             None => false,
         }
+    }
+
+    /// Take `id` out of the table (an approval in progress: nobody else can
+    /// approve or deny it meanwhile). Give it back with [`Self::restore`] or
+    /// end it with [`Self::finish_entry`].
+    pub(crate) fn take(&mut self, id: &RegistrationId, now: Timestamp) -> Option<Entry> {
+        if self.by_id.get(id).is_some_and(|e| e.reg.expires <= now) {
+            return None;
+        }
+        self.remove(id)
+    }
+
+    pub(crate) fn restore(&mut self, e: Entry) {
+        self.by_machine.insert(e.reg.machine, e.reg.id.clone());
+        self.by_id.insert(e.reg.id.clone(), e);
+    }
+
+    pub(crate) fn finish_entry(&mut self, e: Entry, status: RegistrationStatus) {
+        if let RegistrationStatus::Denied(why) = &status {
+            self.denied
+                .insert(e.reg.id.clone(), (why.clone(), e.reg.expires));
+        }
+        e.status.send_replace(status);
+    }
+
+    /// Why `id` was denied, while that is remembered.
+    pub(crate) fn denial(&self, id: &RegistrationId, now: Timestamp) -> Option<String> {
+        self.denied
+            .get(id)
+            .filter(|(_, until)| *until > now)
+            .map(|(why, _)| why.clone())
     }
 
     #[cfg(test)]
@@ -274,6 +329,49 @@ mod tests {
             .start(machine(2), &req(1), t(5))
             .unwrap_or_else(|_| panic!("full"));
         assert_ne!(a.id, other.id);
+    }
+
+    #[test]
+    fn a_newer_login_of_a_machine_replaces_its_older_one() {
+        let mut p = PendingTable::new(10, std::time::Duration::from_secs(60));
+        let a = p
+            .start(machine(1), &req(1), t(0))
+            .unwrap_or_else(|_| panic!("full"));
+        let w = p.watch(&a.id, t(0)).unwrap_or_else(|| panic!("watch"));
+        let b = p
+            .start(machine(1), &req(2), t(1))
+            .unwrap_or_else(|_| panic!("full"));
+        assert_ne!(a.id, b.id);
+        assert_eq!(p.len(), 1, "one live registration per machine");
+        assert!(matches!(&*w.borrow(), RegistrationStatus::Denied(m) if m.contains("newer")));
+    }
+
+    #[test]
+    fn a_denial_is_remembered_until_the_registration_would_have_expired() {
+        let mut p = PendingTable::new(10, std::time::Duration::from_secs(60));
+        let a = p
+            .start(machine(1), &req(1), t(0))
+            .unwrap_or_else(|_| panic!("full"));
+        assert!(p.finish(&a.id, RegistrationStatus::Denied("no".into())));
+        assert_eq!(p.denial(&a.id, t(30)).as_deref(), Some("no"));
+        assert_eq!(p.denial(&a.id, t(60)), None);
+    }
+
+    #[test]
+    fn a_taken_entry_cannot_be_finished_until_restored() {
+        let mut p = PendingTable::new(10, std::time::Duration::from_secs(60));
+        let a = p
+            .start(machine(1), &req(1), t(0))
+            .unwrap_or_else(|_| panic!("full"));
+        let e = p.take(&a.id, t(1)).unwrap_or_else(|| panic!("take"));
+        assert!(!p.finish(&a.id, RegistrationStatus::Denied("late".into())));
+        assert!(p.take(&a.id, t(1)).is_none());
+        p.restore(e);
+        assert!(p.get(&a.id, t(2)).is_some());
+        assert!(
+            p.take(&a.id, t(60)).is_none(),
+            "an expired entry is not taken"
+        );
     }
 
     #[test]
