@@ -290,6 +290,12 @@ impl Client {
         Ok(r.node)
     }
 
+    /// The registrations waiting to be completed, oldest first.
+    pub async fn list_pending_registrations(&self) -> Result<Vec<dto::PendingRegistration>> {
+        let r: dto::ListPendingRegistrationsResponse = self.get("/api/v1/auth/pending").await?;
+        Ok(r.registrations)
+    }
+
     /// Deny the pending registration `auth_id`; its client is told.
     pub async fn auth_reject(&self, auth_id: &str) -> Result<()> {
         let req = dto::AuthIdRequest {

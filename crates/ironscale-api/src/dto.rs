@@ -555,6 +555,42 @@ pub struct ListNodesResponse {
     pub nodes: Vec<Node>,
 }
 
+/// A client waiting for its interactive registration to be completed
+/// (`GET /api/v1/auth/pending`; not a Headscale route).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRegistration {
+    /// The id to give `auth register --auth-id` (the end of the login URL).
+    pub id: String,
+    #[serde(default)]
+    pub hostname: String,
+    pub machine_key: String,
+    pub node_key: String,
+    #[serde(with = "ts")]
+    pub created_at: Timestamp,
+    #[serde(with = "ts")]
+    pub expires_at: Timestamp,
+}
+
+impl PendingRegistration {
+    pub fn from_state(p: &st::PendingRegistration) -> Self {
+        PendingRegistration {
+            id: p.id.to_string(),
+            hostname: p.hostname.clone(),
+            machine_key: p.machine.to_string(),
+            node_key: p.node_key.to_string(),
+            created_at: p.created,
+            expires_at: p.expires,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListPendingRegistrationsResponse {
+    #[serde(default)]
+    pub registrations: Vec<PendingRegistration>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthResponse {

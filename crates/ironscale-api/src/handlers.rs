@@ -444,6 +444,21 @@ pub async fn auth_approve(
     ))
 }
 
+/// `GET /api/v1/auth/pending`: the registrations waiting, oldest first (not
+/// a Headscale route; `ironscale auth list`).
+pub async fn list_pending_registrations(
+    AxState(state): AxState<State>,
+) -> ApiResult<dto::ListPendingRegistrationsResponse> {
+    let registrations = state
+        .pending_registrations()
+        .iter()
+        .map(dto::PendingRegistration::from_state)
+        .collect();
+    Ok(Json(dto::ListPendingRegistrationsResponse {
+        registrations,
+    }))
+}
+
 /// `POST /api/v1/auth/reject` `{"authId": "<id>"}`: deny the pending
 /// registration; the waiting client is told.
 pub async fn auth_reject(

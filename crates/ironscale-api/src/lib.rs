@@ -163,6 +163,7 @@ fn v1() -> Router<State> {
         .route("/auth/register", post(h::auth_register))
         .route("/auth/approve", post(h::auth_approve))
         .route("/auth/reject", post(h::auth_reject))
+        .route("/auth/pending", get(h::list_pending_registrations))
         .route("/policy", get(h::get_policy).put(h::set_policy))
         .route("/policy/check", post(h::check_policy))
         .fallback(h::not_found)

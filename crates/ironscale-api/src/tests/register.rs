@@ -280,3 +280,40 @@ async fn auth_reject_denies_and_tells_the_client() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn pending_registrations_are_listed_until_completed() {
+    let e = interactive_env().await;
+    let (s, v) = e.get("/api/v1/auth/pending").await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"registrations": []})));
+    let id = e.pending("waiting-host").await;
+    let (s, v) = e.get("/api/v1/auth/pending").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = &v["registrations"];
+    assert_eq!(r.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(r[0]["id"], id.as_str());
+    assert_eq!(r[0]["hostname"], "waiting-host");
+    assert!(
+        r[0]["machineKey"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("mkey:")),
+        "{v}"
+    );
+    assert!(
+        r[0]["nodeKey"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("nodekey:")),
+        "{v}"
+    );
+    let ts = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(r[0][k].as_str().unwrap_or_default()).expect(k)
+    };
+    assert_eq!(
+        (ts("expiresAt") - ts("createdAt")).num_seconds(),
+        15 * 60,
+        "the default registration_ttl"
+    );
+    e.state.deny_registration(&id, "test").expect("denied");
+    let (_, v) = e.get("/api/v1/auth/pending").await;
+    assert_eq!(v, json!({"registrations": []}));
+}

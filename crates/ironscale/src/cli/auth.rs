@@ -1,4 +1,5 @@
-//! `ironscale auth register | reject` (Headscale 0.27+) and the seed's
+//! `ironscale auth register | reject` (Headscale 0.27+), `auth list` (ours:
+//! the registrations waiting, with their ids) and the seed's
 //! `ironscale nodes register`: complete or refuse a client's interactive
 //! registration, named by the id at the end of its login URL
 //! (`<server_url>/register/<id>`).
@@ -8,7 +9,7 @@ use clap::Subcommand;
 use ironscale_api::client::{Client, ClientError};
 use ironscale_api::dto;
 
-use super::output::{render, rest, Output};
+use super::output::{fmt_time, render, rest, short_key, table, Output};
 use super::Printed;
 
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub enum AuthCmd {
         #[arg(short = 'u', long)]
         user: String,
     },
+    /// List the registrations waiting to be completed (not in Headscale).
+    #[command(visible_alias = "ls")]
+    List,
     /// Refuse a pending registration; the waiting client is told.
     Reject {
         #[arg(short = 'a', long = "auth-id")]
@@ -29,8 +33,19 @@ pub enum AuthCmd {
     },
 }
 
-pub(crate) async fn auth(cmd: AuthCmd, c: &Client, out: Output) -> anyhow::Result<Printed> {
+pub(crate) async fn auth(
+    cmd: AuthCmd,
+    c: &Client,
+    out: Output,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Printed> {
     match cmd {
+        AuthCmd::List => {
+            let list = c.list_pending_registrations().await?;
+            Ok(Printed::out(render(out, &rest(&list)?, || {
+                pending_table(&list, now)
+            })))
+        }
         AuthCmd::Register { auth_id, user } => {
             let n = c
                 .auth_register(&user, &auth_id)
@@ -46,6 +61,42 @@ pub(crate) async fn auth(cmd: AuthCmd, c: &Client, out: Output) -> anyhow::Resul
                 format!("Registration {auth_id} rejected\n")
             })))
         }
+    }
+}
+
+fn pending_table(list: &[dto::PendingRegistration], now: chrono::DateTime<chrono::Utc>) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.clone(),
+                p.hostname.clone(),
+                short_key(&p.machine_key),
+                short_key(&p.node_key),
+                fmt_time(&p.created_at),
+                minutes_left(p.expires_at - now),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "Hostname",
+            "MachineKey",
+            "NodeKey",
+            "Waiting since",
+            "Expires in",
+        ],
+        &rows,
+    )
+}
+
+fn minutes_left(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds();
+    if s <= 0 {
+        "expired".into()
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
     }
 }
 
@@ -117,6 +168,10 @@ mod tests {
         );
         assert!(parse("auth register --auth-id x").is_err(), "needs --user");
         assert!(parse("nodes register --user alice").is_err(), "needs --key");
+        assert_eq!(
+            parse("auth list").expect("parses"),
+            Top::Auth(AuthCmd::List)
+        );
     }
 
     /// Against a real server (interactive login on) on a temporary socket.
@@ -224,6 +279,94 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn auth_list_shows_the_waiting_registrations() {
+            let s = server_with(settings()).await;
+            let c = Client::unix(&s.sock);
+            let now = chrono::Utc::now();
+            let p = auth(AuthCmd::List, &c, Output::Json, now)
+                .await
+                .expect("list");
+            assert_eq!(
+                serde_json::from_str::<Value>(&p.stdout).expect("json"),
+                serde_json::json!([])
+            );
+            let a = pending(&s.state, "first").await;
+            let b = pending(&s.state, "second").await;
+            let p = auth(AuthCmd::List, &c, Output::Json, now)
+                .await
+                .expect("list");
+            let v: Value = serde_json::from_str(&p.stdout).expect("json");
+            let ids: Vec<&str> = v
+                .as_array()
+                .expect("a list")
+                .iter()
+                .filter_map(|r| r["id"].as_str())
+                .collect();
+            let mut want = vec![a.as_str(), b.as_str()];
+            want.sort();
+            let mut got = ids.clone();
+            got.sort();
+            assert_eq!(got, want, "{v}");
+            for r in v.as_array().expect("a list") {
+                assert!(r["machine_key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("mkey:")));
+                assert!(r["expires_at"].as_str().is_some(), "{r}");
+            }
+            // Read at the instant `first` started waiting: 15 minutes to live.
+            let started = s.state.pending_registration(&a).expect("pending").created;
+            let p = auth(AuthCmd::List, &c, Output::Table, started)
+                .await
+                .expect("table");
+            let lines: Vec<&str> = p.stdout.lines().collect();
+            assert_eq!(lines.len(), 3, "{}", p.stdout);
+            assert!(lines[0].starts_with("ID "), "{}", lines[0]);
+            let row = lines
+                .iter()
+                .find(|l| l.contains("| first "))
+                .expect("first's row");
+            assert!(row.starts_with(a.as_str()), "{row}");
+            assert!(row.contains("| mkey:"), "{row}");
+            assert!(row.ends_with("| 15m00s"), "{row}");
+
+            // Completed or rejected, a registration leaves the list.
+            s.state.create_user("alice", "", "").await.expect("user");
+            auth(
+                AuthCmd::Register {
+                    auth_id: a.to_string(),
+                    user: "alice".into(),
+                },
+                &c,
+                Output::Table,
+                now,
+            )
+            .await
+            .expect("registered");
+            auth(
+                AuthCmd::Reject {
+                    auth_id: b.to_string(),
+                },
+                &c,
+                Output::Table,
+                now,
+            )
+            .await
+            .expect("rejected");
+            let p = auth(AuthCmd::List, &c, Output::Table, now)
+                .await
+                .expect("table");
+            assert_eq!(p.stdout.lines().count(), 1, "{}", p.stdout);
+        }
+
+        #[test]
+        fn time_left_reads_as_minutes() {
+            assert_eq!(minutes_left(chrono::TimeDelta::seconds(905)), "15m05s");
+            assert_eq!(minutes_left(chrono::TimeDelta::seconds(59)), "0m59s");
+            assert_eq!(minutes_left(chrono::TimeDelta::seconds(0)), "expired");
+            assert_eq!(minutes_left(chrono::TimeDelta::seconds(-3)), "expired");
+        }
+
+        #[tokio::test]
         async fn auth_register_and_reject() {
             let s = server_with(settings()).await;
             let c = Client::unix(&s.sock);
@@ -239,6 +382,7 @@ mod tests {
                 },
                 &c,
                 Output::Table,
+                chrono::Utc::now(),
             )
             .await
             .expect_err("unknown user");
@@ -258,6 +402,7 @@ mod tests {
                 },
                 &c,
                 Output::Json,
+                chrono::Utc::now(),
             )
             .await
             .expect("registered");
@@ -273,6 +418,7 @@ mod tests {
                 },
                 &c,
                 Output::Table,
+                chrono::Utc::now(),
             )
             .await
             .expect_err("malformed");
@@ -284,6 +430,7 @@ mod tests {
                 },
                 &c,
                 Output::Yaml,
+                chrono::Utc::now(),
             )
             .await
             .expect("rejected");
@@ -298,6 +445,7 @@ mod tests {
                 },
                 &c,
                 Output::Table,
+                chrono::Utc::now(),
             )
             .await
             .expect_err("gone");

@@ -66,7 +66,7 @@ pub async fn run_nodes(cmd: NodesCmd, socket: &Path, out: Output) -> anyhow::Res
 }
 
 pub async fn run_auth(cmd: AuthCmd, socket: &Path, out: Output) -> anyhow::Result<()> {
-    emit(auth::auth(cmd, &Client::unix(socket), out).await?)
+    emit(auth::auth(cmd, &Client::unix(socket), out, chrono::Utc::now()).await?)
 }
 
 /// What a command prints: data on stdout, remarks on stderr.
