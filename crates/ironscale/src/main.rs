@@ -50,6 +50,12 @@ enum Cmd {
     /// Complete or reject a client's interactive registration (Headscale 0.27+).
     #[command(subcommand)]
     Auth(cli::AuthCmd),
+    /// Replaced by `nodes list-routes` / `nodes routes` (says so and exits 1).
+    #[command(hide = true, visible_alias = "route")]
+    Routes {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Check, get and set the policy; run the conformance corpus.
     #[command(subcommand, visible_alias = "acl")]
     Policy(cli::policy::PolicyCmd),
@@ -126,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let cfg = load_config(cfg_path, true)?;
             cli::run_auth(c, &cfg.unix_socket, out).await?;
         }
+        Cmd::Routes { args } => return Err(cli::legacy_routes(&args)),
         Cmd::Policy(cli::policy::PolicyCmd::Conformance { dir }) => {
             return cli::policy::conformance(&dir, out)
         }

@@ -23,6 +23,7 @@ mod nodes;
 mod output;
 pub mod policy;
 mod preauthkeys;
+mod routes;
 mod users;
 
 use std::io::IsTerminal;
@@ -35,6 +36,8 @@ pub use auth::AuthCmd;
 pub use nodes::NodesCmd;
 pub use output::Output;
 pub use preauthkeys::PreauthkeysCmd;
+pub(crate) use routes::legacy as legacy_routes;
+pub use routes::RoutesCmd;
 pub use users::UsersCmd;
 
 // ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! `ironscale nodes list | register | delete | expire | rename | tag | approve-routes`.
+//! `ironscale nodes list | register | delete | expire | rename | tag | list-routes | routes | approve-routes`.
 
 use anyhow::anyhow;
 use clap::Subcommand;
@@ -64,6 +64,16 @@ pub enum NodesCmd {
         #[arg(short = 't', long, value_delimiter = ',', required = true)]
         tags: Vec<String>,
     },
+    /// Each node's routes: advertised, approved, served now (Headscale 0.26+).
+    #[command(name = "list-routes")]
+    ListRoutes {
+        /// Only this node.
+        #[arg(short = 'i', long)]
+        identifier: Option<u64>,
+    },
+    /// Subnet and exit routes: list, enable, disable (the seed's words).
+    #[command(subcommand, visible_alias = "route")]
+    Routes(super::RoutesCmd),
     /// Approve the routes a node advertises (subnets, or 0.0.0.0/0 and ::/0 for an exit node).
     #[command(name = "approve-routes")]
     ApproveRoutes {
@@ -140,8 +150,13 @@ pub(crate) async fn nodes(
                 format!("Node {:?} tagged {}\n", n.given_name, n.tags.join(","))
             })))
         }
+        NodesCmd::ListRoutes { identifier } => super::routes::list(c, identifier, out).await,
+        NodesCmd::Routes(cmd) => super::routes::routes(cmd, c, out).await,
         NodesCmd::ApproveRoutes { identifier, routes } => {
             let routes: Vec<String> = routes.into_iter().filter(|r| !r.is_empty()).collect();
+            for r in &routes {
+                super::routes::parse_route(r)?;
+            }
             let n = c.approve_routes(identifier, routes.clone()).await?;
             Ok(Printed::out(render(out, &rest(&n)?, || {
                 format!(
