@@ -77,6 +77,8 @@ pub(crate) const KEYS: &[(&str, Ty)] = &[
     ("disable_check_updates", Ty::Bool),
     ("node.expiry", Ty::Str),
     ("node.ephemeral.inactivity_timeout", Ty::Duration),
+    ("node.device_approval", Ty::Bool),
+    ("node.device_approval_exempt_tagged_keys", Ty::Bool),
     ("dns.magic_dns", Ty::Bool),
     ("dns.base_domain", Ty::Str),
     ("dns.override_local_dns", Ty::Bool),

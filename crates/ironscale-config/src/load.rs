@@ -1091,6 +1091,12 @@ impl Loader {
                 c.node.ephemeral_inactivity_timeout = v;
             }
         }
+        if let Some(v) = self.b("node.device_approval") {
+            c.node.device_approval = v;
+        }
+        if let Some(v) = self.b("node.device_approval_exempt_tagged_keys") {
+            c.node.device_approval_exempt_tagged_keys = v;
+        }
         if let Some(v) = self.b("logtail.enabled") {
             c.logtail.enabled = v;
         }

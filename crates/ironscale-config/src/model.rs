@@ -237,6 +237,12 @@ pub struct NodeConfig {
     pub expiry: Option<Duration>,
     /// `node.ephemeral.inactivity_timeout` (old: `ephemeral_node_inactivity_timeout`).
     pub ephemeral_inactivity_timeout: Duration,
+    /// `node.device_approval` (ours; default off): a new node registers
+    /// unauthorized until an administrator approves it.
+    pub device_approval: bool,
+    /// `node.device_approval_exempt_tagged_keys` (ours; default on): a node
+    /// registered with a tagged pre-auth key is approved at once.
+    pub device_approval_exempt_tagged_keys: bool,
 }
 
 /// A DNS resolver: a plain IP or a DNS-over-HTTPS URL.
@@ -439,6 +445,8 @@ impl Config {
             node: NodeConfig {
                 expiry: None,
                 ephemeral_inactivity_timeout: Duration::from_secs(120),
+                device_approval: false,
+                device_approval_exempt_tagged_keys: true,
             },
             dns: DnsConfig {
                 magic_dns: true,

@@ -793,3 +793,32 @@ fn register_cache_keys_are_honoured_and_bounded() {
         render(&diags)
     );
 }
+
+#[test]
+fn device_approval_keys() {
+    let base = "server_url: http://127.0.0.1:8080\ndatabase:\n  sqlite:\n    path: /TESTDIR/db\ndns:\n  base_domain: t.internal\n  override_local_dns: false\n";
+    let (c, _) = expect_ok(Config::load(&setup(base).config));
+    assert!(!c.node.device_approval);
+    assert!(c.node.device_approval_exempt_tagged_keys);
+    let (c, w) = expect_ok(Config::load(
+        &setup(&format!(
+            "{base}node:\n  device_approval: true\n  device_approval_exempt_tagged_keys: false\n"
+        ))
+        .config,
+    ));
+    assert!(c.node.device_approval);
+    assert!(!c.node.device_approval_exempt_tagged_keys);
+    assert!(
+        !w.iter().any(|d| d.key.starts_with("node.device_approval")),
+        "{}",
+        render(&w)
+    );
+    let diags = expect_err(Config::load(
+        &setup(&format!("{base}node:\n  device_approval: maybe\n")).config,
+    ));
+    assert!(
+        diags.iter().any(|d| d.key == "node.device_approval"),
+        "{}",
+        render(&diags)
+    );
+}

@@ -88,6 +88,12 @@ pub struct Settings {
     pub registration_ttl: Duration,
     /// At most this many pending registrations (more are refused).
     pub max_pending_registrations: usize,
+    /// `node.device_approval`: a new node is created unapproved (no peers,
+    /// seen by none, `MachineAuthorized` false) until `approve_node`.
+    pub device_approval: bool,
+    /// `node.device_approval_exempt_tagged_keys`: with device approval on, a
+    /// node registered with a tagged pre-auth key is approved at once.
+    pub device_approval_exempt_tagged_keys: bool,
 }
 
 impl Default for Settings {
@@ -105,6 +111,8 @@ impl Default for Settings {
             interactive_login: false,
             registration_ttl: Duration::from_secs(15 * 60),
             max_pending_registrations: 1024,
+            device_approval: false,
+            device_approval_exempt_tagged_keys: true,
         }
     }
 }

@@ -167,6 +167,8 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
         interactive_login: true,
         registration_ttl: cfg.tuning.register_cache_expiration,
         max_pending_registrations: cfg.tuning.register_cache_max_entries,
+        device_approval: cfg.node.device_approval,
+        device_approval_exempt_tagged_keys: cfg.node.device_approval_exempt_tagged_keys,
     })
 }
 
