@@ -165,9 +165,11 @@ impl Tailnet {
     }
 
     /// Recompute route primaries: for every approved subnet route, keep the
-    /// current primary while it is online; otherwise pick the online node with
-    /// the lowest id, else the lowest id overall. O(n): the reference that
-    /// [`Tailnet::update_routes`] must agree with.
+    /// current primary while it is online (sticky: a router coming back does
+    /// not take over); otherwise pick the online node with the lowest id. A
+    /// route with no online router has no primary: nobody is told an offline
+    /// router serves it. O(n): the reference that [`Tailnet::update_routes`]
+    /// must agree with.
     pub fn elect_primaries(&self, previous: &BTreeMap<IpNet, NodeId>) -> BTreeMap<IpNet, NodeId> {
         let mut candidates: BTreeMap<IpNet, Vec<NodeId>> = BTreeMap::new();
         for n in self.nodes.values() {
@@ -184,8 +186,7 @@ impl Tailnet {
                 .filter(|p| ids.contains(p) && self.is_online(**p));
             let pick = keep
                 .copied()
-                .or_else(|| ids.iter().copied().find(|id| self.is_online(*id)))
-                .or_else(|| ids.iter().copied().min());
+                .or_else(|| ids.iter().copied().filter(|id| self.is_online(*id)).min());
             if let Some(p) = pick {
                 out.insert(route, p);
             }
@@ -202,7 +203,6 @@ impl Tailnet {
             .filter(|p| ids.contains(*p) && self.is_online(**p))
             .copied()
             .or_else(|| ids.iter().copied().find(|id| self.is_online(*id)))
-            .or_else(|| ids.iter().next().copied())
     }
 
     /// Install `primaries` if they differ; returns the nodes that gained or
@@ -443,5 +443,16 @@ mod tests {
         let moved = t.update_routes(&old, [NodeId(2)]);
         assert_eq!(t.primaries.get(&route(0)), Some(&NodeId(1)), "fails over");
         assert_eq!(moved, BTreeSet::from([NodeId(1), NodeId(2)]));
+        // Every router offline: nobody serves the route (no offline primary).
+        let old = t.clone();
+        t.online.clear();
+        let moved = t.update_routes(&old, [NodeId(1), NodeId(3)]);
+        assert_eq!(
+            t.primaries.get(&route(0)),
+            None,
+            "no online router, no primary"
+        );
+        assert_eq!(moved, BTreeSet::from([NodeId(1)]));
+        assert!(t.elect_primaries(&t.primaries).is_empty());
     }
 }

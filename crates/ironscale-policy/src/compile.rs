@@ -124,6 +124,9 @@ pub struct CompiledPolicy {
     pub(crate) subnets: Vector<Vec<IpNet>>,
     pub(crate) exits: Vector<Vec<IpNet>>,
     pub(crate) primaries: Vector<Vec<IpNet>>,
+    /// `primaries` hold the state's election ([`CompiledPolicy::sync_primaries`]),
+    /// not the compile-time one (lowest id); a rebuild clears it.
+    pub(crate) elected: bool,
     pub(crate) all_subnet_strs: Vec<Arc<str>>,
     pub(crate) subnet_set: IpSet,
     pub(crate) node_caps: Vector<CapMap>,
@@ -445,6 +448,7 @@ impl CompiledPolicy {
             subnets,
             exits,
             primaries: Vector::from(primaries),
+            elected: false,
             all_subnet_strs,
             subnet_set,
             node_caps: Vector::from(node_caps),
@@ -901,6 +905,62 @@ impl CompiledPolicy {
     /// (which move `*` and primaries) fall back to a full rebuild.
     pub fn update_node(&mut self, change: Change) -> BTreeSet<NodeId> {
         crate::incremental::update_node(self, change)
+    }
+
+    /// Take the primary routes elected by the server (online-aware and
+    /// sticky, `ironscale_mapper::Tailnet::primaries`) instead of the
+    /// compile-time election (the lowest id, Tailscale's answer when every
+    /// router is up), so the filters' AllowedIPs and the map's PrimaryRoutes
+    /// name the same router. `routers`: the nodes whose primaries may have
+    /// changed; after a (re)build every node is synced. A route is taken
+    /// only where this policy approves it for that node. Returns the nodes
+    /// whose primary routes changed here.
+    pub fn sync_primaries(
+        &mut self,
+        primaries: &std::collections::BTreeMap<IpNet, NodeId>,
+        routers: &BTreeSet<NodeId>,
+    ) -> BTreeSet<NodeId> {
+        let targets: Vec<u32> = if self.elected {
+            routers.iter().filter_map(|id| self.idx(*id)).collect()
+        } else {
+            (0..self.topo.nodes.len() as u32).collect()
+        };
+        let mut by_node: HashMap<NodeId, Vec<IpNet>> = HashMap::new();
+        for (r, id) in primaries {
+            by_node.entry(*id).or_default().push(*r);
+        }
+        let mut changed = BTreeSet::new();
+        for i in targets {
+            let id = self.topo.nodes[i as usize].id;
+            let mut v = by_node.remove(&id).unwrap_or_default();
+            v.retain(|r| self.subnets[i as usize].contains(r));
+            v.sort();
+            if self.primaries[i as usize] != v {
+                self.primaries.set(i as usize, v);
+                changed.insert(id);
+            }
+        }
+        self.elected = true;
+        changed
+    }
+
+    /// The routes this policy approves for `id`: approved by an administrator
+    /// or by `autoApprovers` (subnet routes, then exit routes).
+    pub fn approved_routes(&self, id: NodeId) -> Vec<IpNet> {
+        match self.idx(id) {
+            Some(i) => self.subnets[i as usize]
+                .iter()
+                .chain(self.exits[i as usize].iter())
+                .copied()
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether the primaries are the server's election (no rebuild since the
+    /// last [`CompiledPolicy::sync_primaries`]).
+    pub fn primaries_in_sync(&self) -> bool {
+        self.elected
     }
 
     /// Add a user, or apply a change to one (name, e-mail). Nodes that

@@ -24,15 +24,18 @@ impl State {
         let mut next = (*old).clone();
         f(&mut next);
         let (changed_nodes, changed_users) = index::changes(&old, &next);
-        let policy_affected = match &change {
+        // One route election (online-aware, sticky), read by the map's
+        // PrimaryRoutes and, through `sync_primaries`, the policy's AllowedIPs.
+        let changed_primaries = next.update_routes(&old, changed_nodes.iter().copied());
+        let mut policy_affected = match &change {
             Change::Nodes(ids) => self.update_policy_for(&old, &mut next, ids, &[]),
             Change::Users(_) => {
                 self.update_policy_for(&old, &mut next, &BTreeSet::new(), &changed_users)
             }
             Change::Full => BTreeSet::new(),
         };
+        policy_affected.extend(self.sync_policy_primaries(&mut next, &changed_primaries));
         self.update_timers_for(&old, &next, &changed_nodes);
-        let changed_primaries = next.update_routes(&old, changed_nodes.iter().copied());
         if !changed_nodes.is_empty() || !changed_users.is_empty() {
             let mut ix = (**self.inner.index.load()).clone();
             if ix.update(&old, &next, &changed_nodes, &changed_users) {

@@ -94,7 +94,13 @@ impl State {
         n.tags = tags;
         n.user_id = None;
         n.expiry = None;
-        self.save_node_locked(n).await
+        let saved = self.save_node_locked(n).await?;
+        // Its new tags may make it an auto-approved router.
+        Ok(self
+            .store_auto_approvals_locked(&[saved.id])
+            .await?
+            .pop()
+            .unwrap_or(saved))
     }
 
     /// Approve subnet routes / exit routes (`nodes approve-routes`). Replaces
@@ -122,7 +128,7 @@ impl State {
     }
 
     /// Swap a node (already persisted) into the snapshot. Writer lock held.
-    fn publish_node_locked(&self, n: Node) -> Result<Arc<Node>> {
+    pub(crate) fn publish_node_locked(&self, n: Node) -> Result<Arc<Node>> {
         let id = n.id;
         let n = Arc::new(n);
         let out = n.clone();
@@ -180,7 +186,14 @@ impl State {
         if m == *cur {
             return Ok(Some(cur));
         }
-        Ok(Some(self.save_reported_locked(&cur, m).await?))
+        let routes_changed = m.announced_routes != cur.announced_routes;
+        let saved = self.save_reported_locked(&cur, m).await?;
+        if routes_changed {
+            if let Some(n) = self.store_auto_approvals_locked(&[saved.id]).await?.pop() {
+                return Ok(Some(n));
+            }
+        }
+        Ok(Some(saved))
     }
 
     /// Persist what a client reported (presence, and the durable fields its

@@ -122,12 +122,10 @@ impl State {
         let policy = Policy::parse(text, file_name)?;
         let t = self.snapshot();
         let (users, nodes) = users_nodes(&t);
-        let compiled = Arc::new(CompiledPolicy::compile(
-            &policy,
-            &users,
-            &nodes,
-            &self.settings().policy_tailnet,
-        )?);
+        let mut compiled =
+            CompiledPolicy::compile(&policy, &users, &nodes, &self.settings().policy_tailnet)?;
+        compiled.sync_primaries(&t.primaries, &BTreeSet::new());
+        let compiled = Arc::new(compiled);
         let warnings = policy.warnings().to_vec();
         if persist {
             self.store().kv_set(POLICY_KV_KEY, text).await?;
@@ -141,6 +139,17 @@ impl State {
         }
         let view: Arc<dyn PolicyView> = Arc::new(CompiledView(compiled));
         self.commit(|t| t.policy = view, Change::Full);
+        // autoApprovers approve at a policy change too (stored, once).
+        let routers: Vec<NodeId> = self
+            .snapshot()
+            .nodes
+            .values()
+            .filter(|n| !n.announced_routes.is_empty())
+            .map(|n| n.id)
+            .collect();
+        if let Err(e) = self.store_auto_approvals_locked(&routers).await {
+            tracing::error!("storing the policy's route auto-approvals failed: {e}");
+        }
         tracing::info!(file = file_name, "policy installed");
         Ok(warnings)
     }
@@ -226,6 +235,75 @@ impl State {
     /// (in place when the policy does not name it); a user removed
     /// recompiles. Returns the nodes whose policy outputs changed (their
     /// sessions rebuild fully). Writer lock held.
+    /// `autoApprovers` approve once: the announced routes the policy approves
+    /// for these nodes that their record does not yet hold are stored as
+    /// approved (so the approval outlives a later policy change, and the
+    /// route election sees them). Returns the nodes that changed. Writer lock held.
+    pub(crate) async fn store_auto_approvals_locked(
+        &self,
+        ids: &[NodeId],
+    ) -> Result<Vec<Arc<Node>>, crate::StateError> {
+        let wanted: Vec<(Arc<Node>, Vec<ipnet::IpNet>)> = {
+            let ps = self.inner.policy.lock();
+            let Some(c) = ps.compiled.as_ref() else {
+                return Ok(Vec::new());
+            };
+            let t = self.snapshot();
+            ids.iter()
+                .filter_map(|id| t.nodes.get(id).cloned())
+                .filter_map(|n| {
+                    let missing: Vec<ipnet::IpNet> = c
+                        .approved_routes(n.id)
+                        .into_iter()
+                        .filter(|r| {
+                            n.announced_routes.contains(r) && !n.approved_routes.contains(r)
+                        })
+                        .collect();
+                    (!missing.is_empty()).then_some((n, missing))
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (n, missing) in wanted {
+            let mut m = (*n).clone();
+            m.approved_routes.extend(missing.iter().copied());
+            m.approved_routes.sort();
+            m.approved_routes.dedup();
+            self.store()
+                .update_node_fields(
+                    m.id,
+                    &ironscale_store::NodeUpdate {
+                        approved_routes: Some(m.approved_routes.clone()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            tracing::info!(node = m.id.0, name = %m.given_name, routes = ?missing, "routes approved by the policy's autoApprovers");
+            out.push(self.publish_node_locked(m)?);
+        }
+        Ok(out)
+    }
+
+    /// Give the compiled policy the commit's route election (see
+    /// `CompiledPolicy::sync_primaries`); returns the routers whose
+    /// primaries changed in the policy. Writer lock held.
+    pub(crate) fn sync_policy_primaries(
+        &self,
+        next: &mut Tailnet,
+        routers: &BTreeSet<NodeId>,
+    ) -> BTreeSet<NodeId> {
+        let mut ps = self.inner.policy.lock();
+        let Some(compiled) = ps.compiled.as_mut() else {
+            return BTreeSet::new();
+        };
+        if compiled.primaries_in_sync() && routers.is_empty() {
+            return BTreeSet::new();
+        }
+        let changed = Arc::make_mut(compiled).sync_primaries(&next.primaries, routers);
+        next.policy = Arc::new(CompiledView(compiled.clone()));
+        changed
+    }
+
     pub(crate) fn update_policy_for(
         &self,
         old: &Tailnet,

@@ -265,6 +265,7 @@ impl State {
                     Change::Nodes(BTreeSet::from([id])),
                 );
                 tracing::info!(node = id.0, name = %out.given_name, "{what}");
+                let out = self.auto_approve_registered_locked(out).await?;
                 self.authorized(out, now)
             }
             D::Create { node, claim } => {
@@ -312,6 +313,7 @@ impl State {
                     method = out.register_method.as_str(),
                     "node registered"
                 );
+                let out = self.auto_approve_registered_locked(out).await?;
                 self.authorized(out, now)
             }
             D::Interactive => {
@@ -334,6 +336,19 @@ impl State {
                 }
             }
         })
+    }
+
+    /// A registered node that announces routes: store what `autoApprovers`
+    /// approve for it. Writer lock held.
+    async fn auto_approve_registered_locked(&self, n: Arc<Node>) -> Result<Arc<Node>, StateError> {
+        if n.announced_routes.is_empty() {
+            return Ok(n);
+        }
+        Ok(self
+            .store_auto_approvals_locked(&[n.id])
+            .await?
+            .pop()
+            .unwrap_or(n))
     }
 
     /// Interactive registrations waiting for approval, oldest first.
