@@ -268,6 +268,25 @@ impl Client {
         Ok(r.node)
     }
 
+    /// `POST /api/v1/node/{id}/user` `{"user": <user id>}`: give the node
+    /// to another user.
+    pub async fn move_node(&self, id: u64, user_id: u64) -> Result<dto::Node> {
+        let req = dto::MoveNodeRequest {
+            user: Some(dto::LooseId(user_id.to_string())),
+        };
+        let path = format!("/api/v1/node/{id}/user");
+        let r: dto::NodeResponse = self.send(Method::POST, &path, Some(&req)).await?;
+        Ok(r.node)
+    }
+
+    /// `POST /api/v1/node/backfillips?confirmed=true`: give every node an
+    /// address of each configured family it lacks; what changed.
+    pub async fn backfill_node_ips(&self) -> Result<Vec<String>> {
+        let r: dto::BackfillNodeIpsResponse =
+            self.post("/api/v1/node/backfillips?confirmed=true").await?;
+        Ok(r.changes)
+    }
+
     // ----- interactive registrations -----
 
     /// Complete the pending registration `key` (the id of its login URL) for

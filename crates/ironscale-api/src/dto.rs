@@ -481,6 +481,23 @@ pub struct ApproveRoutesRequest {
     pub routes: Vec<String>,
 }
 
+/// `POST /api/v1/node/{id}/user` `{"user": <id>}` (Headscale 0.26+'s
+/// MoveNode; the id may be a number or a string, as grpc-gateway accepts).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MoveNodeRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<LooseId>,
+}
+
+/// `POST /api/v1/node/backfillips?confirmed=true`: one line per address
+/// given or removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackfillNodeIpsResponse {
+    pub changes: Vec<String>,
+}
+
 /// `POST /api/v1/auth/register` (Headscale 0.27+): complete the pending
 /// interactive registration `auth_id` for the user named `user`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -357,6 +357,42 @@ pub async fn approve_routes(
     Ok(Json(one_node(&state, id).await?))
 }
 
+/// `POST /api/v1/node/{id}/user` `{"user": <id>}` (Headscale 0.26+'s
+/// MoveNode; `nodes move`). The user is an id; a body naming the user (as
+/// Headscale before 0.26 sent it) is taken as a name.
+pub async fn move_node(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    p: Result<Path<String>, PathRejection>,
+    q: Params,
+    b: Bytes,
+) -> ApiResult<dto::NodeResponse> {
+    let id = node_id(&path(p)?)?;
+    let q = params(q)?;
+    let req: dto::MoveNodeRequest = body(&b)?;
+    let raw = req
+        .user
+        .map(|u| u.0)
+        .or_else(|| q.get("user").cloned())
+        .unwrap_or_default();
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(ApiError::invalid(
+            "give the user to move the node to (\"user\": its id)",
+        ));
+    }
+    let to = match parse_id(raw) {
+        Some(uid) => UserRef::Id(UserId(uid)),
+        None if raw.bytes().all(|c| c.is_ascii_digit() || c == b'-') => {
+            return Err(ApiError::bad_id("user", raw))
+        }
+        None => UserRef::Name(raw.to_string()),
+    };
+    let n = state.move_node(id, &to).await?;
+    tracing::info!(%caller, node = id.0, name = %n.given_name, user = ?n.user_id.map(|u| u.0), "node moved");
+    Ok(Json(one_node(&state, id).await?))
+}
+
 // ---- interactive registrations ---------------------------------------------
 
 /// The id of a pending registration (the last segment of its login URL).

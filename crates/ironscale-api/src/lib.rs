@@ -160,6 +160,7 @@ fn v1() -> Router<State> {
         .route("/node/{id}/rename/{new_name}", post(h::rename_node))
         .route("/node/{id}/tags", post(h::set_tags))
         .route("/node/{id}/approve_routes", post(h::approve_routes))
+        .route("/node/{id}/user", post(h::move_node))
         .route("/auth/register", post(h::auth_register))
         .route("/auth/approve", post(h::auth_approve))
         .route("/auth/reject", post(h::auth_reject))

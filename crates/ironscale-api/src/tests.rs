@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use crate::golden::{assert_shape, golden, Lenient};
 use crate::{authenticate, router, router_with_auth, Auth, Caller};
 
+mod node_admin;
 mod register;
 
 struct Env {

@@ -2,7 +2,8 @@ use ironscale_types::{NodeId, UserId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("user {0:?} not found")]
+    /// The user as [`ironscale_types::UserRef`] displays it (`"alice"`, `id 5`).
+    #[error("user {0} not found")]
     UserNotFound(String),
     #[error("user {0:?} already exists")]
     UserExists(String),

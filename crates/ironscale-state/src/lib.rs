@@ -19,6 +19,7 @@ mod commit;
 mod error;
 mod index;
 mod keys;
+mod node_admin;
 mod nodes;
 mod policy;
 mod register;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use ironscale_keys::MachinePublic;
 use ironscale_mapper::Tailnet;
-use ironscale_types::{Node, NodeId, Timestamp, User, UserId};
+use ironscale_types::{Node, NodeId, Timestamp, User, UserId, UserRef};
 use ironscale_wire as wire;
 use tokio::sync::watch;
 
@@ -385,7 +385,7 @@ impl State {
         }
         if let Some(u) = approval.user {
             if !self.snapshot().users.contains_key(&u) {
-                return Err(StateError::UserNotFound(u.0.to_string()));
+                return Err(StateError::UserNotFound(UserRef::Id(u).to_string()));
             }
         }
         if !approval.tags.is_empty() {

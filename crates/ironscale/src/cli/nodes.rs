@@ -1,4 +1,4 @@
-//! `ironscale nodes list | register | delete | expire | rename | tag | list-routes | routes | approve-routes`.
+//! `ironscale nodes list | register | delete | expire | rename | move | tag | list-routes | routes | approve-routes | backfillips`.
 
 use anyhow::anyhow;
 use clap::Subcommand;
@@ -55,6 +55,16 @@ pub enum NodesCmd {
         identifier: u64,
         #[arg(value_name = "NEW_NAME")]
         new_name: String,
+    },
+    /// Give a node to another user (a tagged node belongs to its tags and
+    /// cannot be moved).
+    #[command(visible_alias = "mv")]
+    Move {
+        #[arg(short = 'i', long)]
+        identifier: u64,
+        /// The new owner (name or id).
+        #[arg(short = 'u', long)]
+        user: String,
     },
     /// Set a node's tags (each must be defined in the policy's tagOwners).
     Tag {
@@ -142,6 +152,13 @@ pub(crate) async fn nodes(
             let n = c.rename_node(identifier, &new_name).await?;
             Ok(Printed::out(render(out, &rest(&n)?, || {
                 format!("Node renamed to {:?}\n", n.given_name)
+            })))
+        }
+        NodesCmd::Move { identifier, user } => {
+            let u = super::users::find_user(c, &user).await?;
+            let n = c.move_node(identifier, u.id).await?;
+            Ok(Printed::out(render(out, &rest(&n)?, || {
+                format!("Node {:?} moved to user {:?}\n", n.given_name, u.name)
             })))
         }
         NodesCmd::Tag { identifier, tags } => {
@@ -350,6 +367,110 @@ mod tests {
     mod live {
         use super::*;
         use crate::cli::test_server::server;
+        use ironscale_keys::PrivateKey;
+        use ironscale_types::UserRef;
+        use ironscale_wire as wire;
+
+        /// A node of `user` (or tagged with `tags`) registered with a fresh key; its id.
+        async fn enrol(
+            s: &crate::cli::test_server::Server,
+            host: &str,
+            user: Option<&str>,
+            tags: &[&str],
+        ) -> u64 {
+            let (_, key) = s
+                .state
+                .create_preauth_key(
+                    user.map(|u| UserRef::Name(u.into())).as_ref(),
+                    false,
+                    false,
+                    None,
+                    tags.iter().map(|t| t.to_string()).collect(),
+                )
+                .await
+                .expect("key");
+            let req = wire::RegisterRequest {
+                version: 106,
+                node_key: PrivateKey::generate().node_public(),
+                auth: Some(wire::RegisterResponseAuth { auth_key: key }),
+                hostinfo: Some(json!({ "Hostname": host })),
+                ..Default::default()
+            };
+            let out = s
+                .state
+                .register(PrivateKey::generate().machine_public(), &req)
+                .await;
+            out.node().expect("registered").id.0
+        }
+
+        async fn run(c: &Client, cmd: NodesCmd, out: Output) -> anyhow::Result<Printed> {
+            let none = |_: &str| -> anyhow::Result<bool> { Ok(false) };
+            nodes(cmd, c, out, &none, chrono::Utc::now()).await
+        }
+
+        fn mv(id: u64, user: &str) -> NodesCmd {
+            NodesCmd::Move {
+                identifier: id,
+                user: user.into(),
+            }
+        }
+
+        #[tokio::test]
+        async fn move_as_the_seed_prints_it() {
+            let s = server().await;
+            let c = Client::unix(&s.sock);
+            s.state.create_user("clients", "", "").await.expect("user");
+            s.state.create_user("admin", "", "").await.expect("user");
+            let id = enrol(&s, "laptop", Some("clients"), &[]).await;
+            // `nodes move --identifier <node-id> --user admin`
+            assert_eq!(
+                crate::cli::testing::parse(&format!("nodes move --identifier {id} --user admin"))
+                    .expect("parses"),
+                crate::cli::testing::Top::Nodes(mv(id, "admin"))
+            );
+            let p = run(&c, mv(id, "admin"), Output::Table).await.expect("move");
+            assert_eq!(p.stdout, "Node \"laptop\" moved to user \"admin\"\n");
+            assert_eq!(
+                c.get_node(id).await.expect("node").user.map(|u| u.name),
+                Some("admin".into())
+            );
+            // By id, with JSON out.
+            let p = run(&c, mv(id, "1"), Output::Json).await.expect("move");
+            let v: Value = serde_json::from_str(&p.stdout).expect("json");
+            assert_eq!(v["user"]["name"], "clients", "{v}");
+            assert_eq!(v["id"], id, "{v}");
+        }
+
+        #[tokio::test]
+        async fn bad_moves_are_refused_and_change_nothing() {
+            let s = server().await;
+            let c = Client::unix(&s.sock);
+            s.state.create_user("alice", "", "").await.expect("user");
+            s.state.create_user("bob", "", "").await.expect("user");
+            let id = enrol(&s, "laptop", Some("alice"), &[]).await;
+            let tagged = enrol(&s, "gw", None, &["tag:exit-node"]).await;
+            let before = c.list_nodes(None).await.expect("list");
+            let cases = [
+                (mv(id, "ghost"), "user \"ghost\" not found".to_string()),
+                (mv(999, "bob"), "node 999 not found".to_string()),
+                (
+                    mv(tagged, "bob"),
+                    format!(
+                        "node {tagged} (gw) is tagged (tag:exit-node): tagged nodes have no user"
+                    ),
+                ),
+            ];
+            for (cmd, want) in cases {
+                let e = run(&c, cmd.clone(), Output::Table)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| panic!("{cmd:?} was accepted"));
+                let msg = format!("{e:#}");
+                assert!(msg.contains(&want), "{cmd:?}: {msg}");
+                assert!(!msg.contains("\\\""), "{cmd:?}: doubled quotes in {msg}");
+            }
+            assert_eq!(c.list_nodes(None).await.expect("list"), before);
+        }
 
         #[tokio::test]
         async fn nodes_errors() {
