@@ -683,6 +683,7 @@ mod tests {
             auth_key_id: Some(id),
             ephemeral: false,
             capver: 100,
+            approved: true,
         }
     }
 

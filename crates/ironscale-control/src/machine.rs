@@ -79,9 +79,12 @@ fn register_response(ctl: &Control, out: RegisterResult) -> wire::RegisterRespon
             r.auth_url = format!("{}/register/{}", ctl.server_url, p.id);
         }
         RegisterResult::Authorized {
-            owner, key_expired, ..
+            owner,
+            key_expired,
+            machine_authorized,
+            ..
         } => {
-            r.machine_authorized = true;
+            r.machine_authorized = machine_authorized;
             r.node_key_expired = key_expired;
             match owner {
                 Some(u) => {

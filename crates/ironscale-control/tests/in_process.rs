@@ -706,3 +706,28 @@ async fn a_denied_interactive_login_is_told_why() {
     assert!(s.state.list_nodes().is_empty());
     assert!(s.state.pending_registrations().is_empty());
 }
+
+/// Device approval: a new node registers (no error, it is this node) but the
+/// answer says it is not authorized yet.
+#[tokio::test]
+async fn with_device_approval_a_new_node_is_not_authorized() {
+    let s = start_with(
+        ironscale_state::Settings {
+            device_approval: true,
+            ..Default::default()
+        },
+        Arc::new(ironscale_state::SystemClock),
+    )
+    .await;
+    let key = new_key(&s, true).await;
+    let (_a, ra) = join(&s, &key, "alpha").await;
+    assert!(ra.error.is_empty(), "{}", ra.error);
+    assert!(
+        !ra.machine_authorized,
+        "an unapproved node is not authorized"
+    );
+    assert_eq!(ra.login.login_name, "alice");
+    let nodes = s.state.list_nodes();
+    assert_eq!(nodes.len(), 1);
+    assert!(!nodes[0].approved);
+}

@@ -48,6 +48,7 @@ fn node(i: u64) -> Node {
         auth_key_id: None,
         ephemeral: false,
         capver: 130,
+        approved: true,
     }
 }
 

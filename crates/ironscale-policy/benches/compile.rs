@@ -67,6 +67,7 @@ fn node(i: usize, user: Option<usize>, tags: Vec<String>) -> Node {
         auth_key_id: None,
         ephemeral: false,
         capver: 0,
+        approved: true,
     }
 }
 

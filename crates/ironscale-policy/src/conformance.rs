@@ -356,6 +356,7 @@ fn build_tailnet(case: &Value) -> Tn {
             auth_key_id: None,
             ephemeral: false,
             capver: 0,
+            approved: true,
         });
         id_names.insert(id, name.clone());
         ids.insert(name.clone(), id);

@@ -77,6 +77,7 @@ fn node(id: u64, ip: u32, user: Option<u64>, tags: &[&str]) -> Node {
         auth_key_id: None,
         ephemeral: false,
         capver: 0,
+        approved: true,
     }
 }
 

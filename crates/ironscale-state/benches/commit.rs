@@ -81,6 +81,7 @@ fn node(i: usize, users: usize) -> Node {
         auth_key_id: None,
         ephemeral: false,
         capver: 106,
+        approved: true,
     }
 }
 

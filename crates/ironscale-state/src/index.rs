@@ -207,6 +207,7 @@ mod tests {
             auth_key_id: None,
             ephemeral: false,
             capver: 0,
+            approved: true,
         }
     }
 

@@ -48,9 +48,9 @@ pub use error::StateError;
 pub use nodes::{sanitize_label, validate_tag};
 pub use policy::{PolicyRejected, PolicySetError, PolicyState, POLICY_KV_KEY};
 pub use register::{
-    decide, Approval, Claim, Credential, KeyLookup, Lookups, PendingRegistration, Refusal,
-    RegisterDecision, RegisterFacts, RegisterResult, RegistrationId, RegistrationStatus, Request,
-    ERR_EXPIRED_KEY, ERR_INVALID_KEY, ERR_USED_KEY,
+    decide, Approval, Claim, Credential, DeviceApproval, KeyLookup, Lookups, PendingRegistration,
+    Refusal, RegisterDecision, RegisterFacts, RegisterResult, RegistrationId, RegistrationStatus,
+    Request, ERR_EXPIRED_KEY, ERR_INVALID_KEY, ERR_USED_KEY,
 };
 pub use session::{Pending, SessionSlot};
 pub use timers::TimerKind;

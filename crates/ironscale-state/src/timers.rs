@@ -345,6 +345,7 @@ mod tests {
             auth_key_id: None,
             ephemeral: true,
             capver: 106,
+            approved: true,
         };
         let id = store.insert_node(&n).await.expect("node").id;
         let clock = crate::ManualClock::new(ts(1_000));

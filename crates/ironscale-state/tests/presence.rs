@@ -36,6 +36,7 @@ fn node(user: ironscale_types::UserId) -> Node {
         auth_key_id: None,
         ephemeral: false,
         capver: 106,
+        approved: true,
     }
 }
 

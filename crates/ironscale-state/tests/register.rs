@@ -381,3 +381,48 @@ async fn a_reregistration_keeps_another_writers_changes() {
         "the other writer's approval was overwritten"
     );
 }
+
+#[tokio::test]
+async fn with_device_approval_a_new_node_is_registered_but_not_authorized() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        device_approval: true,
+        ..Settings::default()
+    };
+    let store = sqlite(&dir).await;
+    let s = State::load(store.clone(), settings, Default::default())
+        .await
+        .unwrap();
+    s.create_user("alice", "", "").await.unwrap();
+    let alice = UserRef::Name("alice".parse().unwrap());
+    let (_, secret) = s
+        .create_preauth_key(Some(&alice), true, false, None, vec![])
+        .await
+        .unwrap();
+    let machine = PrivateKey::generate().machine_public();
+    let req = request(
+        PrivateKey::generate().node_public(),
+        Some(&secret),
+        "laptop",
+    );
+    let RegisterResult::Authorized {
+        node,
+        machine_authorized,
+        ..
+    } = s.register(machine, &req).await
+    else {
+        panic!("expected a registered node")
+    };
+    assert!(!machine_authorized);
+    assert!(!node.approved);
+    let stored = store.get_node(node.id).await.unwrap().unwrap();
+    assert!(!stored.approved, "the flag is durable");
+    // Registering again (a restart) does not approve it.
+    let RegisterResult::Authorized {
+        machine_authorized, ..
+    } = s.register(machine, &req).await
+    else {
+        panic!("expected the same node")
+    };
+    assert!(!machine_authorized);
+}

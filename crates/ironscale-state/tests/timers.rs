@@ -49,6 +49,7 @@ fn node(user: UserId, i: u32, ephemeral: bool, expiry: Option<Timestamp>) -> Nod
         auth_key_id: None,
         ephemeral,
         capver: 106,
+        approved: true,
     }
 }
 

@@ -49,6 +49,7 @@ fn node(i: u8, name: &str, user: Option<UserId>, key: Option<u64>) -> Node {
         auth_key_id: key,
         ephemeral: false,
         capver: 106,
+        approved: true,
     }
 }
 

@@ -157,6 +157,8 @@ pub struct NodeUpdate {
     pub auth_key_id: Option<Option<u64>>,
     pub ephemeral: Option<bool>,
     pub capver: Option<u32>,
+    /// Device approval (see `Node::approved`).
+    pub approved: Option<bool>,
 }
 
 impl NodeUpdate {
@@ -182,6 +184,7 @@ impl NodeUpdate {
             auth_key_id: ch(&old.auth_key_id, &new.auth_key_id),
             ephemeral: ch(&old.ephemeral, &new.ephemeral),
             capver: ch(&old.capver, &new.capver),
+            approved: ch(&old.approved, &new.approved),
         }
     }
 
@@ -230,6 +233,9 @@ impl NodeUpdate {
         }
         if let Some(v) = u.capver {
             node.capver = v;
+        }
+        if let Some(v) = u.approved {
+            node.approved = v;
         }
     }
 }

@@ -15,15 +15,23 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Never edit one that has landed; append.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "node_approved",
+        sqlite: include_str!("../migrations/sqlite/0002_node_approved.sql"),
+        postgres: include_str!("../migrations/postgres/0002_node_approved.sql"),
+    },
+];
 
 /// The schema version this build brings a database to.
-pub const LATEST_VERSION: i64 = 1;
+pub const LATEST_VERSION: i64 = 2;
 
 pub(crate) async fn current_version(pool: &AnyPool) -> Result<i64, StoreError> {
     let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")

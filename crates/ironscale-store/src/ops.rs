@@ -200,8 +200,8 @@ pub(crate) async fn insert_node(c: &mut AnyConnection, node: &Node) -> Result<No
     let r = NodeRow::from_domain(node)?;
     let sql = "INSERT INTO nodes (machine_key, node_key, disco_key, ipv4, ipv6, hostname, given_name, user_id, tags, \
                hostinfo, home_derp, announced_routes, approved_routes, endpoints, expiry, created_at, last_seen, \
-               register_method, auth_key_id, ephemeral, capver) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+               register_method, auth_key_id, ephemeral, capver, approved) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
                RETURNING id";
     let id: i64 = bind_node(sqlx::query_scalar(sql), r)
         .fetch_one(&mut *c)
@@ -217,7 +217,7 @@ pub(crate) async fn update_node(c: &mut AnyConnection, node: &Node) -> Result<()
     let sql = "UPDATE nodes SET machine_key = $1, node_key = $2, disco_key = $3, ipv4 = $4, ipv6 = $5, hostname = $6, \
                given_name = $7, user_id = $8, tags = $9, hostinfo = $10, home_derp = $11, announced_routes = $12, \
                approved_routes = $13, endpoints = $14, expiry = $15, created_at = $16, last_seen = $17, \
-               register_method = $18, auth_key_id = $19, ephemeral = $20, capver = $21 WHERE id = $22";
+               register_method = $18, auth_key_id = $19, ephemeral = $20, capver = $21, approved = $22 WHERE id = $23";
     let res = bind_node_q(sqlx::query(sql), r)
         .bind(id_to_db(node.id.0)?)
         .execute(&mut *c)
@@ -513,6 +513,7 @@ macro_rules! bind_node_fields {
             .bind(r.auth_key_id)
             .bind(r.ephemeral)
             .bind(r.capver)
+            .bind(r.approved)
     }};
 }
 

@@ -27,7 +27,7 @@ pub(crate) const USER_COLUMNS: &str =
 
 pub(crate) const NODE_COLUMNS: &str = "id, machine_key, node_key, disco_key, ipv4, ipv6, hostname, given_name, \
      user_id, tags, hostinfo, home_derp, announced_routes, approved_routes, endpoints, expiry, created_at, \
-     last_seen, register_method, auth_key_id, ephemeral, capver";
+     last_seen, register_method, auth_key_id, ephemeral, capver, approved";
 
 pub(crate) const PREAUTH_COLUMNS: &str =
     "id, prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at";
@@ -170,6 +170,7 @@ pub(crate) struct NodeRow {
     pub auth_key_id: Option<i64>,
     pub ephemeral: i64,
     pub capver: i64,
+    pub approved: i64,
 }
 
 impl NodeRow {
@@ -197,6 +198,7 @@ impl NodeRow {
             auth_key_id: n.auth_key_id.map(id_to_db).transpose()?,
             ephemeral: bool_to_db(n.ephemeral),
             capver: i64::from(n.capver),
+            approved: bool_to_db(n.approved),
         })
     }
 
@@ -226,6 +228,7 @@ impl NodeRow {
                 auth_key_id: get(row, T, "auth_key_id")?,
                 ephemeral: get(row, T, "ephemeral")?,
                 capver: get(row, T, "capver")?,
+                approved: get(row, T, "approved")?,
             },
         ))
     }
@@ -286,6 +289,7 @@ impl NodeRow {
                 .transpose()?,
             ephemeral: self.ephemeral != 0,
             capver: u32::try_from(self.capver).map_err(|e| corrupt(T, id, "capver", e))?,
+            approved: self.approved != 0,
         })
     }
 }
@@ -347,6 +351,9 @@ pub(crate) fn node_update_columns(
     }
     if let Some(c) = u.capver {
         v.push(("capver", Int(i64::from(c))));
+    }
+    if let Some(a) = u.approved {
+        v.push(("approved", Int(bool_to_db(a))));
     }
     Ok(v)
 }
@@ -432,6 +439,7 @@ mod tests {
             auth_key_id: Some(5),
             ephemeral: true,
             capver: 130,
+            approved: true,
         }
     }
 

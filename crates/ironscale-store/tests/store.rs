@@ -47,6 +47,7 @@ fn node(n: u8, user: Option<UserId>) -> Node {
         auth_key_id: None,
         ephemeral: false,
         capver: 130,
+        approved: true,
     }
 }
 
@@ -513,6 +514,47 @@ async fn sqlite_without_write_ahead_log_uses_the_rollback_journal() {
 }
 
 #[tokio::test]
+async fn nodes_registered_before_device_approval_stay_approved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.sqlite");
+    // A database at schema 1 (before the `approved` column), with one node.
+    sqlx::any::install_default_drivers();
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::AnyConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .expect("connect");
+        sqlx::raw_sql(include_str!("../migrations/sqlite/0001_init.sql"))
+            .execute(&mut c)
+            .await
+            .expect("schema 1");
+        sqlx::raw_sql(
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL); \
+             INSERT INTO schema_migrations (version, name, applied_at) VALUES (1, 'init', 0); \
+             INSERT INTO nodes (machine_key, node_key, given_name, created_at) VALUES \
+             ('mkey:0101010101010101010101010101010101010101010101010101010101010101', \
+              'nodekey:0202020202020202020202020202020202020202020202020202020202020202', 'old', 0)",
+        )
+        .execute(&mut c)
+        .await
+        .expect("old node");
+    }
+    let s = Store::open(&sqlite_config(&path)).await.expect("open");
+    assert_eq!(
+        s.schema_version().await.expect("version"),
+        ironscale_store::LATEST_VERSION
+    );
+    let nodes = s.list_nodes().await.expect("list");
+    assert_eq!(nodes.len(), 1);
+    assert!(nodes[0].approved, "an existing node must stay authorized");
+    // New rows store what they are given.
+    let mut n = node(9, None);
+    n.approved = false;
+    let id = s.insert_node(&n).await.expect("insert").id;
+    assert!(!s.get_node(id).await.expect("get").expect("node").approved);
+}
+
+#[tokio::test]
 async fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db.sqlite");
@@ -835,10 +877,12 @@ async fn field_updates(s: &Store) {
         auth_key_id: Some(None),
         ephemeral: Some(true),
         capver: Some(131),
+        approved: Some(false),
     };
     assert!(!up.is_empty() && NodeUpdate::default().is_empty());
     up.apply_to(&mut want);
     assert_eq!(want.hostname, "new-host");
+    assert!(!want.approved);
     let got = s.update_node_fields(a.id, &up).await.expect("update");
     assert_eq!(got, want);
     assert_eq!(s.get_node(a.id).await.expect("get"), Some(want.clone()));

@@ -115,6 +115,9 @@ pub struct Node {
     pub ephemeral: bool,
     /// The capability version of the client (from its last MapRequest).
     pub capver: u32,
+    /// Device approval: an unapproved node is registered but not authorized
+    /// (`MachineAuthorized` false): it has no peers and no peer sees it.
+    pub approved: bool,
 }
 
 impl Node {

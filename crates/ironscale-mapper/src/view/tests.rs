@@ -132,6 +132,7 @@ fn mk_node(id: u64, user: u64) -> Node {
         auth_key_id: None,
         ephemeral: false,
         capver: 130,
+        approved: true,
     }
 }
 

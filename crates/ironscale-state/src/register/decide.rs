@@ -151,7 +151,19 @@ pub struct RegisterFacts<'a> {
     pub credential: Credential,
     /// `node.expiry`: the default key lifetime of user-owned nodes.
     pub node_expiry: Option<chrono::Duration>,
+    /// `node.device_approval` / `node.device_approval_exempt_tagged_keys`:
+    /// whether a new node starts unapproved.
+    pub device_approval: DeviceApproval,
     pub lookups: &'a dyn Lookups,
+}
+
+/// Device approval settings as the decision reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceApproval {
+    /// New nodes need an administrator's approval.
+    pub required: bool,
+    /// ... except nodes registered with a tagged pre-auth key.
+    pub exempt_tagged_keys: bool,
 }
 
 /// A single-use key to claim in the same transaction as the node write.
@@ -198,6 +210,8 @@ struct Owner {
     auth_key_id: Option<u64>,
     ephemeral: bool,
     claim: Option<Claim>,
+    /// The credential is a pre-auth key that carries tags.
+    tagged_key: bool,
 }
 
 fn default_expiry(
@@ -241,6 +255,7 @@ fn owner_from_key(
         auth_key_id: Some(key.id),
         ephemeral: key.ephemeral || f.request.ephemeral,
         claim: (!key.reusable).then_some(Claim { key_id: key.id }),
+        tagged_key: !key.tags.is_empty(),
     })
 }
 
@@ -256,6 +271,7 @@ fn owner_from_approval(f: &RegisterFacts<'_>, a: &Approval) -> Result<Owner, Ref
         auth_key_id: None,
         ephemeral: f.request.ephemeral,
         claim: None,
+        tagged_key: false,
     })
 }
 
@@ -412,6 +428,8 @@ pub fn decide(f: &RegisterFacts<'_>, now: Timestamp) -> RegisterDecision {
         .or_else(|| f.lookups.machine_node(&f.machine, owner.user, &owner.tags));
     let hostinfo = req.hostinfo.as_ref().filter(|h| !h.is_null());
     let tagged = !owner.tags.is_empty();
+    let approved =
+        !f.device_approval.required || (f.device_approval.exempt_tagged_keys && owner.tagged_key);
     match reuse {
         Some(old) => {
             let mut n = (*old).clone();
@@ -455,6 +473,7 @@ pub fn decide(f: &RegisterFacts<'_>, now: Timestamp) -> RegisterDecision {
                 auth_key_id: owner.auth_key_id,
                 ephemeral: owner.ephemeral,
                 capver: req.capver,
+                approved,
             };
             if let Some(hi) = hostinfo {
                 apply_hostinfo(&mut n, hi);
@@ -513,6 +532,7 @@ mod tests {
             auth_key_id: Some(1),
             ephemeral: false,
             capver: 106,
+            approved: true,
         })
     }
 
@@ -573,6 +593,26 @@ mod tests {
         credential: Credential,
         nodes: Vec<Arc<Node>>,
     ) -> RegisterDecision {
+        run_approving(
+            DeviceApproval::default(),
+            m,
+            req,
+            by_node_key,
+            by_old_key,
+            credential,
+            nodes,
+        )
+    }
+
+    fn run_approving(
+        device_approval: DeviceApproval,
+        m: u8,
+        req: Request,
+        by_node_key: Option<Arc<Node>>,
+        by_old_key: Option<Arc<Node>>,
+        credential: Credential,
+        nodes: Vec<Arc<Node>>,
+    ) -> RegisterDecision {
         let fake = Fake(nodes);
         let f = RegisterFacts {
             machine: machine(m),
@@ -581,6 +621,7 @@ mod tests {
             by_old_key,
             credential,
             node_expiry: Some(chrono::Duration::days(180)),
+            device_approval,
             lookups: &fake,
         };
         decide(&f, t(0))
@@ -876,6 +917,92 @@ mod tests {
         assert_eq!(node.user_id, Some(UserId(4)));
         assert_eq!(node.register_method, RegisterMethod::Cli);
         assert_eq!(node.auth_key_id, None);
+    }
+
+    #[test]
+    fn device_approval_decides_whether_a_new_node_starts_approved() {
+        let tagged_key = PreAuthKey {
+            user_id: None,
+            tags: vec!["tag:server".into()],
+            ..key(true, false)
+        };
+        let approval = Credential::Approved(Approval {
+            user: Some(UserId(4)),
+            tags: vec![],
+            method: RegisterMethod::Cli,
+        });
+        let mut user_key_with_tags = req(1);
+        user_key_with_tags.request_tags = vec!["tag:ok-server".into()];
+        let da = |required, exempt_tagged_keys| DeviceApproval {
+            required,
+            exempt_tagged_keys,
+        };
+        // (settings, request, credential, approved)
+        let cases = [
+            (da(false, true), req(1), found(key(true, false)), true),
+            (da(false, false), req(1), found(tagged_key.clone()), true),
+            (da(true, true), req(1), found(key(true, false)), false),
+            (da(true, true), req(1), found(tagged_key.clone()), true),
+            (da(true, false), req(1), found(tagged_key.clone()), false),
+            (da(true, true), req(1), approval, false),
+            // Tags the client requests on a user's key are not a tagged key.
+            (
+                da(true, true),
+                user_key_with_tags,
+                found(key(true, false)),
+                false,
+            ),
+        ];
+        for (i, (settings, r, cred, want)) in cases.into_iter().enumerate() {
+            let d = run_approving(settings, 1, r, None, None, cred, vec![]);
+            let RegisterDecision::Create { node, .. } = d else {
+                panic!("case {i}: expected Create, got {d:?}")
+            };
+            assert_eq!(node.approved, want, "case {i}: {settings:?}");
+        }
+    }
+
+    #[test]
+    fn re_registrations_keep_the_approval_flag() {
+        let on = DeviceApproval {
+            required: true,
+            exempt_tagged_keys: true,
+        };
+        for approved in [false, true] {
+            let mut n = (*node(3, 1, 1)).clone();
+            n.approved = approved;
+            let n = Arc::new(n);
+            // Re-authentication of the same machine and owner.
+            let d = run_approving(
+                on,
+                1,
+                req(9),
+                None,
+                None,
+                found(key(false, false)),
+                vec![n.clone()],
+            );
+            let RegisterDecision::Update { node: got, .. } = d else {
+                panic!("{d:?}")
+            };
+            assert_eq!(got.approved, approved);
+            // A restart with changed Hostinfo.
+            let mut r = req(1);
+            r.hostinfo = Some(serde_json::json!({"Hostname": "renamed"}));
+            let d = run_approving(on, 1, r, Some(n.clone()), None, Credential::None, vec![]);
+            let RegisterDecision::Update { node: got, .. } = d else {
+                panic!("{d:?}")
+            };
+            assert_eq!(got.approved, approved);
+            // Key rotation.
+            let mut r = req(5);
+            r.old_node_key = nodekey(1);
+            let d = run_approving(on, 1, r, None, Some(n.clone()), Credential::None, vec![]);
+            let RegisterDecision::Update { node: got, .. } = d else {
+                panic!("{d:?}")
+            };
+            assert_eq!((got.node_key, got.approved), (nodekey(5), approved));
+        }
     }
 
     #[test]

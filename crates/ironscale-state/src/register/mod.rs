@@ -21,8 +21,8 @@ use ironscale_wire as wire;
 use tokio::sync::watch;
 
 pub use decide::{
-    decide, Approval, Claim, Credential, KeyLookup, Lookups, Refusal, RegisterDecision,
-    RegisterFacts, Request, ERR_EXPIRED_KEY, ERR_INVALID_KEY, ERR_USED_KEY,
+    decide, Approval, Claim, Credential, DeviceApproval, KeyLookup, Lookups, Refusal,
+    RegisterDecision, RegisterFacts, Request, ERR_EXPIRED_KEY, ERR_INVALID_KEY, ERR_USED_KEY,
 };
 pub(crate) use pending::PendingTable;
 pub use pending::{PendingRegistration, RegistrationId, RegistrationStatus};
@@ -38,6 +38,9 @@ pub enum RegisterResult {
         node: Arc<Node>,
         owner: Option<Arc<User>>,
         key_expired: bool,
+        /// `MachineAuthorized`: false while the node waits for device
+        /// approval (`node.device_approval`; `State::approve_node`).
+        machine_authorized: bool,
     },
     /// The node key expired (or an ephemeral node logged out and is gone):
     /// the client must log in again.
@@ -190,6 +193,10 @@ impl State {
                 .flatten(),
             credential,
             node_expiry: self.settings().node_expiry,
+            device_approval: DeviceApproval {
+                required: self.settings().device_approval,
+                exempt_tagged_keys: self.settings().device_approval_exempt_tagged_keys,
+            },
             lookups: &lookups,
         };
         decide(&facts, now)
@@ -204,6 +211,7 @@ impl State {
         };
         RegisterResult::Authorized {
             key_expired: node.is_expired(now),
+            machine_authorized: node.approved,
             owner,
             node,
         }
