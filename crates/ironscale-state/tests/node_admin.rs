@@ -41,6 +41,7 @@ pub fn node(i: u8, name: &str, user: Option<UserId>) -> Node {
         auth_key_id: None,
         ephemeral: false,
         capver: 106,
+        approved: true,
     }
 }
 
