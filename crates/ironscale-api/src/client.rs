@@ -248,6 +248,12 @@ impl Client {
         Ok(r.node)
     }
 
+    /// Device approval: let the node in (`POST /api/v1/node/{id}/approve`).
+    pub async fn approve_node(&self, id: u64) -> Result<dto::Node> {
+        let r: dto::NodeResponse = self.post(&format!("/api/v1/node/{id}/approve")).await?;
+        Ok(r.node)
+    }
+
     pub async fn rename_node(&self, id: u64, new_name: &str) -> Result<dto::Node> {
         let path = format!("/api/v1/node/{id}/rename/{}", enc(new_name));
         let r: dto::NodeResponse = self.post(&path).await?;
@@ -805,6 +811,10 @@ mod tests {
             assert!(n.expiry.is_some_and(|t| t <= chrono::Utc::now()), "{n:?}");
             let n = c.approve_routes(b, vec![]).await.expect("routes");
             assert!(n.approved_routes.is_empty());
+            let n = c.approve_node(b).await.expect("approve");
+            assert_eq!(n.id, b);
+            let e = c.approve_node(99).await.expect_err("no node");
+            assert_eq!(e.status(), Some(StatusCode::NOT_FOUND), "{e}");
             let e = c
                 .approve_routes(b, vec!["not-a-route".into()])
                 .await

@@ -307,6 +307,19 @@ pub async fn expire_node(
     Ok(Json(one_node(&state, id).await?))
 }
 
+/// `POST /api/v1/node/{id}/approve` (ours; Headscale has no device
+/// approval): let a node registered under `node.device_approval` in.
+pub async fn approve_node(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<dto::NodeResponse> {
+    let id = node_id(&path(p)?)?;
+    let n = state.approve_node(id).await?;
+    tracing::info!(%caller, node = id.0, name = %n.given_name, "node approved");
+    Ok(Json(one_node(&state, id).await?))
+}
+
 pub async fn rename_node(
     AxState(state): AxState<State>,
     caller: Caller,

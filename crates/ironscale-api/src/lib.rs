@@ -157,6 +157,7 @@ fn v1() -> Router<State> {
         .route("/node/register", post(h::register_node))
         .route("/node/{id}", get(h::get_node).delete(h::delete_node))
         .route("/node/{id}/expire", post(h::expire_node))
+        .route("/node/{id}/approve", post(h::approve_node))
         .route("/node/{id}/rename/{new_name}", post(h::rename_node))
         .route("/node/{id}/tags", post(h::set_tags))
         .route("/node/{id}/approve_routes", post(h::approve_routes))

@@ -27,13 +27,17 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(Default::default()).await
+}
+
+async fn env_with(settings: ironscale_state::Settings) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = ironscale_store::Store::open(&ironscale_store::sqlite_config(
         dir.path().join("db.sqlite"),
     ))
     .await
     .expect("store");
-    let state = State::load(store, Default::default(), Default::default())
+    let state = State::load(store, settings, Default::default())
         .await
         .expect("state");
     let app = router(state.clone());
@@ -554,6 +558,37 @@ async fn expire_node() {
         e.post("/api/v1/node/999/expire", json!({})).await,
         "TestAPIV1NodeExpire_not_found_parity",
     );
+}
+
+#[tokio::test]
+async fn approve_node() {
+    let e = env_with(ironscale_state::Settings {
+        device_approval: true,
+        ..Default::default()
+    })
+    .await;
+    e.user("alice").await;
+    let a = e.node("node-a", Some("alice"), &[]).await;
+    assert!(!e.state.get_node(a).expect("node").approved);
+    let (s, v) = e
+        .post(&format!("/api/v1/node/{}/approve", a.0), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["node"]["id"], json!(a.0.to_string()));
+    assert!(e.state.get_node(a).expect("node").approved);
+    // Again: nothing to do, the same answer.
+    let (s, _) = e
+        .post(&format!("/api/v1/node/{}/approve", a.0), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = e.post("/api/v1/node/999/approve", json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or_default().contains("999"),
+        "{v}"
+    );
+    let (s, _) = e.post("/api/v1/node/zz/approve", json!({})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -89,7 +89,7 @@ fn base_wire_node(t: &Tailnet, node: &Node, now: Timestamp) -> wire::Node {
         primary_routes: primary,
         last_seen: if online { None } else { node.last_seen },
         online: Some(online),
-        machine_authorized: true,
+        machine_authorized: node.approved,
         cap_map: None,
         expired: node.is_expired(now),
     }
@@ -194,6 +194,13 @@ fn dns_config(t: &Tailnet, viewer: &Node) -> wire::DnsConfig {
     }
 }
 
+/// Whether `peer` is in `me`'s map: the policy lets it see the peer, and both
+/// are approved (device approval: an unapproved node sees no one and no one
+/// sees it; its own map still comes, so it learns `MachineAuthorized`).
+fn visible(t: &Tailnet, me: &Node, peer: &Node) -> bool {
+    me.approved && peer.approved && t.policy.can_see(t, me, peer)
+}
+
 /// Build the complete view of `node_id`. `None` if the node does not exist.
 pub fn build_view(t: &Tailnet, node_id: NodeId, capver: u32, now: Timestamp) -> Option<View> {
     let me = t.nodes.get(&node_id)?;
@@ -202,7 +209,7 @@ pub fn build_view(t: &Tailnet, node_id: NodeId, capver: u32, now: Timestamp) -> 
     let p = profile_for(t, me);
     profiles.insert(p.id, p);
     for peer in t.nodes.values() {
-        if peer.id != me.id && t.policy.can_see(t, me, peer) {
+        if peer.id != me.id && visible(t, me, peer) {
             let w = peer_wire_node(t, me, peer, now);
             let p = profile_for(t, peer);
             profiles.insert(p.id, p);
@@ -292,7 +299,7 @@ impl View {
             let next = t
                 .nodes
                 .get(id)
-                .filter(|p| t.policy.can_see(t, &me, p))
+                .filter(|p| visible(t, &me, p))
                 .map(|p| (peer_wire_node(t, &me, p, now), profile_for(t, p)));
             let prev = self.peers.get(&wid);
             match (prev, next) {

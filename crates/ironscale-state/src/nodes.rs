@@ -121,6 +121,32 @@ impl State {
         self.save_node_locked(n).await
     }
 
+    /// Device approval (`node.device_approval`): let an unapproved node in
+    /// (`nodes approve`). Writes the one field; the node's map is rebuilt (it
+    /// gets `MachineAuthorized` and its peers) and its peers see it appear.
+    /// Approving an approved node changes nothing.
+    pub async fn approve_node(&self, id: NodeId) -> Result<Arc<Node>> {
+        let _w = self.inner.write.lock().await;
+        let cur = self.get_node(id)?;
+        if cur.approved {
+            return Ok(cur);
+        }
+        let update = NodeUpdate {
+            approved: Some(true),
+            ..Default::default()
+        };
+        self.inner.store.update_node_fields(id, &update).await?;
+        let mut next = (*cur).clone();
+        update.apply_to(&mut next);
+        let out = self.publish_node_locked(next)?;
+        // Its own peer set changed: a full rebuild of its view.
+        if let Some(s) = self.inner.sessions.lock().get(&id) {
+            s.push_full();
+        }
+        tracing::info!(node = id.0, name = %out.given_name, "node approved");
+        Ok(out)
+    }
+
     /// Persist a changed node and publish it. Writer lock held.
     pub(crate) async fn save_node_locked(&self, n: Node) -> Result<Arc<Node>> {
         self.inner.store.update_node(&n).await?;

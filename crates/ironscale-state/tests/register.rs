@@ -425,4 +425,19 @@ async fn with_device_approval_a_new_node_is_registered_but_not_authorized() {
         panic!("expected the same node")
     };
     assert!(!machine_authorized);
+    // Approved: stored, and the next registration answers authorized.
+    let approved = s.approve_node(node.id).await.unwrap();
+    assert!(approved.approved);
+    assert!(store.get_node(node.id).await.unwrap().unwrap().approved);
+    let RegisterResult::Authorized {
+        machine_authorized, ..
+    } = s.register(machine, &req).await
+    else {
+        panic!("expected the same node")
+    };
+    assert!(machine_authorized);
+    assert!(matches!(
+        s.approve_node(ironscale_types::NodeId(999)).await,
+        Err(ironscale_state::StateError::NodeNotFound(_))
+    ));
 }

@@ -305,3 +305,34 @@ fn tagged_node_is_owned_by_tagged_devices() {
     assert_eq!(v.peers[&2].user, TAGGED_DEVICES_USER_ID as i64);
     assert!(v.profiles.contains_key(&(TAGGED_DEVICES_USER_ID as i64)));
 }
+
+#[test]
+fn an_unapproved_node_sees_no_one_and_no_one_sees_it() {
+    let now = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+    let mut t = mk_tailnet(3);
+    Arc::make_mut(t.nodes.get_mut(&NodeId(2)).unwrap()).approved = false;
+    let wid = |id: u64| wire_id(NodeId(id));
+    let mut one = build_view(&t, NodeId(1), 130, now).unwrap();
+    assert!(one.self_node.machine_authorized);
+    assert_eq!(one.peers.keys().copied().collect::<Vec<_>>(), vec![wid(3)]);
+    let two = build_view(&t, NodeId(2), 130, now).unwrap();
+    assert!(!two.self_node.machine_authorized, "its own map says so");
+    assert!(two.peers.is_empty());
+    assert!(two.full_response(now).node.is_some());
+    // A change to the unapproved node does not reveal it.
+    mutate(&mut t, &Mutation::Endpoints(2, 41641));
+    assert!(one
+        .apply_node_changes(&t, &BTreeSet::from([NodeId(2)]), now)
+        .is_none());
+    // Approved: the peer learns it as a delta; its own map has everyone.
+    Arc::make_mut(t.nodes.get_mut(&NodeId(2)).unwrap()).approved = true;
+    let d = one
+        .apply_node_changes(&t, &BTreeSet::from([NodeId(2)]), now)
+        .expect("a delta");
+    assert_eq!(d.peers_changed.expect("added")[0].id, wid(2));
+    let two_after = build_view(&t, NodeId(2), 130, now).unwrap();
+    assert!(two_after.self_node.machine_authorized);
+    assert_eq!(two_after.peers.len(), 2);
+    let d = diff(&two, &two_after).expect("a delta");
+    assert!(d.node.expect("self changed").machine_authorized);
+}

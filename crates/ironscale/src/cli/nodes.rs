@@ -1,4 +1,4 @@
-//! `ironscale nodes list | register | delete | expire | rename | move | tag | list-routes | routes | approve-routes | backfillips`.
+//! `ironscale nodes list | register | delete | expire | approve | rename | move | tag | list-routes | routes | approve-routes | backfillips`.
 
 use anyhow::anyhow;
 use clap::Subcommand;
@@ -48,6 +48,12 @@ pub enum NodesCmd {
         /// When, as an RFC 3339 time (default: now).
         #[arg(short = 'e', long)]
         expiry: Option<String>,
+    },
+    /// Device approval (`node.device_approval`, not in Headscale): let a
+    /// registered node in; until then it has no peers and no peer sees it.
+    Approve {
+        #[arg(short = 'i', long)]
+        identifier: u64,
     },
     /// Give a node a new MagicDNS name.
     Rename {
@@ -143,6 +149,15 @@ pub(crate) async fn nodes(
             let n = c.expire_node(identifier, at).await?;
             Ok(Printed::out(render(out, &rest(&n)?, || {
                 format!("Node {:?} expired\n", n.given_name)
+            })))
+        }
+        NodesCmd::Approve { identifier } => {
+            let n = c
+                .approve_node(identifier)
+                .await
+                .map_err(|e| anyhow!("cannot approve node {identifier}: {e}"))?;
+            Ok(Printed::out(render(out, &rest(&n)?, || {
+                format!("Node {:?} approved\n", n.given_name)
             })))
         }
         NodesCmd::Rename {
@@ -285,6 +300,11 @@ mod tests {
                 new_name: "web-1".into()
             })
         );
+        assert_eq!(
+            parse("nodes approve --identifier 7").expect("parses"),
+            Top::Nodes(NodesCmd::Approve { identifier: 7 })
+        );
+        assert!(parse("nodes approve").is_err());
         assert!(parse("nodes delete").is_err());
         assert!(parse("nodes delete -i x").is_err());
     }
@@ -533,6 +553,39 @@ mod tests {
             .await
             .expect_err("no node");
             assert!(e.to_string().contains("not found"), "{e}");
+        }
+
+        #[tokio::test]
+        async fn approve_lets_an_unapproved_node_in_and_refuses_an_unknown_one() {
+            let s = crate::cli::test_server::server_with(ironscale_state::Settings {
+                device_approval: true,
+                ..Default::default()
+            })
+            .await;
+            let c = Client::unix(&s.sock);
+            s.state.create_user("alice", "", "").await.expect("user");
+            let id = enrol(&s, "laptop", Some("alice"), &[]).await;
+            let node = |id| s.state.get_node(ironscale_types::NodeId(id));
+            assert!(!node(id).expect("node").approved);
+            let e = run(&c, NodesCmd::Approve { identifier: 999 }, Output::Table)
+                .await
+                .expect_err("no node");
+            let m = e.to_string();
+            assert!(
+                m.starts_with("cannot approve node 999:") && m.contains("not found"),
+                "{m}"
+            );
+            assert!(!node(id).expect("node").approved, "nothing changed");
+            let p = run(&c, NodesCmd::Approve { identifier: id }, Output::Table)
+                .await
+                .expect("approve");
+            assert_eq!(p.stdout, "Node \"laptop\" approved\n");
+            assert!(node(id).expect("node").approved);
+            let p = run(&c, NodesCmd::Approve { identifier: id }, Output::Json)
+                .await
+                .expect("again");
+            let v: Value = serde_json::from_str(&p.stdout).expect("json");
+            assert_eq!(v["id"], id, "{v}");
         }
     }
 }
