@@ -406,6 +406,35 @@ pub async fn move_node(
     Ok(Json(one_node(&state, id).await?))
 }
 
+/// `POST /api/v1/node/backfillips?confirmed=true` (Headscale's
+/// BackfillNodeIPs; `nodes backfillips`): every node gets an address of each
+/// configured family it lacks. Without `confirmed` it is refused (400).
+pub async fn backfill_node_ips(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    q: Params,
+    b: Bytes,
+) -> ApiResult<dto::BackfillNodeIpsResponse> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Req {
+        confirmed: bool,
+    }
+    let q = params(q)?;
+    let req: Req = body(&b)?;
+    let confirmed = req.confirmed
+        || q.get("confirmed")
+            .is_some_and(|v| matches!(v.as_str(), "true" | "1"));
+    if !confirmed {
+        return Err(ApiError::invalid(
+            "not confirmed, aborting: pass confirmed=true to give every node the addresses it lacks",
+        ));
+    }
+    let changes = state.backfill_node_ips().await?;
+    tracing::info!(%caller, changes = changes.len(), "node addresses backfilled");
+    Ok(Json(dto::BackfillNodeIpsResponse { changes }))
+}
+
 // ---- interactive registrations ---------------------------------------------
 
 /// The id of a pending registration (the last segment of its login URL).

@@ -155,6 +155,7 @@ fn v1() -> Router<State> {
         .route("/preauthkey/expire", post(h::expire_preauth_key))
         .route("/node", get(h::list_nodes))
         .route("/node/register", post(h::register_node))
+        .route("/node/backfillips", post(h::backfill_node_ips))
         .route("/node/{id}", get(h::get_node).delete(h::delete_node))
         .route("/node/{id}/expire", post(h::expire_node))
         .route("/node/{id}/approve", post(h::approve_node))

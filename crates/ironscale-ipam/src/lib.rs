@@ -344,6 +344,35 @@ impl Allocator {
         Ok((a4.map(v4_of), a6.map(Ipv6Addr::from)))
     }
 
+    /// Allocate an address of the configured families asked for only
+    /// (`v4`, `v6`): what a node that lacks one family needs (`nodes
+    /// backfillips`). A family asked for but not configured gets `None`.
+    /// Either every asked-for configured family gets an address or nothing
+    /// is allocated.
+    pub fn allocate_families<R: RngCore + ?Sized>(
+        &mut self,
+        v4: bool,
+        v6: bool,
+        rng: &mut R,
+    ) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), IpamError> {
+        let strategy = self.strategy;
+        let a4 = match (&self.v4, v4) {
+            (Some(p), true) => Some(p.pick(strategy, rng)?),
+            _ => None,
+        };
+        let a6 = match (&self.v6, v6) {
+            (Some(p), true) => Some(p.pick(strategy, rng)?),
+            _ => None,
+        };
+        if let (Some(p), Some(a)) = (self.v4.as_mut(), a4) {
+            p.take(a);
+        }
+        if let (Some(p), Some(a)) = (self.v6.as_mut(), a6) {
+            p.take(a);
+        }
+        Ok((a4.map(v4_of), a6.map(Ipv6Addr::from)))
+    }
+
     fn pool_for(&self, ip: IpAddr) -> (Option<&Pool>, u128) {
         match ip {
             IpAddr::V4(a) => (self.v4.as_ref(), u128::from(u32::from(a))),

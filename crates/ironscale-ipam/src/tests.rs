@@ -417,3 +417,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn allocate_families_gives_only_what_is_asked() {
+    let mut a = Allocator::new(
+        Some(v4("100.64.0.0/30")),
+        Some(v6("fd7a:115c:a1e0::/120")),
+        Strategy::Sequential,
+    )
+    .unwrap();
+    let mut r = rng(1);
+    // Only IPv6: the v4 pool is untouched.
+    let (a4, a6) = a.allocate_families(false, true, &mut r).unwrap();
+    assert_eq!((a4, a6), (None, Some(ip6("fd7a:115c:a1e0::1"))));
+    assert_eq!(a.allocated_count(), (0, 1));
+    let (a4, a6) = a.allocate_families(true, false, &mut r).unwrap();
+    assert_eq!((a4, a6), (Some(ip4("100.64.0.1")), None));
+    assert_eq!(a.allocated_count(), (1, 1));
+    // Both, then the v4 pool (two hosts) is exhausted: nothing is taken.
+    a.allocate_families(true, true, &mut r).unwrap();
+    assert_eq!(a.allocated_count(), (2, 2));
+    assert!(matches!(
+        a.allocate_families(true, true, &mut r),
+        Err(IpamError::Exhausted(_))
+    ));
+    assert_eq!(a.allocated_count(), (2, 2));
+    // A family that is not configured gets nothing.
+    let mut only4 = Allocator::new(Some(v4("100.64.0.0/24")), None, Strategy::Sequential).unwrap();
+    assert_eq!(
+        only4.allocate_families(false, true, &mut r).unwrap(),
+        (None, None)
+    );
+}

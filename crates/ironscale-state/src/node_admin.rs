@@ -9,6 +9,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use std::net::IpAddr;
+
 use ironscale_store::{NodeOwner, NodeUpdate};
 use ironscale_types::{Node, NodeId, UserRef};
 
@@ -55,5 +57,106 @@ impl State {
         );
         tracing::info!(node = id.0, name = %out.given_name, user = %user.name, "node moved");
         Ok(out)
+    }
+
+    /// Bring every node's addresses in line with the configured prefixes
+    /// (`nodes backfillips`, after adding `prefixes.v6` say): a node that
+    /// lacks an address of a configured family gets one, and an address of a
+    /// family no longer configured is removed (as Headscale does). All nodes
+    /// are written in one transaction; on an error nothing changes. Returns
+    /// one line per address given or removed (Headscale's wording), in node
+    /// order; empty when every node is in line.
+    pub async fn backfill_node_ips(&self) -> Result<Vec<String>> {
+        let _w = self.inner.write.lock().await;
+        let t = self.snapshot();
+        let mut plans: Vec<(Arc<Node>, NodeUpdate)> = Vec::new();
+        let mut taken: Vec<IpAddr> = Vec::new();
+        let mut lines = Vec::new();
+        {
+            let mut ipam = self.inner.ipam.lock();
+            let (has4, has6) = (ipam.v4_prefix().is_some(), ipam.v6_prefix().is_some());
+            let mut rng = rand::rng();
+            for n in t.nodes.values() {
+                let (need4, need6) = (has4 && n.ipv4.is_none(), has6 && n.ipv6.is_none());
+                let (drop4, drop6) = (!has4 && n.ipv4.is_some(), !has6 && n.ipv6.is_some());
+                if !(need4 || need6 || drop4 || drop6) {
+                    continue;
+                }
+                let (a4, a6) = match ipam.allocate_families(need4, need6, &mut rng) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        for ip in &taken {
+                            ipam.release(*ip);
+                        }
+                        return Err(e.into());
+                    }
+                };
+                let mut up = NodeUpdate::default();
+                let host = &n.hostname;
+                if let Some(a) = a4 {
+                    taken.push(IpAddr::V4(a));
+                    up.ipv4 = Some(Some(a));
+                    lines.push(format!(
+                        "assigned IPv4 \"{a}\" to Node({}) {host:?}",
+                        n.id.0
+                    ));
+                }
+                if let Some(a) = a6 {
+                    taken.push(IpAddr::V6(a));
+                    up.ipv6 = Some(Some(a));
+                    lines.push(format!(
+                        "assigned IPv6 \"{a}\" to Node({}) {host:?}",
+                        n.id.0
+                    ));
+                }
+                if let (true, Some(a)) = (drop4, n.ipv4) {
+                    up.ipv4 = Some(None);
+                    lines.push(format!(
+                        "removed IPv4 \"{a}\" from Node({}) {host:?}",
+                        n.id.0
+                    ));
+                }
+                if let (true, Some(a)) = (drop6, n.ipv6) {
+                    up.ipv6 = Some(None);
+                    lines.push(format!(
+                        "removed IPv6 \"{a}\" from Node({}) {host:?}",
+                        n.id.0
+                    ));
+                }
+                plans.push((n.clone(), up));
+            }
+        }
+        if plans.is_empty() {
+            return Ok(lines);
+        }
+        if let Err(e) = self.write_backfill_locked(&plans).await {
+            self.release_ips(&taken);
+            return Err(e);
+        }
+        let ids: BTreeSet<NodeId> = plans.iter().map(|(n, _)| n.id).collect();
+        self.commit(
+            |t| {
+                for (n, up) in &plans {
+                    let mut m = (**n).clone();
+                    up.apply_to(&mut m);
+                    t.nodes.insert(m.id, Arc::new(m));
+                }
+            },
+            Change::Nodes(ids),
+        );
+        for l in &lines {
+            tracing::info!("backfill: {l}");
+        }
+        Ok(lines)
+    }
+
+    /// The backfill's writes, in one transaction. Writer lock held.
+    async fn write_backfill_locked(&self, plans: &[(Arc<Node>, NodeUpdate)]) -> Result<()> {
+        let mut tx = self.inner.store.begin().await?;
+        for (n, up) in plans {
+            tx.update_node_fields(n.id, up).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -1,6 +1,8 @@
 //! `State::move_node` (`nodes move`): the owner changes field by field, the
 //! commit publishes it (sessions that can see the node, the policy), and a
 //! refusal (tagged node, unknown node or user) changes nothing.
+//! `State::backfill_node_ips` (`nodes backfillips`): the addresses follow
+//! the configured prefixes.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::sync::Arc;
@@ -57,8 +59,12 @@ struct Env {
     server: NodeId,
 }
 
-/// alice's laptop, bob's phone, a tagged server.
+/// alice's laptop, bob's phone, a tagged server (IPv4 addresses only).
 async fn env() -> Env {
+    env_with(Default::default()).await
+}
+
+async fn env_with(settings: ironscale_state::Settings) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ironscale_store::sqlite_config(dir.path().join("s.sqlite"));
     let store = Store::open(&cfg).await.unwrap();
@@ -87,7 +93,7 @@ async fn env() -> Env {
     let server = store.insert_node(&s).await.unwrap().id;
     let state = State::load_with_clock(
         Store::open(&cfg).await.unwrap(),
-        Default::default(),
+        settings,
         Default::default(),
         Arc::new(ManualClock::new(t0())),
     )
@@ -224,4 +230,85 @@ async fn refused_moves_change_nothing() {
         assert_eq!(after.nodes.get(id), Some(n), "node {id:?} changed");
     }
     assert_eq!(e.store.list_nodes().await.unwrap(), stored_before);
+}
+
+#[tokio::test]
+async fn backfill_gives_the_missing_family_and_publishes() {
+    let e = env().await; // both prefixes configured, nodes with IPv4 only
+    let session = e.state.connect(e.laptop).await.unwrap();
+    session.take();
+    let lines = e.state.backfill_node_ips().await.unwrap();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    for (id, host) in [
+        (e.laptop, "laptop"),
+        (e.phone, "phone"),
+        (e.server, "server"),
+    ] {
+        let n = e.state.get_node(id).unwrap();
+        let v6 = n.ipv6.expect("an IPv6 address");
+        assert!(seen.insert(v6), "{v6} given twice");
+        assert!(
+            lines.contains(&format!(
+                "assigned IPv6 \"{v6}\" to Node({}) \"{host}\"",
+                id.0
+            )),
+            "{lines:?}"
+        );
+        assert_eq!(
+            n.ipv4,
+            Some(std::net::Ipv4Addr::new(100, 64, 0, id.0 as u8))
+        );
+        let stored = e.store.get_node(id).await.unwrap().unwrap();
+        assert_eq!((stored.ipv4, stored.ipv6), (n.ipv4, n.ipv6));
+    }
+    let p = session.take();
+    assert!(p.full || p.nodes.contains(&e.phone), "{p:?}");
+    // In line now: nothing more to do, nothing committed.
+    let before = e.state.snapshot();
+    assert!(e.state.backfill_node_ips().await.unwrap().is_empty());
+    assert!(Arc::ptr_eq(&before, &e.state.snapshot()));
+}
+
+#[tokio::test]
+async fn backfill_removes_a_family_no_longer_configured() {
+    let e = env_with(ironscale_state::Settings {
+        prefix_v4: None,
+        ..Default::default()
+    })
+    .await;
+    let lines = e.state.backfill_node_ips().await.unwrap();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let n = e.state.get_node(e.phone).unwrap();
+    assert_eq!(n.ipv4, None);
+    assert!(n.ipv6.is_some());
+    assert!(
+        lines.contains(&format!(
+            "removed IPv4 \"100.64.0.2\" from Node({}) \"phone\"",
+            e.phone.0
+        )),
+        "{lines:?}"
+    );
+    let stored = e.store.get_node(e.phone).await.unwrap().unwrap();
+    assert_eq!((stored.ipv4, stored.ipv6), (None, n.ipv6));
+}
+
+#[tokio::test]
+async fn a_failed_backfill_changes_nothing() {
+    let e = env().await;
+    // Another writer takes the address the allocator will hand out next.
+    let mut squatter = node(9, "squatter", Some(e.alice));
+    squatter.ipv4 = Some(std::net::Ipv4Addr::new(100, 64, 0, 9));
+    squatter.ipv6 = Some("fd7a:115c:a1e0::1".parse().unwrap());
+    e.store.insert_node(&squatter).await.unwrap();
+    let before = e.state.snapshot();
+    let stored_before = e.store.list_nodes().await.unwrap();
+    let err = e.state.backfill_node_ips().await.unwrap_err();
+    assert!(err.to_string().contains("fd7a:115c:a1e0::1"), "{err}");
+    assert!(Arc::ptr_eq(&before, &e.state.snapshot()));
+    assert_eq!(
+        e.store.list_nodes().await.unwrap(),
+        stored_before,
+        "rolled back"
+    );
 }

@@ -159,6 +159,10 @@ pub struct NodeUpdate {
     pub capver: Option<u32>,
     /// Device approval (see `Node::approved`).
     pub approved: Option<bool>,
+    /// The node's IPv4 address (`Some(None)` removes it; `nodes backfillips`).
+    pub ipv4: Option<Option<std::net::Ipv4Addr>>,
+    /// The node's IPv6 address (`Some(None)` removes it).
+    pub ipv6: Option<Option<std::net::Ipv6Addr>>,
 }
 
 impl NodeUpdate {
@@ -185,6 +189,8 @@ impl NodeUpdate {
             ephemeral: ch(&old.ephemeral, &new.ephemeral),
             capver: ch(&old.capver, &new.capver),
             approved: ch(&old.approved, &new.approved),
+            ipv4: ch(&old.ipv4, &new.ipv4),
+            ipv6: ch(&old.ipv6, &new.ipv6),
         }
     }
 
@@ -236,6 +242,12 @@ impl NodeUpdate {
         }
         if let Some(v) = u.approved {
             node.approved = v;
+        }
+        if let Some(v) = u.ipv4 {
+            node.ipv4 = v;
+        }
+        if let Some(v) = u.ipv6 {
+            node.ipv6 = v;
         }
     }
 }

@@ -227,7 +227,15 @@ pub(crate) async fn update_node(c: &mut AnyConnection, node: &Node) -> Result<()
 }
 
 fn update_conflict(detail: &str, u: &NodeUpdate) -> String {
-    match column_in(detail, &["node_key", "given_name"]) {
+    match column_in(detail, &["node_key", "given_name", "ipv4", "ipv6"]) {
+        Some("ipv4") => format!(
+            "a node with address {}",
+            u.ipv4.flatten().map(|a| a.to_string()).unwrap_or_default()
+        ),
+        Some("ipv6") => format!(
+            "a node with address {}",
+            u.ipv6.flatten().map(|a| a.to_string()).unwrap_or_default()
+        ),
         Some("node_key") => format!(
             "a node with node key {}",
             u.node_key.map(|k| k.short()).unwrap_or_default()

@@ -355,6 +355,12 @@ pub(crate) fn node_update_columns(
     if let Some(a) = u.approved {
         v.push(("approved", Int(bool_to_db(a))));
     }
+    if let Some(a) = u.ipv4 {
+        v.push(("ipv4", OptText(a.map(|a| a.to_string()))));
+    }
+    if let Some(a) = u.ipv6 {
+        v.push(("ipv6", OptText(a.map(|a| a.to_string()))));
+    }
     Ok(v)
 }
 

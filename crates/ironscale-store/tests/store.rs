@@ -878,6 +878,8 @@ async fn field_updates(s: &Store) {
         ephemeral: Some(true),
         capver: Some(131),
         approved: Some(false),
+        ipv4: Some(Some(Ipv4Addr::new(100, 64, 9, 1))),
+        ipv6: Some(None),
     };
     assert!(!up.is_empty() && NodeUpdate::default().is_empty());
     up.apply_to(&mut want);
@@ -1080,4 +1082,70 @@ async fn postgres_field_updates_and_presence() {
     two_writers(&s1, &s2).await;
     s1.close().await;
     s2.close().await;
+}
+
+/// `nodes backfillips`: an address given or removed by a field-level
+/// update; a taken address is refused and changes nothing.
+async fn address_updates(s: &Store) {
+    use ironscale_store::NodeUpdate;
+    let u = s
+        .create_user(&NewUser::named("addrs"), t0())
+        .await
+        .expect("user");
+    let mut a = node(41, Some(u.id));
+    a.ipv6 = None;
+    let a = s.insert_node(&a).await.expect("insert");
+    let b = s.insert_node(&node(42, Some(u.id))).await.expect("insert");
+    assert_eq!(a.ipv6, None);
+    let v6: std::net::Ipv6Addr = "fd7a:115c:a1e0::a1".parse().expect("ip");
+    let up = NodeUpdate {
+        ipv6: Some(Some(v6)),
+        ..Default::default()
+    };
+    let got = s.update_node_fields(a.id, &up).await.expect("update");
+    assert_eq!(got.ipv6, Some(v6));
+    assert_eq!(got.ipv4, a.ipv4, "the other family is kept");
+    let mut want = a.clone();
+    up.apply_to(&mut want);
+    assert_eq!(s.get_node(a.id).await.expect("get"), Some(want.clone()));
+    assert_eq!(NodeUpdate::between(&a, &want), up);
+    // Removing one.
+    let up = NodeUpdate {
+        ipv4: Some(None),
+        ..Default::default()
+    };
+    let got = s.update_node_fields(a.id, &up).await.expect("update");
+    assert_eq!((got.ipv4, got.ipv6), (None, Some(v6)));
+    up.apply_to(&mut want);
+    // A taken address.
+    match s
+        .update_node_fields(
+            a.id,
+            &NodeUpdate {
+                ipv4: Some(b.ipv4),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Err(StoreError::AlreadyExists { what }) => {
+            assert!(what.contains("address 100.64.0.42"), "{what}")
+        }
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    assert_eq!(s.get_node(a.id).await.expect("get"), Some(want));
+}
+
+#[tokio::test]
+async fn sqlite_address_updates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = sqlite_store(&dir).await;
+    address_updates(&s).await;
+}
+
+#[tokio::test]
+async fn postgres_address_updates() {
+    let (_pg, s) = pg_store().await;
+    address_updates(&s).await;
+    s.close().await;
 }

@@ -109,3 +109,109 @@ async fn refused_moves_change_nothing() {
         assert_eq!(after.nodes.get(id), Some(n), "node {id:?} changed");
     }
 }
+
+/// An env on the database of `dir` with these prefixes.
+async fn env_in(dir: tempfile::TempDir, v4: Option<&str>, v6: Option<&str>) -> Env {
+    let store = ironscale_store::Store::open(&ironscale_store::sqlite_config(
+        dir.path().join("db.sqlite"),
+    ))
+    .await
+    .expect("store");
+    let settings = ironscale_state::Settings {
+        prefix_v4: v4.map(|p| p.parse().expect("prefix")),
+        prefix_v6: v6.map(|p| p.parse().expect("prefix")),
+        ..Default::default()
+    };
+    let state = State::load(store, settings, Default::default())
+        .await
+        .expect("state");
+    let app = router(state.clone());
+    Env {
+        _dir: dir,
+        state,
+        app,
+    }
+}
+
+#[tokio::test]
+async fn backfill_node_ips() {
+    let e = env().await;
+    e.user("alice").await;
+    e.node("node-a", Some("alice"), &[]).await;
+    // Unconfirmed: refused, nothing changes.
+    let before = e.state.snapshot();
+    assert_status(
+        e.post("/api/v1/node/backfillips", json!({})).await,
+        "TestAPIV1NodeBackfillIPs_unconfirmed_parity",
+    );
+    assert_status(
+        e.post("/api/v1/node/backfillips?confirmed=false", json!({}))
+            .await,
+        "TestAPIV1NodeBackfillIPs_unconfirmed_parity",
+    );
+    assert!(
+        Arc::ptr_eq(&before, &e.state.snapshot()),
+        "a refusal committed"
+    );
+    // Every node has both families: nothing to do.
+    assert_golden(
+        e.post("/api/v1/node/backfillips?confirmed=true", json!({}))
+            .await,
+        "TestAPIV1NodeBackfillIPs_confirmed_empty_parity",
+        Lenient::none(),
+    );
+
+    // Nodes registered with IPv4 only, then prefixes.v6 is added.
+    let v4_only = env_in(
+        tempfile::tempdir().expect("tempdir"),
+        Some("100.64.0.0/10"),
+        None,
+    )
+    .await;
+    v4_only.user("alice").await;
+    let a = v4_only.node("node-a", Some("alice"), &[]).await;
+    let b = v4_only.node("node-b", Some("alice"), &[]).await;
+    let Env {
+        _dir: dir, state, ..
+    } = v4_only;
+    assert_eq!(state.get_node(a).expect("node").ipv6, None);
+    drop(state);
+    let e = env_in(dir, Some("100.64.0.0/10"), Some("fd7a:115c:a1e0::/48")).await;
+    let v4_before = e.state.get_node(a).expect("node").ipv4;
+    let (s, v) = e
+        .post("/api/v1/node/backfillips?confirmed=true", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let changes: Vec<&str> = v["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(changes.len(), 2, "{v}");
+    for (id, host, line) in [(a, "node-a", changes[0]), (b, "node-b", changes[1])] {
+        let n = e.state.get_node(id).expect("node");
+        let v6 = n.ipv6.expect("an IPv6 address now");
+        assert_eq!(
+            line,
+            format!("assigned IPv6 \"{v6}\" to Node({}) \"{host}\"", id.0)
+        );
+    }
+    assert_eq!(
+        e.state.get_node(a).expect("node").ipv4,
+        v4_before,
+        "IPv4 kept"
+    );
+    let (s, v) = e.get(&format!("/api/v1/node/{}", a.0)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["node"]["ipAddresses"].as_array().map(Vec::len),
+        Some(2),
+        "{v}"
+    );
+    // Done: a second run changes nothing.
+    let (_, v) = e
+        .post("/api/v1/node/backfillips?confirmed=true", json!({}))
+        .await;
+    assert_eq!(v, json!({"changes": []}));
+}

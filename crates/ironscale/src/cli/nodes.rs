@@ -72,6 +72,15 @@ pub enum NodesCmd {
         #[arg(short = 'u', long)]
         user: String,
     },
+    /// Give every node an address of each configured family it lacks (after
+    /// adding prefixes.v6, say) and remove addresses of a family no longer
+    /// configured.
+    #[command(name = "backfillips")]
+    BackfillIps {
+        /// Do not ask for confirmation.
+        #[arg(long, visible_alias = "force")]
+        confirmed: bool,
+    },
     /// Set a node's tags (each must be defined in the policy's tagOwners).
     Tag {
         #[arg(short = 'i', long)]
@@ -174,6 +183,27 @@ pub(crate) async fn nodes(
             let n = c.move_node(identifier, u.id).await?;
             Ok(Printed::out(render(out, &rest(&n)?, || {
                 format!("Node {:?} moved to user {:?}\n", n.given_name, u.name)
+            })))
+        }
+        NodesCmd::BackfillIps { confirmed } => {
+            let q = "Give every node the addresses of the configured prefixes it lacks \
+                     (and remove those of a family no longer configured)";
+            if !super::confirmed(confirmed, confirm, q)? {
+                return Ok(Printed {
+                    stdout: String::new(),
+                    stderr: "Aborted: no address changed\n".into(),
+                });
+            }
+            let changes = c.backfill_node_ips().await?;
+            let body = dto::BackfillNodeIpsResponse {
+                changes: changes.clone(),
+            };
+            Ok(Printed::out(render(out, &rest(&body)?, || {
+                if changes.is_empty() {
+                    "Every node already has its addresses: nothing changed\n".to_string()
+                } else {
+                    changes.iter().map(|l| format!("{l}\n")).collect()
+                }
             })))
         }
         NodesCmd::Tag { identifier, tags } => {
@@ -459,6 +489,57 @@ mod tests {
             let v: Value = serde_json::from_str(&p.stdout).expect("json");
             assert_eq!(v["user"]["name"], "clients", "{v}");
             assert_eq!(v["id"], id, "{v}");
+        }
+
+        #[tokio::test]
+        async fn backfillips_asks_first() {
+            let s = server().await;
+            let c = Client::unix(&s.sock);
+            s.state.create_user("alice", "", "").await.expect("user");
+            enrol(&s, "laptop", Some("alice"), &[]).await;
+            assert_eq!(
+                crate::cli::testing::parse("nodes backfillips --confirmed").expect("parses"),
+                crate::cli::testing::Top::Nodes(NodesCmd::BackfillIps { confirmed: true })
+            );
+            assert_eq!(
+                crate::cli::testing::parse("nodes backfillips --force").expect("parses"),
+                crate::cli::testing::Top::Nodes(NodesCmd::BackfillIps { confirmed: true })
+            );
+            let before = c.list_nodes(None).await.expect("list");
+            // Without a terminal and without --confirmed: refused.
+            let e = nodes(
+                NodesCmd::BackfillIps { confirmed: false },
+                &c,
+                Output::Table,
+                &crate::cli::testing::no_tty,
+                chrono::Utc::now(),
+            )
+            .await
+            .expect_err("refused");
+            assert!(e.to_string().contains("pass --force"), "{e}");
+            // Answered no: nothing done.
+            let p = run(
+                &c,
+                NodesCmd::BackfillIps { confirmed: false },
+                Output::Table,
+            )
+            .await
+            .expect("aborted");
+            assert_eq!(p.stderr, "Aborted: no address changed\n");
+            // Confirmed, every node has both families already.
+            let p = run(&c, NodesCmd::BackfillIps { confirmed: true }, Output::Table)
+                .await
+                .expect("backfill");
+            assert_eq!(
+                p.stdout,
+                "Every node already has its addresses: nothing changed\n"
+            );
+            let p = run(&c, NodesCmd::BackfillIps { confirmed: true }, Output::Json)
+                .await
+                .expect("backfill");
+            let v: Value = serde_json::from_str(&p.stdout).expect("json");
+            assert_eq!(v, json!({"changes": []}));
+            assert_eq!(c.list_nodes(None).await.expect("list"), before);
         }
 
         #[tokio::test]
