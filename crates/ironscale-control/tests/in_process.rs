@@ -720,7 +720,7 @@ async fn with_device_approval_a_new_node_is_not_authorized() {
     )
     .await;
     let key = new_key(&s, true).await;
-    let (_a, ra) = join(&s, &key, "alpha").await;
+    let (mut a, ra) = join(&s, &key, "alpha").await;
     assert!(ra.error.is_empty(), "{}", ra.error);
     assert!(
         !ra.machine_authorized,
@@ -730,4 +730,53 @@ async fn with_device_approval_a_new_node_is_not_authorized() {
     let nodes = s.state.list_nodes();
     assert_eq!(nodes.len(), 1);
     assert!(!nodes[0].approved);
+    let a_id = nodes[0].id;
+
+    // Its map comes (so the client learns it waits), with no peers.
+    let (mut b, _) = join(&s, &key, "beta").await;
+    let b_id = s
+        .state
+        .list_nodes()
+        .iter()
+        .find(|n| n.id != a_id)
+        .expect("beta")
+        .id;
+    s.state.approve_node(b_id).await.unwrap();
+    let mut fa = map_stream(&mut a.h2, &a.node.node_public(), &a.disco).await;
+    let first = fa.next().await;
+    assert!(!first.node.expect("self").machine_authorized);
+    assert!(first.peers.unwrap_or_default().is_empty(), "no peers");
+    let mut fb = map_stream(&mut b.h2, &b.node.node_public(), &b.disco).await;
+    let bfirst = fb.next().await;
+    assert!(bfirst.node.expect("self").machine_authorized);
+    assert!(
+        bfirst.peers.unwrap_or_default().is_empty(),
+        "an approved node does not see an unapproved one"
+    );
+
+    // Approved: alpha is told it is authorized and gets beta; beta gets alpha.
+    s.state.approve_node(a_id).await.unwrap();
+    let (mut authorized, mut sees_beta) = (false, false);
+    while !(authorized && sees_beta) {
+        let d = fa.next_update().await;
+        if let Some(n) = &d.node {
+            authorized |= n.machine_authorized;
+        }
+        sees_beta |= d
+            .peers
+            .iter()
+            .flatten()
+            .chain(d.peers_changed.iter().flatten())
+            .any(|p| p.name == "beta.");
+    }
+    let mut sees_alpha = false;
+    while !sees_alpha {
+        let d = fb.next_update().await;
+        sees_alpha |= d
+            .peers
+            .iter()
+            .flatten()
+            .chain(d.peers_changed.iter().flatten())
+            .any(|p| p.name == "alpha.");
+    }
 }
