@@ -13,7 +13,7 @@ pub enum StateError {
         nodes: usize,
         id: UserId,
     },
-    #[error("node {0:?} not found")]
+    #[error("node {} not found", .0 .0)]
     NodeNotFound(NodeId),
     #[error("pre-auth key {0:?} not found")]
     KeyNotFound(String),

@@ -224,6 +224,7 @@ async fn refused_moves_change_nothing() {
         matches!(err, StateError::NodeNotFound(NodeId(99))),
         "{err:?}"
     );
+    assert_eq!(err.to_string(), "node 99 not found");
 
     let after = e.state.snapshot();
     for (id, n) in before.nodes.iter() {

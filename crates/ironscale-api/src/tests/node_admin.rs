@@ -215,3 +215,35 @@ async fn backfill_node_ips() {
         .await;
     assert_eq!(v, json!({"changes": []}));
 }
+
+#[tokio::test]
+async fn set_tags_without_an_owner_is_refused() {
+    let e = env().await;
+    e.user("alice").await;
+    e.state
+        .set_policy_text(
+            r#"{"tagOwners": {"tag:server": ["alice@"]}, "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+            "policy.json",
+        )
+        .await
+        .expect("policy");
+    let a = e.node("node-a", Some("alice"), &[]).await;
+    let before = e.state.snapshot();
+    let v = assert_status(
+        e.post(
+            &format!("/api/v1/node/{}/tags", a.0),
+            json!({"tags": ["tag:ghost"]}),
+        )
+        .await,
+        "TestAPIV1NodeSetTags_unauthorized_tag_parity",
+    );
+    let msg = v["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("\"tag:ghost\"") && msg.contains("tagOwners"),
+        "{msg}"
+    );
+    assert!(
+        Arc::ptr_eq(&before, &e.state.snapshot()),
+        "a refusal committed"
+    );
+}

@@ -543,6 +543,49 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn bad_tags_are_refused_and_change_nothing() {
+            let s = server().await;
+            let c = Client::unix(&s.sock);
+            s.state.create_user("alice", "", "").await.expect("user");
+            s.state
+                .set_policy_text(
+                    r#"{"tagOwners": {"tag:server": ["alice@"]}, "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+                    "policy.json",
+                )
+                .await
+                .expect("policy");
+            let id = enrol(&s, "laptop", Some("alice"), &[]).await;
+            let before = c.list_nodes(None).await.expect("list");
+            let tag = |id: u64, tags: &[&str]| NodesCmd::Tag {
+                identifier: id,
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+            };
+            let cases = [
+                (
+                    tag(id, &["tag:ghost"]),
+                    "tag \"tag:ghost\" is not defined in the policy's tagOwners",
+                ),
+                (tag(id, &["tag:server", "tag:ghost"]), "tag:ghost"),
+                (tag(id, &["server"]), "server"),
+                (tag(999, &["tag:server"]), "node 999 not found"),
+            ];
+            for (cmd, want) in cases {
+                let e = run(&c, cmd.clone(), Output::Table)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| panic!("{cmd:?} was accepted"));
+                let msg = format!("{e:#}");
+                assert!(msg.contains(want), "{cmd:?}: {msg}");
+            }
+            assert_eq!(c.list_nodes(None).await.expect("list"), before);
+            // An owned tag is accepted.
+            let p = run(&c, tag(id, &["tag:server"]), Output::Table)
+                .await
+                .expect("tag");
+            assert_eq!(p.stdout, "Node \"laptop\" tagged tag:server\n");
+        }
+
+        #[tokio::test]
         async fn bad_moves_are_refused_and_change_nothing() {
             let s = server().await;
             let c = Client::unix(&s.sock);
