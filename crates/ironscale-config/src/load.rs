@@ -1091,6 +1091,19 @@ impl Loader {
                 c.node.ephemeral_inactivity_timeout = v;
             }
         }
+        if let Some(v) = self.dur("node.routes.ha.probe_interval") {
+            c.node.routes_ha_probe_interval = v;
+        }
+        if let Some(v) = self.dur("node.routes.ha.probe_timeout") {
+            if v.is_zero() {
+                self.err(
+                    "node.routes.ha.probe_timeout",
+                    "must be more than 0 (default 5s); set node.routes.ha.probe_interval: 0 to turn probing off".into(),
+                );
+            } else {
+                c.node.routes_ha_probe_timeout = v;
+            }
+        }
         if let Some(v) = self.b("node.device_approval") {
             c.node.device_approval = v;
         }

@@ -243,6 +243,13 @@ pub struct NodeConfig {
     /// `node.device_approval_exempt_tagged_keys` (ours; default on): a node
     /// registered with a tagged pre-auth key is approved at once.
     pub device_approval_exempt_tagged_keys: bool,
+    /// `node.routes.ha.probe_interval` (Headscale 0.29, default 10s): how
+    /// often the server asks each online subnet router to prove it is alive;
+    /// `0` turns probing off.
+    pub routes_ha_probe_interval: Duration,
+    /// `node.routes.ha.probe_timeout` (default 5s): a router that has not
+    /// answered within it serves no route until it answers again.
+    pub routes_ha_probe_timeout: Duration,
 }
 
 /// A DNS resolver: a plain IP or a DNS-over-HTTPS URL.
@@ -447,6 +454,8 @@ impl Config {
                 ephemeral_inactivity_timeout: Duration::from_secs(120),
                 device_approval: false,
                 device_approval_exempt_tagged_keys: true,
+                routes_ha_probe_interval: Duration::from_secs(10),
+                routes_ha_probe_timeout: Duration::from_secs(5),
             },
             dns: DnsConfig {
                 magic_dns: true,

@@ -822,3 +822,38 @@ fn device_approval_keys() {
         render(&diags)
     );
 }
+
+#[test]
+fn ha_probe_keys_are_honoured() {
+    let (c, _) = expect_ok(Config::load(&setup(&vpn_seed()).config));
+    assert_eq!(c.node.routes_ha_probe_interval, Duration::from_secs(10));
+    assert_eq!(c.node.routes_ha_probe_timeout, Duration::from_secs(5));
+    let (c, diags) = expect_ok(Config::load(
+        &setup(&format!(
+            "{}\nnode:\n  routes:\n    ha:\n      probe_interval: 3s\n      probe_timeout: 2s\n",
+            vpn_seed()
+        ))
+        .config,
+    ));
+    assert_eq!(c.node.routes_ha_probe_interval, Duration::from_secs(3));
+    assert_eq!(c.node.routes_ha_probe_timeout, Duration::from_secs(2));
+    assert!(
+        !diags.iter().any(|d| d.key.starts_with("node.routes")),
+        "{}",
+        render(&diags)
+    );
+    let diags = expect_err(Config::load(
+        &setup(&format!(
+            "{}\nnode:\n  routes:\n    ha:\n      probe_timeout: 0s\n",
+            vpn_seed()
+        ))
+        .config,
+    ));
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.key == "node.routes.ha.probe_timeout"),
+        "{}",
+        render(&diags)
+    );
+}

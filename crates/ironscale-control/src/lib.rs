@@ -9,6 +9,7 @@ mod frames;
 mod login;
 mod machine;
 mod noise_stream;
+mod probe;
 mod ts2021;
 
 use std::sync::Arc;
@@ -41,6 +42,12 @@ pub struct Control {
     /// The URL clients reach this server at (`server_url`): interactive
     /// logins are sent to `<server_url>/register/<id>`.
     pub server_url: String,
+    /// `node.routes.ha.probe_interval` (zero: no probing).
+    pub probe_interval: std::time::Duration,
+    /// `node.routes.ha.probe_timeout`.
+    pub probe_timeout: std::time::Duration,
+    /// Health probes sent and not yet answered, by the id in their URL.
+    pub(crate) pings: probe::Pings,
 }
 
 /// What [`Control::with_options`] takes besides the state and key.
@@ -50,6 +57,10 @@ pub struct ControlOptions {
     pub min_update_interval: std::time::Duration,
     /// `server_url`.
     pub server_url: String,
+    /// `node.routes.ha.probe_interval` (10s; zero: no probing).
+    pub probe_interval: std::time::Duration,
+    /// `node.routes.ha.probe_timeout` (5s).
+    pub probe_timeout: std::time::Duration,
 }
 
 impl Default for ControlOptions {
@@ -57,6 +68,8 @@ impl Default for ControlOptions {
         ControlOptions {
             min_update_interval: DEFAULT_MIN_UPDATE_INTERVAL,
             server_url: String::new(),
+            probe_interval: std::time::Duration::from_secs(10),
+            probe_timeout: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -97,6 +110,9 @@ impl Control {
             keepalive: std::time::Duration::from_secs(50),
             min_update_interval: o.min_update_interval,
             server_url: o.server_url.trim_end_matches('/').to_string(),
+            probe_interval: o.probe_interval,
+            probe_timeout: o.probe_timeout,
+            pings: Default::default(),
         })
     }
 }
@@ -150,5 +166,9 @@ pub fn router(ctl: Arc<Control>) -> Router {
         .route("/ts2021", any(ts2021::upgrade))
         .route("/health", get(health))
         .route("/register/{id}", get(login::page))
+        .route(
+            "/machine/ping-response",
+            get(probe::answered).head(probe::answered),
+        )
         .with_state(ctl)
 }

@@ -196,9 +196,10 @@ async fn map(
         min_update_interval: ctl.min_update_interval,
     };
     let capver = req.version;
+    let ctl2 = ctl.clone();
     tokio::spawn(async move {
         let id = slot.node_id;
-        let result = stream_session(&state, &slot, capver, codec, timing, tx).await;
+        let result = stream_session(&ctl2, &slot, capver, codec, timing, tx).await;
         if let Err(why) = result {
             tracing::info!(node = id.0, "map stream closed: {why}");
         }
@@ -227,13 +228,14 @@ struct Timing {
 }
 
 async fn stream_session(
-    state: &ironscale_state::State,
+    ctl: &Control,
     slot: &Arc<ironscale_state::SessionSlot>,
     capver: u32,
     codec: FrameCodec,
     timing: Timing,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<(), &'static str> {
+    let state = &ctl.state;
     let keepalive = timing.keepalive;
     let id = slot.node_id;
     let now = state.now();
@@ -250,8 +252,49 @@ async fn stream_session(
     // has passed, gathering whatever else changes meanwhile (leading edge: the
     // first change after a quiet spell is not delayed).
     let mut last_update = tokio::time::Instant::now();
+    // Health probes (routers only): the next one, and the one in flight.
+    let probing = !ctl.probe_interval.is_zero();
+    let mut next_probe = tokio::time::Instant::now() + ctl.probe_interval;
+    let mut in_flight: Option<(
+        String,
+        tokio::time::Instant,
+        tokio::sync::oneshot::Receiver<()>,
+    )> = None;
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
     loop {
+        let probe_deadline = in_flight.as_ref().map_or_else(far, |p| p.1);
         tokio::select! {
+            _ = tokio::time::sleep_until(next_probe), if probing && in_flight.is_none() => {
+                next_probe = tokio::time::Instant::now() + ctl.probe_interval;
+                if state.is_router(id) {
+                    let (pid, rx) = ctl.pings.start();
+                    let frame = wire::MapResponse::ping(crate::probe::url(ctl, &pid));
+                    let f = encode_frame(&frame, codec).map_err(|_| "encode failed")?;
+                    // Never wait on a client that does not read: a full queue
+                    // means no answer, and the deadline below says so.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(f) {
+                        return Err("client went away");
+                    }
+                    in_flight = Some((pid, tokio::time::Instant::now() + ctl.probe_timeout, rx));
+                }
+            }
+            answered = async {
+                match in_flight.as_mut() {
+                    Some((_, _, rx)) => rx.await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            }, if in_flight.is_some() => {
+                in_flight = None;
+                if answered {
+                    state.set_route_health(id, true).await;
+                }
+            }
+            _ = tokio::time::sleep_until(probe_deadline), if in_flight.is_some() => {
+                if let Some((pid, _, _)) = in_flight.take() {
+                    ctl.pings.forget(&pid);
+                }
+                state.set_route_health(id, false).await;
+            }
             _ = slot.changed() => {
                 if slot.is_closed() {
                     return Err("closed by the server (replaced or deleted)");

@@ -780,3 +780,99 @@ async fn with_device_approval_a_new_node_is_not_authorized() {
             .any(|p| p.name == "alpha.");
     }
 }
+
+/// A router's map stream reader that answers health probes while `answer` is
+/// set (HEAD of the probe URL on the server), and counts the probes it saw.
+fn probe_answerer(
+    addr: std::net::SocketAddr,
+    mut frames: Frames,
+    answer: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        loop {
+            let m = frames.next().await;
+            if let Some(p) = m.ping_request {
+                seen.fetch_add(1, Ordering::SeqCst);
+                if answer.load(Ordering::SeqCst) {
+                    let path = p.url.trim_start_matches(|c| c != '/');
+                    let mut tcp = TcpStream::connect(addr).await.unwrap();
+                    tcp.write_all(
+                        format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                            .as_bytes(),
+                    )
+                    .await
+                    .unwrap();
+                    let mut out = Vec::new();
+                    let _ = tcp.read_to_end(&mut out).await;
+                }
+            }
+        }
+    })
+}
+
+/// Health probing (`node.routes.ha.probe_*`): a primary router that keeps
+/// its stream but stops answering is replaced; one that answers again does
+/// not take its routes back (sticky); a healthy standby is never demoted.
+#[tokio::test]
+async fn a_router_that_stops_answering_probes_fails_over() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let s = start_with_options(
+        Default::default(),
+        Arc::new(ironscale_state::SystemClock),
+        ironscale_control::ControlOptions {
+            probe_interval: Duration::from_millis(150),
+            probe_timeout: Duration::from_millis(150),
+            ..Default::default()
+        },
+    )
+    .await;
+    let key = new_key(&s, true).await;
+    let subnet: ipnet::IpNet = "10.40.0.0/24".parse().unwrap();
+    let hi = serde_json::json!({"Hostname": "r", "RoutableIPs": ["10.40.0.0/24"]});
+    let mut routers = Vec::new();
+    for host in ["r1", "r2"] {
+        let (mut c, r) = join(&s, &key, host).await;
+        assert!(r.machine_authorized);
+        let frames = map_stream_with(&mut c.h2, &c.node.node_public(), &c.disco, hi.clone()).await;
+        let id = s.state.node_by_key(&c.node.node_public()).unwrap().id;
+        s.state.set_approved_routes(id, vec![subnet]).await.unwrap();
+        let answer = Arc::new(AtomicBool::new(true));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let task = probe_answerer(s.addr, frames, answer.clone(), seen.clone());
+        routers.push((id, c, answer, seen, task));
+    }
+    let (r1, r2) = (routers[0].0, routers[1].0);
+    let primary = |s: &Server| s.state.snapshot().primaries.get(&subnet).copied();
+    assert_eq!(primary(&s), Some(r1));
+    // Both answer: after several probe rounds, r1 is still primary.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(primary(&s), Some(r1), "a healthy primary stays");
+    assert!(routers[0].3.load(Ordering::SeqCst) >= 2, "r1 was probed");
+    // r1 stops answering (its stream stays open): r2 takes over.
+    routers[0].2.store(false, Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    while primary(&s) != Some(r2) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no failover from a silent router"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(s.state.snapshot().unhealthy.contains(&r1));
+    // r1 answers again: healthy, but r2 keeps the route.
+    routers[0].2.store(true, Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    while s.state.snapshot().unhealthy.contains(&r1) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "r1 never became healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(primary(&s), Some(r2), "sticky after recovery");
+    for (_, _, _, _, task) in routers {
+        task.abort();
+    }
+}

@@ -55,6 +55,9 @@ pub struct Tailnet {
     pub nodes: OrdMap<NodeId, Arc<Node>>,
     /// Nodes with an open map stream.
     pub online: OrdSet<NodeId>,
+    /// Online routers that stopped answering the server's health probe
+    /// (`node.routes.ha.probe_*`): they serve no route until they answer.
+    pub unhealthy: OrdSet<NodeId>,
     /// Candidates of every subnet route; kept in step with `nodes` by
     /// [`Tailnet::update_routes`] (or rebuilt by [`Tailnet::reelect_all`]).
     pub routes: RouteIndex,
@@ -139,6 +142,7 @@ impl Default for Tailnet {
             users: OrdMap::new(),
             nodes: OrdMap::new(),
             online: OrdSet::new(),
+            unhealthy: OrdSet::new(),
             routes: RouteIndex::new(),
             derp_map: Arc::new(DerpMap::default()),
             dns: Arc::new(DnsSettings::default()),
@@ -153,6 +157,11 @@ impl Default for Tailnet {
 impl Tailnet {
     pub fn is_online(&self, id: NodeId) -> bool {
         self.online.contains(&id)
+    }
+
+    /// Whether `id` may serve routes: online and answering health probes.
+    pub fn can_serve(&self, id: NodeId) -> bool {
+        self.online.contains(&id) && !self.unhealthy.contains(&id)
     }
 
     /// Subnet routes (not exit routes) for which `id` is primary.
@@ -183,10 +192,10 @@ impl Tailnet {
         for (route, ids) in candidates {
             let keep = previous
                 .get(&route)
-                .filter(|p| ids.contains(p) && self.is_online(**p));
+                .filter(|p| ids.contains(p) && self.can_serve(**p));
             let pick = keep
                 .copied()
-                .or_else(|| ids.iter().copied().filter(|id| self.is_online(*id)).min());
+                .or_else(|| ids.iter().copied().filter(|id| self.can_serve(*id)).min());
             if let Some(p) = pick {
                 out.insert(route, p);
             }
@@ -200,9 +209,9 @@ impl Tailnet {
         let ids = self.routes.get(route)?;
         previous
             .get(route)
-            .filter(|p| ids.contains(*p) && self.is_online(**p))
+            .filter(|p| ids.contains(*p) && self.can_serve(**p))
             .copied()
-            .or_else(|| ids.iter().copied().find(|id| self.is_online(*id)))
+            .or_else(|| ids.iter().copied().find(|id| self.can_serve(*id)))
     }
 
     /// Install `primaries` if they differ; returns the nodes that gained or

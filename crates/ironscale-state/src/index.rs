@@ -154,7 +154,11 @@ pub(crate) fn changes(old: &Tailnet, next: &Tailnet) -> (BTreeSet<NodeId>, Vec<U
             DiffItem::Update { new: (k, _), .. } => nodes.insert(*k),
         };
     }
-    for d in old.online.diff(&next.online) {
+    for d in old
+        .online
+        .diff(&next.online)
+        .chain(old.unhealthy.diff(&next.unhealthy))
+    {
         match d {
             imbl::ordset::DiffItem::Add(k) | imbl::ordset::DiffItem::Remove(k) => nodes.insert(*k),
         };

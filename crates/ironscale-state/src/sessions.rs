@@ -65,6 +65,7 @@ impl State {
         self.commit(
             |t| {
                 t.online.remove(&id);
+                t.unhealthy.remove(&id);
                 t.nodes.insert(id, n);
             },
             Change::Nodes(BTreeSet::from([id])),
@@ -77,5 +78,49 @@ impl State {
     /// Number of open map sessions.
     pub fn session_count(&self) -> usize {
         self.inner.sessions.lock().len()
+    }
+}
+
+impl State {
+    /// Record whether an online router answers the server's health probe
+    /// (`node.routes.ha.probe_*`). An unhealthy router serves no route: the
+    /// election moves its routes to the next healthy router (and a router
+    /// that answers again does not take them back: primaries are sticky).
+    /// Returns whether anything changed.
+    pub async fn set_route_health(&self, id: NodeId, healthy: bool) -> bool {
+        let _w = self.inner.write.lock().await;
+        let t = self.snapshot();
+        if !t.online.contains(&id) || t.unhealthy.contains(&id) != healthy {
+            return false;
+        }
+        if healthy {
+            tracing::info!(node = id.0, "router answers its health probe again");
+        } else {
+            tracing::warn!(
+                node = id.0,
+                "router did not answer its health probe: its routes fail over"
+            );
+        }
+        self.commit(
+            |t| {
+                if healthy {
+                    t.unhealthy.remove(&id);
+                } else {
+                    t.unhealthy.insert(id);
+                }
+            },
+            Change::Nodes(BTreeSet::from([id])),
+        );
+        true
+    }
+
+    /// Whether `id` is a candidate router for some subnet route (its
+    /// approved and announced routes): the server probes those.
+    pub fn is_router(&self, id: NodeId) -> bool {
+        self.snapshot().nodes.get(&id).is_some_and(|n| {
+            n.approved_routes
+                .iter()
+                .any(|r| r.prefix_len() != 0 && n.announced_routes.contains(r))
+        })
     }
 }

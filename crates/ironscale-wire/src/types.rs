@@ -499,6 +499,13 @@ pub struct Debug {
 pub struct MapResponse {
     #[serde(rename = "KeepAlive", default, skip_serializing_if = "is_false")]
     pub keep_alive: bool,
+    /// Ask the client to prove it is alive (`HEAD URL`); see [`PingRequest`].
+    #[serde(
+        rename = "PingRequest",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ping_request: Option<PingRequest>,
     #[serde(rename = "Node", default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Node>,
     #[serde(rename = "DERPMap", default, skip_serializing_if = "Option::is_none")]
@@ -567,7 +574,32 @@ pub struct MapResponse {
     pub health: Option<Vec<String>>,
 }
 
+/// `tailcfg.PingRequest`. With no `Types` the client answers by sending
+/// `HEAD URL` (plain HTTP(S) unless `URLIsNoise`); each URL is answered once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PingRequest {
+    #[serde(rename = "URL")]
+    pub url: String,
+    #[serde(rename = "URLIsNoise", default, skip_serializing_if = "is_false")]
+    pub url_is_noise: bool,
+    #[serde(rename = "Log", default, skip_serializing_if = "is_false")]
+    pub log: bool,
+    #[serde(rename = "Types", default, skip_serializing_if = "String::is_empty")]
+    pub types: String,
+}
+
 impl MapResponse {
+    /// A frame that only carries a ping request.
+    pub fn ping(url: String) -> Self {
+        MapResponse {
+            ping_request: Some(PingRequest {
+                url,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     pub fn keep_alive() -> Self {
         MapResponse {
             keep_alive: true,

@@ -369,6 +369,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ironscale_control::ControlOptions {
             min_update_interval: cfg.tuning.batch_change_delay,
             server_url: cfg.server_url.clone(),
+            probe_interval: cfg.node.routes_ha_probe_interval,
+            probe_timeout: cfg.node.routes_ha_probe_timeout,
         },
     );
     let mut router = ironscale_control::router(ctl.clone());

@@ -42,6 +42,15 @@ pub async fn start_with(
     settings: Settings,
     clock: std::sync::Arc<dyn ironscale_state::Clock>,
 ) -> Server {
+    start_with_options(settings, clock, Default::default()).await
+}
+
+/// [`start_with`] and these control options (probing, server URL).
+pub async fn start_with_options(
+    settings: Settings,
+    clock: std::sync::Arc<dyn ironscale_state::Clock>,
+    opts: ironscale_control::ControlOptions,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&ironscale_store::sqlite_config(
         dir.path().join("db.sqlite"),
@@ -53,7 +62,7 @@ pub async fn start_with(
         .unwrap();
     let key = PrivateKey::generate();
     let server_pub = key.machine_public();
-    let ctl = Control::new(state.clone(), key);
+    let ctl = Control::with_options(state.clone(), key, opts);
     let app = ironscale_control::router(ctl);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -271,10 +280,26 @@ impl Frames {
 }
 
 pub async fn map_stream(h2: &mut H2, node: &NodePublic, disco: &PrivateKey) -> Frames {
+    map_stream_with(
+        h2,
+        node,
+        disco,
+        serde_json::json!({"Hostname": "x", "NetInfo": {"PreferredDERP": 900}}),
+    )
+    .await
+}
+
+/// [`map_stream`] reporting this Hostinfo (e.g. with `RoutableIPs`).
+pub async fn map_stream_with(
+    h2: &mut H2,
+    node: &NodePublic,
+    disco: &PrivateKey,
+    hostinfo: serde_json::Value,
+) -> Frames {
     let body = serde_json::json!({
         "Version": 130, "Compress": "zstd", "KeepAlive": true, "Stream": true,
         "NodeKey": node.to_string(), "DiscoKey": disco.disco_public().to_string(),
-        "Hostinfo": {"Hostname": "x", "NetInfo": {"PreferredDERP": 900}}
+        "Hostinfo": hostinfo
     });
     let resp = post(h2, "/machine/map", body).await;
     assert_eq!(resp.status(), 200);
