@@ -159,9 +159,12 @@ impl Tailnet {
         self.online.contains(&id)
     }
 
-    /// Whether `id` may serve routes: online and answering health probes.
+    /// Whether `id` may serve routes: online, answering health probes, and
+    /// approved as a device (an unapproved node is invisible to its peers).
     pub fn can_serve(&self, id: NodeId) -> bool {
-        self.online.contains(&id) && !self.unhealthy.contains(&id)
+        self.online.contains(&id)
+            && !self.unhealthy.contains(&id)
+            && self.nodes.get(&id).is_some_and(|n| n.approved)
     }
 
     /// Subnet routes (not exit routes) for which `id` is primary.

@@ -177,3 +177,34 @@ async fn auto_approvals_are_stored_once() {
         vec!["10.8.1.0/24".parse::<IpNet>().unwrap()]
     );
 }
+
+/// With device approval, an unapproved router serves nothing (its peers do
+/// not see it) until it is approved.
+#[tokio::test]
+async fn an_unapproved_router_is_not_elected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&ironscale_store::sqlite_config(
+        dir.path().join("db.sqlite"),
+    ))
+    .await
+    .unwrap();
+    let settings = Settings {
+        device_approval: true,
+        ..Settings::default()
+    };
+    let s = State::load(store, settings, Default::default())
+        .await
+        .unwrap();
+    s.create_user("alice", "", "").await.unwrap();
+    let subnet: IpNet = "10.9.0.0/24".parse().unwrap();
+    let r = join(&s, "r", &["10.9.0.0/24"]).await;
+    assert!(!r.approved);
+    s.set_approved_routes(r.id, vec![subnet]).await.unwrap();
+    let _c = s.connect(r.id).await.unwrap();
+    assert!(
+        s.snapshot().primaries.is_empty(),
+        "an unapproved router is not primary"
+    );
+    s.approve_node(r.id).await.unwrap();
+    assert_eq!(s.snapshot().primaries.get(&subnet), Some(&r.id));
+}
