@@ -356,7 +356,7 @@ impl Node {
             online: v.online,
             approved_routes: routes(&v.approved_routes),
             available_routes: routes(&v.announced_routes),
-            subnet_routes: routes(&v.subnet_routes),
+            subnet_routes: routes(&serving(v)),
             tags: v.tags.clone(),
         }
     }
@@ -617,6 +617,23 @@ pub struct HealthResponse {
 /// `{}`: the answer to deletes and expiries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Empty {}
+
+/// What a node serves now (Headscale's `subnet_routes`): the subnet routes
+/// it is the elected primary for, and its approved exit routes while online.
+fn serving(v: &ironscale_state::NodeView) -> Vec<ipnet::IpNet> {
+    let mut out = v.primary_routes.clone();
+    if v.online {
+        out.extend(
+            v.approved_routes
+                .iter()
+                .filter(|r| r.prefix_len() == 0 && v.announced_routes.contains(r))
+                .copied(),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
 
 #[cfg(test)]
 mod tests {
