@@ -590,19 +590,24 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
-/// Interactive login over the wire: no key gets a login URL; the login page
-/// says what to run; the client's follow-up request waits until an
-/// administrator approves, then answers as authorized, and the node maps.
-#[tokio::test]
-async fn an_interactive_login_waits_for_approval_then_authorizes() {
-    let s = start_with(
+/// A server with interactive login on.
+async fn interactive_server() -> Server {
+    start_with(
         ironscale_state::Settings {
             interactive_login: true,
             ..Default::default()
         },
         Arc::new(ironscale_state::SystemClock),
     )
-    .await;
+    .await
+}
+
+/// Interactive login over the wire: no key gets a login URL; the login page
+/// says what to run; the client's follow-up request waits until an
+/// administrator approves, then answers as authorized, and the node maps.
+#[tokio::test]
+async fn an_interactive_login_waits_for_approval_then_authorizes() {
+    let s = interactive_server().await;
     s.state.create_user("alice", "", "").await.unwrap();
     let mkey = PrivateKey::generate();
     let node = PrivateKey::generate();
@@ -673,14 +678,7 @@ async fn an_interactive_login_waits_for_approval_then_authorizes() {
 /// A denied login: the waiting follow-up is told why, and no node exists.
 #[tokio::test]
 async fn a_denied_interactive_login_is_told_why() {
-    let s = start_with(
-        ironscale_state::Settings {
-            interactive_login: true,
-            ..Default::default()
-        },
-        Arc::new(ironscale_state::SystemClock),
-    )
-    .await;
+    let s = interactive_server().await;
     let mkey = PrivateKey::generate();
     let node = PrivateKey::generate();
     let mut h2 = dial(&s, &mkey).await;

@@ -117,10 +117,9 @@ impl State {
     /// Whether `id` is a candidate router for some subnet route (its
     /// approved and announced routes): the server probes those.
     pub fn is_router(&self, id: NodeId) -> bool {
-        self.snapshot().nodes.get(&id).is_some_and(|n| {
-            n.approved_routes
-                .iter()
-                .any(|r| r.prefix_len() != 0 && n.announced_routes.contains(r))
-        })
+        self.snapshot()
+            .nodes
+            .get(&id)
+            .is_some_and(|n| ironscale_mapper::candidate_routes(n).next().is_some())
     }
 }

@@ -186,6 +186,15 @@ async fn refused_registrations_write_nothing() {
     );
 }
 
+/// An administrator's approval for `user` (`nodes register`).
+fn by_cli(user: &ironscale_types::User) -> Approval {
+    Approval {
+        user: Some(user.id),
+        tags: vec![],
+        method: RegisterMethod::Cli,
+    }
+}
+
 async fn interactive_state(dir: &tempfile::TempDir) -> State {
     let settings = Settings {
         interactive_login: true,
@@ -223,17 +232,7 @@ async fn an_interactive_registration_waits_until_approved() {
     let alice = s
         .find_user(&UserRef::Name("alice".parse().unwrap()))
         .unwrap();
-    let node = s
-        .approve_registration(
-            &p.id,
-            Approval {
-                user: Some(alice.id),
-                tags: vec![],
-                method: RegisterMethod::Cli,
-            },
-        )
-        .await
-        .unwrap();
+    let node = s.approve_registration(&p.id, by_cli(&alice)).await.unwrap();
     assert_eq!(node.user_id, Some(alice.id));
     assert_eq!(node.register_method, RegisterMethod::Cli);
     assert_eq!(node.given_name, "laptop");
@@ -249,16 +248,7 @@ async fn an_interactive_registration_waits_until_approved() {
         other => panic!("expected authorized, got {other:?}"),
     }
     // An approval is single-use too.
-    let again = s
-        .approve_registration(
-            &p.id,
-            Approval {
-                user: Some(alice.id),
-                tags: vec![],
-                method: RegisterMethod::Cli,
-            },
-        )
-        .await;
+    let again = s.approve_registration(&p.id, by_cli(&alice)).await;
     assert!(again.is_err());
     assert_eq!(s.list_nodes().len(), 1);
 }
@@ -278,16 +268,7 @@ async fn a_denied_registration_writes_nothing_and_tells_the_client() {
     let alice = s
         .find_user(&UserRef::Name("alice".parse().unwrap()))
         .unwrap();
-    let late = s
-        .approve_registration(
-            &p.id,
-            Approval {
-                user: Some(alice.id),
-                tags: vec![],
-                method: RegisterMethod::Cli,
-            },
-        )
-        .await;
+    let late = s.approve_registration(&p.id, by_cli(&alice)).await;
     assert!(late.is_err(), "a denied registration cannot be approved");
     assert!(s.list_nodes().is_empty());
     assert!(s.deny_registration(&p.id, "again").is_err());

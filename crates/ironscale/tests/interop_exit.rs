@@ -76,15 +76,22 @@ fn outside_world(hx: &Host, ho: &Host) -> ironscale_testkit::Proc {
     must(ho.tcp_echo("echo", OUTSIDE, 7000))
 }
 
-/// `tailscale set --exit-node=<ip>` retried until the exit node is offered.
+/// `tailscale set --exit-node=<ip> --exit-node-allow-lan-access=true`.
+fn exit_node_args(ix: Ipv4Addr) -> [String; 3] {
+    [
+        "set".into(),
+        format!("--exit-node={ix}"),
+        "--exit-node-allow-lan-access=true".into(),
+    ]
+}
+
+/// [`exit_node_args`] retried until the exit node is offered.
 fn use_exit_node(c: &Tailscaled, ix: Ipv4Addr) {
+    let args = exit_node_args(ix);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let t0 = Instant::now();
     loop {
-        let out = must(c.cli(&[
-            "set",
-            &format!("--exit-node={ix}"),
-            "--exit-node-allow-lan-access=true",
-        ]));
+        let out = must(c.cli(&args));
         if out.status.success() {
             return;
         }
@@ -212,50 +219,7 @@ fn a_peer_reaches_the_outside_through_an_approved_exit_node() {
     // The outside host, reachable only over the exit node's point-to-point uplink.
     let hx = must(lab.add_host("x"));
     let ho = must(lab.add_host("o"));
-    must(hx.exec_ok(
-        "ip",
-        &[
-            "link",
-            "add",
-            "up0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "dn0",
-            "netns",
-            ho.ns(),
-        ],
-    ));
-    must(hx.exec_ok(
-        "ip",
-        &[
-            "addr",
-            "add",
-            &UPLINK.to_string(),
-            "peer",
-            &OUTSIDE.to_string(),
-            "dev",
-            "up0",
-        ],
-    ));
-    must(hx.exec_ok("ip", &["link", "set", "up0", "up"]));
-    must(ho.exec_ok(
-        "ip",
-        &[
-            "addr",
-            "add",
-            &OUTSIDE.to_string(),
-            "peer",
-            &UPLINK.to_string(),
-            "dev",
-            "dn0",
-        ],
-    ));
-    must(ho.exec_ok("ip", &["link", "set", "dn0", "up"]));
-    must(hx.exec_ok("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]));
-    must(hx.exec_ok("sysctl", &["-q", "-w", "net.ipv6.conf.all.forwarding=1"]));
-    let _outside = must(ho.tcp_echo("echo", OUTSIDE, 7000));
+    let _outside = outside_world(&hx, &ho);
     // A LAN neighbour of the peer (on the lab subnet, not in the tailnet).
     let hl = must(lab.add_host("lan"));
     let _lan = must(hl.tcp_echo("echo", hl.ip(), 7001));
@@ -268,14 +232,8 @@ fn a_peer_reaches_the_outside_through_an_approved_exit_node() {
     let ix = must(x.ip4());
 
     // Not yet approved: the peer cannot pick it.
-    let set = |c: &Tailscaled| {
-        must(c.cli(&[
-            "set",
-            &format!("--exit-node={ix}"),
-            "--exit-node-allow-lan-access=true",
-        ]))
-    };
-    let early = set(&c);
+    let args = exit_node_args(ix);
+    let early = must(c.cli(&args.iter().map(String::as_str).collect::<Vec<_>>()));
     assert!(
         !early.status.success(),
         "an unapproved exit node was accepted: {}",
@@ -314,32 +272,9 @@ fn a_peer_reaches_the_outside_through_an_approved_exit_node() {
     );
 
     // The peer learns the exit node, selects it, and its traffic leaves through it.
+    use_exit_node(&c, ix);
     let t0 = Instant::now();
-    loop {
-        let out = set(&c);
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "exit node never offered: {}",
-            output_text(&out)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let t0 = Instant::now();
-    let reply = loop {
-        match hc.tcp_roundtrip(None, OUTSIDE, 7000, "via-exit") {
-            Ok(r) if r.contains("via-exit") => break r,
-            _ => {
-                assert!(
-                    t0.elapsed() < Duration::from_secs(30),
-                    "the outside host was not reached through the exit node"
-                );
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        }
-    };
+    let reply = reach_outside(&hc, "via-exit");
     eprintln!(
         "outside host reached through the exit node after {:.1}s: {reply}",
         t0.elapsed().as_secs_f64()

@@ -11,7 +11,6 @@
 mod decide;
 mod pending;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ironscale_keys::MachinePublic;
@@ -27,7 +26,7 @@ pub use decide::{
 pub(crate) use pending::PendingTable;
 pub use pending::{PendingRegistration, RegistrationId, RegistrationStatus};
 
-use crate::{Change, State, StateError};
+use crate::{State, StateError};
 
 /// What a register request came to; the control crate turns it into the
 /// wire `RegisterResponse`.
@@ -263,16 +262,8 @@ impl State {
                     tx.update_node_presence(node.id, &presence).await?;
                 }
                 tx.commit().await?;
-                let id = node.id;
-                let n = Arc::new(*node);
-                let out = n.clone();
-                self.commit(
-                    |t| {
-                        t.nodes.insert(id, n);
-                    },
-                    Change::Nodes(BTreeSet::from([id])),
-                );
-                tracing::info!(node = id.0, name = %out.given_name, "{what}");
+                let out = self.publish_node_locked(*node)?;
+                tracing::info!(node = out.id.0, name = %out.given_name, "{what}");
                 let out = self.auto_approve_registered_locked(out).await?;
                 self.authorized(out, now)
             }
@@ -305,17 +296,9 @@ impl State {
                         return Err(e);
                     }
                 };
-                let id = n.id;
-                let n = Arc::new(n);
-                let out = n.clone();
-                self.commit(
-                    |t| {
-                        t.nodes.insert(id, n);
-                    },
-                    Change::Nodes(BTreeSet::from([id])),
-                );
+                let out = self.publish_node_locked(n)?;
                 tracing::info!(
-                    node = id.0,
+                    node = out.id.0,
                     name = %out.given_name,
                     ip = ?out.ipv4,
                     method = out.register_method.as_str(),
