@@ -376,6 +376,11 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6): another connection holds the file.
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "6")))
+}
+
 fn sqlite_url(path: &Path) -> String {
     let mut enc = String::new();
     for ch in path.to_string_lossy().chars() {
@@ -421,7 +426,7 @@ impl Store {
         // The journal mode is a property of the file: set it once, on one
         // connection (leaving WAL needs the database to itself).
         let journal = if write_ahead_log { "WAL" } else { "DELETE" };
-        let set_journal = async {
+        let set_journal = || async {
             use sqlx::Connection;
             let mut c = sqlx::AnyConnection::connect(&url).await?;
             c.execute("PRAGMA busy_timeout = 10000").await?;
@@ -429,10 +434,25 @@ impl Store {
                 .await?;
             c.close().await
         };
-        set_journal.await.map_err(|source| StoreError::Open {
-            target: target.clone(),
-            source,
-        })?;
+        // Leaving WAL needs an exclusive lock, for which SQLite's busy handler
+        // does not wait: a connection still closing (this process's previous
+        // pool, another process) makes it fail with SQLITE_BUSY at once. Retry
+        // for as long as the busy timeout would have waited.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match set_journal().await {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
+                        target: target.clone(),
+                        source,
+                    })
+                }
+            }
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .min_connections(1)
