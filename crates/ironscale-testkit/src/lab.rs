@@ -560,6 +560,17 @@ impl Host {
         self.lab.register_log(name, path);
     }
 
+    /// `/etc/netns/<ns>/resolv.conf`: what programs in this namespace see as
+    /// `/etc/resolv.conf` (`ip netns exec` bind-mounts it there).
+    pub fn resolv_conf_path(&self) -> PathBuf {
+        Path::new("/etc/netns").join(&self.ns).join("resolv.conf")
+    }
+
+    /// The namespace's resolv.conf now (empty if unreadable).
+    pub fn resolv_conf(&self) -> String {
+        fs::read_to_string(self.resolv_conf_path()).unwrap_or_default()
+    }
+
     /// A command that runs `program` inside this namespace with a clean environment: only
     /// `PATH`, `HOME`/`XDG_*` under the host directory, and the Tailscale safety variables
     /// (`TS_NO_LOGS_NO_SUPPORT=true`, `TS_LOGS_DIR`, `TS_DISABLE_PORTMAPPER=1`). `TS_AUTHKEY*`
@@ -783,7 +794,7 @@ while True:
         c.close()
 "#;
 
-const CONNECT_PY: &str = r#"
+pub(crate) const CONNECT_PY: &str = r#"
 import socket, sys
 src, ip, port, payload = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

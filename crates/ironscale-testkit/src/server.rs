@@ -118,6 +118,8 @@ pub struct ServerProc {
     bin: PathBuf,
     dir: PathBuf,
     config: PathBuf,
+    /// What `config` holds (the default lab config merged with the overrides).
+    cfg: Value,
     log: PathBuf,
     socket: PathBuf,
     url: String,
@@ -199,6 +201,7 @@ impl ServerProc {
             log: dir.join("server.log"),
             dir,
             config,
+            cfg,
             socket,
             proc: None,
             starts: 0,
@@ -285,6 +288,19 @@ impl ServerProc {
     /// The config file path.
     pub fn config_path(&self) -> &Path {
         &self.config
+    }
+
+    /// The configuration the file holds now.
+    pub fn config(&self) -> &Value {
+        &self.cfg
+    }
+
+    /// Deep-merges `overrides` into the current configuration (`null` removes a key) and
+    /// rewrites the config file (in place); the running server is not told (send SIGHUP with
+    /// [`ServerProc::signal`], or [`ServerProc::restart`]).
+    pub fn update_config(&mut self, overrides: &Value) -> Result<()> {
+        util::merge_json(&mut self.cfg, overrides);
+        util::write_private(&self.config, util::to_yaml(&self.cfg).as_bytes())
     }
 
     /// The server's working directory (database, keys, log).

@@ -2,6 +2,7 @@
 //! per call, inside a lab namespace.
 
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::install::Clients;
 use crate::lab::{Host, Proc};
-use crate::util::{self, grep_file, output_text, run, tail_file, wait_until};
+use crate::util::{self, grep_file, output_text, run, tail_file, wait_until, CHILD_PATH};
 
 /// A peer as seen in `tailscale status --json`.
 #[derive(Clone, Debug)]
@@ -41,8 +42,49 @@ pub struct Tailscaled {
     socket: PathBuf,
     log: PathBuf,
     env: Vec<(String, String)>,
+    /// Started with [`Tailscaled::start_with_dns`]: a private view of `/etc`.
+    dns: bool,
     proc: Option<Proc>,
 }
+
+/// The wrapper that gives a DNS-managing tailscaled a private `/etc` (run by `ip netns exec`,
+/// which has already put the process in a mount namespace of its own, slave to the machine's,
+/// and bind-mounted `/etc/netns/<ns>/resolv.conf` over `/etc/resolv.conf`).
+///
+/// `$1` is the node's private-etc directory, `$2` the namespace's own resolv.conf; the rest is
+/// the command to exec. The namespace's file is first bind-mounted aside (so the overlay below
+/// does not hide it), an overlay with the host's `/etc` as its read-only lower layer goes over
+/// `/etc` (writes such as tailscaled's `/etc/resolv.pre-tailscale-backup.conf` land in
+/// `$1/upper`), and the namespace's file is bind-mounted over `/etc/resolv.conf` again, so what
+/// tailscaled writes there is what every other `ip netns exec <ns>` process reads. Nothing
+/// here propagates to the machine's mount namespace; it all vanishes with the process.
+const PRIVATE_ETC_SH: &str = r#"set -eu
+d=$1; conf=$2; shift 2
+if [ "$(stat -L -c %d:%i /etc/resolv.conf)" != "$(stat -L -c %d:%i "$conf")" ]; then
+  echo "private-etc: /etc/resolv.conf is not $conf (not started by ip netns exec?)" >&2
+  exit 97
+fi
+mkdir -p "$d/upper" "$d/work"
+: > "$d/netns-resolv.conf"
+mount --bind /etc/resolv.conf "$d/netns-resolv.conf"
+mount -t overlay ironscale-etc -o "lowerdir=/etc,upperdir=$d/upper,workdir=$d/work" /etc
+if [ -L /etc/resolv.conf ] || [ ! -f /etc/resolv.conf ]; then
+  rm -f /etc/resolv.conf
+  : > /etc/resolv.conf
+fi
+mount --bind "$d/netns-resolv.conf" /etc/resolv.conf
+if [ "$(stat -c %d:%i /etc/resolv.conf)" != "$(stat -c %d:%i "$d/netns-resolv.conf")" ]; then
+  echo "private-etc: bind mount of the namespace's resolv.conf failed" >&2
+  exit 97
+fi
+echo "private-etc: /etc is an overlay (upper $d/upper), /etc/resolv.conf is $conf" >&2
+exec "$@"
+"#;
+
+/// A `systemctl` that says every unit is inactive: tailscaled's direct DNS manager restarts
+/// systemd-resolved when `systemctl is-active systemd-resolved` succeeds, and from a network
+/// namespace that would be the machine's resolved.
+const SYSTEMCTL_STUB: &str = "#!/bin/sh\nexit 3\n";
 
 impl Tailscaled {
     /// Starts `tailscaled --no-logs-no-support` in `host`'s namespace with state, socket and logs
@@ -54,6 +96,34 @@ impl Tailscaled {
         clients: &Clients,
         name: &str,
         extra_env: &[(&str, &str)],
+    ) -> Result<Tailscaled> {
+        Self::start_inner(host, clients, name, extra_env, false)
+    }
+
+    /// Like [`Tailscaled::start`], for a node that manages DNS (`--accept-dns=true`, the
+    /// default of [`Tailscaled::up`] for such a node): tailscaled runs with a private view of
+    /// `/etc` (an overlay over the machine's, upper layer in `<node dir>/etc/upper`) in which
+    /// `/etc/resolv.conf` is the namespace's own `/etc/netns/<ns>/resolv.conf`. What tailscaled
+    /// writes there (`nameserver 100.100.100.100`, its search domains) is what every program in
+    /// the namespace resolves with; its backup file and anything else it writes under `/etc`
+    /// stay in the upper layer. The machine's `/etc` is never written. It also gets a
+    /// `systemctl` that reports every unit inactive and no D-Bus system bus, so it never
+    /// programs (or restarts) the machine's systemd-resolved or NetworkManager.
+    pub fn start_with_dns(
+        host: &Host,
+        clients: &Clients,
+        name: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Result<Tailscaled> {
+        Self::start_inner(host, clients, name, extra_env, true)
+    }
+
+    fn start_inner(
+        host: &Host,
+        clients: &Clients,
+        name: &str,
+        extra_env: &[(&str, &str)],
+        dns: bool,
     ) -> Result<Tailscaled> {
         let dir = host.dir().join(name);
         util::mkdir_private(&dir)?;
@@ -68,6 +138,7 @@ impl Tailscaled {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            dns,
             proc: None,
         };
         t.spawn_and_wait()?;
@@ -76,9 +147,29 @@ impl Tailscaled {
 
     fn spawn_and_wait(&mut self) -> Result<()> {
         let _ = std::fs::remove_file(&self.socket);
-        let mut cmd = self
-            .host
-            .command_with_home(&self.clients.tailscaled, &self.dir);
+        let mut cmd = if self.dns {
+            let etc = self.private_etc_dir();
+            let bin = self.dir.join("bin");
+            std::fs::create_dir_all(&etc)?;
+            std::fs::create_dir_all(&bin)?;
+            let stub = bin.join("systemctl");
+            std::fs::write(&stub, SYSTEMCTL_STUB)?;
+            std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755))?;
+            let mut cmd = self.host.command_with_home("sh", &self.dir);
+            cmd.args(["-c", PRIVATE_ETC_SH, "sh"])
+                .arg(&etc)
+                .arg(self.host.resolv_conf_path())
+                .arg(&self.clients.tailscaled)
+                .env("PATH", format!("{}:{CHILD_PATH}", bin.display()))
+                .env(
+                    "DBUS_SYSTEM_BUS_ADDRESS",
+                    format!("unix:path={}", self.dir.join("no-dbus").display()),
+                );
+            cmd
+        } else {
+            self.host
+                .command_with_home(&self.clients.tailscaled, &self.dir)
+        };
         cmd.arg("--no-logs-no-support")
             .arg(format!(
                 "--state={}",
@@ -134,6 +225,22 @@ impl Tailscaled {
         &self.dir
     }
 
+    /// True for a node started with [`Tailscaled::start_with_dns`].
+    pub fn manages_dns(&self) -> bool {
+        self.dns
+    }
+
+    /// The directory of a DNS node's private `/etc` (its overlay's `upper` and `work`).
+    pub fn private_etc_dir(&self) -> PathBuf {
+        self.dir.join("etc")
+    }
+
+    /// A file tailscaled wrote under its private `/etc` (e.g.
+    /// `resolv.pre-tailscale-backup.conf`), if it did: read from the overlay's upper layer.
+    pub fn private_etc_file(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.private_etc_dir().join("upper").join(name)).ok()
+    }
+
     /// The daemon's log.
     pub fn log_path(&self) -> &Path {
         &self.log
@@ -178,7 +285,33 @@ impl Tailscaled {
     }
 
     /// Runs `tailscale --socket=<sock> <args>` in the namespace.
+    ///
+    /// On a node not started with [`Tailscaled::start_with_dns`], turning DNS management on
+    /// (`--accept-dns`/`--accept-dns=true`, or `up`/`login` without `--accept-dns=false`) is
+    /// refused: that tailscaled would write its backup into the machine's `/etc`.
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        if !self.dns {
+            let mut flag = None;
+            for a in args {
+                let a = a.trim_start_matches('-');
+                if let Some(v) = a.strip_prefix("accept-dns") {
+                    flag = Some(v.is_empty() || v == "=true" || v == "=1" || v == "=t");
+                }
+            }
+            let sub = args.iter().find(|a| !a.starts_with('-')).copied();
+            let turns_on = match flag {
+                Some(on) => on,
+                None => matches!(sub, Some("up" | "login")),
+            };
+            if turns_on && matches!(sub, Some("up" | "login" | "set")) {
+                bail!(
+                    "[{}] refusing `tailscale {}`: DNS management needs a node started with \
+                     Tailscaled::start_with_dns (a private /etc)",
+                    self.name,
+                    args.join(" ")
+                );
+            }
+        }
         let mut cmd = self
             .host
             .command_with_home(&self.clients.tailscale, &self.dir);
@@ -188,8 +321,9 @@ impl Tailscaled {
     }
 
     /// `tailscale up --login-server=URL [--authkey=KEY] --hostname=H --accept-dns=false
-    /// --timeout=45s <extra_args>`; later `extra_args` override the defaults (e.g.
-    /// `--timeout=10s`, `--accept-dns=true`). Returns the output whatever the exit status.
+    /// --timeout=45s <extra_args>` (`--accept-dns=true` for a node started with
+    /// [`Tailscaled::start_with_dns`]); `extra_args` replace the defaults (e.g.
+    /// `--timeout=10s`). Returns the output whatever the exit status.
     pub fn up(
         &self,
         login_server: &str,
@@ -205,7 +339,7 @@ impl Tailscaled {
         // The CLI refuses a flag given twice: defaults only where the caller gave none.
         let given = |flag: &str| extra_args.iter().any(|a| a.starts_with(flag));
         if !given("--accept-dns") {
-            args.push("--accept-dns=false".to_owned());
+            args.push(format!("--accept-dns={}", self.dns));
         }
         if !given("--timeout") {
             args.push("--timeout=45s".to_owned());
