@@ -72,15 +72,25 @@ impl HostDnsFiles {
     }
 }
 
-/// A DNS-managing node named `name` (host and hostname), up with `key`.
+/// A DNS-managing node named `name` (host and hostname), up with `key`; `own_resolver` is
+/// the nameserver in the namespace's resolv.conf before tailscaled starts.
 fn dns_node(
     lab: &Lab,
     clients: &Clients,
     server: &ServerProc,
     key: &str,
     name: &str,
+    own_resolver: Option<Ipv4Addr>,
 ) -> Tailscaled {
     let h = must(lab.add_host(name));
+    if let Some(ns) = own_resolver {
+        // The namespace's own resolver, as a DHCP client would have written it.
+        std::fs::write(
+            h.resolv_conf_path(),
+            format!("# lab: the namespace's own resolver\nnameserver {ns}\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
     let t = must(Tailscaled::start_with_dns(&h, clients, "ts", &[]));
     must(t.up_ok(&server.url(), Some(key), name, &[]));
     t
@@ -173,11 +183,14 @@ fn points_at_quad100(conf: &str) -> bool {
         .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["nameserver", "100.100.100.100"])
 }
 
-/// Three DNS servers in the lab, each answering every name with its own address.
+/// Four DNS servers in the lab, each answering every name with its own address: for the
+/// server's `split`, `restricted` and `global` nameservers, and the nodes' own (`local`, in
+/// their namespace's resolv.conf before tailscaled starts).
 struct Resolvers {
     split: DnsServer,
     restricted: DnsServer,
     global: DnsServer,
+    local: DnsServer,
 }
 
 fn resolvers(lab: &Lab) -> Resolvers {
@@ -194,6 +207,7 @@ fn resolvers(lab: &Lab) -> Resolvers {
         split: mk("dnssplit", 11),
         restricted: mk("dnsrestr", 12),
         global: mk("dnsglobal", 13),
+        local: mk("dnslocal", 14),
     }
 }
 
@@ -204,6 +218,7 @@ fn asked(r: &Resolvers, name: &str) -> Vec<&'static str> {
         ("split", &r.split),
         ("restricted", &r.restricted),
         ("global", &r.global),
+        ("local", &r.local),
     ] {
         if s.was_asked(name) {
             v.push(label);
@@ -212,7 +227,7 @@ fn asked(r: &Resolvers, name: &str) -> Vec<&'static str> {
     v
 }
 
-/// One lab: the server, its user, DNS nodes, optionally the three resolvers.
+/// One lab: the server, its user, DNS nodes, optionally the four resolvers.
 struct Setup {
     before: HostDnsFiles,
     nodes: Vec<Tailscaled>,
@@ -222,8 +237,9 @@ struct Setup {
 }
 
 impl Setup {
-    /// A lab `prefix` (with the three resolvers if `with_resolvers`), the server with the
-    /// default lab config merged with `cfg(lab, resolvers)`, and one DNS node per name.
+    /// A lab `prefix` (with the four resolvers if `with_resolvers`, `local` then in every
+    /// node's resolv.conf), the server with the default lab config merged with
+    /// `cfg(lab, resolvers)`, and one DNS node per name.
     fn new(
         prefix: &str,
         with_resolvers: bool,
@@ -242,7 +258,10 @@ impl Setup {
         let key = must(server.reusable_key("alice"));
         let nodes: Vec<Tailscaled> = names
             .iter()
-            .map(|n| dns_node(&lab, &clients, &server, &key, n))
+            .map(|n| {
+                let own = resolvers.as_ref().map(|r| r.local.ip());
+                dns_node(&lab, &clients, &server, &key, n, own)
+            })
             .collect();
         for n in &nodes {
             let t = wait_resolv_conf(n, "after up", points_at_quad100);
@@ -503,11 +522,12 @@ fn magic_dns_aaaa_by_default_and_not_with_magic_dns_aaaa_false() {
 
 /// Split DNS: `nameservers.split` and `nameservers.restricted` at once, each domain answered by
 /// its own resolver in the lab, and with `override_local_dns: true` every other name by the
-/// global one; the resolvers' logs say which was asked.
+/// global one, with `false` by the node's own resolver; the resolvers' logs say which was
+/// asked.
 #[test]
 #[ignore = "waiting for nameservers.restricted merged with nameservers.split; today restricted is ignored when split is set"]
 fn split_and_restricted_nameservers_with_a_global_resolver() {
-    let s = Setup::new(
+    let mut s = Setup::new(
         "isi-dnssplit",
         true,
         |_, r| {
@@ -563,6 +583,47 @@ fn split_and_restricted_nameservers_with_a_global_resolver() {
     let a = ask(&ha, QUAD100, "alpha.tail.test", DnsType::A);
     assert!(a.is_noerror() && a.addrs.len() == 1, "alpha.tail.test: {a}");
     assert!(asked(r, "alpha.tail.test").is_empty());
+
+    // override_local_dns: false (the server restarted with it): names outside the routes go
+    // to the node's own resolver (from its resolv.conf before tailscaled took it over), the
+    // routes still to theirs. Polled with a new name each time, so the logs stay unambiguous.
+    must(
+        s.server
+            .update_config(&json!({"dns": {"override_local_dns": false}})),
+    );
+    let t0 = Instant::now();
+    must(s.server.restart());
+    for i in 0.. {
+        let name = format!("probe{i}.example.net");
+        let a = ask(&ha, QUAD100, &name, DnsType::A);
+        if addrs_are(&a, &[IpAddr::V4(r.local.answer_v4())]) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < PROPAGATION_LIMIT,
+            "override_local_dns: false: {name} is still answered {a} (asked: {:?})\n{}",
+            asked(r, &name),
+            dns_status(&s.nodes[0])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "override_local_dns: false: names outside the routes go to the node's own resolver \
+         {:.2}s after the server restart began",
+        t0.elapsed().as_secs_f64()
+    );
+    for (name, srv, label) in [
+        ("z.example.net", &r.local, "local"),
+        ("z.corp.test", &r.split, "split"),
+        ("z.other.test", &r.restricted, "restricted"),
+    ] {
+        let a = ask(&ha, QUAD100, name, DnsType::A);
+        assert!(
+            addrs_are(&a, &[IpAddr::V4(srv.answer_v4())]),
+            "override_local_dns: false: {name} should be answered by the {label} resolver: {a}"
+        );
+        assert_eq!(asked(r, name), vec![label], "who was asked for {name}");
+    }
     s.finish();
 }
 
