@@ -86,6 +86,10 @@ pub(crate) const KEYS: &[(&str, Ty)] = &[
     ("dns.override_local_dns", Ty::Bool),
     ("dns.nameservers.global", Ty::List),
     ("dns.nameservers.split", Ty::MapList),
+    // The seed's spelling of split DNS; merged with `split` when both are set.
+    ("dns.nameservers.restricted", Ty::MapList),
+    // ironscale: grant every node `magicdns-aaaa` (AAAA answers for peers).
+    ("dns.magic_dns_aaaa", Ty::Bool),
     ("dns.search_domains", Ty::List),
     ("dns.extra_records", Ty::Records),
     ("dns.extra_records_path", Ty::Str),
@@ -147,7 +151,6 @@ pub(crate) const RENAMED: &[(&str, &str)] = &[
     ("dns_config.domains", "dns.search_domains"),
     ("dns_config.extra_records", "dns.extra_records"),
     // Not Headscale keys, but common in guides: clearly meant as the new ones.
-    ("dns.nameservers.restricted", "dns.nameservers.split"),
     ("database.path", "database.sqlite.path"),
     ("db_type", "database.type"),
     ("db_path", "database.sqlite.path"),

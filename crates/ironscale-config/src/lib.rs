@@ -33,7 +33,7 @@ pub use derpmap::{
 };
 pub use diag::{render, Diagnostic, Severity};
 pub use duration::{format_duration, parse_duration};
-pub use load::parse_listen_addr;
+pub use load::{load_extra_records, parse_listen_addr};
 pub use model::*;
 
 /// `Ok`: the configuration and its warnings/notes. `Err`: every diagnostic, at least one an error.

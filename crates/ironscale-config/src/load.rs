@@ -1168,6 +1168,57 @@ impl Loader {
         }
     }
 
+    /// A split-DNS mapping (`domain: [resolvers]`) under `key`, in file order.
+    fn split_dns(&mut self, key: &str) -> Option<Vec<(String, Vec<Nameserver>)>> {
+        let entries = self.map_entries(key)?;
+        let mut out = Vec::new();
+        for (domain, line, v) in entries {
+            let items: Vec<(String, usize)> = match &v.kind {
+                Kind::Seq(items) => items
+                    .iter()
+                    .filter_map(|it| match &it.kind {
+                        Kind::Scalar { text, .. } => Some((text.clone(), it.line)),
+                        _ => None,
+                    })
+                    .collect(),
+                Kind::Scalar { text, .. } if !v.is_null() => vec![(text.clone(), v.line)],
+                _ => {
+                    self.item_diag(
+                        Severity::Error,
+                        key,
+                        Some(line),
+                        format!("{domain}: must be a list of nameservers"),
+                    );
+                    continue;
+                }
+            };
+            if let Err(e) = check_dns_name(&domain) {
+                self.item_diag(
+                    Severity::Error,
+                    key,
+                    Some(line),
+                    format!("{domain:?}: {e}; split DNS keys are domains such as corp.example.com"),
+                );
+            }
+            let mut ns = Vec::new();
+            for (s, l) in items {
+                if let Some(n) = self.nameserver(key, &s, Some(l)) {
+                    ns.push(n);
+                }
+            }
+            if ns.is_empty() {
+                self.item_diag(
+                    Severity::Warning,
+                    key,
+                    Some(line),
+                    format!("{domain}: lists no nameserver, so clients answer names under it only from extra_records (NXDOMAIN otherwise); give its resolvers, e.g. [10.0.0.53]"),
+                );
+            }
+            out.push((domain.trim_end_matches('.').to_ascii_lowercase(), ns));
+        }
+        Some(out)
+    }
+
     fn dns(&mut self, c: &mut Config) {
         if let Some(v) = self.b("dns.magic_dns") {
             c.dns.magic_dns = v;
@@ -1178,6 +1229,9 @@ impl Loader {
         if let Some(v) = self.b("dns.override_local_dns") {
             c.dns.override_local_dns = v;
         }
+        if let Some(v) = self.b("dns.magic_dns_aaaa") {
+            c.dns.magic_dns_aaaa = v;
+        }
         if let Some(list) = self.list("dns.nameservers.global") {
             c.dns.nameservers.global.clear();
             for (s, line) in list {
@@ -1186,46 +1240,19 @@ impl Loader {
                 }
             }
         }
-        if let Some(entries) = self.map_entries("dns.nameservers.split") {
+        // Split DNS under either spelling; both together are merged (the
+        // resolvers of a domain named in both are the union).
+        let split = self.split_dns("dns.nameservers.split");
+        let restricted = self.split_dns("dns.nameservers.restricted");
+        if split.is_some() || restricted.is_some() {
             c.dns.nameservers.split.clear();
-            for (domain, line, v) in entries {
-                let items: Vec<(String, usize)> = match &v.kind {
-                    Kind::Seq(items) => items
-                        .iter()
-                        .filter_map(|it| match &it.kind {
-                            Kind::Scalar { text, .. } => Some((text.clone(), it.line)),
-                            _ => None,
-                        })
-                        .collect(),
-                    Kind::Scalar { text, .. } if !v.is_null() => vec![(text.clone(), v.line)],
-                    _ => {
-                        self.item_diag(
-                            Severity::Error,
-                            "dns.nameservers.split",
-                            Some(line),
-                            format!("{domain}: must be a list of nameservers"),
-                        );
-                        continue;
-                    }
-                };
-                if let Err(e) = check_dns_name(&domain) {
-                    self.item_diag(
-                        Severity::Error,
-                        "dns.nameservers.split",
-                        Some(line),
-                        format!("{domain:?}: {e}"),
-                    );
-                }
-                let mut out = Vec::new();
-                for (s, l) in items {
-                    if let Some(ns) = self.nameserver("dns.nameservers.split", &s, Some(l)) {
-                        out.push(ns);
+            for (domain, ns) in split.into_iter().chain(restricted).flatten() {
+                let all = c.dns.nameservers.split.entry(domain).or_default();
+                for n in ns {
+                    if !all.contains(&n) {
+                        all.push(n);
                     }
                 }
-                c.dns
-                    .nameservers
-                    .split
-                    .insert(domain.trim_end_matches('.').to_ascii_lowercase(), out);
             }
         }
         if let Some(list) = self.list("dns.search_domains") {
@@ -1253,6 +1280,15 @@ impl Loader {
                     "dns.extra_records_path",
                     format!("{shown} does not exist or is not a file"),
                 );
+            }
+            if p.is_file() {
+                match load_extra_records(&p) {
+                    Ok((records, diags)) => {
+                        c.dns.extra_records = records;
+                        self.diags.extend(diags);
+                    }
+                    Err(diags) => self.diags.extend(diags),
+                }
             }
             c.dns.extra_records_path = Some(p);
         }
@@ -1304,23 +1340,29 @@ impl Loader {
         let Some(n) = self.node("dns.extra_records") else {
             return;
         };
+        if let Some(r) = self.records("dns.extra_records", n) {
+            c.dns.extra_records = r;
+        }
+    }
+
+    /// Extra records from a list of `{name, type, value}` mappings (the
+    /// config's `dns.extra_records`, or the JSON file of
+    /// `dns.extra_records_path`); diagnostics under `key`, at each item's
+    /// line. `None` when `n` is not a list at all.
+    fn records(&mut self, key: &str, n: Node) -> Option<Vec<ExtraRecord>> {
         if n.is_null() {
-            c.dns.extra_records.clear();
-            return;
+            return Some(Vec::new());
         }
         let Kind::Seq(items) = n.kind else {
-            self.err(
-                "dns.extra_records",
-                "must be a list of {name, type, value} records".into(),
-            );
-            return;
+            self.err(key, "must be a list of {name, type, value} records".into());
+            return None;
         };
-        c.dns.extra_records.clear();
+        let mut out = Vec::new();
         for it in items {
             let Kind::Map(fields) = &it.kind else {
                 self.item_diag(
                     Severity::Error,
-                    "dns.extra_records",
+                    key,
                     Some(it.line),
                     "each record must be a mapping with name, type and value".into(),
                 );
@@ -1333,7 +1375,7 @@ impl Loader {
                 let Kind::Scalar { text, .. } = &v.kind else {
                     self.item_diag(
                         Severity::Error,
-                        "dns.extra_records",
+                        key,
                         Some(*kl),
                         format!("{k}: must be a string"),
                     );
@@ -1345,7 +1387,7 @@ impl Loader {
                     "value" => value = Some((text.clone(), *kl)),
                     _ => self.item_diag(
                         Severity::Warning,
-                        "dns.extra_records",
+                        key,
                         Some(*kl),
                         format!("unknown record field {k:?}, ignored"),
                     ),
@@ -1354,16 +1396,25 @@ impl Loader {
             if name.is_empty() {
                 self.item_diag(
                     Severity::Error,
-                    "dns.extra_records",
+                    key,
                     Some(it.line),
                     "record has no name".into(),
+                );
+                continue;
+            }
+            if let Err(e) = check_dns_name(&name) {
+                self.item_diag(
+                    Severity::Error,
+                    key,
+                    Some(it.line),
+                    format!("record name {name:?}: {e}"),
                 );
                 continue;
             }
             let Some((value, vline)) = value else {
                 self.item_diag(
                     Severity::Error,
-                    "dns.extra_records",
+                    key,
                     Some(it.line),
                     format!("record {name:?} has no value"),
                 );
@@ -1372,7 +1423,7 @@ impl Loader {
             if ty != "A" && ty != "AAAA" {
                 self.item_diag(
                     Severity::Warning,
-                    "dns.extra_records",
+                    key,
                     Some(it.line),
                     format!("record {name:?} has type {ty:?}; Tailscale clients only use A and AAAA records, so it is ignored"),
                 );
@@ -1380,17 +1431,18 @@ impl Loader {
             }
             match value.parse::<IpAddr>() {
                 Ok(a) if (ty == "A") == a.is_ipv4() => {
-                    c.dns.extra_records.push(ExtraRecord { name: name.trim_end_matches('.').to_string(), record_type: ty, value: a })
+                    out.push(ExtraRecord { name: name.trim_end_matches('.').to_string(), record_type: ty, value: a })
                 }
                 Ok(_) => self.item_diag(
                     Severity::Error,
-                    "dns.extra_records",
+                    key,
                     Some(vline),
                     format!("record {name:?}: {value:?} does not match type {ty} (A needs IPv4, AAAA needs IPv6)"),
                 ),
-                Err(_) => self.item_diag(Severity::Error, "dns.extra_records", Some(vline), format!("record {name:?}: {value:?} is not an IP address")),
+                Err(_) => self.item_diag(Severity::Error, key, Some(vline), format!("record {name:?}: {value:?} is not an IP address")),
             }
         }
+        Some(out)
     }
 
     fn policy(&mut self, c: &mut Config) {
@@ -1548,6 +1600,69 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// RFC 1035-ish host name check (letters, digits, hyphens; labels of 1-63).
+/// Read the extra-records file of `dns.extra_records_path`: Headscale's JSON
+/// format, a list of `{"name", "type", "value"}` objects (A and AAAA). A
+/// file that does not parse, or a record that is wrong (no name, a value
+/// that is not an address of its type), is an error at its line: the caller
+/// keeps the records it had. Warnings (an unknown field, a record type
+/// clients ignore) come with the records.
+pub fn load_extra_records(
+    path: &Path,
+) -> Result<(Vec<ExtraRecord>, Vec<Diagnostic>), Vec<Diagnostic>> {
+    const KEY: &str = "dns.extra_records_path";
+    let mut l = Loader::new(Some(path));
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            l.push(
+                Severity::Error,
+                KEY,
+                None,
+                format!("cannot read the file: {e}"),
+            );
+            return Err(l.diags);
+        }
+    };
+    if text.trim().is_empty() {
+        l.push(
+            Severity::Error,
+            KEY,
+            Some(1),
+            "the file is empty; write [] for no records".into(),
+        );
+        return Err(l.diags);
+    }
+    // JSON is YAML's flow syntax: the YAML parser reads it with a line for
+    // every record.
+    let root = match crate::yaml::parse(&text) {
+        Ok(root) => root,
+        Err(e) => {
+            l.push(
+                Severity::Error,
+                KEY,
+                Some(e.line),
+                format!("not valid JSON: {}", e.message),
+            );
+            return Err(l.diags);
+        }
+    };
+    let line = root.line;
+    l.flat.insert(
+        KEY,
+        Entry {
+            node: root.clone(),
+            line: Some(line),
+            origin: Origin::File,
+            renamed_from: None,
+        },
+    );
+    let records = l.records(KEY, root);
+    match records {
+        Some(r) if !l.diags.iter().any(Diagnostic::is_error) => Ok((r, l.diags)),
+        _ => Err(l.diags),
+    }
+}
+
 pub(crate) fn check_dns_name(name: &str) -> Result<(), String> {
     let n = name.trim_end_matches('.');
     if n.is_empty() {

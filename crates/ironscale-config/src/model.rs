@@ -287,6 +287,10 @@ pub struct ExtraRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DnsConfig {
     pub magic_dns: bool,
+    /// `dns.magic_dns_aaaa` (ironscale, default true): every node gets the
+    /// `magicdns-aaaa` capability, so clients (capability version 116+)
+    /// answer AAAA queries for peers that also have an IPv4 address.
+    pub magic_dns_aaaa: bool,
     pub base_domain: String,
     pub override_local_dns: bool,
     pub nameservers: Nameservers,
@@ -459,6 +463,7 @@ impl Config {
             },
             dns: DnsConfig {
                 magic_dns: true,
+                magic_dns_aaaa: true,
                 base_domain: "tailnet.internal".into(),
                 override_local_dns: false,
                 nameservers: Nameservers::default(),

@@ -180,14 +180,28 @@ fn seed_section8_dns_block_passes() {
             value: "100.64.0.2".parse().expect("ip")
         }]
     );
+    // `restricted` is the seed's own spelling of split DNS: accepted as is.
     assert!(
-        warnings
+        !warnings
             .iter()
-            .any(|w| w.key == "dns.nameservers.restricted"
-                && w.message.contains("dns.nameservers.split")),
+            .any(|w| w.key.starts_with("dns.nameservers")),
         "{}",
         render(&warnings)
     );
+}
+
+#[test]
+fn split_and_restricted_are_merged() {
+    let s = setup(&format!(
+        "{DNS_BASE}dns:\n  magic_dns: true\n  base_domain: vpn.example.com\n  nameservers:\n    split:\n      corp.example: [10.0.0.53]\n      both.example: [10.0.0.1]\n    restricted:\n      other.example: [10.0.0.54]\n      both.example: [10.0.0.1, 10.0.0.2]\n"
+    ));
+    let (c, _) = expect_ok(Config::load(&s.config));
+    let ip = |s: &str| Nameserver::Ip(s.parse().expect("ip"));
+    let split = &c.dns.nameservers.split;
+    assert_eq!(split.len(), 3, "{split:?}");
+    assert_eq!(split["corp.example"], vec![ip("10.0.0.53")]);
+    assert_eq!(split["other.example"], vec![ip("10.0.0.54")]);
+    assert_eq!(split["both.example"], vec![ip("10.0.0.1"), ip("10.0.0.2")]);
 }
 
 #[test]
@@ -856,4 +870,140 @@ fn ha_probe_keys_are_honoured() {
         "{}",
         render(&diags)
     );
+}
+
+const DNS_BASE: &str = "server_url: https://hs.example.com\nlisten_addr: 127.0.0.1:8080\nprefixes: {v4: 100.64.0.0/10, v6: fd7a:115c:a1e0::/48}\ndatabase: {type: sqlite, sqlite: {path: /TESTDIR/db.sqlite}}\nnoise: {private_key_path: /TESTDIR/noise.key}\n";
+
+fn with_records_file(records: &str, dns: &str) -> Setup {
+    let s = setup(&format!("{DNS_BASE}{dns}"));
+    std::fs::write(s.dir.path().join("records.json"), records).expect("write");
+    s
+}
+
+#[test]
+fn extra_records_path_is_read_with_headscales_json_format() {
+    let s = with_records_file(
+        "[\n\t{\"name\": \"grafana.vpn.example.com\", \"type\": \"A\", \"value\": \"100.64.0.3\"},\n\t{\"name\": \"db.vpn.example.com\", \"type\": \"AAAA\", \"value\": \"fd7a:115c:a1e0::3\"}\n]\n",
+        "dns:\n  magic_dns: true\n  base_domain: vpn.example.com\n  extra_records_path: /TESTDIR/records.json\n",
+    );
+    let (c, _) = expect_ok(Config::load(&s.config));
+    let names: Vec<&str> = c
+        .dns
+        .extra_records
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["grafana.vpn.example.com", "db.vpn.example.com"]);
+    assert_eq!(c.dns.extra_records[1].record_type, "AAAA");
+}
+
+#[test]
+fn a_broken_extra_records_file_is_an_error_at_its_line() {
+    // A value that is not an address, on line 3 of the file.
+    let s = with_records_file(
+        "[\n  {\"name\": \"a.vpn.example.com\", \"type\": \"A\", \"value\": \"100.64.0.3\"},\n  {\"name\": \"b.vpn.example.com\", \"type\": \"A\", \"value\": \"nope\"}\n]\n",
+        "dns:\n  magic_dns: true\n  base_domain: vpn.example.com\n  extra_records_path: /TESTDIR/records.json\n",
+    );
+    let d = expect_err(Config::load(&s.config));
+    let rec = s.dir.path().join("records.json");
+    assert!(
+        d.iter().any(|d| d.is_error()
+            && d.file.as_deref() == Some(rec.as_path())
+            && d.line == Some(3)
+            && d.message.contains("\"nope\" is not an IP address")),
+        "{}",
+        render(&d)
+    );
+    // Not JSON at all: the parser's line.
+    std::fs::write(&rec, "[\n  {\"name\": \"a\",\n  oops\n").expect("write");
+    let d = expect_err(Config::load(&s.config));
+    assert!(
+        d.iter()
+            .any(|d| d.is_error() && d.file.as_deref() == Some(rec.as_path()) && d.line.is_some()),
+        "{}",
+        render(&d)
+    );
+    // The standalone loader (the server's watcher) says the same.
+    let d = ironscale_config::load_extra_records(&rec).expect_err("broken");
+    assert!(d.iter().all(|d| d.file.as_deref() == Some(rec.as_path())));
+    // A type mismatch.
+    std::fs::write(
+        &rec,
+        r#"[{"name": "a.vpn.example.com", "type": "AAAA", "value": "100.64.0.3"}]"#,
+    )
+    .expect("write");
+    let d = ironscale_config::load_extra_records(&rec).expect_err("mismatch");
+    assert!(
+        render(&d).contains("does not match type AAAA"),
+        "{}",
+        render(&d)
+    );
+}
+
+#[test]
+fn magic_dns_aaaa_defaults_on_and_can_be_turned_off() {
+    let s = setup(&format!(
+        "{DNS_BASE}dns:\n  magic_dns: true\n  base_domain: vpn.example.com\n"
+    ));
+    let (c, _) = expect_ok(Config::load(&s.config));
+    assert!(c.dns.magic_dns_aaaa);
+    let s = setup(&format!(
+        "{DNS_BASE}dns:\n  magic_dns: true\n  base_domain: vpn.example.com\n  magic_dns_aaaa: false\n"
+    ));
+    let (c, _) = expect_ok(Config::load(&s.config));
+    assert!(!c.dns.magic_dns_aaaa);
+}
+
+/// The seed's DNS pitfalls, each an error naming the key and the fix.
+#[test]
+fn dns_pitfalls_are_errors_that_name_the_key_and_the_fix() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "dns:\n  magic_dns: true\n  base_domain: example.com\n",
+            "dns.base_domain",
+            "server_url",
+        ),
+        (
+            "dns:\n  magic_dns: true\n  base_domain: hs.example.com\n",
+            "dns.base_domain",
+            "server_url",
+        ),
+        (
+            "dns:\n  magic_dns: true\n  base_domain: vpn.example.net\n  override_local_dns: true\n  nameservers:\n    global: []\n",
+            "dns.override_local_dns",
+            "dns.nameservers.global",
+        ),
+        (
+            "dns:\n  magic_dns: true\n  base_domain: vpn.example.net\n  nameservers:\n    split:\n      \"not a domain\": [10.0.0.53]\n",
+            "dns.nameservers.split",
+            "domain",
+        ),
+        (
+            "dns:\n  magic_dns: true\n  base_domain: vpn.example.net\n  nameservers:\n    restricted:\n      \"bad_domain!\": [10.0.0.53]\n",
+            "dns.nameservers.restricted",
+            "domain",
+        ),
+        (
+            "dns:\n  magic_dns: true\n  base_domain: vpn.example.net\n  nameservers:\n    global: [\"tls://1.1.1.1\"]\n",
+            "dns.nameservers.global",
+            "https://",
+        ),
+        (
+            "dns:\n  magic_dns: true\n  base_domain: vpn.example.net\n  nameservers:\n    split:\n      corp.example: [\"dns.corp.example\"]\n",
+            "dns.nameservers.split",
+            "https://",
+        ),
+    ];
+    for (dns, key, hint) in cases {
+        let s = setup(&format!("{DNS_BASE}{dns}"));
+        let d = expect_err(Config::load(&s.config));
+        assert!(
+            d.iter().any(|d| d.is_error()
+                && d.key == *key
+                && d.message.contains(hint)
+                && d.line.is_some()),
+            "{dns}\n{}",
+            render(&d)
+        );
+    }
 }
