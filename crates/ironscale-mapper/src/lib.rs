@@ -9,15 +9,16 @@
 //! No IO, no clock (callers pass `now`), no global state. Peers are kept in
 //! `BTreeMap`s so output order is deterministic.
 
+mod conformance;
+mod dns;
 mod policy_adapter;
 mod policy_view;
 mod tailnet;
 mod view;
 
+pub use conformance::conformance_dns_config;
+pub use dns::{dns_config, DnsSettings, ExtraRecord, CAP_MAGICDNS_AAAA};
 pub use policy_adapter::{cap_map_to_wire, filter_rule_to_wire, CompiledView};
 pub use policy_view::{AllowAll, PolicyView};
-pub use tailnet::{
-    candidate_routes, DnsSettings, ExtraRecord, RouteIndex, Tailnet, WireCache,
-    TAGGED_DEVICES_USER_ID,
-};
+pub use tailnet::{candidate_routes, RouteIndex, Tailnet, WireCache, TAGGED_DEVICES_USER_ID};
 pub use view::{build_view, diff, View};

@@ -6,29 +6,10 @@ use ipnet::IpNet;
 use ironscale_types::{Node, NodeId, Timestamp, User, UserId};
 use ironscale_wire::DerpMap;
 
-use crate::{AllowAll, PolicyView};
+use crate::{AllowAll, DnsSettings, PolicyView};
 
 /// The synthetic owner of tagged nodes, as Headscale renders it.
 pub const TAGGED_DEVICES_USER_ID: u64 = 2147455555;
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ExtraRecord {
-    pub name: String,
-    pub r#type: String,
-    pub value: String,
-}
-
-/// Tailnet-wide DNS settings (from the config's `dns` section).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DnsSettings {
-    pub magic_dns: bool,
-    pub base_domain: String,
-    pub override_local_dns: bool,
-    pub nameservers: Vec<String>,
-    pub split: BTreeMap<String, Vec<String>>,
-    pub search_domains: Vec<String>,
-    pub extra_records: Vec<ExtraRecord>,
-}
 
 /// Subnet routes a node is a candidate for: approved and announced, exit
 /// routes excluded.

@@ -117,8 +117,25 @@ fn peer_wire_node(t: &Tailnet, viewer: &Node, node: &Arc<Node>, now: Timestamp) 
 /// The node's own wire form (its self node).
 fn self_wire_node(t: &Tailnet, me: &Node, now: Timestamp) -> wire::Node {
     let mut n = base_wire_node(t, me, now);
-    n.cap_map = Some(t.policy.node_cap_map(t, me));
+    n.cap_map = Some(self_cap_map(t, me));
     n
+}
+
+/// The DNS config of `me`, whose self node is `self_node`.
+fn node_dns(t: &Tailnet, me: &Node, self_node: &wire::Node) -> wire::DnsConfig {
+    let none = BTreeMap::new();
+    crate::dns_config(&t.dns, me, self_node.cap_map.as_ref().unwrap_or(&none))
+}
+
+/// The node's own capabilities: the policy's (`nodeAttrs`) plus
+/// `magicdns-aaaa` when the DNS settings grant it to everyone.
+fn self_cap_map(t: &Tailnet, me: &Node) -> BTreeMap<String, Value> {
+    let mut caps = t.policy.node_cap_map(t, me);
+    if t.dns.magic_dns_aaaa {
+        caps.entry(crate::CAP_MAGICDNS_AAAA.to_string())
+            .or_insert(Value::Null);
+    }
+    caps
 }
 
 fn profile_for(t: &Tailnet, node: &Node) -> wire::UserProfile {
@@ -135,62 +152,6 @@ fn profile_for(t: &Tailnet, node: &Node) -> wire::UserProfile {
             display_name: "Tagged Devices".into(),
             profile_pic_url: String::new(),
         },
-    }
-}
-
-fn dns_config(t: &Tailnet, viewer: &Node) -> wire::DnsConfig {
-    let d = &t.dns;
-    let resolvers: Vec<wire::DnsResolver> = d
-        .nameservers
-        .iter()
-        .map(|a| wire::DnsResolver { addr: a.clone() })
-        .collect();
-    let mut domains = Vec::new();
-    if d.magic_dns && !d.base_domain.is_empty() {
-        domains.push(d.base_domain.clone());
-    }
-    domains.extend(d.search_domains.iter().cloned());
-    let routes = d
-        .split
-        .iter()
-        .map(|(dom, ns)| {
-            let key = if dom.ends_with('.') {
-                dom.clone()
-            } else {
-                format!("{dom}.")
-            };
-            (
-                key,
-                ns.iter()
-                    .map(|a| wire::DnsResolver { addr: a.clone() })
-                    .collect(),
-            )
-        })
-        .collect();
-    let _ = viewer;
-    wire::DnsConfig {
-        resolvers: if d.override_local_dns {
-            resolvers.clone()
-        } else {
-            vec![]
-        },
-        fallback_resolvers: if d.override_local_dns {
-            vec![]
-        } else {
-            resolvers
-        },
-        routes,
-        domains,
-        proxied: d.magic_dns,
-        extra_records: d
-            .extra_records
-            .iter()
-            .map(|r| wire::DnsRecord {
-                name: r.name.clone(),
-                r#type: r.r#type.clone(),
-                value: r.value.clone(),
-            })
-            .collect(),
     }
 }
 
@@ -216,14 +177,16 @@ pub fn build_view(t: &Tailnet, node_id: NodeId, capver: u32, now: Timestamp) -> 
             peers.insert(w.id, w);
         }
     }
+    let self_node = self_wire_node(t, me, now);
+    let dns = node_dns(t, me, &self_node);
     Some(View {
         node_id,
         capver,
-        self_node: self_wire_node(t, me, now),
+        self_node,
         peers,
         filter: t.policy.packet_filter(t, me),
         ssh: t.policy.ssh_policy(t, me),
-        dns: dns_config(t, me),
+        dns,
         derp: t.derp_map.clone(),
         profiles,
         domain: t.dns.base_domain.clone(),
@@ -265,6 +228,12 @@ impl View {
         let mut out = wire::MapResponse::default();
         if changed.contains(&self.node_id) {
             let s = self_wire_node(t, &me, now);
+            // The DNS config follows the node (NextDNS metadata, its caps).
+            let dns = node_dns(t, &me, &s);
+            if dns != self.dns {
+                self.dns = dns.clone();
+                out.dns_config = Some(dns);
+            }
             if s != self.self_node {
                 self.self_node = s.clone();
                 out.node = Some(s);

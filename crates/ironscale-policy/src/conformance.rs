@@ -174,14 +174,32 @@ impl Report {
     }
 }
 
+/// Computes a node's netmap DNS config in the corpus' shape (Tailscale's
+/// `DNSConfig` JSON) from the case (its `dns` tailnet settings) and the
+/// node with its own capability map (corpus JSON). The policy engine has no
+/// DNS of its own: the map builder supplies this (`ironscale-mapper`).
+pub type DnsConfigFn = fn(case: &Value, node: &Node, self_cap_map: &Value) -> Value;
+
+/// The DNS config every node of the corpus got while the tailnet's DNS
+/// settings were untouched; the corpus stores `dns_config` only where it
+/// differs from this.
+pub fn baseline_dns_config() -> Value {
+    json!({"ExitNodeFilteredSet": [".ts.net", ".tailscale.net"]})
+}
+
 /// Run every `*.json` case under `dir` (recursively), in path order.
 pub fn run_dir(dir: &Path) -> Report {
+    run_dir_with(dir, None)
+}
+
+/// [`run_dir`], also comparing each node's `dns_config` when `dns` is given.
+pub fn run_dir_with(dir: &Path, dns: Option<DnsConfigFn>) -> Report {
     let mut files = Vec::new();
     collect(dir, &mut files);
     files.sort();
     let mut report = Report::default();
     for f in files {
-        report.results.push(run_file(&f));
+        report.results.push(run_file_with(&f, dns));
     }
     report
 }
@@ -202,6 +220,11 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Run one case file.
 pub fn run_file(path: &Path) -> CaseResult {
+    run_file_with(path, None)
+}
+
+/// [`run_file`], also comparing `dns_config` when `dns` is given.
+pub fn run_file_with(path: &Path, dns: Option<DnsConfigFn>) -> CaseResult {
     let fallback_id = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -227,7 +250,7 @@ pub fn run_file(path: &Path) -> CaseResult {
         Ok(v) => v,
         Err(e) => return bad(format!("case is not JSON: {e}")),
     };
-    let mut r = run_case(&v);
+    let mut r = run_case_with(&v, dns);
     r.path = path.to_path_buf();
     r
 }
@@ -428,6 +451,7 @@ fn compute_expect(
     case: &Value,
     names: &[String],
     with_whois: bool,
+    dns: Option<DnsConfigFn>,
 ) -> Value {
     let mut out = Map::new();
     for name in names {
@@ -494,7 +518,14 @@ fn compute_expect(
             _ => Map::new(),
         };
         tailnet_caps(tn, node, case, &mut cm);
-        s.insert("cap_map".into(), Value::Object(cm));
+        let cm = Value::Object(cm);
+        if let Some(f) = dns {
+            let d = f(case, node, &cm);
+            if canon(&d) != canon(&baseline_dns_config()) {
+                e.insert("dns_config".into(), d);
+            }
+        }
+        s.insert("cap_map".into(), cm);
         e.insert("self".into(), Value::Object(s));
         let ssh = c.ssh_policy(id).unwrap_or_default();
         e.insert(
@@ -519,6 +550,12 @@ fn compute_expect(
 
 /// Run one parsed case.
 pub fn run_case(case: &Value) -> CaseResult {
+    run_case_with(case, None)
+}
+
+/// [`run_case`], also computing and comparing each node's `dns_config`
+/// when `dns` is given.
+pub fn run_case_with(case: &Value, dns: Option<DnsConfigFn>) -> CaseResult {
     let id = case["id"].as_str().unwrap_or_default().to_string();
     let category = case["category"].as_str().unwrap_or_default().to_string();
     let policy_text = case["policy"].as_str().unwrap_or_default();
@@ -558,7 +595,7 @@ pub fn run_case(case: &Value) -> CaseResult {
     let with_whois = case["expect"]
         .as_object()
         .is_some_and(|m| m.values().any(|v| v.get("whois").is_some()));
-    let expect = compute_expect(&compiled, &tn, case, &names, with_whois);
+    let expect = compute_expect(&compiled, &tn, case, &names, with_whois, dns);
     let mut diffs = Vec::new();
     if accepted != want_accepted {
         if want_accepted {
@@ -572,6 +609,9 @@ pub fn run_case(case: &Value) -> CaseResult {
         }
     } else if accepted {
         compare(case, &expect, &mut diffs);
+        if dns.is_some() {
+            compare_dns(case, &expect, &mut diffs);
+        }
     }
     CaseResult {
         id,
@@ -744,6 +784,21 @@ fn norm_ssh(v: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Each node's `dns_config` (absent: the baseline) as JSON.
+fn compare_dns(case: &Value, got: &Value, diffs: &mut Vec<String>) {
+    let Some(want) = case["expect"].as_object() else {
+        return;
+    };
+    for (name, w) in want {
+        let base = baseline_dns_config();
+        let wd = w.get("dns_config").unwrap_or(&base);
+        let gd = got[name].get("dns_config").unwrap_or(&base);
+        if canon(wd) != canon(gd) {
+            diffs.push(format!("{name}: dns_config: want {wd} got {gd}"));
+        }
+    }
 }
 
 fn compare(case: &Value, got: &Value, diffs: &mut Vec<String>) {

@@ -9,6 +9,8 @@ use std::time::Duration;
 use ironscale_config::{Config, PolicyMode};
 use ironscale_state::State;
 
+use crate::hangup::Hangups;
+
 /// Why the configured policy could not be installed.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyLoadError {
@@ -30,17 +32,7 @@ pub enum PolicyLoadError {
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Modification time, length and a hash of the content.
-type Fingerprint = (std::time::SystemTime, u64, u64);
-
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    use std::hash::{Hash, Hasher};
-    let meta = std::fs::metadata(path).ok()?;
-    let text = std::fs::read(path).ok()?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    Some((meta.modified().ok()?, meta.len(), h.finish()))
-}
+use crate::watch::{fingerprint, Fingerprint};
 
 async fn load_file(state: &State, path: &Path) -> Result<(), PolicyLoadError> {
     let text = tokio::fs::read_to_string(path)
@@ -92,24 +84,18 @@ pub async fn load_initial(cfg: &Config, state: &State) -> Result<(), PolicyLoadE
     Ok(())
 }
 
-/// Reload the policy file when it changes (checked every second) or on SIGHUP.
-/// The SIGHUP handler is installed in every mode, so that `kill -HUP` (or
-/// `systemctl reload`) never terminates the server: where there is no file to
-/// reload, it says so in the log.
-pub fn spawn_file_watch(cfg: &Config, state: State) {
-    // Installed here, before serving starts, so no early SIGHUP takes the default action.
-    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+/// Reload the policy file when it changes (checked every second) or on
+/// SIGHUP (`hup`). Where there is no file to reload, a SIGHUP says so in the
+/// log.
+pub fn spawn_file_watch(cfg: &Config, state: State, mut hup: Hangups) {
     match (cfg.policy.mode, cfg.policy.path.clone()) {
         (PolicyMode::File, Some(path)) => {
             // The file as it is now: a change after this call is noticed, even
             // one made before the task first runs.
             let last = fingerprint(&path);
-            tokio::spawn(watch(path, last, state, hup.ok()));
+            tokio::spawn(watch(path, last, state, hup));
         }
         (mode, _) => {
-            let Ok(mut hup) = hup else {
-                return;
-            };
             let what = match mode {
                 PolicyMode::Database => {
                     "policy.mode is database: set it with `ironscale policy set`"
@@ -117,7 +103,8 @@ pub fn spawn_file_watch(cfg: &Config, state: State) {
                 PolicyMode::File => "no policy.path is configured",
             };
             tokio::spawn(async move {
-                while hup.recv().await.is_some() {
+                loop {
+                    hup.recv().await;
                     tracing::info!("SIGHUP: no policy file to reload ({what})");
                 }
             });
@@ -125,16 +112,11 @@ pub fn spawn_file_watch(cfg: &Config, state: State) {
     }
 }
 
-async fn watch(
-    path: PathBuf,
-    mut last: Option<Fingerprint>,
-    state: State,
-    mut hup: Option<tokio::signal::unix::Signal>,
-) {
+async fn watch(path: PathBuf, mut last: Option<Fingerprint>, state: State, mut hup: Hangups) {
     loop {
         let forced = tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => false,
-            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            _ = hup.recv() => true,
         };
         let now = fingerprint(&path);
         if !forced && now == last {
@@ -248,7 +230,8 @@ mod tests {
         let s = state(dir.path(), false).await;
         let cfg = config(dir.path(), PolicyMode::File, Some(file.clone()));
         load_initial(&cfg, &s).await.expect("loads");
-        spawn_file_watch(&cfg, s.clone());
+        let (_tx, hup) = Hangups::manual();
+        spawn_file_watch(&cfg, s.clone(), hup);
         std::fs::write(&file, OTHER).expect("write");
         for _ in 0..300 {
             if text_in_force(&s).as_deref() == Some(OTHER) {

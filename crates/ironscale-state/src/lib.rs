@@ -37,7 +37,8 @@ use arc_swap::ArcSwap;
 use ipnet::{Ipv4Net, Ipv6Net};
 use ironscale_ipam::{Allocator, Strategy};
 use ironscale_keys::NodePublic;
-use ironscale_mapper::{DnsSettings, PolicyView, Tailnet};
+pub use ironscale_mapper::{DnsSettings, ExtraRecord};
+use ironscale_mapper::{PolicyView, Tailnet};
 use ironscale_store::Store;
 use ironscale_types::{Node, NodeId, Timestamp};
 use ironscale_wire as wire;
@@ -271,6 +272,24 @@ impl State {
             return;
         }
         self.commit(|t| t.derp_map = Arc::new(map), Change::Full);
+    }
+
+    /// Replace the tailnet's DNS settings (a config reload, a changed
+    /// `extra_records_path` file). Every session rebuilds its view and sends
+    /// what changed: a `DNSConfig`, and the self node when `magic_dns_aaaa`
+    /// or the base domain (the names) changed. `false` when nothing changed.
+    pub async fn set_dns(&self, dns: DnsSettings) -> bool {
+        let _w = self.inner.write.lock().await;
+        if *self.snapshot().dns == dns {
+            return false;
+        }
+        self.commit(|t| t.dns = Arc::new(dns), Change::Full);
+        true
+    }
+
+    /// The DNS settings in force.
+    pub fn dns(&self) -> Arc<DnsSettings> {
+        self.snapshot().dns.clone()
     }
 
     /// Replace the compiled policy. Every session rebuilds its view.

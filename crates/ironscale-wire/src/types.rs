@@ -409,7 +409,16 @@ pub struct DnsRecord {
 pub struct DnsConfig {
     #[serde(rename = "Resolvers", default, skip_serializing_if = "Vec::is_empty")]
     pub resolvers: Vec<DnsResolver>,
-    #[serde(rename = "Routes", default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Domain (with trailing dot) → its resolvers; a route without
+    /// resolvers is written `null` (Go's nil slice): the client answers it
+    /// itself (the MagicDNS domain).
+    #[serde(
+        rename = "Routes",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "routes_ser",
+        deserialize_with = "routes_de"
+    )]
     pub routes: BTreeMap<String, Vec<DnsResolver>>,
     #[serde(
         rename = "FallbackResolvers",
@@ -427,6 +436,31 @@ pub struct DnsConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub extra_records: Vec<DnsRecord>,
+}
+
+fn routes_ser<S: serde::Serializer>(
+    m: &BTreeMap<String, Vec<DnsResolver>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(m.len()))?;
+    for (k, v) in m {
+        if v.is_empty() {
+            map.serialize_entry(k, &Option::<()>::None)?;
+        } else {
+            map.serialize_entry(k, v)?;
+        }
+    }
+    map.end()
+}
+
+fn routes_de<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<DnsResolver>>, D::Error> {
+    let m: BTreeMap<String, Option<Vec<DnsResolver>>> = Deserialize::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -114,7 +114,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Cmd::Serve => {
             let cfg = load_config(cfg_path, false)?;
-            serve::run(cfg).await.context("server failed")?;
+            serve::run(cfg, cfg_path.map(std::path::Path::to_path_buf))
+                .await
+                .context("server failed")?;
         }
         Cmd::Users(c) => {
             let cfg = load_config(cfg_path, true)?;

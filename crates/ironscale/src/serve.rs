@@ -111,18 +111,6 @@ fn ephemeral_inactivity_timeout(cfg: &Config) -> anyhow::Result<std::time::Durat
 }
 
 fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
-    use ironscale_mapper::{DnsSettings, ExtraRecord};
-    let mut extra: Vec<ExtraRecord> = cfg
-        .dns
-        .extra_records
-        .iter()
-        .map(|r| ExtraRecord {
-            name: r.name.clone(),
-            r#type: r.record_type.clone(),
-            value: r.value.to_string(),
-        })
-        .collect();
-    extra.sort_by(|a, b| (&a.name, &a.value).cmp(&(&b.name, &b.value)));
     Ok(Settings {
         prefix_v4: cfg.prefixes.v4,
         prefix_v6: cfg.prefixes.v6,
@@ -135,27 +123,7 @@ fn settings_from(cfg: &Config) -> anyhow::Result<Settings> {
             .expiry
             .map(|d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)),
         ephemeral_inactivity_timeout: ephemeral_inactivity_timeout(cfg)?,
-        dns: DnsSettings {
-            magic_dns: cfg.dns.magic_dns,
-            base_domain: cfg.dns.base_domain.clone(),
-            override_local_dns: cfg.dns.override_local_dns,
-            nameservers: cfg
-                .dns
-                .nameservers
-                .global
-                .iter()
-                .map(|n| n.to_string())
-                .collect(),
-            split: cfg
-                .dns
-                .nameservers
-                .split
-                .iter()
-                .map(|(d, ns)| (d.clone(), ns.iter().map(|n| n.to_string()).collect()))
-                .collect(),
-            search_domains: cfg.dns.search_domains.clone(),
-            extra_records: extra,
-        },
+        dns: ironscale_runtime::dns_settings(cfg),
         randomize_client_port: cfg.randomize_client_port,
         policy_tailnet: ironscale_policy::Tailnet {
             control_url: cfg.server_url.clone(),
@@ -284,7 +252,9 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// Run the server with `cfg`, read from `config_path` (re-read on SIGHUP for
+/// the `dns` section; `None`: built-in defaults and the environment).
+pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     init_logging(&cfg);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let noise_key = load_or_create_key(&cfg.noise.private_key_path, "Noise")?;
@@ -331,7 +301,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .context("loading state")?;
     ironscale_runtime::load_initial(&cfg, &state).await?;
-    ironscale_runtime::spawn_file_watch(&cfg, state.clone());
+    let hangups = ironscale_runtime::Hangups::install();
+    ironscale_runtime::spawn_file_watch(&cfg, state.clone(), hangups.clone());
+    ironscale_runtime::spawn_dns_watch(&cfg, config_path, state.clone(), hangups);
     derpmap::spawn_refresh(
         cfg.clone(),
         derp.as_ref().map(|d| d.region.clone()),

@@ -227,6 +227,13 @@ const IO_EXCEPTIONS: &[(&str, &str, &str, usize, &str)] = &[
         "derp.paths files are read where they are parsed, with file:line diagnostics",
     ),
     (
+        "ironscale-config",
+        "load.rs",
+        "std::fs",
+        1,
+        "the dns.extra_records_path file is read where it is parsed, with file:line diagnostics",
+    ),
+    (
         "ironscale-policy",
         "conformance.rs",
         "std::fs",

@@ -47,7 +47,11 @@ pub enum PolicyCmd {
 
 pub fn conformance(dir: &Path, out: Output) -> anyhow::Result<std::process::ExitCode> {
     anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
-    let report = ironscale_policy::conformance::run_dir(dir);
+    // The DNS config each node gets is compared too (the map builder computes it).
+    let report = ironscale_policy::conformance::run_dir_with(
+        dir,
+        Some(ironscale_mapper::conformance_dns_config),
+    );
     match out {
         Output::Json | Output::JsonLine => print!("{}", report.json_lines()),
         _ => print!("{}", report.text()),
