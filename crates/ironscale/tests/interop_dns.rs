@@ -525,7 +525,6 @@ fn magic_dns_aaaa_by_default_and_not_with_magic_dns_aaaa_false() {
 /// global one, with `false` by the node's own resolver; the resolvers' logs say which was
 /// asked.
 #[test]
-#[ignore = "waiting for nameservers.restricted merged with nameservers.split; today restricted is ignored when split is set"]
 fn split_and_restricted_nameservers_with_a_global_resolver() {
     let mut s = Setup::new(
         "isi-dnssplit",
