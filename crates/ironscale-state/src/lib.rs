@@ -14,6 +14,7 @@
 //!   [`NodeView`], [`UserView`], [`PreAuthKeyView`]), shared by the API, the
 //!   CLI and a future web UI.
 
+mod apikeys;
 mod clock;
 mod commit;
 mod error;
@@ -33,6 +34,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use apikeys::{display_prefix, normalize_prefix, parse_api_key, API_KEY_PREFIX};
 use arc_swap::ArcSwap;
 use ipnet::{Ipv4Net, Ipv6Net};
 use ironscale_ipam::{Allocator, Strategy};
@@ -148,6 +150,8 @@ struct Inner {
     policy: Mutex<policy::PolicyState>,
     /// Interactive registrations waiting for approval.
     pending: Mutex<register::PendingTable>,
+    /// API keys that verified recently.
+    api_keys: Mutex<apikeys::ApiKeyCache>,
 }
 
 /// Cheap to clone handle on the server's state.
@@ -216,6 +220,7 @@ impl State {
                     settings.max_pending_registrations,
                     settings.registration_ttl,
                 )),
+                api_keys: Mutex::new(apikeys::ApiKeyCache::default()),
                 settings,
             }),
         };

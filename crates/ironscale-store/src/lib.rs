@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use ironscale_config::DatabaseConfig;
 use ironscale_types::{
-    Node, NodeId, NodePresence, NodePublic, PreAuthKey, RegisterMethod, Timestamp, User, UserId,
+    ApiKey, Node, NodeId, NodePresence, NodePublic, PreAuthKey, RegisterMethod, Timestamp, User,
+    UserId,
 };
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
@@ -632,6 +633,20 @@ operations! {
     fn delete_preauth_key(id: u64) -> ();
     /// Keys by id; with `Some(user)`, only that user's keys.
     fn list_preauth_keys(user: Option<UserId>) -> Vec<PreAuthKey>;
+
+    // ---- API keys
+    /// Store an API key: its prefix and the hash of its secret (made by the
+    /// caller: the store never sees the key).
+    fn create_api_key(prefix: &str, hash: &str, expiration: Option<Timestamp>, now: Timestamp) -> ApiKey;
+    fn get_api_key_by_prefix(prefix: &str) -> Option<ApiKey>;
+    fn get_api_key(id: u64) -> Option<ApiKey>;
+    /// Every API key, by id.
+    fn list_api_keys() -> Vec<ApiKey>;
+    /// Expire a key now (`expiration = now`).
+    fn expire_api_key(id: u64, now: Timestamp) -> ();
+    fn delete_api_key(id: u64) -> ();
+    /// Record that the key authenticated a request at `now`.
+    fn touch_api_key(id: u64, now: Timestamp) -> ();
 
     // ---- settings
     fn kv_get(key: &str) -> Option<String>;

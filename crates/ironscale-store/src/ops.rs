@@ -3,14 +3,14 @@
 //! inside its transaction. Only this module and `rows.rs` hold SQL.
 
 use ironscale_types::{
-    Node, NodeId, NodePresence, NodePublic, PreAuthKey, Timestamp, User, UserId,
+    ApiKey, Node, NodeId, NodePresence, NodePublic, PreAuthKey, Timestamp, User, UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
 use crate::rows::{
-    self, bool_to_db, id_to_db, json_strings, ts, ts_opt, DbValue, NodeRow, NODE_COLUMNS,
-    PREAUTH_COLUMNS, USER_COLUMNS,
+    self, bool_to_db, id_to_db, json_strings, ts, ts_opt, DbValue, NodeRow, APIKEY_COLUMNS,
+    NODE_COLUMNS, PREAUTH_COLUMNS, USER_COLUMNS,
 };
 use crate::{column_in, keys, map_err, NewUser, NodeUpdate, Result, StoreError};
 
@@ -342,6 +342,82 @@ pub(crate) async fn list_nodes(c: &mut AnyConnection) -> Result<Vec<Node>> {
     let sql = format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id");
     let rows: Vec<AnyRow> = sqlx::query(&sql).fetch_all(&mut *c).await?;
     rows.iter().map(rows::node_from_row).collect()
+}
+
+// ---- API keys -------------------------------------------------------------
+
+pub(crate) async fn create_api_key(
+    c: &mut AnyConnection,
+    prefix: &str,
+    hash: &str,
+    expiration: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<ApiKey> {
+    let sql = format!(
+        "INSERT INTO api_keys (prefix, hash, expiration, created_at) VALUES ($1, $2, $3, $4) RETURNING {APIKEY_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(prefix)
+        .bind(hash)
+        .bind(ts_opt(expiration))
+        .bind(ts(now))
+        .fetch_one(&mut *c)
+        .await
+        .map_err(|e| map_err(e, |_| "an API key with this prefix".to_string()))?;
+    rows::apikey_from_row(&row)
+}
+
+pub(crate) async fn get_api_key_by_prefix(
+    c: &mut AnyConnection,
+    prefix: &str,
+) -> Result<Option<ApiKey>> {
+    let sql = format!("SELECT {APIKEY_COLUMNS} FROM api_keys WHERE prefix = $1");
+    let row = sqlx::query(&sql)
+        .bind(prefix)
+        .fetch_optional(&mut *c)
+        .await?;
+    row.as_ref().map(rows::apikey_from_row).transpose()
+}
+
+pub(crate) async fn get_api_key(c: &mut AnyConnection, id: u64) -> Result<Option<ApiKey>> {
+    let sql = format!("SELECT {APIKEY_COLUMNS} FROM api_keys WHERE id = $1");
+    let row = sqlx::query(&sql)
+        .bind(id_to_db(id)?)
+        .fetch_optional(&mut *c)
+        .await?;
+    row.as_ref().map(rows::apikey_from_row).transpose()
+}
+
+pub(crate) async fn list_api_keys(c: &mut AnyConnection) -> Result<Vec<ApiKey>> {
+    let sql = format!("SELECT {APIKEY_COLUMNS} FROM api_keys ORDER BY id");
+    let rows: Vec<AnyRow> = sqlx::query(&sql).fetch_all(&mut *c).await?;
+    rows.iter().map(rows::apikey_from_row).collect()
+}
+
+pub(crate) async fn expire_api_key(c: &mut AnyConnection, id: u64, now: Timestamp) -> Result<()> {
+    let res = sqlx::query("UPDATE api_keys SET expiration = $1 WHERE id = $2")
+        .bind(ts(now))
+        .bind(id_to_db(id)?)
+        .execute(&mut *c)
+        .await?;
+    one_row(res.rows_affected(), || format!("API key {id}"))
+}
+
+pub(crate) async fn delete_api_key(c: &mut AnyConnection, id: u64) -> Result<()> {
+    let res = sqlx::query("DELETE FROM api_keys WHERE id = $1")
+        .bind(id_to_db(id)?)
+        .execute(&mut *c)
+        .await?;
+    one_row(res.rows_affected(), || format!("API key {id}"))
+}
+
+pub(crate) async fn touch_api_key(c: &mut AnyConnection, id: u64, now: Timestamp) -> Result<()> {
+    sqlx::query("UPDATE api_keys SET last_seen = $1 WHERE id = $2")
+        .bind(ts(now))
+        .bind(id_to_db(id)?)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
 }
 
 // ---- pre-auth keys -------------------------------------------------------

@@ -14,8 +14,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use ironscale_types::{
-    DiscoPublic, MachinePublic, Node, NodeId, NodePresence, NodePublic, PreAuthKey, RegisterMethod,
-    Timestamp, User, UserId,
+    ApiKey, DiscoPublic, MachinePublic, Node, NodeId, NodePresence, NodePublic, PreAuthKey,
+    RegisterMethod, Timestamp, User, UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -28,6 +28,8 @@ pub(crate) const USER_COLUMNS: &str =
 pub(crate) const NODE_COLUMNS: &str = "id, machine_key, node_key, disco_key, ipv4, ipv6, hostname, given_name, \
      user_id, tags, hostinfo, home_derp, announced_routes, approved_routes, endpoints, expiry, created_at, \
      last_seen, register_method, auth_key_id, ephemeral, capver, approved";
+
+pub(crate) const APIKEY_COLUMNS: &str = "id, prefix, hash, expiration, created_at, last_seen";
 
 pub(crate) const PREAUTH_COLUMNS: &str =
     "id, prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at";
@@ -380,6 +382,19 @@ pub(crate) fn node_from_row(row: &AnyRow) -> Result<Node, StoreError> {
 }
 
 // ---- pre-auth keys -----------------------------------------------------------
+
+pub(crate) fn apikey_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
+    const T: &str = "api_keys";
+    let id: i64 = get(row, T, "id")?;
+    Ok(ApiKey {
+        id: id_from(T, id, "id", id)?,
+        prefix: get(row, T, "prefix")?,
+        hash: get(row, T, "hash")?,
+        expiration: ts_from_opt(T, id, "expiration", get(row, T, "expiration")?)?,
+        created_at: ts_from(T, id, "created_at", get(row, T, "created_at")?)?,
+        last_seen: ts_from_opt(T, id, "last_seen", get(row, T, "last_seen")?)?,
+    })
+}
 
 pub(crate) fn preauth_from_row(row: &AnyRow) -> Result<PreAuthKey, StoreError> {
     const T: &str = "pre_auth_keys";

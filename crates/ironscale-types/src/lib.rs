@@ -175,6 +175,40 @@ pub struct NodePresence {
     pub last_seen: Option<Timestamp>,
 }
 
+/// An API key of the REST API. Only a slow hash (bcrypt) of its secret part
+/// is kept; the key itself is shown once, at creation.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: u64,
+    /// The public prefix (12 characters; shown in listings, not secret).
+    pub prefix: String,
+    /// bcrypt of the secret part (`$2a$`/`$2b$`, Headscale's too).
+    pub hash: String,
+    pub expiration: Option<Timestamp>,
+    pub created_at: Timestamp,
+    /// When the key last authenticated a request (updated at most once a minute).
+    pub last_seen: Option<Timestamp>,
+}
+
+impl ApiKey {
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        matches!(self.expiration, Some(e) if e <= now)
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .field("hash", &"<redacted>")
+            .field("expiration", &self.expiration)
+            .field("created_at", &self.created_at)
+            .field("last_seen", &self.last_seen)
+            .finish()
+    }
+}
+
 /// A pre-authentication key. Only the hash of the secret part is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreAuthKey {
