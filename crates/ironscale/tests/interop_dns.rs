@@ -479,6 +479,26 @@ fn magic_dns_names_extra_records_rename_and_accept_dns_false() {
     must(alpha.wait_running(Duration::from_secs(10)));
     let reply = must(ha.tcp_roundtrip(None, b4, 7100, "by-ip"));
     assert_eq!(reply, format!("echo from {b4} to {a4}: by-ip"));
+    // 100.100.100.100 still answers MagicDNS names for alpha (tailscaled keeps the names
+    // whatever --accept-dns says); a deleted node's name goes. (Without --accept-dns the
+    // client does not take tail.test as its own domain, so an unknown name there is forwarded
+    // upstream like any other: SERVFAIL here, where there is none.)
+    let a = ask(&ha, QUAD100, "delta.tail.test", DnsType::A);
+    assert!(addrs_are(&a, &[IpAddr::V4(b4)]), "delta.tail.test A: {a}");
+    let t0 = Instant::now();
+    must(s.server.delete_node(id));
+    let (_, t) = wait_answer(
+        &ha,
+        "delta.tail.test",
+        DnsType::A,
+        "after nodes delete",
+        |a| a.no_reply.is_none() && a.addrs.is_empty(),
+    );
+    eprintln!("DELETE: the deleted node's name no longer answers on alpha after {t:.2}s");
+    must(alpha.wait_peer_gone(
+        &b4.to_string(),
+        PROPAGATION_LIMIT.saturating_sub(t0.elapsed()),
+    ));
     s.finish();
 }
 
