@@ -218,6 +218,46 @@ impl Client {
         Ok(())
     }
 
+    // ----- API keys -----
+
+    /// Every API key (prefixes only).
+    pub async fn list_api_keys(&self) -> Result<Vec<dto::ApiKey>> {
+        let r: dto::ListApiKeysResponse = self.get("/api/v1/apikey").await?;
+        Ok(r.api_keys)
+    }
+
+    /// A new API key; the answer is the key itself, shown only now.
+    pub async fn create_api_key(&self, expiration: Option<dto::Timestamp>) -> Result<String> {
+        let req = dto::CreateApiKeyRequest { expiration };
+        let r: dto::CreateApiKeyResponse = self
+            .send(Method::POST, "/api/v1/apikey", Some(&req))
+            .await?;
+        Ok(r.api_key)
+    }
+
+    /// Expire a key by its prefix (bare or as listed) or its id.
+    pub async fn expire_api_key(&self, prefix: Option<&str>, id: Option<u64>) -> Result<()> {
+        let req = dto::ExpireApiKeyRequest {
+            prefix: prefix.map(str::to_owned),
+            id: id.map(|i| dto::LooseId(i.to_string())),
+        };
+        let _: dto::Empty = self
+            .send(Method::POST, "/api/v1/apikey/expire", Some(&req))
+            .await?;
+        Ok(())
+    }
+
+    /// Delete a key by its prefix (bare or as listed) or its id.
+    pub async fn delete_api_key(&self, prefix: Option<&str>, id: Option<u64>) -> Result<()> {
+        let path = match (prefix, id) {
+            (Some(p), _) => format!("/api/v1/apikey/{}", enc(p)),
+            (None, Some(i)) => format!("/api/v1/apikey/?id={i}"),
+            (None, None) => "/api/v1/apikey/".to_string(),
+        };
+        let _: dto::Empty = self.delete(&path).await?;
+        Ok(())
+    }
+
     // ----- nodes -----
 
     /// Every node, or only those owned by `user` (a name or an id).

@@ -554,6 +554,75 @@ pub struct PreAuthKeyResponse {
     pub pre_auth_key: PreAuthKey,
 }
 
+/// An API key as listed (Headscale's `v1.ApiKey`): never the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    #[serde(with = "id")]
+    pub id: u64,
+    /// `hskey-api-<prefix>-***` (Headscale 0.28's listing; Headplane's login
+    /// compares it with the start of its key).
+    pub prefix: String,
+    #[serde(with = "ts_opt", default)]
+    pub expiration: Option<Timestamp>,
+    #[serde(with = "ts")]
+    pub created_at: Timestamp,
+    #[serde(with = "ts_opt", default)]
+    pub last_seen: Option<Timestamp>,
+}
+
+impl ApiKey {
+    pub fn from_key(k: &ironscale_types::ApiKey) -> ApiKey {
+        ApiKey {
+            id: k.id,
+            prefix: ironscale_state::display_prefix(k),
+            expiration: k.expiration,
+            created_at: k.created_at,
+            last_seen: k.last_seen,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListApiKeysResponse {
+    #[serde(default)]
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// `POST /api/v1/apikey`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CreateApiKeyRequest {
+    #[serde(with = "ts_opt", skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<Timestamp>,
+}
+
+/// The new key, shown once.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateApiKeyResponse {
+    pub api_key: String,
+}
+
+impl fmt::Debug for CreateApiKeyResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateApiKeyResponse")
+            .field("api_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `POST /api/v1/apikey/expire`: `{prefix}` or `{id}` (exactly one).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExpireApiKeyRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<LooseId>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListPreAuthKeysResponse {

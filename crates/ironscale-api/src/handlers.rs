@@ -232,6 +232,77 @@ pub async fn expire_preauth_key(
     Ok(empty())
 }
 
+// ----- API keys -----
+
+pub async fn list_api_keys(AxState(state): AxState<State>) -> ApiResult<dto::ListApiKeysResponse> {
+    let api_keys = state
+        .list_api_keys()
+        .await?
+        .iter()
+        .map(dto::ApiKey::from_key)
+        .collect();
+    Ok(Json(dto::ListApiKeysResponse { api_keys }))
+}
+
+pub async fn create_api_key(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    b: Bytes,
+) -> ApiResult<dto::CreateApiKeyResponse> {
+    let req: dto::CreateApiKeyRequest = body(&b)?;
+    let (k, text) = state.create_api_key(req.expiration).await?;
+    tracing::info!(%caller, id = k.id, prefix = %k.prefix, expiration = ?k.expiration, "API key created");
+    Ok(Json(dto::CreateApiKeyResponse { api_key: text }))
+}
+
+/// Exactly one of an id and a prefix names a key.
+fn api_key_target(
+    id: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<(Option<u64>, Option<String>), ApiError> {
+    let id = id.filter(|s| !s.is_empty());
+    let prefix = prefix.filter(|s| !s.is_empty());
+    match (id, prefix) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "give the API key's id or its prefix, not both",
+        )),
+        (None, None) => Err(ApiError::invalid("give the API key's \"prefix\" or \"id\"")),
+        (Some(i), None) => Ok((
+            Some(i.parse().map_err(|_| ApiError::bad_id("API key", i))?),
+            None,
+        )),
+        (None, Some(p)) => Ok((None, Some(p.to_string()))),
+    }
+}
+
+pub async fn expire_api_key(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    b: Bytes,
+) -> ApiResult<dto::Empty> {
+    let req: dto::ExpireApiKeyRequest = body(&b)?;
+    let (id, prefix) =
+        api_key_target(req.id.as_ref().map(|i| i.0.as_str()), req.prefix.as_deref())?;
+    let k = state.expire_api_key(id, prefix.as_deref()).await?;
+    tracing::info!(%caller, id = k.id, prefix = %k.prefix, "API key expired");
+    Ok(empty())
+}
+
+/// `DELETE /api/v1/apikey/{prefix}`, or `DELETE /api/v1/apikey/?id=N`.
+pub async fn delete_api_key(
+    AxState(state): AxState<State>,
+    caller: Caller,
+    prefix: Option<Path<String>>,
+    q: Params,
+) -> ApiResult<dto::Empty> {
+    let q = params(q)?;
+    let prefix = prefix.map(|Path(p)| p);
+    let (id, prefix) = api_key_target(q.get("id").map(String::as_str), prefix.as_deref())?;
+    let k = state.delete_api_key(id, prefix.as_deref()).await?;
+    tracing::info!(%caller, id = k.id, prefix = %k.prefix, "API key deleted");
+    Ok(empty())
+}
+
 // ----- nodes -----
 
 async fn one_node(state: &State, id: NodeId) -> Result<dto::NodeResponse, ApiError> {

@@ -53,6 +53,69 @@ pub trait ApiKeyVerifier: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>>;
 }
 
+/// The state's API keys (`ironscale apikeys create`) as the verifier of
+/// [`Auth::ApiKey`].
+#[derive(Clone)]
+pub struct StateApiKeys(State);
+
+impl StateApiKeys {
+    pub fn new(state: State) -> StateApiKeys {
+        StateApiKeys(state)
+    }
+}
+
+impl ApiKeyVerifier for StateApiKeys {
+    fn verify<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(self.0.verify_api_key(key))
+    }
+}
+
+/// Slows down sources that keep presenting bad keys: from the third failure
+/// in a row, each attempt waits 250 ms, doubling up to 8 s, before it is
+/// checked; a success or ten quiet minutes forget the source.
+#[derive(Default)]
+struct FailureLimiter {
+    by_source:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl FailureLimiter {
+    const FREE: u32 = 2;
+    const FORGET: std::time::Duration = std::time::Duration::from_secs(600);
+    const MAX_SOURCES: usize = 10_000;
+
+    fn delay(&self, ip: std::net::IpAddr) -> std::time::Duration {
+        let m = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get(&ip) {
+            Some((n, at)) if *n > Self::FREE && at.elapsed() < Self::FORGET => {
+                let shift = (*n - Self::FREE - 1).min(5);
+                std::time::Duration::from_millis(250u64 << shift)
+            }
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
+    fn record(&self, ip: std::net::IpAddr, ok: bool) {
+        let mut m = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        if ok {
+            m.remove(&ip);
+            return;
+        }
+        if m.len() >= Self::MAX_SOURCES {
+            m.retain(|_, (_, at)| at.elapsed() < Self::FORGET);
+        }
+        let e = m.entry(ip).or_insert((0, std::time::Instant::now()));
+        if e.1.elapsed() >= Self::FORGET {
+            e.0 = 0;
+        }
+        e.0 = e.0.saturating_add(1);
+        e.1 = std::time::Instant::now();
+    }
+}
+
 /// How callers of the router authenticate.
 #[derive(Clone)]
 pub enum Auth {
@@ -121,6 +184,18 @@ pub fn router_with_auth(state: State, auth: Auth) -> Router {
     authenticate(app, auth)
 }
 
+/// The API for the network listener (the `server_url` port): `/api/v1`
+/// behind `Authorization: Bearer <API key>` checked against the state's keys
+/// ([`StateApiKeys`]), with no fallback of its own, so that it merges into
+/// the control listener's router.
+pub fn network_router(state: State) -> Router {
+    let keys: Arc<dyn ApiKeyVerifier> = Arc::new(StateApiKeys::new(state.clone()));
+    authenticate(
+        Router::new().nest("/api/v1", v1().with_state(state)),
+        Auth::ApiKey(keys),
+    )
+}
+
 /// Puts `routes` (and their fallback) behind `auth`: a refused request never
 /// reaches a handler, an accepted one carries its [`Caller`].
 pub fn authenticate(routes: Router, auth: Auth) -> Router {
@@ -131,12 +206,15 @@ pub fn authenticate(routes: Router, auth: Auth) -> Router {
                 next.run(req).await
             },
         )),
-        Auth::ApiKey(v) => routes.layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| {
-                let v = v.clone();
-                async move { require_api_key(v, req, next).await }
-            },
-        )),
+        Auth::ApiKey(v) => {
+            let limiter = Arc::new(FailureLimiter::default());
+            routes.layer(axum::middleware::from_fn(
+                move |req: Request, next: Next| {
+                    let (v, limiter) = (v.clone(), limiter.clone());
+                    async move { require_api_key(v, &limiter, req, next).await }
+                },
+            ))
+        }
     }
 }
 
@@ -153,6 +231,10 @@ fn v1() -> Router<State> {
             get(h::list_preauth_keys).post(h::create_preauth_key),
         )
         .route("/preauthkey/expire", post(h::expire_preauth_key))
+        .route("/apikey", get(h::list_api_keys).post(h::create_api_key))
+        .route("/apikey/expire", post(h::expire_api_key))
+        .route("/apikey/", axum::routing::delete(h::delete_api_key))
+        .route("/apikey/{prefix}", axum::routing::delete(h::delete_api_key))
         .route("/node", get(h::list_nodes))
         .route("/node/register", post(h::register_node))
         .route("/node/backfillips", post(h::backfill_node_ips))
@@ -173,7 +255,16 @@ fn v1() -> Router<State> {
         .method_not_allowed_fallback(h::method_not_allowed)
 }
 
-async fn require_api_key(v: Arc<dyn ApiKeyVerifier>, mut req: Request, next: Next) -> Response {
+async fn require_api_key(
+    v: Arc<dyn ApiKeyVerifier>,
+    limiter: &FailureLimiter,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let key = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -183,10 +274,19 @@ async fn require_api_key(v: Arc<dyn ApiKeyVerifier>, mut req: Request, next: Nex
                 .or_else(|| h.strip_prefix("bearer "))
         })
         .map(str::trim);
+    if let Some(ip) = source {
+        let wait = limiter.delay(ip);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
     let identity = match key {
         Some(k) if !k.is_empty() => v.verify(k).await,
         _ => None,
     };
+    if let Some(ip) = source {
+        limiter.record(ip, identity.is_some());
+    }
     match identity {
         Some(prefix) => {
             req.extensions_mut().insert(Caller::ApiKey { prefix });

@@ -1056,3 +1056,162 @@ async fn serve_unix_socket() {
     assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{err}");
     assert_eq!(std::fs::read_to_string(&sock).expect("kept"), "data");
 }
+
+// ----- API keys -----
+
+#[tokio::test]
+async fn api_keys_list_create_expire_delete_as_headscale() {
+    let e = env().await;
+    assert_golden(
+        e.get("/api/v1/apikey").await,
+        "TestAPIV1ApiKeyList_empty_parity",
+        Lenient::none(),
+    );
+    let (st, created) = e.post("/api/v1/apikey", json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{created}");
+    let key = created["apiKey"].as_str().expect("apiKey").to_string();
+    assert!(key.starts_with("hskey-api-") && key.len() == 87, "{key}");
+    let (st, _) = e
+        .post(
+            "/api/v1/apikey",
+            json!({"expiration": "2999-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let listed = e.get("/api/v1/apikey").await;
+    assert_eq!(listed.1["apiKeys"][1]["expiration"], "2999-01-01T00:00:00Z");
+    let mut first = listed.clone();
+    first.1["apiKeys"].as_array_mut().expect("keys").truncate(1);
+    assert_golden(
+        first,
+        "TestAPIV1ApiKeyList_nil_timestamps_emitted_as_null_parity",
+        Lenient::none(),
+    );
+    // The listing shows Headscale 0.28's masked prefix, never the secret.
+    let shown = listed.1["apiKeys"][0]["prefix"]
+        .as_str()
+        .expect("prefix")
+        .to_string();
+    assert_eq!(shown, format!("{}-***", &key[..22]));
+    assert!(!listed.1.to_string().contains(&key[23..]));
+
+    // A past expiration is refused.
+    let (st, _) = e
+        .post(
+            "/api/v1/apikey",
+            json!({"expiration": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // Expire: by prefix (the listing's spelling), by id; neither/both 400; unknown 404.
+    assert_golden(
+        e.post("/api/v1/apikey/expire", json!({"prefix": shown}))
+            .await,
+        "TestAPIV1ApiKeyExpire_by_prefix_parity",
+        Lenient::none(),
+    );
+    assert_golden(
+        e.post("/api/v1/apikey/expire", json!({"id": "2"})).await,
+        "TestAPIV1ApiKeyExpire_by_id_parity",
+        Lenient::none(),
+    );
+    assert_status(
+        e.post("/api/v1/apikey/expire", json!({})).await,
+        "TestAPIV1ApiKeyExpire_neither_id_nor_prefix_parity",
+    );
+    assert_status(
+        e.post("/api/v1/apikey/expire", json!({"id": "1", "prefix": shown}))
+            .await,
+        "TestAPIV1ApiKeyExpire_both_id_and_prefix_parity",
+    );
+    assert_status(
+        e.post("/api/v1/apikey/expire", json!({"id": "99"})).await,
+        "TestAPIV1ApiKeyExpire_not_found_by_id_parity",
+    );
+    assert!(
+        e.state.verify_api_key(&key).await.is_none(),
+        "expired key still valid"
+    );
+
+    // Delete: by prefix in the path; a path prefix with ?id= is 400; bad id 400; unknown 404.
+    assert_status(
+        e.delete(&format!("/api/v1/apikey/{}?id=1", &key[10..22]))
+            .await,
+        "TestAPIV1ApiKeyDelete_path_prefix_with_id_query_is_both_to_400_parity",
+    );
+    assert_status(
+        e.delete("/api/v1/apikey/?id=abc").await,
+        "TestAPIV1ApiKeyDelete_invalid_id_parity",
+    );
+    assert_status(
+        e.delete("/api/v1/apikey/nosuchprefix").await,
+        "TestAPIV1ApiKeyDelete_not_found_by_prefix_parity",
+    );
+    let (st, body) = e.delete(&format!("/api/v1/apikey/{}", &key[10..22])).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({}));
+    let (st, _) = e.delete("/api/v1/apikey/?id=2").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_golden(
+        e.get("/api/v1/apikey").await,
+        "TestAPIV1ApiKeyList_empty_parity",
+        Lenient::none(),
+    );
+}
+
+/// A real key from the state authenticates the router over its verifier;
+/// expired, deleted or wrong keys get 401.
+#[tokio::test]
+async fn state_api_keys_authenticate_requests() {
+    let e = env().await;
+    let app = router_with_auth(
+        e.state.clone(),
+        Auth::ApiKey(Arc::new(crate::StateApiKeys::new(e.state.clone()))),
+    );
+    let (_, key) = e.state.create_api_key(None).await.expect("key");
+    let bearer = format!("Bearer {key}");
+    let (st, _) = call_text(&app, "/api/v1/user", Some(&bearer)).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, body) = call_text(
+        &app,
+        "/api/v1/user",
+        Some("Bearer hskey-api-abcdefghijkl-wrong"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert!(
+        serde_json::from_str::<Value>(&body).is_ok(),
+        "JSON error: {body}"
+    );
+    let (st, _) = call_text(&app, "/api/v1/user", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    e.state
+        .expire_api_key(None, Some(&key[10..22]))
+        .await
+        .expect("expire");
+    let (st, _) = call_text(&app, "/api/v1/user", Some(&bearer)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn repeated_key_failures_from_one_source_are_slowed_down() {
+    let l = crate::FailureLimiter::default();
+    let ip: std::net::IpAddr = "192.0.2.7".parse().expect("ip");
+    let other: std::net::IpAddr = "192.0.2.8".parse().expect("ip");
+    for _ in 0..2 {
+        l.record(ip, false);
+    }
+    assert!(l.delay(ip).is_zero(), "two failures are free");
+    l.record(ip, false);
+    assert_eq!(l.delay(ip), std::time::Duration::from_millis(250));
+    l.record(ip, false);
+    assert_eq!(l.delay(ip), std::time::Duration::from_millis(500));
+    for _ in 0..20 {
+        l.record(ip, false);
+    }
+    assert_eq!(l.delay(ip), std::time::Duration::from_secs(8), "capped");
+    assert!(l.delay(other).is_zero(), "per source");
+    l.record(ip, true);
+    assert!(l.delay(ip).is_zero(), "a success forgets the source");
+}

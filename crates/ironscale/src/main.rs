@@ -44,6 +44,9 @@ enum Cmd {
     /// Manage pre-authentication keys.
     #[command(subcommand, visible_aliases = ["preauthkey", "authkeys"])]
     Preauthkeys(cli::PreauthkeysCmd),
+    /// Manage API keys of the REST API (Headplane, scripts, the remote CLI).
+    #[command(subcommand, visible_aliases = ["apikey", "api-keys"])]
+    Apikeys(cli::ApikeysCmd),
     /// Manage nodes.
     #[command(subcommand, visible_aliases = ["node", "machines", "machine"])]
     Nodes(cli::NodesCmd),
@@ -125,6 +128,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Preauthkeys(c) => {
             let cfg = load_config(cfg_path, true)?;
             cli::run_preauthkeys(c, &cfg.unix_socket, out).await?;
+        }
+        Cmd::Apikeys(c) => {
+            let cfg = load_config(cfg_path, true)?;
+            cli::run_apikeys(c, &cfg.unix_socket, out).await?;
         }
         Cmd::Nodes(c) => {
             let cfg = load_config(cfg_path, true)?;

@@ -345,7 +345,10 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
             probe_timeout: cfg.node.routes_ha_probe_timeout,
         },
     );
-    let mut router = ironscale_control::router(ctl.clone());
+    // The REST API beside the control protocol, behind API keys
+    // (`ironscale apikeys create`); the unix socket below needs none.
+    let mut router =
+        ironscale_control::router(ctl.clone()).merge(ironscale_api::network_router(state.clone()));
     if let (Some(_), Some(ds)) = (&control_tls, &derp_server) {
         router = router.merge(ironscale_relay::router(ds.clone()));
     }

@@ -18,6 +18,7 @@
 //! Tests also use: tempfile, ironscale-api, ironscale-state, ironscale-store
 //! (they start a real API server on a temporary socket).
 
+mod apikeys;
 mod auth;
 mod nodes;
 mod output;
@@ -32,6 +33,7 @@ use std::path::Path;
 use anyhow::bail;
 use ironscale_api::client::Client;
 
+pub use apikeys::ApikeysCmd;
 pub use auth::AuthCmd;
 pub use nodes::NodesCmd;
 pub use output::Output;
@@ -53,6 +55,10 @@ pub async fn run_preauthkeys(
     out: Output,
 ) -> anyhow::Result<()> {
     emit(preauthkeys::preauthkeys(cmd, &Client::unix(socket), out, chrono::Utc::now()).await?)
+}
+
+pub async fn run_apikeys(cmd: ApikeysCmd, socket: &Path, out: Output) -> anyhow::Result<()> {
+    emit(apikeys::apikeys(cmd, &Client::unix(socket), out, chrono::Utc::now()).await?)
 }
 
 pub async fn run_nodes(cmd: NodesCmd, socket: &Path, out: Output) -> anyhow::Result<()> {
