@@ -35,11 +35,19 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
 }
 
 /// An empty body is an empty request message (as with grpc-gateway).
+/// A JSON request body: empty is the default request, and a field sent as
+/// `null` counts as unset (client libraries generated from Headscale's
+/// schema send every field, `null` when not given).
 fn body<T: DeserializeOwned + Default>(b: &Bytes) -> Result<T, ApiError> {
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(b).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
+    let invalid = |e: serde_json::Error| ApiError::invalid(format!("invalid request body: {e}"));
+    let mut v: serde_json::Value = serde_json::from_slice(b).map_err(invalid)?;
+    if let serde_json::Value::Object(m) = &mut v {
+        m.retain(|_, x| !x.is_null());
+    }
+    serde_json::from_value(v).map_err(invalid)
 }
 
 fn node_id(raw: &str) -> Result<NodeId, ApiError> {
