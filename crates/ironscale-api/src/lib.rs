@@ -190,9 +190,13 @@ pub fn router_with_auth(state: State, auth: Auth) -> Router {
 /// the control listener's router.
 pub fn network_router(state: State) -> Router {
     let keys: Arc<dyn ApiKeyVerifier> = Arc::new(StateApiKeys::new(state.clone()));
-    authenticate(
+    // On the routes only: a path that is no route stays a plain 404 for the
+    // listener (Headplane probes `/swagger/v1/openapiv2.json` and reads a
+    // 404 as "Headscale 0.28"), not a 401.
+    require_key_on(
         Router::new().nest("/api/v1", v1().with_state(state)),
-        Auth::ApiKey(keys),
+        keys,
+        true,
     )
 }
 
@@ -206,15 +210,22 @@ pub fn authenticate(routes: Router, auth: Auth) -> Router {
                 next.run(req).await
             },
         )),
-        Auth::ApiKey(v) => {
-            let limiter = Arc::new(FailureLimiter::default());
-            routes.layer(axum::middleware::from_fn(
-                move |req: Request, next: Next| {
-                    let (v, limiter) = (v.clone(), limiter.clone());
-                    async move { require_api_key(v, &limiter, req, next).await }
-                },
-            ))
-        }
+        Auth::ApiKey(v) => require_key_on(routes, v, false),
+    }
+}
+
+/// `routes` behind API keys checked by `v`: every request (`routes_only`
+/// false, the fallback included) or only those that match a route.
+fn require_key_on(routes: Router, v: Arc<dyn ApiKeyVerifier>, routes_only: bool) -> Router {
+    let limiter = Arc::new(FailureLimiter::default());
+    let layer = axum::middleware::from_fn(move |req: Request, next: Next| {
+        let (v, limiter) = (v.clone(), limiter.clone());
+        async move { require_api_key(v, &limiter, req, next).await }
+    });
+    if routes_only {
+        routes.route_layer(layer)
+    } else {
+        routes.layer(layer)
     }
 }
 

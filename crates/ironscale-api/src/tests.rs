@@ -1215,3 +1215,19 @@ fn repeated_key_failures_from_one_source_are_slowed_down() {
     l.record(ip, true);
     assert!(l.delay(ip).is_zero(), "a success forgets the source");
 }
+
+/// The network router merged into the control listener: its routes need a
+/// key, a path that is no route stays a plain 404 (Headplane probes
+/// `/swagger/v1/openapiv2.json` and reads a 404 as "Headscale 0.28").
+#[tokio::test]
+async fn the_network_router_guards_its_routes_and_leaves_other_paths_alone() {
+    let e = env().await;
+    let app = crate::network_router(e.state.clone());
+    let (st, _) = call_text(&app, "/api/v1/user", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = call_text(&app, "/swagger/v1/openapiv2.json", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, key) = e.state.create_api_key(None).await.expect("key");
+    let (st, body) = call_text(&app, "/api/v1/user", Some(&format!("Bearer {key}"))).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+}
