@@ -861,19 +861,18 @@ mod tests {
                 .expect_err("bad route");
             assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST), "{e}");
 
-            // Policy: nothing stored, then a policy defining tag:web.
-            let p = c.get_policy().await.expect("policy");
-            assert_eq!(p, dto::PolicyResponse::default());
+            // Policy: nothing stored (Headscale's "acl policy not found"), then a
+            // policy defining tag:web.
+            let e = c.get_policy().await.expect_err("no policy stored");
+            assert_eq!(e.status(), Some(StatusCode::NOT_FOUND), "{e}");
+            assert!(e.to_string().contains("acl policy not found"), "{e}");
             let text = r#"{"tagOwners": {"tag:web": ["alice@"]}, "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
             let bad = r#"{"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]}"#;
             c.check_policy(text).await.expect("valid");
             let e = c.check_policy(bad).await.expect_err("invalid");
             assert!(e.to_string().contains("group:nope"), "{e}");
-            assert_eq!(
-                c.get_policy().await.expect("policy").policy,
-                "",
-                "a check installs nothing"
-            );
+            let e = c.get_policy().await.expect_err("a check installs nothing");
+            assert_eq!(e.status(), Some(StatusCode::NOT_FOUND), "{e}");
             let set = c.set_policy(text).await.expect("set");
             assert_eq!(set.policy, text);
             assert!(set.updated_at.is_some());

@@ -18,6 +18,7 @@ use std::fmt;
 use chrono::{DateTime, SecondsFormat, Utc};
 use ironscale_state as st;
 use ironscale_types as t;
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub type Timestamp = DateTime<Utc>;
@@ -35,7 +36,7 @@ pub mod code {
 }
 
 /// Error body: `{"code": <gRPC code>, "message": "...", "details": []}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     #[serde(default)]
     pub code: i32,
@@ -130,6 +131,22 @@ impl<'de> Deserialize<'de> for LooseId {
     }
 }
 
+/// Documented as what the server reads: a string or a number.
+impl JsonSchema for LooseId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LooseId".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "an id: a decimal string or a number",
+            "anyOf": [{"type": "string"}, {"type": "integer", "format": "int64"}]
+        })
+    }
+}
+
 impl LooseId {
     /// The id as a positive integer, or `None` if it is not one.
     pub fn parse(&self) -> Option<u64> {
@@ -148,14 +165,16 @@ pub fn parse_id(s: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------
 // Objects
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     #[serde(with = "id")]
+    #[schemars(with = "String")]
     pub id: u64,
     #[serde(default)]
     pub name: String,
     #[serde(with = "ts")]
+    #[schemars(with = "Timestamp")]
     pub created_at: Timestamp,
     #[serde(default)]
     pub display_name: String,
@@ -190,12 +209,13 @@ impl User {
 
 /// A pre-auth key. In listings `key` is the public prefix only; the full key
 /// appears once, in the answer to the create call.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreAuthKey {
     #[serde(default)]
     pub user: Option<User>,
     #[serde(with = "id")]
+    #[schemars(with = "String")]
     pub id: u64,
     #[serde(default)]
     pub key: String,
@@ -206,8 +226,10 @@ pub struct PreAuthKey {
     #[serde(default)]
     pub used: bool,
     #[serde(with = "ts_opt", default)]
+    #[schemars(with = "Option<Timestamp>")]
     pub expiration: Option<Timestamp>,
     #[serde(with = "ts")]
+    #[schemars(with = "Timestamp")]
     pub created_at: Timestamp,
     #[serde(default)]
     pub acl_tags: Vec<String>,
@@ -287,10 +309,11 @@ pub fn register_method(m: t::RegisterMethod) -> &'static str {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Node {
     #[serde(with = "id")]
+    #[schemars(with = "String")]
     pub id: u64,
     #[serde(default)]
     pub machine_key: String,
@@ -310,12 +333,15 @@ pub struct Node {
     #[serde(default)]
     pub user: Option<User>,
     #[serde(with = "ts_opt", default)]
+    #[schemars(with = "Option<Timestamp>")]
     pub last_seen: Option<Timestamp>,
     #[serde(with = "ts_opt", default)]
+    #[schemars(with = "Option<Timestamp>")]
     pub expiry: Option<Timestamp>,
     #[serde(default)]
     pub pre_auth_key: Option<PreAuthKey>,
     #[serde(with = "ts")]
+    #[schemars(with = "Timestamp")]
     pub created_at: Timestamp,
     #[serde(default)]
     pub register_method: String,
@@ -412,7 +438,7 @@ impl Node {
 // Requests
 
 /// `POST /api/v1/user`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CreateUserRequest {
     pub name: String,
@@ -422,7 +448,7 @@ pub struct CreateUserRequest {
 }
 
 /// `POST /api/v1/preauthkey`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CreatePreAuthKeyRequest {
     /// The owner's id; absent for a tagged key.
@@ -431,13 +457,14 @@ pub struct CreatePreAuthKeyRequest {
     pub reusable: bool,
     pub ephemeral: bool,
     #[serde(with = "ts_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Timestamp>")]
     pub expiration: Option<Timestamp>,
     pub acl_tags: Vec<String>,
 }
 
 /// `POST /api/v1/preauthkey/expire`: `{id}` (Headscale ≥ 0.28), or the
 /// older `{user, key}`.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ExpirePreAuthKeyRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -459,23 +486,24 @@ impl fmt::Debug for ExpirePreAuthKeyRequest {
 }
 
 /// `POST /api/v1/node/{id}/expire` (body or query).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ExpireNodeRequest {
     #[serde(with = "ts_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Timestamp>")]
     pub expiry: Option<Timestamp>,
     pub disable_expiry: bool,
 }
 
 /// `POST /api/v1/node/{id}/tags`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct SetTagsRequest {
     pub tags: Vec<String>,
 }
 
 /// `POST /api/v1/node/{id}/approve_routes`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ApproveRoutesRequest {
     pub routes: Vec<String>,
@@ -483,7 +511,7 @@ pub struct ApproveRoutesRequest {
 
 /// `POST /api/v1/node/{id}/user` `{"user": <id>}` (Headscale 0.26+'s
 /// MoveNode; the id may be a number or a string, as grpc-gateway accepts).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct MoveNodeRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -492,7 +520,7 @@ pub struct MoveNodeRequest {
 
 /// `POST /api/v1/node/backfillips?confirmed=true`: one line per address
 /// given or removed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct BackfillNodeIpsResponse {
     pub changes: Vec<String>,
@@ -500,7 +528,7 @@ pub struct BackfillNodeIpsResponse {
 
 /// `POST /api/v1/auth/register` (Headscale 0.27+): complete the pending
 /// interactive registration `auth_id` for the user named `user`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AuthRegisterRequest {
     pub user: String,
@@ -509,7 +537,7 @@ pub struct AuthRegisterRequest {
 }
 
 /// `POST /api/v1/auth/approve` and `POST /api/v1/auth/reject`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AuthIdRequest {
     #[serde(alias = "auth_id")]
@@ -517,7 +545,7 @@ pub struct AuthIdRequest {
 }
 
 /// `PUT /api/v1/policy` and `POST /api/v1/policy/check`: the HuJSON text.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct PolicyRequest {
     pub policy: String,
@@ -528,46 +556,51 @@ pub struct PolicyRequest {
 
 /// `GET`/`PUT /api/v1/policy`: the policy in force (empty when none is
 /// stored) and when it was last set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyResponse {
     #[serde(default)]
     pub policy: String,
     #[serde(with = "ts_opt", default)]
+    #[schemars(with = "Option<Timestamp>")]
     pub updated_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UserResponse {
     pub user: User,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ListUsersResponse {
     #[serde(default)]
     pub users: Vec<User>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreAuthKeyResponse {
     pub pre_auth_key: PreAuthKey,
 }
 
 /// An API key as listed (Headscale's `v1.ApiKey`): never the secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {
     #[serde(with = "id")]
+    #[schemars(with = "String")]
     pub id: u64,
     /// `hskey-api-<prefix>-***` (Headscale 0.28's listing; Headplane's login
     /// compares it with the start of its key).
     pub prefix: String,
     #[serde(with = "ts_opt", default)]
+    #[schemars(with = "Option<Timestamp>")]
     pub expiration: Option<Timestamp>,
     #[serde(with = "ts")]
+    #[schemars(with = "Timestamp")]
     pub created_at: Timestamp,
     #[serde(with = "ts_opt", default)]
+    #[schemars(with = "Option<Timestamp>")]
     pub last_seen: Option<Timestamp>,
 }
 
@@ -583,7 +616,7 @@ impl ApiKey {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListApiKeysResponse {
     #[serde(default)]
@@ -591,15 +624,16 @@ pub struct ListApiKeysResponse {
 }
 
 /// `POST /api/v1/apikey`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CreateApiKeyRequest {
     #[serde(with = "ts_opt", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Timestamp>")]
     pub expiration: Option<Timestamp>,
 }
 
 /// The new key, shown once.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateApiKeyResponse {
     pub api_key: String,
@@ -614,7 +648,7 @@ impl fmt::Debug for CreateApiKeyResponse {
 }
 
 /// `POST /api/v1/apikey/expire`: `{prefix}` or `{id}` (exactly one).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ExpireApiKeyRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -623,19 +657,19 @@ pub struct ExpireApiKeyRequest {
     pub id: Option<LooseId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListPreAuthKeysResponse {
     #[serde(default)]
     pub pre_auth_keys: Vec<PreAuthKey>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeResponse {
     pub node: Node,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ListNodesResponse {
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -643,7 +677,7 @@ pub struct ListNodesResponse {
 
 /// A client waiting for its interactive registration to be completed
 /// (`GET /api/v1/auth/pending`; not a Headscale route).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingRegistration {
     /// The id to give `auth register --auth-id` (the end of the login URL).
@@ -653,8 +687,10 @@ pub struct PendingRegistration {
     pub machine_key: String,
     pub node_key: String,
     #[serde(with = "ts")]
+    #[schemars(with = "Timestamp")]
     pub created_at: Timestamp,
     #[serde(with = "ts")]
+    #[schemars(with = "Timestamp")]
     pub expires_at: Timestamp,
 }
 
@@ -671,20 +707,20 @@ impl PendingRegistration {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ListPendingRegistrationsResponse {
     #[serde(default)]
     pub registrations: Vec<PendingRegistration>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthResponse {
     pub database_connectivity: bool,
 }
 
 /// `{}`: the answer to deletes and expiries.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Empty {}
 
 /// What a node serves now (Headscale's `subnet_routes`): the subnet routes

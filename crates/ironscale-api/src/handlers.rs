@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Request};
 use axum::extract::{Path, Query, State as AxState};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -34,20 +35,54 @@ fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::invalid(e.body_text()))
 }
 
-/// An empty body is an empty request message (as with grpc-gateway).
-/// A JSON request body: empty is the default request, and a field sent as
-/// `null` counts as unset (client libraries generated from Headscale's
-/// schema send every field, `null` when not given).
-fn body<T: DeserializeOwned + Default>(b: &Bytes) -> Result<T, ApiError> {
+/// A request body, its rejection (too large, unreadable) a JSON error.
+pub struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                let status = e.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    dto::code::INVALID_ARGUMENT
+                } else {
+                    dto::code::INTERNAL
+                };
+                ApiError::new(status, code, e.body_text())
+            })
+    }
+}
+
+/// An empty body is an empty request message (as with grpc-gateway), and a
+/// `null` member is an unset field (client libraries send them).
+fn body<T: DeserializeOwned + Default>(b: &Body) -> Result<T, ApiError> {
+    let b = &b.0;
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    let invalid = |e: serde_json::Error| ApiError::invalid(format!("invalid request body: {e}"));
-    let mut v: serde_json::Value = serde_json::from_slice(b).map_err(invalid)?;
-    if let serde_json::Value::Object(m) = &mut v {
-        m.retain(|_, x| !x.is_null());
+    let bad = |e: serde_json::Error| ApiError::invalid(format!("invalid request body: {e}"));
+    let mut v: serde_json::Value = serde_json::from_slice(b).map_err(bad)?;
+    drop_nulls(&mut v);
+    if v.is_null() {
+        return Ok(T::default());
     }
-    serde_json::from_value(v).map_err(invalid)
+    serde_json::from_value(v).map_err(bad)
+}
+
+/// Removes the `null` members of every object in `v`.
+fn drop_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 fn node_id(raw: &str) -> Result<NodeId, ApiError> {
@@ -96,6 +131,11 @@ pub async fn health(AxState(state): AxState<State>) -> Response {
         .into_response()
 }
 
+/// `GET /api/v1/openapi.json`: the OpenAPI document of these routes.
+pub async fn openapi() -> Json<&'static serde_json::Value> {
+    Json(crate::routes::openapi())
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found("Not Found")
 }
@@ -135,7 +175,7 @@ pub async fn list_users(
 pub async fn create_user(
     AxState(state): AxState<State>,
     caller: Caller,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::UserResponse> {
     let req: dto::CreateUserRequest = body(&b)?;
     let u = state
@@ -195,7 +235,7 @@ pub async fn list_preauth_keys(
 pub async fn create_preauth_key(
     AxState(state): AxState<State>,
     caller: Caller,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::PreAuthKeyResponse> {
     let req: dto::CreatePreAuthKeyRequest = body(&b)?;
     let user = match req.user.as_ref().filter(|u| !u.0.is_empty()) {
@@ -224,7 +264,7 @@ pub async fn create_preauth_key(
 pub async fn expire_preauth_key(
     AxState(state): AxState<State>,
     caller: Caller,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::Empty> {
     let req: dto::ExpirePreAuthKeyRequest = body(&b)?;
     let target = match (&req.id, &req.key) {
@@ -255,7 +295,7 @@ pub async fn list_api_keys(AxState(state): AxState<State>) -> ApiResult<dto::Lis
 pub async fn create_api_key(
     AxState(state): AxState<State>,
     caller: Caller,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::CreateApiKeyResponse> {
     let req: dto::CreateApiKeyRequest = body(&b)?;
     let (k, text) = state.create_api_key(req.expiration).await?;
@@ -286,7 +326,7 @@ fn api_key_target(
 pub async fn expire_api_key(
     AxState(state): AxState<State>,
     caller: Caller,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::Empty> {
     let req: dto::ExpireApiKeyRequest = body(&b)?;
     let (id, prefix) =
@@ -363,7 +403,7 @@ pub async fn expire_node(
     caller: Caller,
     p: Result<Path<String>, PathRejection>,
     q: Params,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::NodeResponse> {
     let id = node_id(&path(p)?)?;
     let q = params(q)?;
@@ -418,7 +458,7 @@ pub async fn set_tags(
     AxState(state): AxState<State>,
     caller: Caller,
     p: Result<Path<String>, PathRejection>,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::NodeResponse> {
     let id = node_id(&path(p)?)?;
     let req: dto::SetTagsRequest = body(&b)?;
@@ -432,7 +472,7 @@ pub async fn approve_routes(
     AxState(state): AxState<State>,
     caller: Caller,
     p: Result<Path<String>, PathRejection>,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::NodeResponse> {
     let id = node_id(&path(p)?)?;
     let req: dto::ApproveRoutesRequest = body(&b)?;
@@ -457,7 +497,7 @@ pub async fn move_node(
     caller: Caller,
     p: Result<Path<String>, PathRejection>,
     q: Params,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::NodeResponse> {
     let id = node_id(&path(p)?)?;
     let q = params(q)?;
@@ -492,7 +532,7 @@ pub async fn backfill_node_ips(
     AxState(state): AxState<State>,
     caller: Caller,
     q: Params,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::BackfillNodeIpsResponse> {
     #[derive(serde::Deserialize, Default)]
     #[serde(default)]
@@ -570,7 +610,7 @@ pub async fn register_node(
 pub async fn auth_register(
     AxState(state): AxState<State>,
     caller: Caller,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::NodeResponse> {
     let req: dto::AuthRegisterRequest = body(&b)?;
     complete_registration(&state, &caller, &req.auth_id, &req.user).await
@@ -583,7 +623,7 @@ pub async fn auth_register(
 pub async fn auth_approve(
     AxState(state): AxState<State>,
     caller: Caller,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::Empty> {
     let req: dto::AuthIdRequest = body(&b)?;
     let id = registration_id(&req.auth_id)?;
@@ -621,7 +661,7 @@ pub async fn list_pending_registrations(
 pub async fn auth_reject(
     AxState(state): AxState<State>,
     caller: Caller,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::Empty> {
     let req: dto::AuthIdRequest = body(&b)?;
     let id = registration_id(&req.auth_id)?;
@@ -636,25 +676,38 @@ pub async fn auth_reject(
 
 // ---- policy -----------------------------------------------------------------
 
-/// `GET /api/v1/policy`
+/// `GET /api/v1/policy`. In database mode with no policy stored, a 404
+/// whose text contains Headscale's `acl policy not found` (Headplane keys its
+/// editor on it).
 pub async fn get_policy(AxState(state): AxState<State>) -> ApiResult<dto::PolicyResponse> {
     let ps = state.policy_state();
-    Ok(Json(dto::PolicyResponse {
-        policy: ps.text.unwrap_or_default(),
-        updated_at: ps.updated_at,
-    }))
+    match ps.text {
+        None if state.settings().policy_in_database => Err(ApiError::not_found(
+            "acl policy not found: no policy is stored yet (PUT /api/v1/policy sets one)",
+        )),
+        text => Ok(Json(dto::PolicyResponse {
+            policy: text.unwrap_or_default(),
+            updated_at: ps.updated_at,
+        })),
+    }
+}
+
+/// A rejected policy, worded as Headscale does (`parsing policy from
+/// bytes: ...`; Headplane shows errors that start so).
+fn policy_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid(format!("parsing policy from bytes: {e}"))
 }
 
 /// `PUT /api/v1/policy` `{"policy": "<HuJSON>"}` (policy.mode: database).
 pub async fn set_policy(
     AxState(state): AxState<State>,
     caller: Caller,
-    b: Bytes,
+    b: Body,
 ) -> ApiResult<dto::PolicyResponse> {
     let req: dto::PolicyRequest = body(&b)?;
     if !state.settings().policy_in_database {
         return Err(ApiError::invalid(
-            "policy.mode is file: edit the policy file instead (it is reloaded on change and on SIGHUP)".to_string(),
+            "update is disabled for modes other than 'database': policy.mode is file, edit the policy file instead (it is reloaded on change and on SIGHUP)",
         ));
     }
     match state.set_policy_in_database(&req.policy).await {
@@ -665,7 +718,7 @@ pub async fn set_policy(
             }
             get_policy(AxState(state)).await
         }
-        Err(ironscale_state::PolicySetError::Policy(e)) => Err(ApiError::invalid(e.to_string())),
+        Err(ironscale_state::PolicySetError::Policy(e)) => Err(policy_error(e)),
         Err(e) => {
             tracing::error!("setting the policy failed: {e}");
             Err(ApiError::internal())
@@ -675,10 +728,10 @@ pub async fn set_policy(
 
 /// `POST /api/v1/policy/check` `{"policy": "<HuJSON>"}`: compile against the
 /// live tailnet (and run its tests) without installing it.
-pub async fn check_policy(AxState(state): AxState<State>, b: Bytes) -> ApiResult<dto::Empty> {
+pub async fn check_policy(AxState(state): AxState<State>, b: Body) -> ApiResult<dto::Empty> {
     let req: dto::PolicyRequest = body(&b)?;
     match state.check_policy(&req.policy, "policy") {
         Ok(_) => Ok(empty()),
-        Err(e) => Err(ApiError::invalid(e.to_string())),
+        Err(e) => Err(policy_error(e)),
     }
 }

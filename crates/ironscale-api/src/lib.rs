@@ -24,6 +24,7 @@ mod error;
 #[cfg(test)]
 mod golden;
 mod handlers;
+pub mod routes;
 #[cfg(test)]
 mod tests;
 
@@ -35,12 +36,12 @@ use std::sync::Arc;
 use axum::extract::{FromRequestParts, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use http::request::Parts;
 use ironscale_state::State;
 
 pub use error::ApiError;
+use routes::v1;
 
 /// Checks an API key presented as `Authorization: Bearer <key>`.
 /// Implementations must compare in constant time and never log the key.
@@ -227,43 +228,6 @@ fn require_key_on(routes: Router, v: Arc<dyn ApiKeyVerifier>, routes_only: bool)
     } else {
         routes.layer(layer)
     }
-}
-
-/// The `/api/v1` routes, relative to where they are nested.
-fn v1() -> Router<State> {
-    use handlers as h;
-    Router::new()
-        .route("/health", get(h::health))
-        .route("/user", get(h::list_users).post(h::create_user))
-        .route("/user/{id}", axum::routing::delete(h::delete_user))
-        .route("/user/{old_id}/rename/{new_name}", post(h::rename_user))
-        .route(
-            "/preauthkey",
-            get(h::list_preauth_keys).post(h::create_preauth_key),
-        )
-        .route("/preauthkey/expire", post(h::expire_preauth_key))
-        .route("/apikey", get(h::list_api_keys).post(h::create_api_key))
-        .route("/apikey/expire", post(h::expire_api_key))
-        .route("/apikey/", axum::routing::delete(h::delete_api_key))
-        .route("/apikey/{prefix}", axum::routing::delete(h::delete_api_key))
-        .route("/node", get(h::list_nodes))
-        .route("/node/register", post(h::register_node))
-        .route("/node/backfillips", post(h::backfill_node_ips))
-        .route("/node/{id}", get(h::get_node).delete(h::delete_node))
-        .route("/node/{id}/expire", post(h::expire_node))
-        .route("/node/{id}/approve", post(h::approve_node))
-        .route("/node/{id}/rename/{new_name}", post(h::rename_node))
-        .route("/node/{id}/tags", post(h::set_tags))
-        .route("/node/{id}/approve_routes", post(h::approve_routes))
-        .route("/node/{id}/user", post(h::move_node))
-        .route("/auth/register", post(h::auth_register))
-        .route("/auth/approve", post(h::auth_approve))
-        .route("/auth/reject", post(h::auth_reject))
-        .route("/auth/pending", get(h::list_pending_registrations))
-        .route("/policy", get(h::get_policy).put(h::set_policy))
-        .route("/policy/check", post(h::check_policy))
-        .fallback(h::not_found)
-        .method_not_allowed_fallback(h::method_not_allowed)
 }
 
 async fn require_api_key(

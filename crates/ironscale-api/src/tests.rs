@@ -1231,3 +1231,253 @@ async fn the_network_router_guards_its_routes_and_leaves_other_paths_alone() {
     let (st, body) = call_text(&app, "/api/v1/user", Some(&format!("Bearer {key}"))).await;
     assert_eq!(st, StatusCode::OK, "{body}");
 }
+
+// ----- the OpenAPI document and Headplane's expectations -----
+
+/// The document lists exactly the routed operations: every entry of the
+/// route table is a path and method of the document, and every documented
+/// operation reaches a handler (not the 404/405 fallbacks) on the router.
+#[tokio::test]
+async fn openapi_documents_every_routed_operation() {
+    let e = env().await;
+    let (s, doc) = e.get("/api/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK, "{doc}");
+    assert_eq!(&doc, crate::routes::openapi());
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().expect("paths");
+    let table = crate::routes::table();
+    for r in &table {
+        let op = &paths[&format!("/api/v1{}", r.path)][r.method];
+        assert!(op.is_object(), "{} {} is not documented", r.method, r.path);
+        assert!(op["responses"]["200"]["content"]["application/json"]["schema"].is_object());
+    }
+    let mut documented = 0;
+    for (path, item) in paths {
+        for (method, _) in item.as_object().expect("path item") {
+            documented += 1;
+            let uri = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "1" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let (s, v) = send(&e.app, m, &uri, None).await;
+            assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}: {v}");
+            assert_ne!(
+                v["message"], "Not Found",
+                "{method} {uri} is not routed: {v}"
+            );
+            assert!(!v.is_null(), "{method} {uri}: empty body");
+        }
+    }
+    assert_eq!(documented, table.len());
+    // The fallback is what an unrouted path gets, so the checks above can fail.
+    let (s, v) = e.get("/api/v1/nope").await;
+    assert_eq!(
+        (s, v["message"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Not Found"))
+    );
+    // Every schema reference resolves.
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"").skip(1) {
+        let name = r.split('"').next().expect("ref");
+        let name = name
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{name}"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "dangling $ref {name}"
+        );
+    }
+}
+
+/// The document is behind the API's auth; Headscale's swagger path, which
+/// Headplane hashes to tell Headscale versions apart, stays 404.
+#[tokio::test]
+async fn openapi_is_behind_auth_and_swagger_path_is_absent() {
+    let e = env().await;
+    let (s, _) = e.get("/swagger/v1/openapiv2.json").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let keys: Arc<dyn crate::ApiKeyVerifier> = Arc::new(crate::StateApiKeys::new(e.state.clone()));
+    let app = router_with_auth(e.state.clone(), Auth::ApiKey(keys));
+    let (s, v) = send(&app, Method::GET, "/api/v1/openapi.json", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_error_body(&v);
+}
+/// Client libraries send `{}` with a GET and `null` for unset fields.
+#[tokio::test]
+async fn get_with_a_body_and_null_fields_are_accepted() {
+    let e = env().await;
+    let (s, v) = send(&e.app, Method::GET, "/api/v1/user", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = e
+        .post(
+            "/api/v1/user",
+            json!({"name": "alice", "displayName": null, "email": null, "pictureUrl": null}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let id = v["user"]["id"].as_str().expect("id").to_string();
+    let (s, v) = e
+        .post(
+            "/api/v1/preauthkey",
+            json!({"user": id, "reusable": null, "ephemeral": null, "expiration": null, "aclTags": null}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["preAuthKey"]["reusable"], false);
+    // A body that is not JSON is still refused, as JSON.
+    let (s, v) = send(&e.app, Method::GET, "/api/v1/user", Some(json!(null))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = e.post("/api/v1/user", json!("alice")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_error_body(&v);
+}
+
+/// Headplane's ACL editor: in database mode with nothing stored the error
+/// says `acl policy not found`; a stored policy has an `updatedAt`; a bad
+/// policy is a 400 starting `parsing policy from bytes:`.
+#[tokio::test]
+async fn policy_in_database_mode_as_headplane_expects() {
+    let e = env_with(ironscale_state::Settings {
+        policy_in_database: true,
+        ..Default::default()
+    })
+    .await;
+    let (s, v) = e.get("/api/v1/policy").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_error_body(&v);
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("message")
+            .contains("acl policy not found"),
+        "{v}"
+    );
+
+    let (s, v) = send(
+        &e.app,
+        Method::PUT,
+        "/api/v1/policy",
+        Some(json!({"policy": "{\"acls\": [}"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let msg = v["message"].as_str().expect("message");
+    assert!(msg.starts_with("parsing policy from bytes: "), "{v}");
+    let (s, v) = e
+        .post("/api/v1/policy/check", json!({"policy": "{\"acls\": 5}"}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("parsing policy from bytes: "),
+        "{v}"
+    );
+
+    let policy = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+    let (s, v) = send(
+        &e.app,
+        Method::PUT,
+        "/api/v1/policy",
+        Some(json!({"policy": policy})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["updatedAt"].is_string(), "{v}");
+    let (s, v) = e.get("/api/v1/policy").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["policy"], policy);
+    assert!(v["updatedAt"].is_string(), "{v}");
+}
+
+/// In file mode the policy is read-only over the API, in Headscale's words.
+#[tokio::test]
+async fn policy_update_in_file_mode_is_disabled() {
+    let e = env().await;
+    let (s, v) = send(
+        &e.app,
+        Method::PUT,
+        "/api/v1/policy",
+        Some(json!({"policy": "{}"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_error_body(&v);
+    assert!(
+        v["message"]
+            .as_str()
+            .expect("message")
+            .contains("update is disabled"),
+        "{v}"
+    );
+    // Reading it is fine (no policy: empty text).
+    let (s, v) = e.get("/api/v1/policy").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// Headplane renames with no body at all, and reads the answer as JSON.
+#[tokio::test]
+async fn rename_without_a_body_answers_the_node() {
+    let e = env().await;
+    e.user("alice").await;
+    let id = e.node("laptop", Some("alice"), &[]).await;
+    let (s, v) = send(
+        &e.app,
+        Method::POST,
+        &format!("/api/v1/node/{}/rename/desk", id.0),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["node"]["givenName"], "desk");
+}
+
+/// Every 2xx answer has a JSON body, the empty ones included.
+#[tokio::test]
+async fn every_success_has_a_json_body() {
+    let e = env().await;
+    let uid = e.user("bob").await;
+    let id = e.node("box", Some("bob"), &[]).await;
+    let (_, k) = e.post("/api/v1/apikey", json!({})).await;
+    let prefix = k["apiKey"]
+        .as_str()
+        .expect("key")
+        .split('-')
+        .nth(2)
+        .expect("prefix")
+        .to_string();
+    for (m, uri, b) in [
+        (Method::GET, "/api/v1/health".to_string(), None),
+        (Method::POST, format!("/api/v1/node/{}/expire", id.0), None),
+        (
+            Method::POST,
+            "/api/v1/preauthkey/expire".to_string(),
+            Some(json!({"id": "1"})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/apikey/expire".to_string(),
+            Some(json!({"prefix": prefix})),
+        ),
+        (Method::DELETE, format!("/api/v1/apikey/{prefix}"), None),
+        (Method::DELETE, format!("/api/v1/node/{}", id.0), None),
+        (Method::DELETE, format!("/api/v1/user/{uid}"), None),
+    ] {
+        let (s, v) = send(&e.app, m.clone(), &uri, b).await;
+        assert!(s.is_success(), "{m} {uri}: {s} {v}");
+        assert!(v.is_object(), "{m} {uri}: {v}");
+    }
+}
+
+/// A body over the limit is refused with a JSON error.
+#[tokio::test]
+async fn a_huge_body_is_refused_as_json() {
+    let e = env().await;
+    let big = "x".repeat(3 << 20);
+    let (s, v) = e.post("/api/v1/user", json!({"name": big})).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_error_body(&v);
+}
