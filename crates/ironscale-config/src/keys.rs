@@ -115,6 +115,10 @@ pub(crate) const KEYS: &[(&str, Ty)] = &[
     ("tuning.batch_change_delay", Ty::Duration),
     ("tuning.register_cache_max_entries", Ty::Int),
     ("tuning.register_cache_expiration", Ty::Duration),
+    ("cli.address", Ty::Str),
+    ("cli.api_key", Ty::Str),
+    ("cli.timeout", Ty::Duration),
+    ("cli.insecure", Ty::Bool),
 ];
 
 /// Valid Headscale keys that ironscale accepts and ignores (a whole subtree
@@ -126,7 +130,6 @@ pub(crate) const IGNORED: &[&str] = &[
     "database.sqlite.wal_autocheckpoint",
     "preauth_keys",
     "auto_update",
-    "cli",
     "tuning.notifier_send_timeout",
     "tuning.node_mapsession_buffered_chan_size",
     "tuning.batcher_workers",

@@ -519,7 +519,30 @@ impl Loader {
         self.dns(&mut c);
         self.policy(&mut c);
         self.oidc(&mut c);
+        self.cli(&mut c);
         c
+    }
+
+    fn cli(&mut self, c: &mut Config) {
+        if let Some(v) = self.s("cli.address") {
+            let v = v.trim();
+            if !v.is_empty() {
+                c.cli.address = Some(v.to_string());
+            }
+        }
+        if let Some(v) = self.s("cli.api_key") {
+            c.cli.api_key = Secret::new(v.trim());
+        }
+        if let Some(v) = self.dur("cli.timeout") {
+            if v.is_zero() {
+                self.err("cli.timeout", "must be more than 0 (default 5s)".into());
+            } else {
+                c.cli.timeout = v;
+            }
+        }
+        if let Some(v) = self.b("cli.insecure") {
+            c.cli.insecure = v;
+        }
     }
 
     fn server(&mut self, c: &mut Config) {

@@ -69,6 +69,8 @@ pub struct Config {
     pub randomize_client_port: bool,
     pub taildrop: TaildropConfig,
     pub tuning: TuningConfig,
+    /// `cli.*`: where the admin commands send their API calls.
+    pub cli: CliConfig,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -375,6 +377,31 @@ impl Default for TuningConfig {
     }
 }
 
+/// `cli.*` (Headscale's keys): the admin commands talk to `address` with
+/// `api_key` when an address is set, to the local `unix_socket` otherwise.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CliConfig {
+    /// `cli.address`: `host:port` (https assumed) or an `http(s)://` URL.
+    pub address: Option<String>,
+    /// `cli.api_key`: made with `ironscale apikeys create`.
+    pub api_key: Secret,
+    /// `cli.timeout` (default 5s, as Headscale).
+    pub timeout: Duration,
+    /// `cli.insecure`: do not verify the server's certificate.
+    pub insecure: bool,
+}
+
+impl Default for CliConfig {
+    fn default() -> Self {
+        CliConfig {
+            address: None,
+            api_key: Secret::default(),
+            timeout: Duration::from_secs(5),
+            insecure: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaildropConfig {
     pub enabled: bool,
@@ -480,6 +507,7 @@ impl Config {
             randomize_client_port: false,
             taildrop: TaildropConfig { enabled: true },
             tuning: TuningConfig::default(),
+            cli: CliConfig::default(),
         }
     }
 

@@ -1007,3 +1007,68 @@ fn dns_pitfalls_are_errors_that_name_the_key_and_the_fix() {
         );
     }
 }
+
+#[test]
+fn cli_keys_from_the_file_and_the_environment() {
+    // Headscale's `cli:` section is read (it used to be ignored).
+    let text = format!(
+        "{}cli:\n  address: hs.example.com:443\n  api_key: hskey-api-abc-def\n  timeout: 7s\n  insecure: true\n",
+        "server_url: https://hs.example.com\ndatabase:\n  sqlite:\n    path: /TESTDIR/db\ndns:\n  base_domain: t.internal\n"
+    );
+    let s = setup(&text);
+    let (c, w) = expect_ok(Config::load(&s.config));
+    assert!(
+        w.iter().all(|d| !d.key.starts_with("cli")),
+        "{}",
+        render(&w)
+    );
+    assert_eq!(c.cli.address.as_deref(), Some("hs.example.com:443"));
+    assert_eq!(c.cli.api_key.expose(), "hskey-api-abc-def");
+    assert_eq!(c.cli.timeout, Duration::from_secs(7));
+    assert!(c.cli.insecure);
+    assert!(
+        !format!("{c:?}").contains("hskey-api-abc-def"),
+        "the key shows in Debug"
+    );
+
+    // No file: the defaults, then HEADSCALE_CLI_* with IRONSCALE_CLI_* winning.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = vec![(
+        "IRONSCALE_DATA_DIR".to_string(),
+        dir.path().display().to_string(),
+    )];
+    let (c, _) = expect_ok(Config::load_with_env(None, &base));
+    assert_eq!(c.cli, CliConfig::default());
+    assert_eq!(c.cli.timeout, Duration::from_secs(5));
+    let var = |k: &str, v: &str| (k.to_string(), v.to_string());
+    let mut env = base.clone();
+    env.extend([
+        var("HEADSCALE_CLI_ADDRESS", "https://a.example:8443"),
+        var("HEADSCALE_CLI_API_KEY", "hskey-api-x-y"),
+        var("HEADSCALE_CLI_TIMEOUT", "2s"),
+        var("HEADSCALE_CLI_INSECURE", "true"),
+    ]);
+    let (c, w) = expect_ok(Config::load_with_env(None, &env));
+    assert!(w.is_empty(), "{}", render(&w));
+    assert_eq!(
+        c.cli,
+        CliConfig {
+            address: Some("https://a.example:8443".into()),
+            api_key: Secret::new("hskey-api-x-y"),
+            timeout: Duration::from_secs(2),
+            insecure: true,
+        }
+    );
+    env.extend([
+        var("IRONSCALE_CLI_ADDRESS", "b.example:443"),
+        var("IRONSCALE_CLI_INSECURE", "false"),
+    ]);
+    let (c, _) = expect_ok(Config::load_with_env(None, &env));
+    assert_eq!(c.cli.address.as_deref(), Some("b.example:443"));
+    assert!(!c.cli.insecure);
+
+    let mut env = base;
+    env.push(var("HEADSCALE_CLI_TIMEOUT", "0s"));
+    let e = expect_err(Config::load_with_env(None, &env));
+    assert!(e.iter().any(|d| d.key == "cli.timeout"), "{}", render(&e));
+}
