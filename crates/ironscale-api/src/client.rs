@@ -1,18 +1,25 @@
 //! A typed client for `/api/v1` (cargo feature `client`): one method per
 //! route, taking and returning the [`dto`] types the server writes.
 //!
-//! Transport: HTTP/1.1 over the local unix socket (no credentials, like the
-//! server side's [`Auth::None`](crate::Auth::None)). The connection is made
-//! per request by [`Endpoint::connect`] and every request goes through
-//! [`Client::send`]; a TCP endpoint with a base URL and a bearer API key
-//! (issue 10) is one more [`Endpoint`] variant, one more `connect` arm and an
-//! `Authorization` header in `send`, nothing else.
+//! Transport: HTTP/1.1 on a fresh connection per request
+//! ([`Endpoint::connect`]), every request through [`Client::send`]:
+//!
+//! * [`Endpoint::Unix`]: the local unix socket, no credentials (the server
+//!   side's [`Auth::None`](crate::Auth::None)).
+//! * [`Endpoint::Tcp`]: the server's main listener at a base URL
+//!   ([`RemoteOptions`]: `cli.address`, `cli.api_key`, `cli.timeout`,
+//!   `cli.insecure`), `Authorization: Bearer <API key>`, TLS for https
+//!   ([`tcp`]), the whole exchange bounded by the timeout.
 //!
 //! Errors are [`ClientError`]: the server's own `{code, message}` with the
-//! HTTP status, the socket being absent or refused, or an answer that does
-//! not decode.
+//! HTTP status, the server being absent or refusing the key, a certificate
+//! it presents that is not trusted, a timeout, or an answer that does not
+//! decode. None of them carries the API key.
+
+pub mod tcp;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -20,6 +27,9 @@ use hyper::{header, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use tcp::{ApiKey, Remote, RemoteOptions};
 
 use crate::dto;
 
@@ -28,21 +38,55 @@ use crate::dto;
 pub enum Endpoint {
     /// The server's local unix socket (`unix_socket` of its config).
     Unix(PathBuf),
+    /// The server's main listener, with an API key (`cli.address`).
+    Tcp(Remote),
 }
+
+/// A connection of either kind.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl Endpoint {
     fn describe(&self) -> String {
         match self {
             Endpoint::Unix(p) => p.display().to_string(),
+            Endpoint::Tcp(r) => r.url().to_string(),
         }
     }
 
-    async fn connect(&self) -> Result<TokioIo<tokio::net::UnixStream>, ClientError> {
+    async fn connect(&self) -> Result<TokioIo<Box<dyn Io>>, ClientError> {
         match self {
             Endpoint::Unix(p) => tokio::net::UnixStream::connect(p)
                 .await
-                .map(TokioIo::new)
+                .map(|s| TokioIo::new(Box::new(s) as Box<dyn Io>))
                 .map_err(|e| ClientError::connect(p, e)),
+            Endpoint::Tcp(r) => {
+                let tcp = tokio::net::TcpStream::connect((r.host.as_str(), r.port))
+                    .await
+                    .map_err(|e| ClientError::Down {
+                        url: r.url.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let _ = tcp.set_nodelay(true);
+                let Some(tls) = &r.tls else {
+                    return Ok(TokioIo::new(Box::new(tcp)));
+                };
+                let name = r.server_name()?;
+                let s = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| match tcp::describe_tls_error(&e) {
+                        Some(reason) => ClientError::Certificate {
+                            url: r.url.clone(),
+                            reason,
+                        },
+                        None => ClientError::Down {
+                            url: r.url.clone(),
+                            reason: format!("TLS handshake failed: {e}"),
+                        },
+                    })?;
+                Ok(TokioIo::new(Box::new(s)))
+            }
         }
     }
 }
@@ -62,6 +106,33 @@ pub enum ClientError {
         socket: PathBuf,
         source: std::io::Error,
     },
+    /// `cli.address` is no `host:port` or http(s) URL.
+    #[error("cli.address {address:?} is not host:port or an http(s):// URL: {reason}")]
+    Address { address: String, reason: String },
+    /// A TCP endpoint without an API key.
+    #[error("no API key for the server at {url}: set cli.api_key (or HEADSCALE_CLI_API_KEY) to a key made with `ironscale apikeys create` on the server")]
+    NoApiKey { url: String },
+    /// An API key with characters no header can carry (its text is not shown).
+    #[error("cli.api_key is not an API key: it has spaces or characters outside ASCII (expected hskey-api-<prefix>-<secret>)")]
+    BadApiKey,
+    /// The TLS client could not be set up (no CA certificates).
+    #[error("cannot connect to {url} over TLS: {reason}")]
+    TlsSetup { url: String, reason: String },
+    /// Nobody answers at the address (refused, no route, no such host).
+    #[error("cannot reach the ironscale server at {url}: {reason} (is cli.address the host:port of its server_url, and is it running?)")]
+    Down { url: String, reason: String },
+    /// A plain http:// endpoint whose answer is no HTTP (a TLS port).
+    #[error("the server at {url} does not answer HTTP: is it https:// (its server_url)?")]
+    NotHttp { url: String },
+    /// The server's certificate is not trusted.
+    #[error("the server at {url} is not trusted: {reason} (or set cli.insecure: true to skip the check)")]
+    Certificate { url: String, reason: String },
+    /// No answer within `cli.timeout`.
+    #[error("the server at {url} did not answer within {} (cli.timeout)", humanize(*.after))]
+    Timeout { url: String, after: Duration },
+    /// The server refused the API key (missing, wrong, expired or deleted).
+    #[error("the server at {url} refused the API key (401): it is wrong, expired or deleted; create one with `ironscale apikeys create` on the server")]
+    Unauthorized { url: String },
     /// A request that could not be built (a path that is no URI).
     #[error("invalid request {path:?}: {source}")]
     Request { path: String, source: http::Error },
@@ -88,6 +159,14 @@ pub enum ClientError {
     Decode(#[source] serde_json::Error),
 }
 
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 fn server_message(status: StatusCode, message: &str) -> String {
     if message.is_empty() {
         format!("the server answered {status}")
@@ -108,7 +187,9 @@ impl ClientError {
         }
     }
 
-    /// The server could not be reached at all (as opposed to refusing).
+    /// The local socket has no server behind it (as opposed to refusing).
+    /// A remote server that cannot be reached is not "unreachable" here:
+    /// callers that fall back to local work do so only for the socket.
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
@@ -142,6 +223,14 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of a server's main listener (`cli.address`), checked here:
+    /// the address parses, the key is set, TLS has roots to verify with.
+    pub fn remote(o: RemoteOptions) -> Result<Self> {
+        Ok(Client {
+            endpoint: Endpoint::Tcp(Remote::new(o)?),
+        })
+    }
+
     /// A client of the server listening on this unix socket.
     pub fn unix(socket: impl Into<PathBuf>) -> Self {
         Client {
@@ -442,7 +531,33 @@ impl Client {
     }
 
     /// One HTTP/1.1 exchange on a fresh connection: the status and body.
+    /// Over TCP: bounded by the timeout, and a 401 is [`ClientError::Unauthorized`].
     async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
+        let Endpoint::Tcp(r) = &self.endpoint else {
+            return self.exchange_once(method, path, body).await;
+        };
+        let (status, bytes) =
+            match tokio::time::timeout(r.timeout, self.exchange_once(method, path, body)).await {
+                Ok(res) => res?,
+                Err(_) => {
+                    return Err(ClientError::Timeout {
+                        url: r.url.clone(),
+                        after: r.timeout,
+                    })
+                }
+            };
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(ClientError::Unauthorized { url: r.url.clone() });
+        }
+        Ok((status, bytes))
+    }
+
+    async fn exchange_once(
         &self,
         method: Method,
         path: &str,
@@ -450,21 +565,35 @@ impl Client {
     ) -> Result<(StatusCode, Bytes)> {
         let io = self.endpoint.connect().await?;
         let http = |context: &'static str| {
-            let endpoint = self.endpoint.describe();
-            move |source| ClientError::Http {
-                endpoint,
-                context,
-                source,
+            let endpoint = &self.endpoint;
+            move |source: hyper::Error| match endpoint {
+                Endpoint::Tcp(r) if r.tls.is_none() && source.is_parse() => {
+                    ClientError::NotHttp { url: r.url.clone() }
+                }
+                _ => ClientError::Http {
+                    endpoint: endpoint.describe(),
+                    context,
+                    source,
+                },
             }
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(http("HTTP handshake"))?;
         let driver = tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, "localhost")
+        let mut req = Request::builder().method(method);
+        req = match &self.endpoint {
+            Endpoint::Unix(_) => req.uri(path).header(header::HOST, "localhost"),
+            Endpoint::Tcp(r) => {
+                let mut auth = header::HeaderValue::try_from(format!("Bearer {}", r.key.expose()))
+                    .map_err(|_| ClientError::BadApiKey)?;
+                auth.set_sensitive(true);
+                req.uri(format!("{}{path}", r.prefix))
+                    .header(header::HOST, r.authority.as_str())
+                    .header(header::AUTHORIZATION, auth)
+            }
+        };
+        let req = req
             .header(header::ACCEPT, "application/json")
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body));
