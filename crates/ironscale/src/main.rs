@@ -123,23 +123,23 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Cmd::Users(c) => {
             let cfg = load_config(cfg_path, true)?;
-            cli::run_users(c, &cfg.unix_socket, out).await?;
+            cli::run_users(c, &cli::client(&cfg)?, out).await?;
         }
         Cmd::Preauthkeys(c) => {
             let cfg = load_config(cfg_path, true)?;
-            cli::run_preauthkeys(c, &cfg.unix_socket, out).await?;
+            cli::run_preauthkeys(c, &cli::client(&cfg)?, out).await?;
         }
         Cmd::Apikeys(c) => {
             let cfg = load_config(cfg_path, true)?;
-            cli::run_apikeys(c, &cfg.unix_socket, out).await?;
+            cli::run_apikeys(c, &cli::client(&cfg)?, out).await?;
         }
         Cmd::Nodes(c) => {
             let cfg = load_config(cfg_path, true)?;
-            cli::run_nodes(c, &cfg.unix_socket, out).await?;
+            cli::run_nodes(c, &cli::client(&cfg)?, out).await?;
         }
         Cmd::Auth(c) => {
             let cfg = load_config(cfg_path, true)?;
-            cli::run_auth(c, &cfg.unix_socket, out).await?;
+            cli::run_auth(c, &cli::client(&cfg)?, out).await?;
         }
         Cmd::Routes { args } => return Err(cli::legacy_routes(&args)),
         Cmd::Policy(cli::policy::PolicyCmd::Conformance { dir }) => {
@@ -148,8 +148,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Policy(cli::policy::PolicyCmd::Check { file }) => {
             // With a reachable server, check against the live tailnet; else locally.
             return match load_config(cfg_path, true) {
-                Ok(cfg) if cfg.unix_socket.exists() => {
-                    cli::policy::check_remote(&file, &cfg.unix_socket).await
+                Ok(cfg) if cfg.cli.address.is_some() || cfg.unix_socket.exists() => {
+                    cli::policy::check_remote(&file, &cli::client(&cfg)?).await
                 }
                 _ => cli::policy::check_local(&file),
             };
@@ -163,7 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Cmd::Policy(c) => {
             let cfg = load_config(cfg_path, true)?;
-            return cli::policy::remote(c, &cfg.unix_socket, out).await;
+            return cli::policy::remote(c, &cli::client(&cfg)?, out).await;
         }
     }
     Ok(std::process::ExitCode::SUCCESS)

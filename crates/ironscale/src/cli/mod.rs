@@ -1,6 +1,8 @@
 //! The Headscale-style admin CLI (`users`, `preauthkeys`, `nodes`): clap
-//! types, and runners that talk to the running server's REST API over its
-//! local unix socket (the `unix_socket` of the config; no API key needed).
+//! types, and runners that talk to the running server's REST API: over its
+//! local unix socket (the `unix_socket` of the config; no API key needed),
+//! or, when `cli.address` is set, over TCP to its main listener with
+//! `cli.api_key` (see [`client`]).
 //!
 //! Output: a readable table by default; `-o json`, `-o json-line` and
 //! `-o yaml` print what Headscale's CLI prints for the same command: the
@@ -28,10 +30,10 @@ mod routes;
 mod users;
 
 use std::io::IsTerminal;
-use std::path::Path;
 
 use anyhow::bail;
-use ironscale_api::client::Client;
+use ironscale_api::client::{ApiKey, Client, RemoteOptions};
+use ironscale_config::Config;
 
 pub use apikeys::ApikeysCmd;
 pub use auth::AuthCmd;
@@ -45,37 +47,48 @@ pub use users::UsersCmd;
 // ---------------------------------------------------------------------------
 // Runners (what main.rs calls)
 
-pub async fn run_users(cmd: UsersCmd, socket: &Path, out: Output) -> anyhow::Result<()> {
-    emit(users::users(cmd, &Client::unix(socket), out, &terminal_confirm).await?)
+/// The client every API command uses: `cli.address` with `cli.api_key`
+/// (and `cli.timeout`, `cli.insecure`) when an address is set, else the
+/// local `unix_socket`. Skipping certificate checks is said on stderr.
+pub fn client(cfg: &Config) -> anyhow::Result<Client> {
+    let Some(address) = &cfg.cli.address else {
+        return Ok(Client::unix(&cfg.unix_socket));
+    };
+    let c = Client::remote(RemoteOptions {
+        address: address.clone(),
+        api_key: ApiKey::new(cfg.cli.api_key.expose()),
+        timeout: cfg.cli.timeout,
+        insecure: cfg.cli.insecure,
+    })?;
+    if let ironscale_api::client::Endpoint::Tcp(r) = c.endpoint() {
+        if r.skips_verification() {
+            eprintln!(
+                "WARNING: cli.insecure is set: the certificate of {} is NOT verified; anyone on the way can read the API key and answer in the server's place",
+                r.url()
+            );
+        }
+    }
+    Ok(c)
 }
 
-pub async fn run_preauthkeys(
-    cmd: PreauthkeysCmd,
-    socket: &Path,
-    out: Output,
-) -> anyhow::Result<()> {
-    emit(preauthkeys::preauthkeys(cmd, &Client::unix(socket), out, chrono::Utc::now()).await?)
+pub async fn run_users(cmd: UsersCmd, c: &Client, out: Output) -> anyhow::Result<()> {
+    emit(users::users(cmd, c, out, &terminal_confirm).await?)
 }
 
-pub async fn run_apikeys(cmd: ApikeysCmd, socket: &Path, out: Output) -> anyhow::Result<()> {
-    emit(apikeys::apikeys(cmd, &Client::unix(socket), out, chrono::Utc::now()).await?)
+pub async fn run_preauthkeys(cmd: PreauthkeysCmd, c: &Client, out: Output) -> anyhow::Result<()> {
+    emit(preauthkeys::preauthkeys(cmd, c, out, chrono::Utc::now()).await?)
 }
 
-pub async fn run_nodes(cmd: NodesCmd, socket: &Path, out: Output) -> anyhow::Result<()> {
-    emit(
-        nodes::nodes(
-            cmd,
-            &Client::unix(socket),
-            out,
-            &terminal_confirm,
-            chrono::Utc::now(),
-        )
-        .await?,
-    )
+pub async fn run_apikeys(cmd: ApikeysCmd, c: &Client, out: Output) -> anyhow::Result<()> {
+    emit(apikeys::apikeys(cmd, c, out, chrono::Utc::now()).await?)
 }
 
-pub async fn run_auth(cmd: AuthCmd, socket: &Path, out: Output) -> anyhow::Result<()> {
-    emit(auth::auth(cmd, &Client::unix(socket), out, chrono::Utc::now()).await?)
+pub async fn run_nodes(cmd: NodesCmd, c: &Client, out: Output) -> anyhow::Result<()> {
+    emit(nodes::nodes(cmd, c, out, &terminal_confirm, chrono::Utc::now()).await?)
+}
+
+pub async fn run_auth(cmd: AuthCmd, c: &Client, out: Output) -> anyhow::Result<()> {
+    emit(auth::auth(cmd, c, out, chrono::Utc::now()).await?)
 }
 
 /// What a command prints: data on stdout, remarks on stderr.

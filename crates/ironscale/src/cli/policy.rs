@@ -95,10 +95,10 @@ pub fn check_local(file: &Path) -> anyhow::Result<std::process::ExitCode> {
 /// `get` and `set` through the running server.
 pub async fn remote(
     cmd: PolicyCmd,
-    socket: &Path,
+    c: &Client,
     out: Output,
 ) -> anyhow::Result<std::process::ExitCode> {
-    crate::cli::emit(remote_with(cmd, &Client::unix(socket), out).await?)?;
+    crate::cli::emit(remote_with(cmd, c, out).await?)?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -181,10 +181,12 @@ pub async fn direct(cmd: PolicyCmd, cfg: &Config) -> anyhow::Result<std::process
 }
 
 /// `policy check` with a running server: compile against the live tailnet.
-pub async fn check_remote(file: &Path, socket: &Path) -> anyhow::Result<std::process::ExitCode> {
+/// Check through the server (`c`); a local socket with no server behind it
+/// falls back to [`check_local`] (a remote server that cannot be reached is an error).
+pub async fn check_remote(file: &Path, c: &Client) -> anyhow::Result<std::process::ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    match Client::unix(socket).check_policy(&text).await {
+    match c.check_policy(&text).await {
         Ok(_) => {
             println!(
                 "{}: policy is valid (checked against the running tailnet)",
