@@ -395,3 +395,81 @@ fn remote_cli_over_tls_with_an_api_key() {
         assert!(!log.contains(secret), "a key shows in the server log");
     }
 }
+
+/// A real `tailscaled` 1.96.4 registers with a pre-auth key made through the
+/// remote CLI, run in a lab host of its own (another network namespace, as an
+/// admin's laptop would be), and the remote `nodes list` shows the node as the
+/// local one does. Needs root (network namespaces, TUN); see `ironscale-testkit`.
+#[test]
+fn tailscaled_registers_with_a_key_made_remotely() {
+    use ironscale_testkit::{
+        install_clients, output_text, require_root, Lab, ServerProc, Tailscaled,
+    };
+    let must = |r: ironscale_testkit::Result<()>| r.unwrap_or_else(|e| panic!("{e}"));
+    must(require_root());
+    let clients = install_clients().unwrap_or_else(|e| panic!("{e}"));
+    let lab = Lab::new("isi-rcli").unwrap_or_else(|e| panic!("{e}"));
+    let hub = lab.hub_ip();
+    let pki = TestPki::create(&lab.dir().join("pki"), &[hub.to_string()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    const PORT: u16 = 8443;
+    let server = ServerProc::start(
+        &lab,
+        Some(std::path::Path::new(BIN)),
+        serde_json::json!({
+            "server_url": format!("https://{hub}:{PORT}"),
+            "listen_addr": format!("{hub}:{PORT}"),
+            "tls_cert_path": pki.cert.to_string_lossy(),
+            "tls_key_path": pki.key.to_string_lossy(),
+            "derp": {"server": {"tls_listen_addr": null}},
+        }),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    must(server.create_user("alice"));
+    let key = server
+        .cli_ok(&["apikeys", "create"])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trim()
+        .to_string();
+
+    let admin = lab.add_host("admin").unwrap_or_else(|e| panic!("{e}"));
+    let ca = pki.ca_cert.to_string_lossy().into_owned();
+    let addr = format!("{hub}:{PORT}");
+    let remote = |args: &[&str]| {
+        let o = admin
+            .command(BIN)
+            .args(args)
+            .env("HEADSCALE_CLI_ADDRESS", &addr)
+            .env("HEADSCALE_CLI_API_KEY", &key)
+            .env("SSL_CERT_FILE", &ca)
+            .env("IRONSCALE_DATA_DIR", lab.dir().join("admin-data"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ironscale in the admin host");
+        assert!(o.status.success(), "remote {args:?}: {}", output_text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let pk = remote(&["preauthkeys", "create", "--user", "alice"])
+        .trim()
+        .to_string();
+    assert!(pk.starts_with("hskey-auth-"), "{pk}");
+
+    let host = lab.add_host("a").unwrap_or_else(|e| panic!("{e}"));
+    let a = Tailscaled::start(&host, &clients, "ts", &[("SSL_CERT_FILE", ca.as_str())])
+        .unwrap_or_else(|e| panic!("{e}"));
+    must(a.up_ok(&server.url(), Some(&pk), "laptop", &[]));
+    must(a.wait_running(Duration::from_secs(30)));
+
+    let listed = remote(&["nodes", "list", "-o", "json"]);
+    let nodes: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(nodes[0]["given_name"], "laptop", "{listed}");
+    assert_eq!(nodes[0]["user"]["name"], "alice", "{listed}");
+    let local = server
+        .cli_ok(&["nodes", "list", "-o", "json"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed, local, "remote and local listings differ");
+    // The key was used once and is spent.
+    let keys = remote(&["preauthkeys", "list", "-o", "json"]);
+    assert!(keys.contains("\"used\": true"), "{keys}");
+}
