@@ -530,6 +530,21 @@ impl Loader {
                 c.cli.address = Some(v.to_string());
             }
         }
+        // Headscale's CLI speaks gRPC to grpc_listen_addr; ours speaks REST
+        // to the main listener. A Headscale config pointing there fails.
+        let port = |a: &str| {
+            a.rsplit(':')
+                .next()
+                .map(|p| p.trim_end_matches('/').to_string())
+        };
+        if let (Some(a), Some(g)) = (&c.cli.address, &c.grpc_listen_addr) {
+            if !a.contains("://") && port(a).is_some() && port(a) == port(g) {
+                self.warn(
+                    "cli.address",
+                    format!("{a:?} is the port of grpc_listen_addr ({g}), but ironscale serves no gRPC: the CLI talks REST to the main listener, so give the host:port of server_url"),
+                );
+            }
+        }
         if let Some(v) = self.s("cli.api_key") {
             c.cli.api_key = Secret::new(v.trim());
         }

@@ -1067,6 +1067,17 @@ fn cli_keys_from_the_file_and_the_environment() {
     assert_eq!(c.cli.address.as_deref(), Some("b.example:443"));
     assert!(!c.cli.insecure);
 
+    // A Headscale config whose cli.address is its gRPC port: a warning.
+    let text = "server_url: https://hs.example.com\ngrpc_listen_addr: 0.0.0.0:50443\ndatabase:\n  sqlite:\n    path: /TESTDIR/db\ndns:\n  base_domain: t.internal\ncli:\n  address: hs.example.com:50443\n";
+    let s = setup(text);
+    let (_, w) = expect_ok(Config::load(&s.config));
+    assert!(
+        w.iter()
+            .any(|d| d.key == "cli.address" && d.message.contains("serves no gRPC")),
+        "{}",
+        render(&w)
+    );
+
     let mut env = base;
     env.push(var("HEADSCALE_CLI_TIMEOUT", "0s"));
     let e = expect_err(Config::load_with_env(None, &env));
