@@ -89,7 +89,7 @@ fn start(s: &Setup) -> Server {
         .arg(&s.cfg)
         .arg("serve")
         .env("NO_COLOR", "1")
-        .env("RUST_LOG", "debug")
+        .env("IRONSCALE_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
@@ -256,6 +256,13 @@ fn remote_cli_over_tls_with_an_api_key() {
         &key,
         &["policy", "set", "-f", &policy.display().to_string()],
     );
+    let pf = policy.display().to_string();
+    same(&s, &key, &["policy", "check", "-f", &pf]);
+    let checked = text(&remote(&s, &key, &["policy", "check", "-f", &pf])).0;
+    assert!(
+        checked.contains("checked against the running tailnet"),
+        "{checked}"
+    );
     same(&s, &key, &["policy", "get"]);
     same(&s, &key, &["policy", "get", "-o", "json"]);
 
@@ -390,6 +397,8 @@ fn remote_cli_over_tls_with_an_api_key() {
         log.contains("API request refused"),
         "the refusals are logged:\n{log}"
     );
+    assert!(log.contains("DEBUG"), "the server logged at debug level");
+    eprintln!("server log: {} lines", log.lines().count());
     for k in [&key, &wrong, &expired, &deleted] {
         let secret = &k[k.len() - 20..];
         assert!(!log.contains(secret), "a key shows in the server log");
