@@ -75,8 +75,9 @@ impl ApiKeyVerifier for StateApiKeys {
 }
 
 /// Slows down sources that keep presenting bad keys: from the third failure
-/// in a row, each attempt waits 250 ms, doubling up to 8 s, before it is
-/// checked; a success or ten quiet minutes forget the source.
+/// in a row, each further refusal is answered 250 ms later, doubling up to
+/// 8 s; a request with a valid key is never delayed, and a success or ten
+/// quiet minutes forget the source.
 #[derive(Default)]
 struct FailureLimiter {
     by_source:
@@ -249,18 +250,22 @@ async fn require_api_key(
                 .or_else(|| h.strip_prefix("bearer "))
         })
         .map(str::trim);
-    if let Some(ip) = source {
-        let wait = limiter.delay(ip);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
     let identity = match key {
         Some(k) if !k.is_empty() => v.verify(k).await,
         _ => None,
     };
+    // Only refusals wait: a valid key is never slowed down by failures from
+    // the same address (a NAT, a stale key in another tool).
     if let Some(ip) = source {
-        limiter.record(ip, identity.is_some());
+        if identity.is_none() {
+            let wait = limiter.delay(ip);
+            limiter.record(ip, false);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        } else {
+            limiter.record(ip, true);
+        }
     }
     match identity {
         Some(prefix) => {

@@ -1481,3 +1481,55 @@ async fn a_huge_body_is_refused_as_json() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert_error_body(&v);
 }
+
+/// Refusals from a source are slowed down; a valid key from the same source
+/// is not. (The bounds are wide on purpose: a refusal waits at least its
+/// delay; the valid request would have waited 2 s and must take less.)
+#[tokio::test]
+async fn failures_slow_down_refusals_but_never_a_valid_key() {
+    let e = env().await;
+    let app = crate::network_router(e.state.clone());
+    let (_, key) = e.state.create_api_key(None).await.expect("key");
+    let from = |auth: String| {
+        let mut req = Request::builder()
+            .uri("/api/v1/user")
+            .header("authorization", auth)
+            .body(Body::empty())
+            .expect("request");
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [192, 0, 2, 9],
+                40000,
+            ))));
+        req
+    };
+    let bad = "Bearer hskey-api-abcdefghijkl-nope".to_string();
+    let mut last_refusal = std::time::Duration::ZERO;
+    for _ in 0..6 {
+        let t = std::time::Instant::now();
+        let resp = app
+            .clone()
+            .oneshot(from(bad.clone()))
+            .await
+            .expect("infallible");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        last_refusal = t.elapsed();
+    }
+    assert!(
+        last_refusal >= std::time::Duration::from_secs(1),
+        "{last_refusal:?}"
+    );
+    let t = std::time::Instant::now();
+    let resp = app
+        .clone()
+        .oneshot(from(format!("Bearer {key}")))
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    // It would have waited 2 s had it been treated as the seventh attempt.
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(1500),
+        "a valid key waited {:?}",
+        t.elapsed()
+    );
+}
