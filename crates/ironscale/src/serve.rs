@@ -23,8 +23,24 @@ fn init_logging(cfg: &Config) {
         _ => "info".into(),
     };
     // Our crates at the configured level, dependencies one notch quieter.
-    let default = format!("warn,ironscale={level},ironscale_control={level},ironscale_state={level},ironscale_relay={level},ironscale_api={level},ironscale_store={level}");
+    let ours = [
+        "ironscale",
+        "ironscale_control",
+        "ironscale_state",
+        "ironscale_relay",
+        "ironscale_api",
+        "ironscale_store",
+        "ironscale_runtime",
+        "ironscale_derpmap",
+        "ironscale_http",
+    ];
+    let mut default = String::from("warn");
+    for c in ours {
+        default.push_str(&format!(",{c}={level}"));
+    }
+    // IRONSCALE_LOG, else the usual RUST_LOG, else the configured level.
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRONSCALE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colours only on a terminal (not in journald, files or pipes), and never with NO_COLOR.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
