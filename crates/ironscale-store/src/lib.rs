@@ -23,6 +23,9 @@
 //!   text; the key itself is returned once, at creation.
 //! * Deleting a user who still owns nodes is refused ([`StoreError::UserHasNodes`]);
 //!   the user's pre-auth keys are deleted with the user (`ON DELETE CASCADE`).
+//! * The audit log (`audit_log`) is append-only: [`Store::append_audit`] and
+//!   [`Store::list_audit`] (newest first); its `detail` is JSON text the
+//!   store does not read.
 
 mod keys;
 mod migrate;
@@ -38,8 +41,8 @@ use std::time::Duration;
 
 use ironscale_config::DatabaseConfig;
 use ironscale_types::{
-    ApiKey, Node, NodeId, NodePresence, NodePublic, PreAuthKey, RegisterMethod, Timestamp, User,
-    UserId,
+    ApiKey, AuditEntry, Node, NodeId, NodePresence, NodePublic, PreAuthKey, RegisterMethod,
+    Timestamp, User, UserId,
 };
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
@@ -647,6 +650,14 @@ operations! {
     fn delete_api_key(id: u64) -> ();
     /// Record that the key authenticated a request at `now`.
     fn touch_api_key(id: u64, now: Timestamp) -> ();
+
+    // ---- audit log
+    /// Append an entry (`entry.id` is ignored; the stored entry, with its
+    /// id, is returned).
+    fn append_audit(entry: &AuditEntry) -> AuditEntry;
+    /// The newest `limit` entries written at or after `since` (all when
+    /// `None`), newest first (by id: the order they were written).
+    fn list_audit(since: Option<Timestamp>, limit: u32) -> Vec<AuditEntry>;
 
     // ---- settings
     fn kv_get(key: &str) -> Option<String>;

@@ -28,10 +28,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_node_approved.sql"),
         postgres: include_str!("../migrations/postgres/0002_node_approved.sql"),
     },
+    Migration {
+        version: 3,
+        name: "audit_log",
+        sqlite: include_str!("../migrations/sqlite/0003_audit_log.sql"),
+        postgres: include_str!("../migrations/postgres/0003_audit_log.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.
-pub const LATEST_VERSION: i64 = 2;
+pub const LATEST_VERSION: i64 = 3;
 
 pub(crate) async fn current_version(pool: &AnyPool) -> Result<i64, StoreError> {
     let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")

@@ -3,14 +3,14 @@
 //! inside its transaction. Only this module and `rows.rs` hold SQL.
 
 use ironscale_types::{
-    ApiKey, Node, NodeId, NodePresence, NodePublic, PreAuthKey, Timestamp, User, UserId,
+    ApiKey, AuditEntry, Node, NodeId, NodePresence, NodePublic, PreAuthKey, Timestamp, User, UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
 use crate::rows::{
     self, bool_to_db, id_to_db, json_strings, ts, ts_opt, DbValue, NodeRow, APIKEY_COLUMNS,
-    NODE_COLUMNS, PREAUTH_COLUMNS, USER_COLUMNS,
+    AUDIT_COLUMNS, NODE_COLUMNS, PREAUTH_COLUMNS, USER_COLUMNS,
 };
 use crate::{column_in, keys, map_err, NewUser, NodeUpdate, Result, StoreError};
 
@@ -542,6 +542,39 @@ pub(crate) async fn list_preauth_keys(
         }
     };
     rows.iter().map(rows::preauth_from_row).collect()
+}
+
+// ---- audit log -----------------------------------------------------------
+
+pub(crate) async fn append_audit(c: &mut AnyConnection, entry: &AuditEntry) -> Result<AuditEntry> {
+    let sql = format!(
+        "INSERT INTO audit_log (at, actor, action, target, result, detail) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {AUDIT_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(ts(entry.at))
+        .bind(entry.actor.as_str())
+        .bind(entry.action.as_str())
+        .bind(entry.target.as_str())
+        .bind(entry.result.as_str())
+        .bind(entry.detail.as_str())
+        .fetch_one(&mut *c)
+        .await?;
+    rows::audit_from_row(&row)
+}
+
+pub(crate) async fn list_audit(
+    c: &mut AnyConnection,
+    since: Option<Timestamp>,
+    limit: u32,
+) -> Result<Vec<AuditEntry>> {
+    let sql =
+        format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE at >= $1 ORDER BY id DESC LIMIT $2");
+    let rows: Vec<AnyRow> = sqlx::query(&sql)
+        .bind(since.map_or(i64::MIN, ts))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter().map(rows::audit_from_row).collect()
 }
 
 // ---- settings --------------------------------------------------------------

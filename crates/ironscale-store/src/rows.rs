@@ -14,8 +14,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use ironscale_types::{
-    ApiKey, DiscoPublic, MachinePublic, Node, NodeId, NodePresence, NodePublic, PreAuthKey,
-    RegisterMethod, Timestamp, User, UserId,
+    ApiKey, AuditEntry, DiscoPublic, MachinePublic, Node, NodeId, NodePresence, NodePublic,
+    PreAuthKey, RegisterMethod, Timestamp, User, UserId,
 };
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -30,6 +30,8 @@ pub(crate) const NODE_COLUMNS: &str = "id, machine_key, node_key, disco_key, ipv
      last_seen, register_method, auth_key_id, ephemeral, capver, approved";
 
 pub(crate) const APIKEY_COLUMNS: &str = "id, prefix, hash, expiration, created_at, last_seen";
+
+pub(crate) const AUDIT_COLUMNS: &str = "id, at, actor, action, target, result, detail";
 
 pub(crate) const PREAUTH_COLUMNS: &str =
     "id, prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at";
@@ -393,6 +395,20 @@ pub(crate) fn apikey_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
         expiration: ts_from_opt(T, id, "expiration", get(row, T, "expiration")?)?,
         created_at: ts_from(T, id, "created_at", get(row, T, "created_at")?)?,
         last_seen: ts_from_opt(T, id, "last_seen", get(row, T, "last_seen")?)?,
+    })
+}
+
+pub(crate) fn audit_from_row(row: &AnyRow) -> Result<AuditEntry, StoreError> {
+    const T: &str = "audit_log";
+    let id: i64 = get(row, T, "id")?;
+    Ok(AuditEntry {
+        id: id_from(T, id, "id", id)?,
+        at: ts_from(T, id, "at", get(row, T, "at")?)?,
+        actor: get(row, T, "actor")?,
+        action: get(row, T, "action")?,
+        target: get(row, T, "target")?,
+        result: get(row, T, "result")?,
+        detail: get(row, T, "detail")?,
     })
 }
 

@@ -6,7 +6,8 @@ use chrono::{Duration, TimeZone, Utc};
 use ironscale_store::testpg::TestPg;
 use ironscale_store::{sqlite_config, Backend, NewUser, Store, StoreError};
 use ironscale_types::{
-    DiscoPublic, MachinePublic, Node, NodeId, NodePublic, RegisterMethod, Timestamp, UserId,
+    AuditEntry, DiscoPublic, MachinePublic, Node, NodeId, NodePublic, RegisterMethod, Timestamp,
+    UserId,
 };
 
 fn t0() -> Timestamp {
@@ -441,6 +442,84 @@ async fn concurrency(s: &Store) {
     assert_eq!(wins, 1);
 }
 
+/// The audit log: appended entries come back newest first, filtered by
+/// time and limited; the store keeps every field as given.
+async fn audit_log(s: &Store) {
+    assert_eq!(s.list_audit(None, 100).await.expect("list"), vec![]);
+    let entry = |i: i64, action: &str| AuditEntry {
+        id: 0,
+        at: t0() + Duration::minutes(i),
+        actor: if i % 2 == 0 {
+            "local-socket".into()
+        } else {
+            "api-key:abcdefghijkl".into()
+        },
+        action: action.into(),
+        target: format!("user:{i}"),
+        result: if i == 2 {
+            "user \"alice\" already exists".into()
+        } else {
+            "ok".into()
+        },
+        detail: format!(r#"{{"n":{i},"name":"ünï"}}"#),
+    };
+    let mut stored = Vec::new();
+    for (i, action) in [
+        (0, "user.create"),
+        (1, "node.rename"),
+        (2, "user.create"),
+        (3, "policy.set"),
+    ] {
+        let e = s.append_audit(&entry(i, action)).await.expect("append");
+        assert_eq!(
+            AuditEntry { id: 0, ..e.clone() },
+            entry(i, action),
+            "stored as given"
+        );
+        stored.push(e);
+    }
+    assert!(stored.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+    // An entry stamped earlier than the last still lists by write order.
+    let late = s
+        .append_audit(&entry(-10, "apikey.create"))
+        .await
+        .expect("append");
+    stored.push(late.clone());
+
+    let newest_first: Vec<AuditEntry> = stored.iter().rev().cloned().collect();
+    assert_eq!(s.list_audit(None, 100).await.expect("list"), newest_first);
+    assert_eq!(
+        s.list_audit(None, 2).await.expect("list"),
+        newest_first[..2].to_vec()
+    );
+    assert_eq!(s.list_audit(None, 0).await.expect("list"), vec![]);
+    // since: at or after, inclusive.
+    let since = s
+        .list_audit(Some(t0() + Duration::minutes(2)), 100)
+        .await
+        .expect("list");
+    assert_eq!(since, vec![stored[3].clone(), stored[2].clone()]);
+    assert_eq!(
+        s.list_audit(Some(t0() + Duration::days(1)), 100)
+            .await
+            .expect("list"),
+        vec![]
+    );
+    // Inside a transaction too (the same operation).
+    let mut tx = s.begin().await.expect("begin");
+    let in_tx = tx
+        .append_audit(&entry(9, "node.delete"))
+        .await
+        .expect("append");
+    tx.rollback().await.expect("rollback");
+    assert!(!s
+        .list_audit(None, 100)
+        .await
+        .expect("list")
+        .iter()
+        .any(|e| e.id == in_tx.id && e.action == "node.delete"));
+}
+
 async fn whole_suite(s: &Store) {
     assert_eq!(
         s.schema_version().await.expect("version"),
@@ -451,6 +530,7 @@ async fn whole_suite(s: &Store) {
     preauth_keys(s).await;
     kv(s).await;
     concurrency(s).await;
+    audit_log(s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -209,6 +209,26 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
+/// One entry of the audit log: a change asked through the CLI, the local
+/// socket or the REST API, and its outcome. Never holds a secret (the API
+/// layer that writes it names keys by id or prefix only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Assigned by the store, increasing in the order entries were written.
+    pub id: u64,
+    pub at: Timestamp,
+    /// `local-socket` or `api-key:<prefix>`.
+    pub actor: String,
+    /// What was asked, e.g. `user.create`, `node.rename`.
+    pub action: String,
+    /// What it was asked of (a user, a node id, a key's id or prefix).
+    pub target: String,
+    /// `ok`, or the error the request was refused with.
+    pub result: String,
+    /// More about the change, a JSON object as text (`{}` when none).
+    pub detail: String,
+}
+
 /// A pre-authentication key. Only the hash of the secret part is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreAuthKey {
