@@ -15,6 +15,7 @@
 //!   CLI and a future web UI.
 
 mod apikeys;
+mod audit;
 mod clock;
 mod commit;
 mod error;
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 pub use apikeys::{display_prefix, normalize_prefix, parse_api_key, API_KEY_PREFIX};
 use arc_swap::ArcSwap;
+pub use audit::{redact_secrets, AUDIT_LIST_MAX};
 use ipnet::{Ipv4Net, Ipv6Net};
 use ironscale_ipam::{Allocator, Strategy};
 use ironscale_keys::NodePublic;
