@@ -615,6 +615,26 @@ impl Client {
         driver.abort();
         Ok((status, bytes))
     }
+
+    // ----- audit log -----
+
+    /// Audit log entries written at or after `since` (all when `None`),
+    /// newest first, at most `limit` (the server's default, 100, when `None`).
+    pub async fn list_audit(
+        &self,
+        since: Option<dto::Timestamp>,
+        limit: Option<u32>,
+    ) -> Result<Vec<dto::AuditEntry>> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(t) = since {
+            q.push(("since", dto::format_ts(&t)));
+        }
+        if let Some(n) = limit {
+            q.push(("limit", n.to_string()));
+        }
+        let r: dto::ListAuditResponse = self.get(&with_query("/api/v1/audit", &q)).await?;
+        Ok(r.entries)
+    }
 }
 
 /// A 2xx JSON body (empty reads as `{}`), or the server's error.

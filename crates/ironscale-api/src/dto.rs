@@ -723,6 +723,52 @@ pub struct HealthResponse {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Empty {}
 
+/// One audit log entry (`GET /api/v1/audit`; not a Headscale route).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    #[serde(with = "id")]
+    #[schemars(with = "String")]
+    pub id: u64,
+    #[serde(with = "ts")]
+    #[schemars(with = "Timestamp")]
+    pub at: Timestamp,
+    /// `local-socket` or `api-key:<prefix>`.
+    pub actor: String,
+    /// e.g. `user.create`, `node.rename`, `preauthkey.create`.
+    pub action: String,
+    #[serde(default)]
+    pub target: String,
+    /// `ok`, or the error the request was refused with.
+    pub result: String,
+    /// More about the change (an object; `{}` when there is nothing more).
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+impl AuditEntry {
+    pub fn from_entry(e: &ironscale_types::AuditEntry) -> AuditEntry {
+        AuditEntry {
+            id: e.id,
+            at: e.at,
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            result: e.result.clone(),
+            // Written by this crate as an object; anything else is shown as text.
+            detail: serde_json::from_str(&e.detail)
+                .unwrap_or_else(|_| serde_json::Value::String(e.detail.clone())),
+        }
+    }
+}
+
+/// `GET /api/v1/audit?since=<RFC 3339>&limit=<n>`: newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ListAuditResponse {
+    #[serde(default)]
+    pub entries: Vec<AuditEntry>,
+}
+
 /// What a node serves now (Headscale's `subnet_routes`): the subnet routes
 /// it is the elected primary for, and its approved exit routes while online.
 fn serving(v: &ironscale_state::NodeView) -> Vec<ipnet::IpNet> {

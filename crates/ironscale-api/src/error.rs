@@ -95,6 +95,9 @@ impl IntoResponse for ApiError {
             message: self.message,
             details: vec![],
         };
-        (self.status, Json(body)).into_response()
+        let text = crate::audit::ErrorText(body.message.clone());
+        let mut resp = (self.status, Json(body)).into_response();
+        resp.extensions_mut().insert(text);
+        resp
     }
 }

@@ -4,7 +4,9 @@
 //! `preauth_key_views`, ...): no joins here.
 //!
 //! Every mutating handler takes the [`Caller`] and logs it with what it
-//! changed (ids, names, tags; never a pre-auth key's or API key's secret).
+//! changed (ids, names, tags; never a pre-auth key's or API key's secret),
+//! and notes the target and detail of its audit log entry on the [`Audit`]
+//! handle (the same things, never a request body verbatim).
 
 use std::collections::HashMap;
 
@@ -20,7 +22,7 @@ use ironscale_types::{NodeId, RegisterMethod, UserId, UserRef};
 use serde::de::DeserializeOwned;
 
 use crate::dto::{self, parse_id};
-use crate::{ApiError, Caller};
+use crate::{ApiError, Audit, Caller};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
@@ -175,13 +177,16 @@ pub async fn list_users(
 pub async fn create_user(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     b: Body,
 ) -> ApiResult<dto::UserResponse> {
     let req: dto::CreateUserRequest = body(&b)?;
+    audit.target(format!("user:{}", req.name));
     let u = state
         .create_user(&req.name, &req.display_name, &req.email)
         .await?;
     tracing::info!(%caller, user = %u.name, id = u.id.0, "user created");
+    audit.detail("id", u.id.0.to_string());
     Ok(Json(dto::UserResponse {
         user: dto::User::from_view(&state.user_view_of(&u)),
     }))
@@ -190,9 +195,12 @@ pub async fn create_user(
 pub async fn rename_user(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<dto::UserResponse> {
     let (old, new) = path(p)?;
+    audit.target(format!("user:{old}"));
+    audit.detail("newName", &new);
     let id = user_id(&old)?;
     let u = state.rename_user(&UserRef::Id(UserId(id)), &new).await?;
     tracing::info!(%caller, id, user = %u.name, "user renamed");
@@ -204,11 +212,15 @@ pub async fn rename_user(
 pub async fn delete_user(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<dto::Empty> {
-    let id = user_id(&path(p)?)?;
+    let raw = path(p)?;
+    audit.target(format!("user:{raw}"));
+    let id = user_id(&raw)?;
     let u = state.delete_user(&UserRef::Id(UserId(id))).await?;
     tracing::info!(%caller, id, user = %u.name, "user deleted");
+    audit.detail("name", &u.name);
     Ok(empty())
 }
 
@@ -235,9 +247,17 @@ pub async fn list_preauth_keys(
 pub async fn create_preauth_key(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     b: Body,
 ) -> ApiResult<dto::PreAuthKeyResponse> {
     let req: dto::CreatePreAuthKeyRequest = body(&b)?;
+    match req.user.as_ref().filter(|u| !u.0.is_empty()) {
+        Some(u) => audit.target(format!("user:{}", u.0)),
+        None => audit.target("tagged"),
+    }
+    audit.detail("reusable", req.reusable);
+    audit.detail("ephemeral", req.ephemeral);
+    audit.detail("tags", &req.acl_tags);
     let user = match req.user.as_ref().filter(|u| !u.0.is_empty()) {
         Some(raw) => Some(UserRef::Id(UserId(
             raw.parse()
@@ -256,6 +276,10 @@ pub async fn create_preauth_key(
         .await?;
     tracing::info!(%caller, id = k.id, user = ?k.user_id.map(|u| u.0), tags = ?k.tags, reusable = k.reusable,
         ephemeral = k.ephemeral, "pre-auth key created");
+    audit.target(format!("preauthkey:{}", k.prefix));
+    audit.detail("id", k.id.to_string());
+    audit.detail("user", k.user_id.map(|u| u.0.to_string()));
+    audit.detail("expiration", k.expiration.as_ref().map(dto::format_ts));
     Ok(Json(dto::PreAuthKeyResponse {
         pre_auth_key: dto::PreAuthKey::from_view(&state.preauth_key_view_of(&k), full),
     }))
@@ -264,9 +288,19 @@ pub async fn create_preauth_key(
 pub async fn expire_preauth_key(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     b: Body,
 ) -> ApiResult<dto::Empty> {
     let req: dto::ExpirePreAuthKeyRequest = body(&b)?;
+    // Named by id, or by its text: only the prefix of that is noted.
+    match (&req.id, &req.key) {
+        (Some(id), _) if !id.0.is_empty() => audit.target(format!("preauthkey:id={}", id.0)),
+        (_, Some(key)) if !key.is_empty() => audit.target(format!(
+            "preauthkey:{}",
+            ironscale_state::redact_secrets(key)
+        )),
+        _ => {}
+    }
     let target = match (&req.id, &req.key) {
         (Some(id), _) if !id.0.is_empty() => id
             .parse()
@@ -277,6 +311,8 @@ pub async fn expire_preauth_key(
     };
     let k = state.expire_preauth_key(&target).await?;
     tracing::info!(%caller, id = k.id, "pre-auth key expired");
+    audit.target(format!("preauthkey:{}", k.prefix));
+    audit.detail("id", k.id.to_string());
     Ok(empty())
 }
 
@@ -295,21 +331,34 @@ pub async fn list_api_keys(AxState(state): AxState<State>) -> ApiResult<dto::Lis
 pub async fn create_api_key(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     b: Body,
 ) -> ApiResult<dto::CreateApiKeyResponse> {
     let req: dto::CreateApiKeyRequest = body(&b)?;
+    audit.detail("expiration", req.expiration.as_ref().map(dto::format_ts));
     let (k, text) = state.create_api_key(req.expiration).await?;
     tracing::info!(%caller, id = k.id, prefix = %k.prefix, expiration = ?k.expiration, "API key created");
+    audit.target(format!("apikey:{}", k.prefix));
+    audit.detail("id", k.id.to_string());
     Ok(Json(dto::CreateApiKeyResponse { api_key: text }))
 }
 
-/// Exactly one of an id and a prefix names a key.
+/// Exactly one of an id and a prefix names a key. A whole key given as the
+/// prefix names the key by its prefix (its secret goes no further).
 fn api_key_target(
+    audit: &Audit,
     id: Option<&str>,
     prefix: Option<&str>,
 ) -> Result<(Option<u64>, Option<String>), ApiError> {
     let id = id.filter(|s| !s.is_empty());
-    let prefix = prefix.filter(|s| !s.is_empty());
+    let prefix = prefix
+        .filter(|s| !s.is_empty())
+        .map(|p| ironscale_state::parse_api_key(p).map_or(p, |(prefix, _)| prefix));
+    match (id, prefix) {
+        (Some(i), _) => audit.target(format!("apikey:id={i}")),
+        (None, Some(p)) => audit.target(format!("apikey:{}", ironscale_state::normalize_prefix(p))),
+        (None, None) => {}
+    }
     match (id, prefix) {
         (Some(_), Some(_)) => Err(ApiError::invalid(
             "give the API key's id or its prefix, not both",
@@ -326,13 +375,19 @@ fn api_key_target(
 pub async fn expire_api_key(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     b: Body,
 ) -> ApiResult<dto::Empty> {
     let req: dto::ExpireApiKeyRequest = body(&b)?;
-    let (id, prefix) =
-        api_key_target(req.id.as_ref().map(|i| i.0.as_str()), req.prefix.as_deref())?;
+    let (id, prefix) = api_key_target(
+        &audit,
+        req.id.as_ref().map(|i| i.0.as_str()),
+        req.prefix.as_deref(),
+    )?;
     let k = state.expire_api_key(id, prefix.as_deref()).await?;
     tracing::info!(%caller, id = k.id, prefix = %k.prefix, "API key expired");
+    audit.target(format!("apikey:{}", k.prefix));
+    audit.detail("id", k.id.to_string());
     Ok(empty())
 }
 
@@ -340,14 +395,17 @@ pub async fn expire_api_key(
 pub async fn delete_api_key(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     prefix: Option<Path<String>>,
     q: Params,
 ) -> ApiResult<dto::Empty> {
     let q = params(q)?;
     let prefix = prefix.map(|Path(p)| p);
-    let (id, prefix) = api_key_target(q.get("id").map(String::as_str), prefix.as_deref())?;
+    let (id, prefix) = api_key_target(&audit, q.get("id").map(String::as_str), prefix.as_deref())?;
     let k = state.delete_api_key(id, prefix.as_deref()).await?;
     tracing::info!(%caller, id = k.id, prefix = %k.prefix, "API key deleted");
+    audit.target(format!("apikey:{}", k.prefix));
+    audit.detail("id", k.id.to_string());
     Ok(empty())
 }
 
@@ -390,22 +448,29 @@ pub async fn get_node(
 pub async fn delete_node(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<dto::Empty> {
-    let id = node_id(&path(p)?)?;
+    let raw = path(p)?;
+    audit.target(format!("node:{raw}"));
+    let id = node_id(&raw)?;
     let n = state.delete_node(id).await?;
     tracing::info!(%caller, node = id.0, name = %n.given_name, "node deleted");
+    audit.detail("name", &n.given_name);
     Ok(empty())
 }
 
 pub async fn expire_node(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     p: Result<Path<String>, PathRejection>,
     q: Params,
     b: Body,
 ) -> ApiResult<dto::NodeResponse> {
-    let id = node_id(&path(p)?)?;
+    let raw = path(p)?;
+    audit.target(format!("node:{raw}"));
+    let id = node_id(&raw)?;
     let q = params(q)?;
     let mut req: dto::ExpireNodeRequest = body(&b)?;
     if let Some(raw) = q.get("expiry").filter(|s| !s.is_empty()) {
@@ -423,6 +488,8 @@ pub async fn expire_node(
     }
     let n = state.expire_node(id, req.expiry).await?;
     tracing::info!(%caller, node = id.0, name = %n.given_name, expiry = ?n.expiry, "node expired");
+    audit.detail("name", &n.given_name);
+    audit.detail("expiry", n.expiry.as_ref().map(dto::format_ts));
     Ok(Json(one_node(&state, id).await?))
 }
 
@@ -431,20 +498,27 @@ pub async fn expire_node(
 pub async fn approve_node(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     p: Result<Path<String>, PathRejection>,
 ) -> ApiResult<dto::NodeResponse> {
-    let id = node_id(&path(p)?)?;
+    let raw = path(p)?;
+    audit.target(format!("node:{raw}"));
+    let id = node_id(&raw)?;
     let n = state.approve_node(id).await?;
     tracing::info!(%caller, node = id.0, name = %n.given_name, "node approved");
+    audit.detail("name", &n.given_name);
     Ok(Json(one_node(&state, id).await?))
 }
 
 pub async fn rename_node(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<dto::NodeResponse> {
     let (raw, new) = path(p)?;
+    audit.target(format!("node:{raw}"));
+    audit.detail("newName", &new);
     let id = node_id(&raw)?;
     let n = state.rename_node(id, &new).await?;
     tracing::info!(%caller, node = id.0, name = %n.given_name, "node renamed");
@@ -457,11 +531,15 @@ pub async fn rename_node(
 pub async fn set_tags(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     p: Result<Path<String>, PathRejection>,
     b: Body,
 ) -> ApiResult<dto::NodeResponse> {
-    let id = node_id(&path(p)?)?;
+    let raw = path(p)?;
+    audit.target(format!("node:{raw}"));
+    let id = node_id(&raw)?;
     let req: dto::SetTagsRequest = body(&b)?;
+    audit.detail("tags", &req.tags);
     let n = state.set_node_tags(id, req.tags).await?;
     tracing::info!(%caller, node = id.0, name = %n.given_name, tags = ?n.tags, "node tags set");
     Ok(Json(one_node(&state, id).await?))
@@ -471,11 +549,15 @@ pub async fn set_tags(
 pub async fn approve_routes(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     p: Result<Path<String>, PathRejection>,
     b: Body,
 ) -> ApiResult<dto::NodeResponse> {
-    let id = node_id(&path(p)?)?;
+    let raw = path(p)?;
+    audit.target(format!("node:{raw}"));
+    let id = node_id(&raw)?;
     let req: dto::ApproveRoutesRequest = body(&b)?;
+    audit.detail("routes", &req.routes);
     let mut routes = Vec::new();
     for r in &req.routes {
         routes.push(
@@ -495,11 +577,14 @@ pub async fn approve_routes(
 pub async fn move_node(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     p: Result<Path<String>, PathRejection>,
     q: Params,
     b: Body,
 ) -> ApiResult<dto::NodeResponse> {
-    let id = node_id(&path(p)?)?;
+    let raw_id = path(p)?;
+    audit.target(format!("node:{raw_id}"));
+    let id = node_id(&raw_id)?;
     let q = params(q)?;
     let req: dto::MoveNodeRequest = body(&b)?;
     let raw = req
@@ -508,6 +593,7 @@ pub async fn move_node(
         .or_else(|| q.get("user").cloned())
         .unwrap_or_default();
     let raw = raw.trim();
+    audit.detail("user", raw);
     if raw.is_empty() {
         return Err(ApiError::invalid(
             "give the user to move the node to (\"user\": its id)",
@@ -531,9 +617,11 @@ pub async fn move_node(
 pub async fn backfill_node_ips(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     q: Params,
     b: Body,
 ) -> ApiResult<dto::BackfillNodeIpsResponse> {
+    audit.target("nodes");
     #[derive(serde::Deserialize, Default)]
     #[serde(default)]
     struct Req {
@@ -551,6 +639,7 @@ pub async fn backfill_node_ips(
     }
     let changes = state.backfill_node_ips().await?;
     tracing::info!(%caller, changes = changes.len(), "node addresses backfilled");
+    audit.detail("changes", changes.len());
     Ok(Json(dto::BackfillNodeIpsResponse { changes }))
 }
 
@@ -571,9 +660,12 @@ fn registration_id(raw: &str) -> Result<RegistrationId, ApiError> {
 async fn complete_registration(
     state: &State,
     caller: &Caller,
+    audit: &Audit,
     raw_id: &str,
     raw_user: &str,
 ) -> ApiResult<dto::NodeResponse> {
+    audit.target(format!("registration:{}", raw_id.trim()));
+    audit.detail("user", raw_user.trim());
     let id = registration_id(raw_id)?;
     if raw_user.trim().is_empty() {
         return Err(ApiError::invalid(
@@ -589,6 +681,8 @@ async fn complete_registration(
     let node = state.approve_registration(&id, approval).await?;
     tracing::info!(%caller, registration = %id, node = node.id.0, name = %node.given_name,
         user = %user.name, "interactive registration approved");
+    audit.detail("node", node.id.0.to_string());
+    audit.detail("name", &node.given_name);
     Ok(Json(one_node(state, node.id).await?))
 }
 
@@ -597,12 +691,13 @@ async fn complete_registration(
 pub async fn register_node(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     q: Params,
 ) -> ApiResult<dto::NodeResponse> {
     let q = params(q)?;
     let key = q.get("key").map(String::as_str).unwrap_or_default();
     let user = q.get("user").map(String::as_str).unwrap_or_default();
-    complete_registration(&state, &caller, key, user).await
+    complete_registration(&state, &caller, &audit, key, user).await
 }
 
 /// `POST /api/v1/auth/register` `{"user": "<name>", "authId": "<id>"}`
@@ -610,10 +705,11 @@ pub async fn register_node(
 pub async fn auth_register(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     b: Body,
 ) -> ApiResult<dto::NodeResponse> {
     let req: dto::AuthRegisterRequest = body(&b)?;
-    complete_registration(&state, &caller, &req.auth_id, &req.user).await
+    complete_registration(&state, &caller, &audit, &req.auth_id, &req.user).await
 }
 
 /// `POST /api/v1/auth/approve` `{"authId": "<id>"}`. Headscale approves an
@@ -623,9 +719,11 @@ pub async fn auth_register(
 pub async fn auth_approve(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     b: Body,
 ) -> ApiResult<dto::Empty> {
     let req: dto::AuthIdRequest = body(&b)?;
+    audit.target(format!("registration:{}", req.auth_id.trim()));
     let id = registration_id(&req.auth_id)?;
     let Some(p) = state.pending_registration(&id) else {
         return Err(StateError::RegistrationNotFound(id.to_string()).into());
@@ -661,9 +759,11 @@ pub async fn list_pending_registrations(
 pub async fn auth_reject(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     b: Body,
 ) -> ApiResult<dto::Empty> {
     let req: dto::AuthIdRequest = body(&b)?;
+    audit.target(format!("registration:{}", req.auth_id.trim()));
     let id = registration_id(&req.auth_id)?;
     let host = state
         .pending_registration(&id)
@@ -702,9 +802,12 @@ fn policy_error(e: impl std::fmt::Display) -> ApiError {
 pub async fn set_policy(
     AxState(state): AxState<State>,
     caller: Caller,
+    audit: Audit,
     b: Body,
 ) -> ApiResult<dto::PolicyResponse> {
+    audit.target("policy");
     let req: dto::PolicyRequest = body(&b)?;
+    audit.detail("bytes", req.policy.len());
     if !state.settings().policy_in_database {
         return Err(ApiError::invalid(
             "update is disabled for modes other than 'database': policy.mode is file, edit the policy file instead (it is reloaded on change and on SIGHUP)",
@@ -713,6 +816,7 @@ pub async fn set_policy(
     match state.set_policy_in_database(&req.policy).await {
         Ok(warnings) => {
             tracing::info!(%caller, bytes = req.policy.len(), warnings = warnings.len(), "policy set");
+            audit.detail("warnings", warnings.len());
             for w in warnings {
                 tracing::warn!("policy: {w}");
             }
@@ -734,4 +838,42 @@ pub async fn check_policy(AxState(state): AxState<State>, b: Body) -> ApiResult<
         Ok(_) => Ok(empty()),
         Err(e) => Err(policy_error(e)),
     }
+}
+
+// ---- audit log ----------------------------------------------------------------
+
+/// `GET /api/v1/audit?since=<RFC 3339>&limit=<n>` (not a Headscale route;
+/// `ironscale audit list`): the newest `limit` entries (default 100, at
+/// most 10000) written at or after `since`, newest first.
+pub async fn list_audit(
+    AxState(state): AxState<State>,
+    q: Params,
+) -> ApiResult<dto::ListAuditResponse> {
+    let q = params(q)?;
+    let since = match q.get("since").filter(|s| !s.is_empty()) {
+        Some(raw) => dto::parse_ts(raw)
+            .map_err(|e| ApiError::invalid(format!("invalid since {raw:?}: {e} (use RFC 3339)")))?,
+        None => None,
+    };
+    let limit = match q.get("limit").filter(|s| !s.is_empty()) {
+        Some(raw) => raw.parse::<u32>().map_err(|_| {
+            ApiError::invalid(format!(
+                "invalid limit {raw:?}: expected a number of entries"
+            ))
+        })?,
+        None => 100,
+    };
+    if limit > ironscale_state::AUDIT_LIST_MAX {
+        return Err(ApiError::invalid(format!(
+            "limit {limit} is more than {}",
+            ironscale_state::AUDIT_LIST_MAX
+        )));
+    }
+    let entries = state
+        .audit_entries(since, limit)
+        .await?
+        .iter()
+        .map(dto::AuditEntry::from_entry)
+        .collect();
+    Ok(Json(dto::ListAuditResponse { entries }))
 }

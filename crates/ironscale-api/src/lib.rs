@@ -3,7 +3,9 @@
 //! Routers are versioned: `/api/v1` is a nested router, and the auth layer
 //! ([`authenticate`]) sits around everything mounted beside it. The layer
 //! hands each handler the [`Caller`] (an extractor); every mutating handler
-//! logs who changed what.
+//! logs who changed what, and the audit layer (`audit.rs`) records every
+//! mutating request, accepted or refused, in the audit log
+//! (`GET /api/v1/audit`).
 //!
 //! The same [`Router`] is served on the local unix socket without
 //! authentication (like Headscale's CLI socket; `ironscale_http::serve_unix`) and, with
@@ -17,6 +19,7 @@
 //! With the `client` feature, [`client::Client`] is the typed client of
 //! these routes (the CLI's), speaking the same [`dto`] types.
 
+mod audit;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod dto;
@@ -40,6 +43,7 @@ use axum::Router;
 use http::request::Parts;
 use ironscale_state::State;
 
+pub use audit::Audit;
 pub use error::ApiError;
 use routes::v1;
 
@@ -181,7 +185,7 @@ pub fn router(state: State) -> Router {
 /// layer.
 pub fn router_with_auth(state: State, auth: Auth) -> Router {
     let app = Router::new()
-        .nest("/api/v1", v1().with_state(state))
+        .nest("/api/v1", audited(v1(), state))
         .fallback(handlers::not_found);
     authenticate(app, auth)
 }
@@ -196,7 +200,7 @@ pub fn network_router(state: State) -> Router {
     // listener (Headplane probes `/swagger/v1/openapiv2.json` and reads a
     // 404 as "Headscale 0.28"), not a 401.
     require_key_on(
-        Router::new().nest("/api/v1", v1().with_state(state)),
+        Router::new().nest("/api/v1", audited(v1(), state)),
         keys,
         true,
     )
@@ -229,6 +233,14 @@ fn require_key_on(routes: Router, v: Arc<dyn ApiKeyVerifier>, routes_only: bool)
     } else {
         routes.layer(layer)
     }
+}
+
+/// `routes` with their state, each mutating request recorded in the audit
+/// log (see `audit.rs`; inside the auth layer, so the caller is known).
+fn audited(routes: Router<State>, state: State) -> Router {
+    routes
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, audit::record))
 }
 
 async fn require_api_key(

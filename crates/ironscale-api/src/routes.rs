@@ -143,6 +143,9 @@ pub fn table() -> Vec<Route> {
             query: [], request: [dto::PolicyRequest], response: dto::PolicyResponse),
         route!(POST "/policy/check", h::check_policy, "Compile a policy against the tailnet without installing it",
             query: [], request: [dto::PolicyRequest], response: dto::Empty),
+        route!(GET "/audit", h::list_audit, "The audit log, newest first (not a Headscale route)",
+            query: [("since", "RFC 3339: entries written at or after it"), ("limit", "at most this many entries (default 100, at most 10000)")],
+            request: [], response: dto::ListAuditResponse),
     ]
 }
 

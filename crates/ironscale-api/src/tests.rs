@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use crate::golden::{assert_shape, golden, Lenient};
 use crate::{authenticate, router, router_with_auth, Auth, Caller};
 
+mod audit;
 mod node_admin;
 mod register;
 

@@ -47,6 +47,9 @@ enum Cmd {
     /// Manage API keys of the REST API (Headplane, scripts, the remote CLI).
     #[command(subcommand, visible_aliases = ["apikey", "api-keys"])]
     Apikeys(cli::ApikeysCmd),
+    /// The audit log: every change through the CLI, the socket or the API.
+    #[command(subcommand)]
+    Audit(cli::AuditCmd),
     /// Manage nodes.
     #[command(subcommand, visible_aliases = ["node", "machines", "machine"])]
     Nodes(cli::NodesCmd),
@@ -132,6 +135,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Cmd::Apikeys(c) => {
             let cfg = load_config(cfg_path, true)?;
             cli::run_apikeys(c, &cli::client(&cfg)?, out).await?;
+        }
+        Cmd::Audit(c) => {
+            let cfg = load_config(cfg_path, true)?;
+            cli::run_audit(c, &cli::client(&cfg)?, out).await?;
         }
         Cmd::Nodes(c) => {
             let cfg = load_config(cfg_path, true)?;

@@ -21,6 +21,7 @@
 //! (they start a real API server on a temporary socket).
 
 mod apikeys;
+mod audit;
 mod auth;
 mod nodes;
 mod output;
@@ -36,6 +37,7 @@ use ironscale_api::client::{ApiKey, Client, RemoteOptions};
 use ironscale_config::Config;
 
 pub use apikeys::ApikeysCmd;
+pub use audit::AuditCmd;
 pub use auth::AuthCmd;
 pub use nodes::NodesCmd;
 pub use output::Output;
@@ -81,6 +83,10 @@ pub async fn run_preauthkeys(cmd: PreauthkeysCmd, c: &Client, out: Output) -> an
 
 pub async fn run_apikeys(cmd: ApikeysCmd, c: &Client, out: Output) -> anyhow::Result<()> {
     emit(apikeys::apikeys(cmd, c, out, chrono::Utc::now()).await?)
+}
+
+pub async fn run_audit(cmd: AuditCmd, c: &Client, out: Output) -> anyhow::Result<()> {
+    emit(audit::audit(cmd, c, out, chrono::Utc::now()).await?)
 }
 
 pub async fn run_nodes(cmd: NodesCmd, c: &Client, out: Output) -> anyhow::Result<()> {
