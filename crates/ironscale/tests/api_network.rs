@@ -184,11 +184,60 @@ fn the_api_over_tls_needs_a_valid_api_key() {
     // A second key, deleted: refused.
     let key2 = s.cli(&["apikeys", "create"]).trim().to_string();
     assert_eq!(s.get_with_key(&key2, "/api/v1/node").0, 200);
+    let h = format!("Authorization: Bearer {key2}");
+    let (st, body) = s.curl(&[
+        "-H",
+        &h,
+        "-X",
+        "POST",
+        "-d",
+        r#"{"name":"erin"}"#,
+        "/api/v1/user",
+    ]);
+    assert_eq!(st, 200, "{body}");
     s.cli(&["apikeys", "delete", "--prefix", &key2[10..22]]);
     assert_eq!(s.get_with_key(&key2, "/api/v1/node").0, 401);
 
     // The control protocol's public routes need no key.
     assert_eq!(s.curl(&["/key?v=130"]).0, 200);
+
+    // The audit log: who did what, through the socket and over TLS, and
+    // neither key's secret.
+    let audit = s.cli(&["audit", "list", "-o", "json"]);
+    let entries: serde_json::Value = serde_json::from_str(&audit).expect("json");
+    let got: Vec<(String, String, String)> = entries
+        .as_array()
+        .expect("a list")
+        .iter()
+        .rev()
+        .map(|e| {
+            let f = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (f("actor"), f("action"), f("target"))
+        })
+        .collect();
+    let sock = "local-socket".to_string();
+    let t = |a: &str, b: &str, c: String| (a.to_string(), b.to_string(), c);
+    assert_eq!(
+        got,
+        [
+            t(&sock, "apikey.create", format!("apikey:{}", &key[10..22])),
+            t(&sock, "apikey.expire", format!("apikey:{}", &key[10..22])),
+            t(&sock, "apikey.create", format!("apikey:{}", &key2[10..22])),
+            t(
+                &format!("api-key:{}", &key2[10..22]),
+                "user.create",
+                "user:erin".into()
+            ),
+            t(&sock, "apikey.delete", format!("apikey:{}", &key2[10..22])),
+        ],
+        "{audit}"
+    );
+    for k in [&key, &key2] {
+        assert!(
+            !audit.contains(&k[23..]),
+            "a key's secret is in the audit log"
+        );
+    }
 
     // Neither key is in the server's log or the database.
     let log = std::fs::read_to_string(s.log()).expect("log");
