@@ -1534,3 +1534,37 @@ async fn failures_slow_down_refusals_but_never_a_valid_key() {
         t.elapsed()
     );
 }
+
+/// Expiring a pre-auth key by its text compares the prefix only, and an
+/// unknown key's error does not repeat its secret.
+#[tokio::test]
+async fn expiring_an_unknown_preauth_key_does_not_echo_its_secret() {
+    let e = env().await;
+    let secret = "s".repeat(64);
+    let (st, body) = e
+        .post(
+            "/api/v1/preauthkey/expire",
+            json!({"key": format!("hskey-auth-AAAAAAAAAAAA-{secret}")}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
+    assert!(!body.to_string().contains(&secret), "{body}");
+    // Text that merely contains a real key's prefix does not expire it.
+    let user = e.user("alice").await;
+    let (k, _) = e
+        .state
+        .create_preauth_key(Some(&UserRef::Id(UserId(user))), false, false, None, vec![])
+        .await
+        .expect("key");
+    let (st, _) = e
+        .post(
+            "/api/v1/preauthkey/expire",
+            json!({"key": format!("xx{}yy", k.prefix)}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = e
+        .post("/api/v1/preauthkey/expire", json!({"key": k.prefix}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+}

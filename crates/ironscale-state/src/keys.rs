@@ -50,14 +50,27 @@ impl State {
     pub async fn expire_preauth_key(&self, id_or_prefix: &str) -> Result<PreAuthKey> {
         let _w = self.inner.write.lock().await;
         let keys = self.inner.store.list_preauth_keys(None).await?;
+        // An id, a prefix, or a whole key (`hskey-auth-<prefix>-<secret>`, or
+        // a legacy key, which starts with its prefix); only the prefix is
+        // compared, and an error never repeats a secret.
+        let prefix = match id_or_prefix.strip_prefix("hskey-auth-") {
+            Some(rest) => rest.get(..12).unwrap_or(rest),
+            None => id_or_prefix,
+        };
         let k = keys
             .into_iter()
             .find(|k| {
                 k.id.to_string() == id_or_prefix
-                    || k.prefix == id_or_prefix
-                    || id_or_prefix.contains(&k.prefix)
+                    || k.prefix == prefix
+                    || (id_or_prefix.len() > k.prefix.len() && id_or_prefix.starts_with(&k.prefix))
             })
-            .ok_or_else(|| StateError::KeyNotFound(id_or_prefix.to_string()))?;
+            .ok_or_else(|| {
+                StateError::KeyNotFound(if id_or_prefix.len() > 24 {
+                    format!("{}…", id_or_prefix.chars().take(23).collect::<String>())
+                } else {
+                    id_or_prefix.to_string()
+                })
+            })?;
         self.inner
             .store
             .expire_preauth_key(k.id, self.now())
