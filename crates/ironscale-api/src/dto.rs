@@ -154,11 +154,13 @@ impl LooseId {
     }
 }
 
-/// Parse a positive decimal id (Headscale answers 400 to anything else).
+/// Parse a positive decimal id (Headscale answers 400 to anything else). The
+/// store's ids are SQL `BIGINT`s, so one past `i64::MAX` is no id either (it
+/// was a 500 from the store, found by schemathesis).
 pub fn parse_id(s: &str) -> Option<u64> {
     match s.trim().parse::<u64>() {
-        Ok(0) | Err(_) => None,
-        Ok(v) => Some(v),
+        Ok(v) if v > 0 && i64::try_from(v).is_ok() => Some(v),
+        _ => None,
     }
 }
 
@@ -1049,6 +1051,8 @@ mod tests {
         assert_eq!(r.id.as_ref().and_then(LooseId::parse), Some(12));
         assert_eq!(parse_id("0"), None);
         assert_eq!(parse_id("-1"), None);
+        assert_eq!(parse_id("9223372036854775807"), Some(i64::MAX as u64));
+        assert_eq!(parse_id("9223372036854775808"), None);
     }
 
     #[test]

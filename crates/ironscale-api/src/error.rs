@@ -30,8 +30,10 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code::NOT_FOUND, message)
     }
+    /// A request for something this server does not do: the client's to
+    /// change, so a 400 (with gRPC's UNIMPLEMENTED code), never a 5xx.
     pub fn unimplemented(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, code::UNIMPLEMENTED, message)
+        Self::new(StatusCode::BAD_REQUEST, code::UNIMPLEMENTED, message)
     }
     pub fn unauthenticated() -> Self {
         Self::new(

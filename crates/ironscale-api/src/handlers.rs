@@ -365,7 +365,7 @@ fn api_key_target(
         )),
         (None, None) => Err(ApiError::invalid("give the API key's \"prefix\" or \"id\"")),
         (Some(i), None) => Ok((
-            Some(i.parse().map_err(|_| ApiError::bad_id("API key", i))?),
+            Some(parse_id(i).ok_or_else(|| ApiError::bad_id("API key", i))?),
             None,
         )),
         (None, Some(p)) => Ok((None, Some(p.to_string()))),

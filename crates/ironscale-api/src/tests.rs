@@ -1568,3 +1568,46 @@ async fn expiring_an_unknown_preauth_key_does_not_echo_its_secret() {
         .await;
     assert_eq!(st, StatusCode::OK);
 }
+
+/// Found by schemathesis: `disableExpiry` (not supported) was a 501; bad
+/// input is never a 5xx.
+#[tokio::test]
+async fn disabling_expiry_is_a_client_error() {
+    let e = env().await;
+    e.user("alice").await;
+    let id = e.node("laptop", Some("alice"), &[]).await;
+    let uri = format!("/api/v1/node/{}/expire", id.0);
+    let (s, v) = e.post(&uri, json!({"disableExpiry": true})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_error_body(&v);
+    let (s, v) = e
+        .post(&format!("{uri}?disableExpiry=true"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+}
+
+/// Found by schemathesis: an id past `i64::MAX` reached the store (500).
+#[tokio::test]
+async fn ids_past_the_stores_range_are_bad_ids() {
+    let e = env().await;
+    let big = "9223372036854775808";
+    for (m, uri, b) in [
+        (
+            Method::POST,
+            "/api/v1/apikey/expire".to_string(),
+            Some(json!({"id": 9223372036854775808u64})),
+        ),
+        (Method::DELETE, format!("/api/v1/apikey/?id={big}"), None),
+        (
+            Method::POST,
+            "/api/v1/preauthkey/expire".to_string(),
+            Some(json!({"id": big})),
+        ),
+        (Method::GET, format!("/api/v1/node/{big}"), None),
+        (Method::DELETE, format!("/api/v1/user/{big}"), None),
+    ] {
+        let (s, v) = send(&e.app, m.clone(), &uri, b).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{m} {uri}: {v}");
+        assert_error_body(&v);
+    }
+}

@@ -146,8 +146,33 @@ async fn key_handler(AxState(ctl): AxState<Arc<Control>>, Query(q): Query<KeyQue
     .into_response()
 }
 
-async fn health(AxState(ctl): AxState<Arc<Control>>) -> Response {
-    match ctl.state.health().await {
+/// The Headscale version whose API and behaviour ironscale follows, as
+/// `/version` reports it: tools that read `/version` (Headplane, scripts)
+/// take `version` as the Headscale version to talk to, so it is Headscale's
+/// (0.28: the `hskey-api-` keys, `/api/v1/node/{id}/user`, `/auth/register`),
+/// and ironscale's own version is `ironscale`.
+pub const HEADSCALE_COMPATIBLE_VERSION: &str = "v0.28.0";
+
+/// `/health` and `/version`, for every listener (control, metrics, the
+/// embedded DERP's own TLS port, the admin socket). `/health` is public: a
+/// generic `{"status": "pass"|"fail"}`, the details only in the server log.
+pub fn service_router(state: State) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .with_state(state)
+}
+
+async fn version() -> Response {
+    Json(serde_json::json!({
+        "version": HEADSCALE_COMPATIBLE_VERSION,
+        "ironscale": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+async fn health(AxState(state): AxState<State>) -> Response {
+    match state.health().await {
         Ok(()) => Json(serde_json::json!({ "status": "pass" })).into_response(),
         // The route is public: the details (paths, hosts, driver messages)
         // stay in the server log (State::health logs them).
@@ -164,11 +189,11 @@ pub fn router(ctl: Arc<Control>) -> Router {
     Router::new()
         .route("/key", get(key_handler))
         .route("/ts2021", any(ts2021::upgrade))
-        .route("/health", get(health))
         .route("/register/{id}", get(login::page))
         .route(
             "/machine/ping-response",
             get(probe::answered).head(probe::answered),
         )
-        .with_state(ctl)
+        .with_state(ctl.clone())
+        .merge(service_router(ctl.state.clone()))
 }

@@ -184,8 +184,10 @@ pub fn render(f: &Figures) -> String {
     o
 }
 
+/// `/metrics`, and `/health` and `/version` as on every listener.
 pub fn router(src: Sources) -> axum::Router {
     use axum::routing::get;
+    let state = src.state.clone();
     axum::Router::new()
         .route(
             "/metrics",
@@ -202,7 +204,7 @@ pub fn router(src: Sources) -> axum::Router {
                 }
             }),
         )
-        .route("/health", get(|| async { "ok\n" }))
+        .merge(ironscale_control::service_router(state))
 }
 
 #[cfg(test)]

@@ -399,7 +399,8 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
                 .with_context(|| format!("binding derp.server.tls_listen_addr {addr}"))?;
             let (tls, router, stop) = (
                 tls.clone(),
-                ironscale_relay::router(ds.clone()),
+                ironscale_relay::router(ds.clone())
+                    .merge(ironscale_control::service_router(state.clone())),
                 sup.stopped(),
             );
             sup.spawn(format!("DERP listener {addr}"), async move {
@@ -424,7 +425,8 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
     }
 
     // Admin API on the local unix socket (what the CLI uses).
-    let api = ironscale_api::router(state.clone());
+    let api = ironscale_api::router(state.clone())
+        .merge(ironscale_control::service_router(state.clone()));
     let sock_path = cfg.unix_socket.clone();
     if let Some(dir) = sock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
