@@ -199,9 +199,18 @@ pub fn network_router(state: State) -> Router {
     // On the routes only: a path that is no route stays a plain 404 for the
     // listener (Headplane probes `/swagger/v1/openapiv2.json` and reads a
     // 404 as "Headscale 0.28"), not a 401.
+    network_router_with(state, keys, Arc::new(FailureLimiter::default()))
+}
+
+fn network_router_with(
+    state: State,
+    keys: Arc<dyn ApiKeyVerifier>,
+    limiter: Arc<FailureLimiter>,
+) -> Router {
     require_key_on(
         Router::new().nest("/api/v1", audited(v1(), state)),
         keys,
+        limiter,
         true,
     )
 }
@@ -216,14 +225,18 @@ pub fn authenticate(routes: Router, auth: Auth) -> Router {
                 next.run(req).await
             },
         )),
-        Auth::ApiKey(v) => require_key_on(routes, v, false),
+        Auth::ApiKey(v) => require_key_on(routes, v, Arc::new(FailureLimiter::default()), false),
     }
 }
 
 /// `routes` behind API keys checked by `v`: every request (`routes_only`
 /// false, the fallback included) or only those that match a route.
-fn require_key_on(routes: Router, v: Arc<dyn ApiKeyVerifier>, routes_only: bool) -> Router {
-    let limiter = Arc::new(FailureLimiter::default());
+fn require_key_on(
+    routes: Router,
+    v: Arc<dyn ApiKeyVerifier>,
+    limiter: Arc<FailureLimiter>,
+    routes_only: bool,
+) -> Router {
     let layer = axum::middleware::from_fn(move |req: Request, next: Next| {
         let (v, limiter) = (v.clone(), limiter.clone());
         async move { require_api_key(v, &limiter, req, next).await }

@@ -65,8 +65,10 @@ impl State {
                     || (id_or_prefix.len() > k.prefix.len() && id_or_prefix.starts_with(&k.prefix))
             })
             .ok_or_else(|| {
-                StateError::KeyNotFound(if id_or_prefix.len() > 24 {
-                    format!("{}…", id_or_prefix.chars().take(23).collect::<String>())
+                StateError::KeyNotFound(if id_or_prefix.starts_with("hskey-auth-") {
+                    format!("hskey-auth-{prefix}-***")
+                } else if id_or_prefix.chars().count() > 24 {
+                    format!("{}-***", id_or_prefix.chars().take(12).collect::<String>())
                 } else {
                     id_or_prefix.to_string()
                 })
