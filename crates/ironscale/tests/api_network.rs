@@ -355,3 +355,212 @@ fn a_headscale_api_client_library_drives_the_server() {
     // What the library did is what the local CLI sees.
     assert!(s.cli(&["users", "list"]).contains("alice"));
 }
+
+/// A Headscale golden file (`crates/ironscale-api/testdata/headscale-api-v1`).
+fn golden(name: &str) -> (u16, serde_json::Value) {
+    let path = format!(
+        "{}/../ironscale-api/testdata/headscale-api-v1/{name}_parity.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("golden")).expect("json");
+    (
+        v["status"].as_u64().expect("status") as u16,
+        v["body"].clone(),
+    )
+}
+
+/// The golden rules: exactly the golden keys, equal scalars, `"<timestamp>"`
+/// any RFC 3339 string, `"<secret>"` any non-empty string, arrays of the
+/// golden length.
+fn same_shape(
+    ours: &serde_json::Value,
+    golden: &serde_json::Value,
+    at: &str,
+) -> Result<(), String> {
+    use serde_json::Value as V;
+    match (golden, ours) {
+        (V::String(g), V::String(o)) if g == "<timestamp>" => {
+            chrono::DateTime::parse_from_rfc3339(o)
+                .map(|_| ())
+                .map_err(|_| format!("{at}: {o:?} is not a timestamp"))
+        }
+        (V::String(g), V::String(o)) if g == "<secret>" => {
+            if o.is_empty() {
+                Err(format!("{at}: empty"))
+            } else {
+                Ok(())
+            }
+        }
+        (V::Object(g), V::Object(o)) => {
+            let (mut gk, mut ok): (Vec<_>, Vec<_>) = (g.keys().collect(), o.keys().collect());
+            gk.sort();
+            ok.sort();
+            if gk != ok {
+                return Err(format!("{at}: keys {ok:?}, golden {gk:?}"));
+            }
+            g.iter()
+                .try_for_each(|(k, gv)| same_shape(&o[k], gv, &format!("{at}.{k}")))
+        }
+        (V::Array(g), V::Array(o)) if g.len() == o.len() => g
+            .iter()
+            .zip(o)
+            .enumerate()
+            .try_for_each(|(i, (gv, ov))| same_shape(ov, gv, &format!("{at}[{i}]"))),
+        (g, o) if g == o => Ok(()),
+        (g, o) => Err(format!("{at}: {o}, golden {g}")),
+    }
+}
+
+/// Headscale's golden responses, replayed over TLS on the main listener with
+/// an API key: the statuses, and for successes the JSON shapes.
+#[test]
+fn headscale_golden_responses_over_tls() {
+    let s = Server::start();
+    let key = s.cli(&["apikeys", "create"]).trim().to_string();
+    let auth = format!("Authorization: Bearer {key}");
+    let call = |method: &str, path: &str, body: Option<&str>| -> (u16, String) {
+        let mut args = vec!["-X", method, "-H", auth.as_str()];
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        args.push(path);
+        s.curl(&args)
+    };
+    let cases: &[(&str, &str, Option<&str>, &str)] = &[
+        ("GET", "/api/v1/user", None, "TestAPIV1ListUsers_empty"),
+        (
+            "POST",
+            "/api/v1/user",
+            Some(r#"{"name":"test","displayName":"Test","email":"t@example.com","pictureUrl":""}"#),
+            "TestAPIV1CreateUser",
+        ),
+        (
+            "POST",
+            "/api/v1/user",
+            Some(r#"{"name":"test"}"#),
+            "TestAPIV1CreateUser_duplicate_name",
+        ),
+        (
+            "POST",
+            "/api/v1/user/99/rename/x",
+            None,
+            "TestAPIV1RenameUser_nonexistent",
+        ),
+        (
+            "POST",
+            "/api/v1/user/abc/rename/x",
+            None,
+            "TestAPIV1RenameUser_invalid_id",
+        ),
+        (
+            "DELETE",
+            "/api/v1/user/99",
+            None,
+            "TestAPIV1DeleteUser_nonexistent",
+        ),
+        (
+            "GET",
+            "/api/v1/preauthkey",
+            None,
+            "TestAPIV1ListPreAuthKeys_empty",
+        ),
+        (
+            "POST",
+            "/api/v1/preauthkey",
+            Some(r#"{"user":"99"}"#),
+            "TestAPIV1CreatePreAuthKey_nonexistent_user",
+        ),
+        (
+            "POST",
+            "/api/v1/preauthkey",
+            Some(r#"{"user":"abc"}"#),
+            "TestAPIV1CreatePreAuthKey_invalid_user_id",
+        ),
+        (
+            "POST",
+            "/api/v1/preauthkey/expire",
+            Some(r#"{"id":"99"}"#),
+            "TestAPIV1ExpirePreAuthKey_nonexistent",
+        ),
+        ("GET", "/api/v1/node", None, "TestAPIV1NodeList_empty"),
+        ("GET", "/api/v1/node/99", None, "TestAPIV1NodeGet_not_found"),
+        (
+            "GET",
+            "/api/v1/node/abc",
+            None,
+            "TestAPIV1NodeGet_invalid_id",
+        ),
+        (
+            "DELETE",
+            "/api/v1/node/99",
+            None,
+            "TestAPIV1NodeDelete_not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/node/99/expire",
+            None,
+            "TestAPIV1NodeExpire_not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/node/99/rename/x",
+            None,
+            "TestAPIV1NodeRename_not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/node/backfillips",
+            None,
+            "TestAPIV1NodeBackfillIPs_unconfirmed",
+        ),
+        (
+            "POST",
+            "/api/v1/apikey/expire",
+            Some("{}"),
+            "TestAPIV1ApiKeyExpire_neither_id_nor_prefix",
+        ),
+        (
+            "DELETE",
+            "/api/v1/apikey/nosuchprefix",
+            None,
+            "TestAPIV1ApiKeyDelete_not_found_by_prefix",
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (method, path, body, name) in cases {
+        let (st, text) = call(method, path, *body);
+        let (want_status, want) = golden(name);
+        let got: serde_json::Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("{name}: not JSON ({e}): {text:?}"));
+                continue;
+            }
+        };
+        if st != want_status {
+            problems.push(format!("{name}: status {st}, golden {want_status}: {text}"));
+        } else if want_status < 400 {
+            if let Err(e) = same_shape(&got, &want, "$") {
+                problems.push(format!("{name}: {e}"));
+            }
+        } else if !got["message"].as_str().is_some_and(|m| !m.is_empty()) {
+            problems.push(format!("{name}: error without a message: {text}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // Headscale's rename fixture: a user created with a name only, id 1.
+    let s2 = Server::start();
+    let key2 = s2.cli(&["apikeys", "create"]).trim().to_string();
+    s2.cli(&["users", "create", "plain"]);
+    let h = format!("Authorization: Bearer {key2}");
+    let (st, text) = s2.curl(&["-X", "POST", "-H", &h, "/api/v1/user/1/rename/bob"]);
+    let (want_status, want) = golden("TestAPIV1RenameUser");
+    assert_eq!(st, want_status, "{text}");
+    let got: serde_json::Value = serde_json::from_str(&text).expect("json");
+    if let Err(e) = same_shape(&got, &want, "$") {
+        panic!("TestAPIV1RenameUser: {e}");
+    }
+}
