@@ -545,7 +545,7 @@ fn headscale_golden_responses_over_tls() {
             if let Err(e) = same_shape(&got, &want, "$") {
                 problems.push(format!("{name}: {e}"));
             }
-        } else if !got["message"].as_str().is_some_and(|m| !m.is_empty()) {
+        } else if got["message"].as_str().is_none_or(|m| m.is_empty()) {
             problems.push(format!("{name}: error without a message: {text}"));
         }
     }
