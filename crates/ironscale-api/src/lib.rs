@@ -93,7 +93,20 @@ impl FailureLimiter {
     const FORGET: std::time::Duration = std::time::Duration::from_secs(600);
     const MAX_SOURCES: usize = 10_000;
 
+    /// IPv6 sources count by their /64 (one host may hold all of it).
+    fn source(ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                std::net::IpAddr::V6(o.into())
+            }
+            v4 => v4,
+        }
+    }
+
     fn delay(&self, ip: std::net::IpAddr) -> std::time::Duration {
+        let ip = Self::source(ip);
         let m = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
         match m.get(&ip) {
             Some((n, at)) if *n > Self::FREE && at.elapsed() < Self::FORGET => {
@@ -105,13 +118,21 @@ impl FailureLimiter {
     }
 
     fn record(&self, ip: std::net::IpAddr, ok: bool) {
+        let ip = Self::source(ip);
         let mut m = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
         if ok {
             m.remove(&ip);
             return;
         }
-        if m.len() >= Self::MAX_SOURCES {
+        if m.len() >= Self::MAX_SOURCES && !m.contains_key(&ip) {
             m.retain(|_, (_, at)| at.elapsed() < Self::FORGET);
+            if m.len() >= Self::MAX_SOURCES {
+                // Still full: forget the least recent half rather than grow.
+                let mut ages: Vec<std::time::Instant> = m.values().map(|(_, at)| *at).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                m.retain(|_, (_, at)| *at > cut);
+            }
         }
         let e = m.entry(ip).or_insert((0, std::time::Instant::now()));
         if e.1.elapsed() >= Self::FORGET {
@@ -298,7 +319,8 @@ async fn require_api_key(
             next.run(req).await
         }
         None => {
-            tracing::info!(path = %req.uri().path(), "API request refused: missing or invalid API key");
+            let path = ironscale_state::redact_secrets(req.uri().path());
+            tracing::info!(%path, "API request refused: missing or invalid API key");
             ApiError::unauthenticated().into_response()
         }
     }

@@ -91,6 +91,9 @@ impl DnsWatch {
 
     /// SIGHUP: re-read the configuration and install its DNS settings.
     async fn reload_config(&mut self) {
+        // The records file as it is before the loader reads it: an edit
+        // while the configuration loads is then seen by the next poll.
+        let before = self.records_path().and_then(|p| fingerprint(p));
         let loaded = match &self.config_path {
             Some(p) => Config::from_env_and_file(Some(p)),
             None => Config::from_env_and_file(None),
@@ -114,8 +117,9 @@ impl DnsWatch {
                 "SIGHUP: settings outside `dns` changed in the configuration; they take effect after a restart (SIGHUP reloads `dns` and the policy file)"
             );
         }
+        let same_file = self.current.dns.extra_records_path == cfg.dns.extra_records_path;
         self.current = cfg;
-        self.last = self.records_path().and_then(|p| fingerprint(p));
+        self.last = if same_file { before } else { None };
         tracing::info!(changed, "SIGHUP: DNS settings reloaded");
     }
 }

@@ -77,9 +77,15 @@ struct Verified {
     touched_at: Option<Timestamp>,
 }
 
-/// Keys that verified recently, by prefix.
+/// Keys that verified recently, by prefix, and a counter of forgets: a
+/// verification that read its row before a key was expired or deleted must
+/// not put the key back (`epoch` changed meanwhile).
 #[derive(Default)]
-pub(crate) struct ApiKeyCache(HashMap<String, Verified>);
+pub(crate) struct ApiKeyCache(HashMap<String, Verified>, u64);
+
+/// At most this many bcrypt verifications run at once (each takes a
+/// blocking thread for tens of milliseconds).
+pub(crate) const BCRYPT_SLOTS: usize = 4;
 
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
@@ -169,7 +175,9 @@ impl State {
     }
 
     fn forget_api_key(&self, prefix: &str) {
-        self.inner.api_keys.lock().0.remove(prefix);
+        let mut c = self.inner.api_keys.lock();
+        c.0.remove(prefix);
+        c.1 += 1;
     }
 
     /// The prefix of `text` if it is a valid, unexpired API key. A key seen
@@ -180,12 +188,18 @@ impl State {
         let (prefix, secret) = parse_api_key(text)?;
         let d = digest(text);
         let now = self.now();
-        let cached = self.inner.api_keys.lock().0.get(prefix).cloned();
+        let (cached, epoch) = {
+            let c = self.inner.api_keys.lock();
+            (c.0.get(prefix).cloned(), c.1)
+        };
         let same_text = cached
             .as_ref()
             .is_some_and(|c| bool::from(c.digest.ct_eq(&d)));
         if let Some(c) = cached.as_ref().filter(|_| same_text) {
-            if now - c.checked_at < RECHECK && !matches!(c.expiration, Some(e) if e <= now) {
+            if now >= c.checked_at
+                && now - c.checked_at < RECHECK
+                && !matches!(c.expiration, Some(e) if e <= now)
+            {
                 self.touch_api_key(prefix, c, now).await;
                 return Some(prefix.to_string());
             }
@@ -208,6 +222,9 @@ impl State {
         let known = same_text && cached.as_ref().is_some_and(|c| c.hash == row.hash);
         if !known {
             let (s, h) = (secret.to_string(), row.hash.clone());
+            let Ok(_slot) = self.inner.bcrypt_slots.acquire().await else {
+                return None;
+            };
             let ok = bcrypt_blocking(move || bcrypt::verify(s, &h).unwrap_or(false))
                 .await
                 .unwrap_or(false);
@@ -223,11 +240,22 @@ impl State {
             checked_at: now,
             touched_at: cached.and_then(|c| c.touched_at).or(row.last_seen),
         };
-        self.inner
-            .api_keys
-            .lock()
-            .0
-            .insert(prefix.to_string(), v.clone());
+        let raced = {
+            let mut c = self.inner.api_keys.lock();
+            let raced = c.1 != epoch;
+            if !raced {
+                c.0.insert(prefix.to_string(), v.clone());
+            }
+            raced
+        };
+        if raced {
+            // A key was expired or deleted while this check ran (perhaps
+            // this one): decide from the row as it is now, and cache nothing.
+            return match self.inner.store.get_api_key_by_prefix(prefix).await {
+                Ok(Some(r)) if !r.is_expired(now) && r.hash == v.hash => Some(prefix.to_string()),
+                _ => None,
+            };
+        }
         self.touch_api_key(prefix, &v, now).await;
         Some(prefix.to_string())
     }

@@ -62,7 +62,9 @@ impl State {
             .find(|k| {
                 k.id.to_string() == id_or_prefix
                     || k.prefix == prefix
-                    || (id_or_prefix.len() > k.prefix.len() && id_or_prefix.starts_with(&k.prefix))
+                    || (id_or_prefix.len() == 48
+                        && id_or_prefix.bytes().all(|b| b.is_ascii_hexdigit())
+                        && id_or_prefix.starts_with(&k.prefix))
             })
             .ok_or_else(|| {
                 StateError::KeyNotFound(if id_or_prefix.starts_with("hskey-auth-") {

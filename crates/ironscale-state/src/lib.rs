@@ -154,6 +154,8 @@ struct Inner {
     pending: Mutex<register::PendingTable>,
     /// API keys that verified recently.
     api_keys: Mutex<apikeys::ApiKeyCache>,
+    /// Bounds concurrent bcrypt verifications.
+    bcrypt_slots: tokio::sync::Semaphore,
 }
 
 /// Cheap to clone handle on the server's state.
@@ -223,6 +225,7 @@ impl State {
                     settings.registration_ttl,
                 )),
                 api_keys: Mutex::new(apikeys::ApiKeyCache::default()),
+                bcrypt_slots: tokio::sync::Semaphore::new(apikeys::BCRYPT_SLOTS),
                 settings,
             }),
         };
