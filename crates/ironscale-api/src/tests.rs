@@ -1611,3 +1611,24 @@ async fn ids_past_the_stores_range_are_bad_ids() {
         assert_error_body(&v);
     }
 }
+
+#[test]
+fn the_failure_limiter_counts_ipv6_by_64_and_stays_bounded() {
+    let l = crate::FailureLimiter::default();
+    let a: std::net::IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+    let b: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+    let other: std::net::IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+    for _ in 0..3 {
+        l.record(a, false);
+    }
+    assert!(!l.delay(b).is_zero(), "same /64");
+    assert!(l.delay(other).is_zero(), "another /64");
+    for i in 0..(crate::FailureLimiter::MAX_SOURCES as u32 + 10) {
+        l.record(
+            std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
+            false,
+        );
+    }
+    let n = l.by_source.lock().expect("lock").len();
+    assert!(n <= crate::FailureLimiter::MAX_SOURCES, "{n}");
+}
