@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use ironscale_api::client::Client;
 use ironscale_api::dto;
 
@@ -26,33 +26,42 @@ pub enum ApikeysCmd {
     /// Expire an API key now.
     #[command(visible_aliases = ["revoke", "e"])]
     Expire {
-        /// The key's prefix (as listed, or the 12 characters after `hskey-api-`).
-        #[arg(
-            short = 'p',
-            long,
-            conflicts_with = "id",
-            required_unless_present = "id"
-        )]
-        prefix: Option<String>,
-        /// The key's id.
-        #[arg(short = 'i', long)]
-        id: Option<u64>,
+        #[command(flatten)]
+        key: KeySelector,
     },
     /// Delete an API key.
     #[command(visible_aliases = ["remove", "del"])]
     Delete {
-        /// The key's prefix (as listed, or the 12 characters after `hskey-api-`).
-        #[arg(
-            short = 'p',
-            long,
-            conflicts_with = "id",
-            required_unless_present = "id"
-        )]
-        prefix: Option<String>,
-        /// The key's id.
-        #[arg(short = 'i', long)]
-        id: Option<u64>,
+        #[command(flatten)]
+        key: KeySelector,
     },
+}
+
+/// Which API key a command acts on: exactly one of its prefix and its id.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct KeySelector {
+    /// The key's prefix (as listed, or the 12 characters after `hskey-api-`).
+    #[arg(
+        short = 'p',
+        long,
+        conflicts_with = "id",
+        required_unless_present = "id"
+    )]
+    prefix: Option<String>,
+    /// The key's id.
+    #[arg(short = 'i', long)]
+    id: Option<u64>,
+}
+
+impl KeySelector {
+    /// How messages name the key.
+    fn named(&self) -> anyhow::Result<String> {
+        match (&self.prefix, self.id) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(id)) => Ok(id.to_string()),
+            (None, None) => bail!("give the key's --prefix or --id"),
+        }
+    }
 }
 
 fn apikeys_table(keys: &[dto::ApiKey], now: chrono::DateTime<chrono::Utc>) -> String {
@@ -116,26 +125,20 @@ pub(crate) async fn apikeys(
                 apikeys_table(&keys, now)
             })))
         }
-        ApikeysCmd::Expire { prefix, id } => {
-            if prefix.is_none() && id.is_none() {
-                bail!("give the key's --prefix or --id");
-            }
-            c.expire_api_key(prefix.as_deref(), id)
+        ApikeysCmd::Expire { key } => {
+            let what = key.named()?;
+            c.expire_api_key(key.prefix.as_deref(), key.id)
                 .await
                 .map_err(|e| anyhow!("cannot expire the API key: {e}"))?;
-            let what = prefix.unwrap_or_else(|| format!("{}", id.unwrap_or_default()));
             Ok(Printed::out(render(out, &rest(&dto::Empty {})?, || {
                 format!("API key {what} expired\n")
             })))
         }
-        ApikeysCmd::Delete { prefix, id } => {
-            if prefix.is_none() && id.is_none() {
-                bail!("give the key's --prefix or --id");
-            }
-            c.delete_api_key(prefix.as_deref(), id)
+        ApikeysCmd::Delete { key } => {
+            let what = key.named()?;
+            c.delete_api_key(key.prefix.as_deref(), key.id)
                 .await
                 .map_err(|e| anyhow!("cannot delete the API key: {e}"))?;
-            let what = prefix.unwrap_or_else(|| format!("{}", id.unwrap_or_default()));
             Ok(Printed::out(render(out, &rest(&dto::Empty {})?, || {
                 format!("API key {what} deleted\n")
             })))
