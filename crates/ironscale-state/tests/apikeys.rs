@@ -2,34 +2,12 @@
 //! (never the key), verified with a cache, refused once expired or deleted.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::TimeZone;
-use ironscale_state::{display_prefix, ManualClock, State, StateError};
-use ironscale_store::Store;
-use ironscale_types::Timestamp;
+use ironscale_state::{display_prefix, StateError};
 
-fn t0() -> Timestamp {
-    chrono::Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
-}
-
-async fn env() -> (tempfile::TempDir, State, ManualClock) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&ironscale_store::sqlite_config(dir.path().join("s.sqlite")))
-        .await
-        .unwrap();
-    let clock = ManualClock::new(t0());
-    let state = State::load_with_clock(
-        store,
-        Default::default(),
-        Default::default(),
-        Arc::new(clock.clone()),
-    )
-    .await
-    .unwrap();
-    (dir, state, clock)
-}
+mod common;
+use common::{manual_state as env, t0};
 
 #[tokio::test]
 async fn a_key_verifies_until_it_expires_or_is_deleted() {

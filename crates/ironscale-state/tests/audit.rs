@@ -2,32 +2,14 @@
 //! newest first, and lose anything that looks like key material.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::sync::Arc;
+use ironscale_state::AUDIT_LIST_MAX;
 
-use chrono::TimeZone;
-use ironscale_state::{ManualClock, State, AUDIT_LIST_MAX};
-use ironscale_store::Store;
-use ironscale_types::Timestamp;
-
-fn t0() -> Timestamp {
-    chrono::Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
-}
+mod common;
+use common::{manual_state, t0};
 
 #[tokio::test]
 async fn entries_carry_the_state_clock_and_no_key_material() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&ironscale_store::sqlite_config(dir.path().join("s.sqlite")))
-        .await
-        .unwrap();
-    let clock = ManualClock::new(t0());
-    let s = State::load_with_clock(
-        store,
-        Default::default(),
-        Default::default(),
-        Arc::new(clock.clone()),
-    )
-    .await
-    .unwrap();
+    let (dir, s, clock) = manual_state().await;
 
     let first = s
         .record_audit("local-socket", "user.create", "user:alice", "ok", "{}")
