@@ -133,11 +133,6 @@ pub async fn health(AxState(state): AxState<State>) -> Response {
         .into_response()
 }
 
-/// `GET /api/v1/openapi.json`: the OpenAPI document of these routes.
-pub async fn openapi() -> Json<&'static serde_json::Value> {
-    Json(crate::routes::openapi())
-}
-
 pub async fn not_found() -> ApiError {
     ApiError::not_found("Not Found")
 }
