@@ -810,6 +810,7 @@ mod tests {
             provider: String::new(),
             provider_id: String::new(),
             profile_pic_url: String::new(),
+            idp_groups: Vec::new(),
             created_at: at(id as i64),
         }
     }

@@ -313,6 +313,7 @@ fn build_tailnet(case: &Value) -> Tn {
             provider: String::new(),
             provider_id: String::new(),
             profile_pic_url: String::new(),
+            idp_groups: Vec::new(),
             created_at: epoch(),
         });
     }

@@ -43,6 +43,7 @@ fn user(i: u64) -> User {
         provider: String::new(),
         provider_id: String::new(),
         profile_pic_url: String::new(),
+        idp_groups: Vec::new(),
         created_at: Utc.timestamp_opt(0, 0).single().unwrap_or_default(),
     }
 }

@@ -224,6 +224,7 @@ mod tests {
             provider: String::new(),
             provider_id: String::new(),
             profile_pic_url: String::new(),
+            idp_groups: Vec::new(),
             created_at: chrono::DateTime::default(),
         }
     }

@@ -119,6 +119,8 @@ pub struct NewUser {
     pub provider: String,
     pub provider_id: String,
     pub profile_pic_url: String,
+    /// The identity provider's groups at creation (see `User::idp_groups`).
+    pub idp_groups: Vec<String>,
 }
 
 impl NewUser {

@@ -34,10 +34,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_audit_log.sql"),
         postgres: include_str!("../migrations/postgres/0003_audit_log.sql"),
     },
+    Migration {
+        version: 4,
+        name: "user_idp_groups",
+        sqlite: include_str!("../migrations/sqlite/0004_user_idp_groups.sql"),
+        postgres: include_str!("../migrations/postgres/0004_user_idp_groups.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.
-pub const LATEST_VERSION: i64 = 3;
+pub const LATEST_VERSION: i64 = 4;
 
 pub(crate) async fn current_version(pool: &AnyPool) -> Result<i64, StoreError> {
     let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")

@@ -25,8 +25,8 @@ pub(crate) async fn create_user(
         return Err(StoreError::Invalid("a user name must not be empty".into()));
     }
     let sql = format!(
-        "INSERT INTO users (name, display_name, email, provider, provider_id, profile_pic_url, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {USER_COLUMNS}"
+        "INSERT INTO users (name, display_name, email, provider, provider_id, profile_pic_url, idp_groups, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {USER_COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(&new.name)
@@ -35,6 +35,7 @@ pub(crate) async fn create_user(
         .bind(&new.provider)
         .bind(&new.provider_id)
         .bind(&new.profile_pic_url)
+        .bind(rows::json_strings(&new.idp_groups))
         .bind(ts(now))
         .fetch_one(&mut *c)
         .await
@@ -118,7 +119,7 @@ pub(crate) async fn update_user(
 ) -> Result<User> {
     let sql = format!(
         "UPDATE users SET name = $1, display_name = $2, email = $3, provider = $4, provider_id = $5, \
-         profile_pic_url = $6, updated_at = $7 WHERE id = $8 RETURNING {USER_COLUMNS}"
+         profile_pic_url = $6, idp_groups = $7, updated_at = $8 WHERE id = $9 RETURNING {USER_COLUMNS}"
     );
     let row = sqlx::query(&sql)
         .bind(&user.name)
@@ -127,6 +128,7 @@ pub(crate) async fn update_user(
         .bind(&user.provider)
         .bind(&user.provider_id)
         .bind(&user.profile_pic_url)
+        .bind(rows::json_strings(&user.idp_groups))
         .bind(ts(now))
         .bind(id_to_db(user.id.0)?)
         .fetch_optional(&mut *c)

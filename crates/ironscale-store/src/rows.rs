@@ -23,7 +23,7 @@ use sqlx::Row;
 use crate::{NodeUpdate, StoreError};
 
 pub(crate) const USER_COLUMNS: &str =
-    "id, name, display_name, email, provider, provider_id, profile_pic_url, created_at";
+    "id, name, display_name, email, provider, provider_id, profile_pic_url, idp_groups, created_at";
 
 pub(crate) const NODE_COLUMNS: &str = "id, machine_key, node_key, disco_key, ipv4, ipv6, hostname, given_name, \
      user_id, tags, hostinfo, home_derp, announced_routes, approved_routes, endpoints, expiry, created_at, \
@@ -144,6 +144,7 @@ pub(crate) fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
         provider: get(row, T, "provider")?,
         provider_id: get(row, T, "provider_id")?,
         profile_pic_url: get(row, T, "profile_pic_url")?,
+        idp_groups: strings_from(T, id, "idp_groups", &get::<String>(row, T, "idp_groups")?)?,
         created_at: ts_from(T, id, "created_at", get(row, T, "created_at")?)?,
     })
 }

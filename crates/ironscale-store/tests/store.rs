@@ -68,11 +68,20 @@ async fn users(s: &Store) {
                 provider: "oidc".into(),
                 provider_id: "https://sso/sub-1".into(),
                 profile_pic_url: "https://pic".into(),
+                idp_groups: vec!["eng".into()],
             },
             t0(),
         )
         .await
         .expect("create");
+    assert_eq!(bob.idp_groups, vec!["eng".to_string()]);
+    let mut bob_moved = bob.clone();
+    bob_moved.idp_groups = vec!["ops".into(), "eng".into()];
+    let bob = s
+        .update_user(&bob_moved, t0())
+        .await
+        .expect("update groups");
+    assert_eq!(bob.idp_groups, vec!["ops".to_string(), "eng".to_string()]);
     assert!(matches!(
         s.create_user(&NewUser::named("alice"), t0()).await,
         Err(StoreError::AlreadyExists { .. })

@@ -32,6 +32,10 @@ pub struct User {
     pub provider: String,
     pub provider_id: String,
     pub profile_pic_url: String,
+    /// The identity provider's groups (the ID token's `groups` claim) as of
+    /// the user's last login; empty for users not from a provider. A policy
+    /// names them as `oidc-group:<name>` members of its groups.
+    pub idp_groups: Vec<String>,
     pub created_at: Timestamp,
 }
 

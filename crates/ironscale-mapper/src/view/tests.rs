@@ -149,6 +149,7 @@ fn mk_tailnet(n: u64) -> Tailnet {
                 provider: String::new(),
                 provider_id: String::new(),
                 profile_pic_url: String::new(),
+                idp_groups: Vec::new(),
                 created_at: Utc.timestamp_opt(0, 0).unwrap(),
             }),
         );
