@@ -672,6 +672,7 @@ async fn complete_registration(
         user: Some(user.id),
         tags: Vec::new(),
         method: RegisterMethod::Cli,
+        expiry: None,
     };
     let node = state.approve_registration(&id, approval).await?;
     tracing::info!(%caller, registration = %id, node = node.id.0, name = %node.given_name,

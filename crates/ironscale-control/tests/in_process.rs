@@ -656,6 +656,7 @@ async fn an_interactive_login_waits_for_approval_then_authorizes() {
                 user: Some(alice.id),
                 tags: vec![],
                 method: ironscale_types::RegisterMethod::Cli,
+                expiry: None,
             },
         )
         .await

@@ -29,6 +29,7 @@ mod session;
 mod sessions;
 mod timers;
 mod users;
+pub use users::ProviderIdentity;
 mod views;
 
 use std::collections::{BTreeSet, HashMap};

@@ -192,6 +192,7 @@ fn by_cli(user: &ironscale_types::User) -> Approval {
         user: Some(user.id),
         tags: vec![],
         method: RegisterMethod::Cli,
+        expiry: None,
     }
 }
 

@@ -105,6 +105,10 @@ pub struct Approval {
     pub user: Option<UserId>,
     pub tags: Vec<String>,
     pub method: RegisterMethod,
+    /// The node key's expiry the approver chose (OIDC with
+    /// `oidc.use_expiry_from_token`: the ID token's `exp`); `None` applies
+    /// `node.expiry`. Ignored for tagged nodes, which do not expire.
+    pub expiry: Option<Timestamp>,
 }
 
 /// The parts of a RegisterRequest the decision reads.
@@ -212,6 +216,23 @@ struct Owner {
     claim: Option<Claim>,
     /// The credential is a pre-auth key that carries tags.
     tagged_key: bool,
+    /// An expiry the credential sets (see `Approval::expiry`).
+    expiry: Option<Timestamp>,
+}
+
+impl Owner {
+    /// The new key expiry of a node this owner (re-)authenticates.
+    fn key_expiry(
+        &self,
+        node_expiry: Option<chrono::Duration>,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        if !self.tags.is_empty() {
+            return None;
+        }
+        self.expiry
+            .or_else(|| default_expiry(false, node_expiry, now))
+    }
 }
 
 fn default_expiry(
@@ -256,6 +277,7 @@ fn owner_from_key(
         ephemeral: key.ephemeral || f.request.ephemeral,
         claim: (!key.reusable).then_some(Claim { key_id: key.id }),
         tagged_key: !key.tags.is_empty(),
+        expiry: None,
     })
 }
 
@@ -272,6 +294,7 @@ fn owner_from_approval(f: &RegisterFacts<'_>, a: &Approval) -> Result<Owner, Ref
         ephemeral: f.request.ephemeral,
         claim: None,
         tagged_key: false,
+        expiry: a.expiry,
     })
 }
 
@@ -427,7 +450,7 @@ pub fn decide(f: &RegisterFacts<'_>, now: Timestamp) -> RegisterDecision {
         .clone()
         .or_else(|| f.lookups.machine_node(&f.machine, owner.user, &owner.tags));
     let hostinfo = req.hostinfo.as_ref().filter(|h| !h.is_null());
-    let tagged = !owner.tags.is_empty();
+    let expiry = owner.key_expiry(f.node_expiry, now);
     let approved =
         !f.device_approval.required || (f.device_approval.exempt_tagged_keys && owner.tagged_key);
     match reuse {
@@ -442,7 +465,7 @@ pub fn decide(f: &RegisterFacts<'_>, now: Timestamp) -> RegisterDecision {
             if let Some(hi) = hostinfo {
                 apply_hostinfo(&mut n, hi);
             }
-            n.expiry = default_expiry(tagged, f.node_expiry, now);
+            n.expiry = expiry;
             D::Update {
                 node: Box::new(n),
                 claim: owner.claim,
@@ -478,7 +501,7 @@ pub fn decide(f: &RegisterFacts<'_>, now: Timestamp) -> RegisterDecision {
             if let Some(hi) = hostinfo {
                 apply_hostinfo(&mut n, hi);
             }
-            n.expiry = default_expiry(tagged, f.node_expiry, now);
+            n.expiry = expiry;
             D::Create {
                 node: Box::new(n),
                 claim: owner.claim,
@@ -846,6 +869,7 @@ mod tests {
             user: Some(UserId(9)),
             tags: vec![],
             method: RegisterMethod::Cli,
+            expiry: None,
         };
         let d = run(
             1,
@@ -864,6 +888,7 @@ mod tests {
             user: Some(UserId(1)),
             tags: vec![],
             method: RegisterMethod::Cli,
+            expiry: None,
         };
         let d = run(1, r, None, Some(old), Credential::Approved(same), vec![]);
         assert!(
@@ -903,11 +928,59 @@ mod tests {
     }
 
     #[test]
+    fn an_approval_with_an_expiry_sets_it_on_new_and_reauthenticated_nodes() {
+        let a = |expiry| Approval {
+            user: Some(UserId(1)),
+            tags: vec![],
+            method: RegisterMethod::Oidc,
+            expiry,
+        };
+        let d = run(
+            1,
+            req(1),
+            None,
+            None,
+            Credential::Approved(a(Some(t(600)))),
+            vec![],
+        );
+        let RegisterDecision::Create { node: created, .. } = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            created.expiry,
+            Some(t(600)),
+            "the token's expiry, not node.expiry"
+        );
+        // A re-login of the same machine (an expired node) keeps the node, new expiry.
+        let mut old = (*node(3, 1, 1)).clone();
+        old.expiry = Some(t(-5));
+        let d = run(
+            1,
+            req(9),
+            None,
+            None,
+            Credential::Approved(a(Some(t(900)))),
+            vec![Arc::new(old)],
+        );
+        let RegisterDecision::Update { node: updated, .. } = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!((updated.id, updated.expiry), (NodeId(3), Some(t(900))));
+        // Without one, node.expiry applies.
+        let d = run(1, req(1), None, None, Credential::Approved(a(None)), vec![]);
+        let RegisterDecision::Create { node: default, .. } = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(default.expiry, Some(t(0) + chrono::Duration::days(180)));
+    }
+
+    #[test]
     fn an_approval_creates_a_node_for_the_approved_user() {
         let a = Approval {
             user: Some(UserId(4)),
             tags: vec![],
             method: RegisterMethod::Cli,
+            expiry: None,
         };
         let d = run(1, req(1), None, None, Credential::Approved(a), vec![]);
         let RegisterDecision::Create { node, claim } = d else {
@@ -930,6 +1003,7 @@ mod tests {
             user: Some(UserId(4)),
             tags: vec![],
             method: RegisterMethod::Cli,
+            expiry: None,
         });
         let mut user_key_with_tags = req(1);
         user_key_with_tags.request_tags = vec!["tag:ok-server".into()];
