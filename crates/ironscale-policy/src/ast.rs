@@ -103,7 +103,13 @@ pub enum Alias {
     AutoGroup(AutoGroup),
     /// `ipset:name`.
     IpSet(String),
+    /// `oidc-group:name`: the users whose identity provider lists them in
+    /// the group `name` (exact match). Only a member of a group in `groups`.
+    OidcGroup(String),
 }
+
+/// The prefix of an identity-provider group.
+pub const OIDC_GROUP_PREFIX: &str = "oidc-group:";
 
 impl fmt::Display for Alias {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -115,6 +121,7 @@ impl fmt::Display for Alias {
             Alias::Prefix(p) => f.write_str(&crate::ipset::prefix_string(p)),
             Alias::Range(a, b) => write!(f, "{a}-{b}"),
             Alias::AutoGroup(a) => f.write_str(a.name()),
+            Alias::OidcGroup(g) => write!(f, "{OIDC_GROUP_PREFIX}{g}"),
         }
     }
 }

@@ -17,8 +17,10 @@
 //! changes: the node's slots, the groups whose membership moved.
 //!
 //! A user added or changed such that every alias names the same users as
-//! before (a new user whom nothing names, a rename that no alias notices)
-//! changes nothing but the user tables; anything else rebuilds.
+//! before (a new user whom nothing names, a rename that no alias notices,
+//! identity-provider groups gained or lost that no `oidc-group:` names)
+//! changes nothing but the user tables and their indexes; anything else
+//! (such as leaving a provider group a policy group holds) rebuilds.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
@@ -325,6 +327,7 @@ fn alias_names(c: &CompiledPolicy, a: &Alias, u: &UserInfo, depth: u8) -> bool {
             by_email || (!bare.contains('@') && u.name == bare)
         }
         Alias::UserDomain(d) => u.domain() == Some(d.as_str()),
+        Alias::OidcGroup(g) => u.in_idp_group(g),
         Alias::Group(g) => {
             depth < 8
                 && c.pol

@@ -32,7 +32,10 @@
 //!   Errors carry `file:line:col` and a kind ([`PolicyError`],
 //!   [`ErrorKind`]); accepted-but-suspicious input (bare user names such as
 //!   `"admin"`, taken as the user named `admin`) comes back as
-//!   [`PolicyWarning`]s from [`Policy::warnings`].
+//!   [`PolicyWarning`]s from [`Policy::warnings`]. A group in `groups` may
+//!   hold identity-provider groups, `oidc-group:NAME` (the users whose
+//!   `User::idp_groups` contain NAME, exactly); anywhere else they are an
+//!   error ([`ErrorKind::Invalid`]) that says to put them in a group.
 //! * [`Policy::allow_all`] is the policy in force when none is configured;
 //!   a policy with neither `acls` nor `grants` also allows everything.
 //! * [`CompiledPolicy::compile`] binds the policy to users and nodes

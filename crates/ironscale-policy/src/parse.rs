@@ -480,6 +480,12 @@ impl<'a> Parser<'a> {
     /// `alias:ports` (ACL dst or test destination).
     pub(crate) fn alias_ports(&self, off: usize, raw: &str) -> R<AliasPorts> {
         let s = raw.trim();
+        if let Some(name) = oidc_group_ported(s) {
+            // Before the port split: a name may hold colons, and without a
+            // port the message would be about ports.
+            oidc_group_name(name).map_err(|m| self.invalid(off, format!("dst={s:?}: {m}")))?;
+            return Err(self.invalid(off, oidc_group_misplaced(name)));
+        }
         let (alias_s, ports_s) = split_host_port(s).ok_or_else(|| {
             self.invalid(
                 off,
@@ -960,6 +966,9 @@ pub(crate) fn parse_alias(s: &str) -> Result<Alias, String> {
             format!("unknown autogroup \"autogroup:{rest}\"{hint}")
         });
     }
+    if let Some(name) = s.strip_prefix(OIDC_GROUP_PREFIX) {
+        return oidc_group_name(name).map(|n| Alias::OidcGroup(n.to_string()));
+    }
     if s.starts_with("group:") {
         return Ok(Alias::Group(s.to_string()));
     }
@@ -991,6 +1000,44 @@ pub(crate) fn parse_alias(s: &str) -> Result<Alias, String> {
         return Err(format!("invalid CIDR {s:?}"));
     }
     Ok(Alias::BareUser(s.to_string()))
+}
+
+/// Check the name of an identity-provider group (after `oidc-group:`):
+/// any non-empty text without control characters, kept as written.
+pub(crate) fn oidc_group_name(name: &str) -> Result<&str, String> {
+    if name.is_empty() {
+        return Err(format!(
+            "{OIDC_GROUP_PREFIX:?} needs a group name (write \"{OIDC_GROUP_PREFIX}<name>\")"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!(
+            "{:?}: a group name cannot contain control characters",
+            format!("{OIDC_GROUP_PREFIX}{name}")
+        ));
+    }
+    Ok(name)
+}
+
+/// The group name of `oidc-group:NAME:PORTS` (or of `oidc-group:NAME`
+/// written without ports), as in an ACL or test destination.
+pub(crate) fn oidc_group_ported(s: &str) -> Option<&str> {
+    let rest = s.strip_prefix(OIDC_GROUP_PREFIX)?;
+    Some(match split_host_port(s) {
+        Some((a, p)) if parse_ports(p).is_ok() => a.strip_prefix(OIDC_GROUP_PREFIX).unwrap_or(rest),
+        _ => rest,
+    })
+}
+
+/// Why an identity-provider group cannot stand where `name` was written
+/// (anywhere but a member of a group in `groups`), with the fix.
+pub(crate) fn oidc_group_misplaced(name: &str) -> String {
+    format!(
+        "{:?} can only be a member of a group in \"groups\"; define {:?}: [{:?}] and use the group",
+        format!("{OIDC_GROUP_PREFIX}{name}"),
+        format!("group:{name}"),
+        format!("{OIDC_GROUP_PREFIX}{name}"),
+    )
 }
 
 /// Split `alias:ports`, allowing `[v6addr]:ports`.

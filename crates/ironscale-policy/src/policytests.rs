@@ -72,6 +72,8 @@ fn check_defined(c: &CompiledPolicy, a: &Alias) -> Result<(), String> {
         Alias::Tag(t) if !c.pol.tag_owners.iter().any(|d| d.tag.value == *t) => {
             Err(format!("tag {t:?} is not defined"))
         }
+        // Refused when the policy is parsed; kept for a policy built by hand.
+        Alias::OidcGroup(g) => Err(crate::parse::oidc_group_misplaced(g)),
         Alias::User(u) | Alias::BareUser(u) if c.topo.users_matching(u).is_empty() => {
             Err(format!("user {u:?} does not exist"))
         }

@@ -200,6 +200,7 @@ impl<'a> Ctx<'a> {
         match a {
             Alias::User(t) | Alias::BareUser(t) => self.topo.users_matching(t),
             Alias::UserDomain(d) => self.users_of_domain(d),
+            Alias::OidcGroup(g) => self.topo.users_in_idp_group(g),
             Alias::Group(g) => {
                 let mut v = Vec::new();
                 if let Some(def) = self.pol.groups.iter().find(|d| d.name.value == *g) {
@@ -335,6 +336,7 @@ impl<'a> Ctx<'a> {
             | Alias::User(_)
             | Alias::BareUser(_)
             | Alias::UserDomain(_)
+            | Alias::OidcGroup(_)
             | Alias::Group(_) => {
                 let users = self.users_of(a);
                 let mut ident: Vec<u32> = users

@@ -88,15 +88,29 @@ pub(crate) struct UserInfo {
     pub id: UserId,
     pub name: String,
     pub email: String,
+    /// The identity provider's groups, sorted and deduplicated.
+    pub idp_groups: Vec<String>,
 }
 
 impl UserInfo {
     pub fn from_user(u: &User) -> UserInfo {
+        let mut idp_groups = u.idp_groups.clone();
+        idp_groups.sort();
+        idp_groups.dedup();
         UserInfo {
             id: u.id,
             name: u.name.clone(),
             email: u.email.clone(),
+            idp_groups,
         }
+    }
+
+    /// Whether the identity provider lists the user in `group` (exact,
+    /// case-sensitive).
+    pub fn in_idp_group(&self, group: &str) -> bool {
+        self.idp_groups
+            .binary_search_by(|g| g.as_str().cmp(group))
+            .is_ok()
     }
 
     /// The login name policies use: the e-mail, else `name@`.
@@ -113,6 +127,16 @@ impl UserInfo {
             .rsplit_once('@')
             .map(|(_, d)| d)
             .filter(|d| !d.is_empty())
+    }
+}
+
+/// Take user `i` out of `map[key]`, and the key out when no user is left.
+fn unindex(map: &mut HashMap<String, Vec<u32>>, key: &str, i: u32) {
+    if let Some(v) = map.get_mut(key) {
+        crate::resolve::remove_sorted(v, i);
+        if v.is_empty() {
+            map.remove(key);
+        }
     }
 }
 
@@ -133,6 +157,8 @@ pub(crate) struct Topology {
     /// Users by lower-case e-mail and by name.
     pub by_email: HashMap<String, Vec<u32>>,
     pub by_name: HashMap<String, Vec<u32>>,
+    /// Users by identity-provider group (`oidc-group:` members), sorted.
+    pub by_idp_group: HashMap<String, Vec<u32>>,
 }
 
 impl Topology {
@@ -153,33 +179,42 @@ impl Topology {
         t
     }
 
-    /// Index one user's e-mail and name (user `i`).
+    /// Index one user's e-mail, name and provider groups (user `i`).
     pub fn index_user(&mut self, i: u32) {
         let u = &self.users[i as usize];
         let (email, name) = (u.email.to_ascii_lowercase(), u.name.clone());
+        let groups = u.idp_groups.clone();
         if !email.is_empty() {
             crate::resolve::insert_sorted(self.by_email.entry(email).or_default(), i);
         }
         crate::resolve::insert_sorted(self.by_name.entry(name).or_default(), i);
+        for g in groups {
+            crate::resolve::insert_sorted(self.by_idp_group.entry(g).or_default(), i);
+        }
     }
 
-    /// Drop user `i` from the e-mail and name indexes (before it changes).
+    /// Drop user `i` from the e-mail, name and provider-group indexes
+    /// (before it changes).
     pub fn unindex_user(&mut self, i: u32) {
         let u = &self.users[i as usize];
         let (email, name) = (u.email.to_ascii_lowercase(), u.name.clone());
-        for (map, key) in [(&mut self.by_email, email), (&mut self.by_name, name)] {
-            if let Some(v) = map.get_mut(&key) {
-                crate::resolve::remove_sorted(v, i);
-                if v.is_empty() {
-                    map.remove(&key);
-                }
-            }
+        let groups = u.idp_groups.clone();
+        unindex(&mut self.by_email, &email, i);
+        unindex(&mut self.by_name, &name, i);
+        for g in &groups {
+            unindex(&mut self.by_idp_group, g, i);
         }
+    }
+
+    /// Users the identity provider lists in `group`, sorted.
+    pub fn users_in_idp_group(&self, group: &str) -> Vec<u32> {
+        self.by_idp_group.get(group).cloned().unwrap_or_default()
     }
 
     pub fn index_users(&mut self) {
         self.by_email = HashMap::new();
         self.by_name = HashMap::new();
+        self.by_idp_group = HashMap::new();
         self.by_user_id = HashMap::new();
         for i in 0..self.users.len() as u32 {
             self.by_user_id.insert(self.users[i as usize].id, i);

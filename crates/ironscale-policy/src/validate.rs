@@ -6,7 +6,9 @@
 
 use crate::ast::*;
 use crate::error::{ErrorKind, PolicyError, Pos};
-use crate::parse::{suggest, Parser};
+use crate::parse::{
+    oidc_group_misplaced, oidc_group_name, oidc_group_ported, parse_alias, suggest, Parser,
+};
 use crate::Policy;
 
 type R = Result<(), PolicyError>;
@@ -98,6 +100,7 @@ impl V<'_, '_> {
                 self.tag_defined(t, a.pos, &prefix)
             }
             Alias::IpSet(s) => self.ipset_defined(s, a.pos),
+            Alias::OidcGroup(g) => Err(self.err(a.pos, oidc_group_misplaced(g))),
             Alias::BareUser(u) => {
                 let u = u.clone();
                 self.bare_user(&u, a.pos);
@@ -366,6 +369,27 @@ impl V<'_, '_> {
         Ok(())
     }
 
+    /// A test source (or SSH test destination) is not an identity-provider
+    /// group.
+    fn test_src(&self, s: &Spanned<String>) -> R {
+        match parse_alias(&s.value) {
+            Ok(Alias::OidcGroup(g)) => Err(self.err(s.pos, oidc_group_misplaced(&g))),
+            // Other problems are reported when the tests run.
+            _ => Ok(()),
+        }
+    }
+
+    /// A test destination (`alias:port`) is not an identity-provider group.
+    fn test_dst(&self, d: &Spanned<String>) -> R {
+        match oidc_group_ported(&d.value) {
+            Some(g) => Err(self.err(
+                d.pos,
+                oidc_group_name(g).map_or_else(|m| m, oidc_group_misplaced),
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn approver(&mut self, a: &Spanned<Alias>) -> R {
         self.defined(a, "")?;
         match &a.value {
@@ -416,7 +440,8 @@ pub(crate) fn validate(p: &mut Parser<'_>, pol: &mut Policy) -> Result<(), Polic
     for g in &pol.groups {
         for m in &g.members {
             match &m.value {
-                Alias::User(_) | Alias::UserDomain(_) => {}
+                // Identity-provider groups belong here and nowhere else.
+                Alias::User(_) | Alias::UserDomain(_) | Alias::OidcGroup(_) => {}
                 Alias::BareUser(u) | Alias::Host(u) => {
                     // A group can only hold users, so a bare word here is a
                     // user name even if a host of that name exists.
@@ -450,6 +475,7 @@ pub(crate) fn validate(p: &mut Parser<'_>, pol: &mut Policy) -> Result<(), Polic
                 Alias::Tag(tag) => {
                     v.tag_defined(tag, o.pos, &format!("tagOwners[{:?}]: ", t.tag.value))?
                 }
+                Alias::OidcGroup(g) => return Err(v.err(o.pos, oidc_group_misplaced(g))),
                 Alias::AutoGroup(
                     AutoGroup::Admin | AutoGroup::Owner | AutoGroup::Member | AutoGroup::Tagged,
                 ) => {}
@@ -490,6 +516,21 @@ pub(crate) fn validate(p: &mut Parser<'_>, pol: &mut Policy) -> Result<(), Polic
     }
     for a in &pol.auto_approvers.exit_node {
         v.approver(a)?;
+    }
+    // Tests name their sources and destinations as text, resolved when the
+    // policy is compiled; an identity-provider group is refused here, with
+    // the other misplaced ones.
+    for t in &pol.tests {
+        v.test_src(&t.src)?;
+        for d in t.accept.iter().chain(&t.deny) {
+            v.test_dst(d)?;
+        }
+    }
+    for t in &pol.ssh_tests {
+        v.test_src(&t.src)?;
+        for d in &t.dst {
+            v.test_src(d)?;
+        }
     }
     // Bare words in group members were warned about above; make the AST
     // say what they mean.

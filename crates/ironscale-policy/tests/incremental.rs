@@ -270,13 +270,18 @@ fn new_user_then_node() {
 }
 
 /// `POLICY` plus aliases naming users that join later, by e-mail, by bare
-/// name and by domain.
+/// name, by domain and by identity-provider group.
 const USER_POLICY: &str = r#"{
-  "groups": {"group:a": ["u0@example.com", "late@example.com"], "group:b": ["u2@example.com", "bob@"]},
+  "groups": {
+    "group:a": ["u0@example.com", "late@example.com", "oidc-group:eng"],
+    "group:b": ["u2@example.com", "bob@"],
+    "group:c": ["oidc-group:ops/sre team", "oidc-group:eng"],
+  },
   "tagOwners": {"tag:web": ["group:a"], "tag:db": ["group:b"]},
   "acls": [
     {"action": "accept", "src": ["group:a"], "dst": ["tag:web:443"]},
     {"action": "accept", "src": ["group:b"], "dst": ["tag:db:5432"]},
+    {"action": "accept", "src": ["group:c"], "dst": ["tag:db:9000"]},
     {"action": "accept", "src": ["user:*@corp.example"], "dst": ["tag:db:22"]},
     {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]},
   ],
@@ -290,9 +295,21 @@ fn user_tailnet() -> Tailnet {
     }
 }
 
-/// Users created and renamed (named by the policy or not, with nodes or
-/// not) give exactly what a full compile gives, and every node whose
-/// results changed is reported.
+/// Provider groups the random steps draw from: two the policy names, one
+/// differing only in case, one it does not name.
+const IDP_GROUPS: &[&str] = &["eng", "ops/sre team", "Eng", "other"];
+
+fn random_idp_groups(g: &mut Lcg) -> Vec<String> {
+    IDP_GROUPS
+        .iter()
+        .filter(|_| g.next(3) == 0)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Users created, renamed and moved between provider groups (named by the
+/// policy or not, with nodes or not) give exactly what a full compile
+/// gives, and every node whose results changed is reported.
 #[test]
 fn user_changes_match_full_compile() {
     let policy = Policy::parse(USER_POLICY, "users.hujson").expect("policy");
@@ -312,9 +329,10 @@ fn user_changes_match_full_compile() {
     let (mut next_user, mut next_node) = (5u64, 11u64);
     for step in 0..200 {
         let before = snapshot(&inc);
-        let reported = match g.next(3) {
+        let reported = match g.next(4) {
             0 => {
                 let mut u = user(next_user);
+                u.idp_groups = random_idp_groups(&mut g);
                 let k = next_user;
                 next_user += 1;
                 u.email = match g.next(4) {
@@ -340,6 +358,20 @@ fn user_changes_match_full_compile() {
                     1 => format!("r{step}"),
                     _ => format!("u{k}"),
                 };
+                users.insert(k, u.clone());
+                inc.update_user(&u)
+            }
+            2 => {
+                // A login: the provider's groups gained, lost or replaced.
+                let keys: Vec<u64> = users.keys().copied().collect();
+                let k = keys[g.next(keys.len() as u64) as usize];
+                let mut u = users[&k].clone();
+                let group = IDP_GROUPS[g.next(IDP_GROUPS.len() as u64) as usize].to_string();
+                match g.next(3) {
+                    0 => u.idp_groups.push(group),
+                    1 => u.idp_groups.retain(|x| *x != group),
+                    _ => u.idp_groups = random_idp_groups(&mut g),
+                }
                 users.insert(k, u.clone());
                 inc.update_user(&u)
             }
@@ -428,4 +460,53 @@ fn rename_unnoticed_by_aliases_affects_nobody() {
     let full = CompiledPolicy::compile(&policy, &all, &nodes, &user_tailnet()).expect("compiles");
     assert_eq!(snapshot(&c), snapshot(&full));
     assert!(c.can_see(laptop.id, web.id));
+}
+
+/// A user gaining a provider group the policy names gains its access, and
+/// every node whose results changed is reported; losing it takes the access
+/// away; a group nothing names changes nobody.
+#[test]
+fn provider_group_gained_and_lost_match_full_compile() {
+    let policy = Policy::parse(USER_POLICY, "users.hujson").expect("policy");
+    let mut users: Vec<User> = (0..5).map(user).collect();
+    let laptop = node(1, 1, Some(1), &[]);
+    let web = node(2, 2, None, &["tag:web"]);
+    let db = node(3, 3, None, &["tag:db"]);
+    let nodes = [laptop.clone(), web.clone(), db.clone()];
+    let full = |users: &[User]| {
+        CompiledPolicy::compile(&policy, users, &nodes, &user_tailnet()).expect("compiles")
+    };
+    let mut c = full(&users);
+    assert!(!c.can_see(laptop.id, web.id), "u1 is in no group");
+
+    users[1].idp_groups = vec!["eng".into()];
+    let before = snapshot(&c);
+    let affected = c.update_user(&users[1]);
+    assert!(c.can_see(laptop.id, web.id), "eng is in group:a");
+    assert!(c.can_see(laptop.id, db.id), "eng is in group:c");
+    let after = snapshot(&c);
+    assert_eq!(after, snapshot(&full(&users)));
+    for id in [laptop.id, web.id, db.id] {
+        assert_ne!(before.get(&id), after.get(&id), "{id:?} unchanged");
+        assert!(affected.contains(&id), "{id:?} not reported: {affected:?}");
+    }
+
+    // Only the case differs: not the policy's group, nothing moves.
+    users[1].idp_groups.push("Eng".into());
+    assert!(c.update_user(&users[1]).is_empty());
+    assert_eq!(snapshot(&c), snapshot(&full(&users)));
+
+    // Trading eng for ops/sre team keeps group:c, loses group:a.
+    users[1].idp_groups = vec!["ops/sre team".into()];
+    let affected = c.update_user(&users[1]);
+    assert!(!c.can_see(laptop.id, web.id));
+    assert!(c.can_see(laptop.id, db.id));
+    assert!(affected.contains(&laptop.id) && affected.contains(&web.id));
+    assert_eq!(snapshot(&c), snapshot(&full(&users)));
+
+    // Losing every group loses the rest.
+    users[1].idp_groups.clear();
+    c.update_user(&users[1]);
+    assert!(!c.can_see(laptop.id, db.id));
+    assert_eq!(snapshot(&c), snapshot(&full(&users)));
 }
