@@ -143,6 +143,13 @@ const CRATES: &[(&str, Layer, &[&str])] = &[
             "ironscale-http",
         ],
     ),
+    // OIDC login: the relying party (discovery, JWKS, code flow, ID token checks) and its
+    // pages (`/register/<id>` sends the browser to the provider, `/oidc/callback`).
+    (
+        "ironscale-oidc",
+        Edge,
+        &["ironscale-types", "ironscale-config", "ironscale-state"],
+    ),
     // bin: wires everything together.
     (
         "ironscale",
@@ -166,6 +173,7 @@ const CRATES: &[(&str, Layer, &[&str])] = &[
             "ironscale-control",
             "ironscale-relay",
             "ironscale-api",
+            "ironscale-oidc",
         ],
     ),
     ("ironscale-testkit", Test, &[]),

@@ -1,0 +1,375 @@
+//! The pages of an OIDC login: `GET /register/<id>` (from `tailscale up`)
+//! sends the browser to the provider; `GET /oidc/callback` is where the
+//! provider sends it back.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use ironscale_state::{Approval, ProviderIdentity, RegistrationId, State};
+use ironscale_types::RegisterMethod;
+use serde::Deserialize;
+
+use crate::flows::{Purpose, FLOW_TTL};
+use crate::provider::random_token;
+use crate::{allow, Identity, Oidc, Refusal};
+
+/// The cookie that binds a login to the browser that started it. Named so
+/// it never clashes with a provider's own cookies on the same host (cookies
+/// ignore ports: oidc-provider uses `_session`, `_interaction`…).
+pub const LOGIN_COOKIE: &str = "ironscale_oidc_login";
+
+struct Web {
+    oidc: Arc<Oidc>,
+    state: State,
+}
+
+/// `/register/{id}` and `/oidc/callback` for `oidc`. Merged into the control
+/// listener instead of the administrator-approval page when OIDC is on.
+pub fn router(oidc: Arc<Oidc>, state: State) -> Router {
+    Router::new()
+        .route("/register/{id}", get(register_page))
+        .route("/oidc/callback", get(callback))
+        .with_state(Arc::new(Web { oidc, state }))
+}
+
+fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == LOGIN_COOKIE)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| {
+            v.len() >= 32
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+async fn register_page(
+    AxState(w): AxState<Arc<Web>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(id) =
+        RegistrationId::parse(&id).filter(|id| w.state.pending_registration(id).is_some())
+    else {
+        return refusal_page(&Refusal::RegistrationGone);
+    };
+    let cookie = match browser_cookie(&headers) {
+        Some(c) => c,
+        None => match random_token(32) {
+            Ok(c) => c,
+            Err(r) => return refusal_page(&r),
+        },
+    };
+    match w.oidc.start(Purpose::Register(id), &cookie).await {
+        Ok(url) => {
+            let secure = if w.oidc.settings.secure_cookies {
+                "; Secure"
+            } else {
+                ""
+            };
+            let set = format!(
+                "{LOGIN_COOKIE}={cookie}; Path=/oidc; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+                FLOW_TTL.as_secs()
+            );
+            let mut r = (StatusCode::FOUND, [(header::CACHE_CONTROL, "no-store")]).into_response();
+            if let (Ok(loc), Ok(set)) = (HeaderValue::from_str(&url), HeaderValue::from_str(&set)) {
+                r.headers_mut().insert(header::LOCATION, loc);
+                r.headers_mut().insert(header::SET_COOKIE, set);
+                r
+            } else {
+                refusal_page(&Refusal::Internal(
+                    "the authorization URL is not a header".into(),
+                ))
+            }
+        }
+        Err(r) => {
+            tracing::warn!("OIDC login could not start: {r}");
+            refusal_page(&r)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+async fn callback(
+    AxState(w): AxState<Arc<Web>>,
+    Query(q): Query<CallbackQuery>,
+    headers: HeaderMap,
+) -> Response {
+    match login(&w, q, browser_cookie(&headers).as_deref()).await {
+        Ok((user, node)) => page(
+            StatusCode::OK,
+            "Logged in",
+            &format!(
+                "<p id=\"result\" data-outcome=\"registered\">Logged in as <b>{}</b>. The machine <b>{}</b> has joined the tailnet.</p>\
+                 <p>You can close this window.</p>",
+                escape(&user),
+                escape(&node)
+            ),
+        ),
+        Err(r) => {
+            tracing::warn!("OIDC login refused: {r}");
+            refusal_page(&r)
+        }
+    }
+}
+
+/// The callback's work; returns (user name, node name) once registered.
+async fn login(
+    w: &Web,
+    q: CallbackQuery,
+    browser: Option<&str>,
+) -> Result<(String, String), Refusal> {
+    let state = q
+        .state
+        .filter(|s| !s.is_empty())
+        .ok_or(Refusal::UnknownState)?;
+    if let Some(error) = q.error {
+        // The provider said no; the login is over either way.
+        let _ = w
+            .oidc
+            .flows
+            .lock()
+            .take(&state, browser, std::time::Instant::now());
+        return Err(Refusal::ProviderDenied {
+            error,
+            description: q.error_description.unwrap_or_default(),
+        });
+    }
+    let code = q
+        .code
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Refusal::Provider("the provider's answer has no code".into()))?;
+    let (purpose, id) = w.oidc.finish(&state, &code, browser).await?;
+    let Purpose::Register(reg) = purpose;
+    allow::check(&w.oidc.settings.rules, &id)?;
+    if w.state.pending_registration(&reg).is_none() {
+        return Err(Refusal::RegistrationGone);
+    }
+    let user = w
+        .state
+        .upsert_provider_user(&provider_identity(&w.oidc, &id))
+        .await
+        .map_err(|e| Refusal::Internal(format!("storing the user: {e}")))?;
+    let approval = Approval {
+        user: Some(user.id),
+        tags: Vec::new(),
+        method: RegisterMethod::Oidc,
+        expiry: w.oidc.settings.use_expiry_from_token.then_some(id.expires),
+    };
+    let node = w
+        .state
+        .approve_registration(&reg, approval)
+        .await
+        .map_err(|e| match e {
+            ironscale_state::StateError::RegistrationNotFound(_) => Refusal::RegistrationGone,
+            other => Refusal::Approval(other.to_string()),
+        })?;
+    tracing::info!(user = %user.name, node = node.id.0, name = %node.given_name, "node registered by OIDC login");
+    Ok((user.name.clone(), node.given_name.clone()))
+}
+
+/// The user record a login names. The e-mail is kept only when it can be
+/// trusted (verified, or verification not required), as Headscale does.
+fn provider_identity(oidc: &Oidc, id: &Identity) -> ProviderIdentity {
+    let email = if allow::email_trusted(&oidc.settings.rules, id) {
+        id.email.clone()
+    } else {
+        String::new()
+    };
+    let preferred = if id.preferred_username.is_empty() {
+        email.clone()
+    } else {
+        id.preferred_username.clone()
+    };
+    ProviderIdentity {
+        provider: "oidc".into(),
+        provider_id: id.provider_id(),
+        preferred_name: preferred,
+        email,
+        display_name: id.name.clone(),
+        profile_pic_url: id.picture.clone(),
+        groups: id.groups.clone(),
+    }
+}
+
+fn refusal_page(r: &Refusal) -> Response {
+    let (status, title, why) = explain(r);
+    page(
+        status,
+        title,
+        &format!(
+            "<p id=\"result\" data-outcome=\"refused\" data-reason=\"{}\">{}</p><p>{}</p>\
+             <p>Nothing was registered. Run <code>tailscale up</code> again to start over, or ask your administrator.</p>",
+            reason_code(r),
+            escape(&r.to_string()),
+            why
+        ),
+    )
+}
+
+/// A short machine-readable code for each refusal (tests and scripts).
+fn reason_code(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::UnknownState => "state",
+        Refusal::Replayed => "replayed",
+        Refusal::OtherBrowser => "browser",
+        Refusal::Busy => "busy",
+        Refusal::ProviderDenied { .. } => "provider-denied",
+        Refusal::Unreachable(_) => "unreachable",
+        Refusal::Provider(_) => "provider",
+        Refusal::InvalidToken(_) => "token",
+        Refusal::Config(_) => "config",
+        Refusal::EmailNotVerified => "email-unverified",
+        Refusal::DomainNotAllowed => "domain",
+        Refusal::UserNotAllowed => "user",
+        Refusal::GroupNotAllowed => "group",
+        Refusal::RegistrationGone => "registration",
+        Refusal::Approval(_) => "approval",
+        Refusal::Internal(_) => "internal",
+    }
+}
+
+fn explain(r: &Refusal) -> (StatusCode, &'static str, &'static str) {
+    use Refusal::*;
+    match r {
+        UnknownState | Replayed | OtherBrowser => (
+            StatusCode::BAD_REQUEST,
+            "Login not accepted",
+            "Each login link works once, in the browser that opened it, for ten minutes.",
+        ),
+        Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many logins",
+            "Too many logins are in progress; try again in a minute.",
+        ),
+        ProviderDenied { .. } => (
+            StatusCode::FORBIDDEN,
+            "Login refused by the identity provider",
+            "The identity provider did not authenticate you.",
+        ),
+        Unreachable(_) | Provider(_) => (
+            StatusCode::BAD_GATEWAY,
+            "Identity provider error",
+            "The server could not complete the login with the identity provider. The administrator can run <code>ironscale oidc check</code>.",
+        ),
+        InvalidToken(_) => (
+            StatusCode::BAD_REQUEST,
+            "Login not accepted",
+            "The identity provider's answer did not pass the server's checks.",
+        ),
+        Config(_) | Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Server error",
+            "The administrator can run <code>ironscale oidc check</code>.",
+        ),
+        EmailNotVerified => (
+            StatusCode::FORBIDDEN,
+            "E-mail not verified",
+            "Verify your e-mail address at your identity provider, then log in again.",
+        ),
+        DomainNotAllowed | UserNotAllowed | GroupNotAllowed => (
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            "This tailnet does not admit this account. Ask your administrator for access.",
+        ),
+        RegistrationGone => (
+            StatusCode::NOT_FOUND,
+            "Unknown registration",
+            "This login link is unknown or has expired.",
+        ),
+        Approval(_) => (
+            StatusCode::FORBIDDEN,
+            "Registration refused",
+            "The server refused to register the machine.",
+        ),
+    }
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ironscale: {title}</title></head>\
+         <body><h1>{title}</h1>{body}</body></html>\n"
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_cookie_is_read_among_others_and_junk_is_ignored() {
+        let mut h = HeaderMap::new();
+        let good = "A".repeat(43);
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!(
+                "_session=x; {LOGIN_COOKIE}={good}; _interaction=y"
+            ))
+            .expect("header"),
+        );
+        assert_eq!(browser_cookie(&h), Some(good));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("ironscale_oidc_login=short"),
+        );
+        assert_eq!(browser_cookie(&h), None);
+    }
+
+    #[tokio::test]
+    async fn refusal_pages_escape_what_the_provider_said() {
+        let r = Refusal::ProviderDenied {
+            error: "access_denied".into(),
+            description: "<script>x</script>".into(),
+        };
+        let resp = refusal_page(&r);
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("&lt;script&gt;x&lt;/script&gt;"), "{body}");
+        assert!(!body.contains("<script>"), "{body}");
+        assert!(body.contains("data-reason=\"provider-denied\""), "{body}");
+    }
+}
