@@ -142,3 +142,38 @@ fn sqlite_write_ahead_log_setting_is_honoured() {
         );
     }
 }
+
+/// `policy check` without a server checks the file itself: an identity-
+/// provider group used outside `groups` is reported at its `file:line:col`
+/// with the fix, and the same group as a group member is valid.
+#[test]
+fn policy_check_reports_misplaced_provider_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), "file");
+    let bad = dir.path().join("bad.hujson");
+    std::fs::write(
+        &bad,
+        "{\n  \"tagOwners\": {\"tag:server\": []},\n  \"acls\": [{\"action\": \"accept\",\n    \"src\": [\"oidc-group:eng\"], \"dst\": [\"tag:server:22\"]}]\n}\n",
+    )
+    .expect("write");
+    let (ok, _, err) = run(&cfg, &["policy", "check", "-f", &bad.to_string_lossy()]);
+    assert!(!ok, "a misplaced oidc-group was accepted");
+    assert!(
+        err.contains(&format!(
+            "{}:4:13: \"oidc-group:eng\" can only be a member of a group in \"groups\"; \
+             define \"group:eng\": [\"oidc-group:eng\"] and use the group",
+            bad.display()
+        )),
+        "{err}"
+    );
+
+    let good = dir.path().join("good.hujson");
+    std::fs::write(
+        &good,
+        "{\"groups\": {\"group:eng\": [\"oidc-group:eng\"]},\n \"tagOwners\": {\"tag:server\": [\"group:eng\"]},\n \"acls\": [{\"action\": \"accept\", \"src\": [\"group:eng\"], \"dst\": [\"tag:server:22\"]}]}\n",
+    )
+    .expect("write");
+    let (ok, out, err) = run(&cfg, &["policy", "check", "-f", &good.to_string_lossy()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("policy is valid"), "{out}");
+}
