@@ -48,6 +48,8 @@ pub struct Control {
     pub probe_timeout: std::time::Duration,
     /// Health probes sent and not yet answered, by the id in their URL.
     pub(crate) pings: probe::Pings,
+    /// See [`ControlOptions::register_page`].
+    pub register_page: bool,
 }
 
 /// What [`Control::with_options`] takes besides the state and key.
@@ -61,6 +63,9 @@ pub struct ControlOptions {
     pub probe_interval: std::time::Duration,
     /// `node.routes.ha.probe_timeout` (5s).
     pub probe_timeout: std::time::Duration,
+    /// Serve the administrator-approval page at `/register/<id>` (on unless
+    /// an identity provider's login pages take that path: OIDC).
+    pub register_page: bool,
 }
 
 impl Default for ControlOptions {
@@ -70,6 +75,7 @@ impl Default for ControlOptions {
             server_url: String::new(),
             probe_interval: std::time::Duration::from_secs(10),
             probe_timeout: std::time::Duration::from_secs(5),
+            register_page: true,
         }
     }
 }
@@ -113,6 +119,7 @@ impl Control {
             probe_interval: o.probe_interval,
             probe_timeout: o.probe_timeout,
             pings: Default::default(),
+            register_page: o.register_page,
         })
     }
 }
@@ -186,14 +193,16 @@ async fn health(AxState(state): AxState<State>) -> Response {
 
 /// The public router of the control listener.
 pub fn router(ctl: Arc<Control>) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .route("/key", get(key_handler))
-        .route("/ts2021", any(ts2021::upgrade))
-        .route("/register/{id}", get(login::page))
-        .route(
-            "/machine/ping-response",
-            get(probe::answered).head(probe::answered),
-        )
-        .with_state(ctl.clone())
-        .merge(service_router(ctl.state.clone()))
+        .route("/ts2021", any(ts2021::upgrade));
+    if ctl.register_page {
+        r = r.route("/register/{id}", get(login::page));
+    }
+    r.route(
+        "/machine/ping-response",
+        get(probe::answered).head(probe::answered),
+    )
+    .with_state(ctl.clone())
+    .merge(service_router(ctl.state.clone()))
 }

@@ -65,6 +65,9 @@ enum Cmd {
     /// Check, get and set the policy; run the conformance corpus.
     #[command(subcommand, visible_alias = "acl")]
     Policy(cli::policy::PolicyCmd),
+    /// OIDC login: check the identity provider setup.
+    #[command(subcommand)]
+    Oidc(cli::oidc::OidcCmd),
 }
 
 fn load_config(path: Option<&std::path::Path>, quiet: bool) -> anyhow::Result<Config> {
@@ -149,6 +152,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             cli::run_auth(c, &cli::client(&cfg)?, out).await?;
         }
         Cmd::Routes { args } => return Err(cli::legacy_routes(&args)),
+        Cmd::Oidc(c) => {
+            let cfg = load_config(cfg_path, true)?;
+            return cli::oidc::run(c, &cfg, out).await;
+        }
         Cmd::Policy(cli::policy::PolicyCmd::Conformance { dir }) => {
             return cli::policy::conformance(&dir, out)
         }

@@ -254,6 +254,34 @@ fn setup_derp(cfg: &Config, control_tls: bool) -> anyhow::Result<Derp> {
     })
 }
 
+/// The OIDC relying party when `oidc.issuer` is set. With
+/// `oidc.only_start_if_oidc_is_available` (the default, as Headscale) the
+/// issuer must answer discovery now or `serve` does not start; without it a
+/// provider that is down is discovered at the first login.
+async fn oidc_setup(cfg: &Config) -> anyhow::Result<Option<Arc<ironscale_oidc::Oidc>>> {
+    let Some(settings) =
+        ironscale_oidc::OidcSettings::from_config(cfg).map_err(anyhow::Error::msg)?
+    else {
+        return Ok(None);
+    };
+    let issuer = settings.issuer.clone();
+    let redirect = settings.redirect_url.clone();
+    let oidc = if cfg.oidc.only_start_if_oidc_is_available {
+        ironscale_oidc::Oidc::new(settings).await.map_err(|e| {
+            anyhow::anyhow!(
+                "OIDC issuer {issuer} is not available: {e} (serve does not start without it while \
+                 oidc.only_start_if_oidc_is_available is true; `ironscale oidc check` says more)"
+            )
+        })?
+    } else {
+        let o = ironscale_oidc::Oidc::new_lazy(settings).map_err(anyhow::Error::msg)?;
+        tracing::info!(%issuer, "OIDC issuer will be discovered at the first login");
+        o
+    };
+    tracing::info!(%issuer, redirect_url = %redirect, "OIDC login enabled: register the redirect URL at the provider");
+    Ok(Some(oidc))
+}
+
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -348,6 +376,9 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
         }
     });
 
+    // OIDC: its login pages replace the administrator-approval page.
+    let oidc = oidc_setup(&cfg).await?;
+
     let mut sup = Supervisor::new();
 
     // Control listener.
@@ -359,12 +390,16 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
             server_url: cfg.server_url.clone(),
             probe_interval: cfg.node.routes_ha_probe_interval,
             probe_timeout: cfg.node.routes_ha_probe_timeout,
+            register_page: oidc.is_none(),
         },
     );
     // The REST API beside the control protocol, behind API keys
     // (`ironscale apikeys create`); the unix socket below needs none.
     let mut router =
         ironscale_control::router(ctl.clone()).merge(ironscale_api::network_router(state.clone()));
+    if let Some(o) = &oidc {
+        router = router.merge(ironscale_oidc::router(o.clone(), state.clone()));
+    }
     if let (Some(_), Some(ds)) = (&control_tls, &derp_server) {
         router = router.merge(ironscale_relay::router(ds.clone()));
     }

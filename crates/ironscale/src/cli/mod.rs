@@ -24,6 +24,7 @@ mod apikeys;
 mod audit;
 mod auth;
 mod nodes;
+pub mod oidc;
 mod output;
 pub mod policy;
 mod preauthkeys;

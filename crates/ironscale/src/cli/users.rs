@@ -224,20 +224,39 @@ pub(crate) async fn select_user(c: &Client, s: &UserSelector) -> anyhow::Result<
         .ok_or_else(|| anyhow!("user {what} not found"))
 }
 
+/// Headscale's columns; with users from an identity provider, a last
+/// column names the provider and the subject it knows the user by
+/// (`oidc http://idp/sub`), the identity later logins are matched on.
 pub(crate) fn users_table(users: &[dto::User]) -> String {
+    let with_provider = users.iter().any(|u| !u.provider.is_empty());
     let rows: Vec<Vec<String>> = users
         .iter()
         .map(|u| {
-            vec![
+            let mut row = vec![
                 u.id.to_string(),
                 u.display_name.clone(),
                 u.name.clone(),
                 u.email.clone(),
                 fmt_time(&u.created_at),
-            ]
+            ];
+            if with_provider {
+                row.push(
+                    format!("{} {}", u.provider, u.provider_id)
+                        .trim()
+                        .to_string(),
+                );
+            }
+            row
         })
         .collect();
-    table(&["ID", "Name", "Username", "Email", "Created"], &rows)
+    if with_provider {
+        table(
+            &["ID", "Name", "Username", "Email", "Created", "Provider"],
+            &rows,
+        )
+    } else {
+        table(&["ID", "Name", "Username", "Email", "Created"], &rows)
+    }
 }
 
 #[cfg(test)]
@@ -352,6 +371,34 @@ mod tests {
             users_table(&[u]),
             "ID | Name     | Username | Email         | Created\n\
              1  | Alice A. | alice    | a@example.com | 2023-11-14 22:13:20\n"
+        );
+    }
+
+    #[test]
+    fn users_from_a_provider_show_its_identity() {
+        let local = dto::User {
+            id: 1,
+            name: "ops".into(),
+            created_at: at(0),
+            display_name: String::new(),
+            email: String::new(),
+            provider_id: String::new(),
+            provider: String::new(),
+            profile_pic_url: String::new(),
+        };
+        let sso = dto::User {
+            id: 2,
+            name: "alice".into(),
+            email: "alice@example.com".into(),
+            provider: "oidc".into(),
+            provider_id: "http://idp/alice".into(),
+            ..local.clone()
+        };
+        assert_eq!(
+            users_table(&[local, sso]),
+            "ID | Name | Username | Email             | Created             | Provider\n\
+             1  |      | ops      |                   | 2023-11-14 22:13:20 |\n\
+             2  |      | alice    | alice@example.com | 2023-11-14 22:13:20 | oidc http://idp/alice\n"
         );
     }
 
