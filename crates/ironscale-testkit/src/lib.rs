@@ -14,6 +14,9 @@
 //! * [`DnsServer`] ([`Host::dns_server`]) is a small authoritative DNS server that logs what it
 //!   is asked; [`Host::dns_query`] sends real DNS queries, [`Host::resolve_os`] resolves the
 //!   way programs in the namespace do.
+//! * [`OidcProvider`] runs a real OpenID provider (npm `oidc-provider` 9.13.3 on Node, installed
+//!   by [`install_oidc_provider`]) with a fixed user table; [`Browser`] is a headless user agent
+//!   (cookie jar, every redirect hop recorded) that logs in through it ([`Browser::login`]).
 //!
 //! Safety: every client gets `TS_NO_LOGS_NO_SUPPORT=true`, its own `TS_LOGS_DIR`, `HOME` and
 //! `XDG_*`, `TS_DISABLE_PORTMAPPER=1` and no inherited `TS_AUTHKEY*`; every process is stopped by its
@@ -22,16 +25,19 @@
 #[macro_use]
 mod error;
 mod baseshift;
+mod browser;
 mod caddy;
 mod dns;
 mod install;
 mod lab;
+pub mod oidc;
 mod pki;
 mod server;
 mod tailscaled;
 mod util;
 
 pub use baseshift::{BaseshiftNode, BaseshiftOptions};
+pub use browser::{query_param, query_params, with_query_param, Browser, Page, MAX_REDIRECTS};
 pub use caddy::{caddy_config, CaddyMode, CaddyNode, CaddyOptions};
 pub use dns::{DnsAnswer, DnsQueryLog, DnsServer, DnsType};
 pub use error::{Context, Error, Result};
@@ -40,6 +46,7 @@ pub use install::{
 };
 pub use lab::{list_namespaces, Host, Lab, Nat, NatHost, Proc};
 pub use nix::sys::signal::Signal;
+pub use oidc::{install_oidc_provider, oidc_provider_dir, OidcInstall, OidcProvider};
 pub use pki::TestPki;
 pub use server::{
     lab_with_server, lab_with_server_env, server_bin, KeyOpts, NodeInfo, ServerProc, CONTROL_PORT,
