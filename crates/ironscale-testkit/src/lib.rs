@@ -16,7 +16,8 @@
 //!   way programs in the namespace do.
 //! * [`OidcProvider`] runs a real OpenID provider (npm `oidc-provider` 9.13.3 on Node, installed
 //!   by [`install_oidc_provider`]) with a fixed user table; [`Browser`] is a headless user agent
-//!   (cookie jar, every redirect hop recorded) that logs in through it ([`Browser::login`]).
+//!   (cookie jar, every redirect hop recorded) that logs in through it ([`Browser::login`]);
+//!   [`chromium_login`] does the same login in Debian's headless Chromium (npm `playwright-core`).
 //!
 //! Safety: every client gets `TS_NO_LOGS_NO_SUPPORT=true`, its own `TS_LOGS_DIR`, `HOME` and
 //! `XDG_*`, `TS_DISABLE_PORTMAPPER=1` and no inherited `TS_AUTHKEY*`; every process is stopped by its
@@ -27,6 +28,7 @@ mod error;
 mod baseshift;
 mod browser;
 mod caddy;
+mod chromium;
 mod dns;
 mod install;
 mod lab;
@@ -39,6 +41,10 @@ mod util;
 pub use baseshift::{BaseshiftNode, BaseshiftOptions};
 pub use browser::{query_param, query_params, with_query_param, Browser, Page, MAX_REDIRECTS};
 pub use caddy::{caddy_config, CaddyMode, CaddyNode, CaddyOptions};
+pub use chromium::{
+    chromium_binary, chromium_driver_dir, chromium_login, chromium_login_with, ChromiumOptions,
+    ChromiumPage, PLAYWRIGHT_CORE_VERSION,
+};
 pub use dns::{DnsAnswer, DnsQueryLog, DnsServer, DnsType};
 pub use error::{Context, Error, Result};
 pub use install::{

@@ -82,7 +82,13 @@ pub struct OidcInstall {
 }
 
 fn installed_version(dir: &Path) -> Option<String> {
-    let text = fs::read_to_string(dir.join("node_modules/oidc-provider/package.json")).ok()?;
+    installed_package_version(dir, "oidc-provider")
+}
+
+/// The version of npm package `package` installed in `dir/node_modules`.
+pub(crate) fn installed_package_version(dir: &Path, package: &str) -> Option<String> {
+    let text =
+        fs::read_to_string(dir.join("node_modules").join(package).join("package.json")).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     v.get("version").and_then(Value::as_str).map(str::to_owned)
 }
@@ -94,7 +100,13 @@ fn installed_version(dir: &Path) -> Option<String> {
 pub fn install_oidc_provider() -> Result<OidcInstall> {
     let dir = oidc_provider_dir();
     if installed_version(&dir).as_deref() != Some(OIDC_PROVIDER_VERSION) {
-        npm_install(&dir).with_context(|| {
+        let pkg = NpmPackage {
+            package_json: PACKAGE_JSON,
+            package_lock: PACKAGE_LOCK,
+            probe: "oidc-provider",
+            version: OIDC_PROVIDER_VERSION,
+        };
+        npm_install(&dir, &pkg).with_context(|| {
             format!(
                 "installing npm oidc-provider {OIDC_PROVIDER_VERSION} into {}",
                 dir.display()
@@ -105,7 +117,18 @@ pub fn install_oidc_provider() -> Result<OidcInstall> {
     Ok(OidcInstall { dir, node })
 }
 
-fn npm_install(dir: &Path) -> Result<()> {
+/// An npm install from a lock: what to write and which package (at which version) proves it.
+pub(crate) struct NpmPackage {
+    pub(crate) package_json: &'static str,
+    pub(crate) package_lock: &'static str,
+    pub(crate) probe: &'static str,
+    pub(crate) version: &'static str,
+}
+
+/// `npm ci --ignore-scripts --no-audit --no-fund` of `pkg` into `dir`, through a temporary
+/// sibling renamed into place (a concurrent installer's finished tree is kept).
+pub(crate) fn npm_install(dir: &Path, pkg: &NpmPackage) -> Result<()> {
+    let ok = |d: &Path| installed_package_version(d, pkg.probe).as_deref() == Some(pkg.version);
     let parent = dir
         .parent()
         .with_context(|| format!("{} has no parent directory", dir.display()))?;
@@ -117,8 +140,8 @@ fn npm_install(dir: &Path) -> Result<()> {
     let tmp = parent.join(format!(".tmp-oidc-provider-{}-{nanos}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    fs::write(tmp.join("package.json"), PACKAGE_JSON)?;
-    fs::write(tmp.join("package-lock.json"), PACKAGE_LOCK)?;
+    fs::write(tmp.join("package.json"), pkg.package_json)?;
+    fs::write(tmp.join("package-lock.json"), pkg.package_lock)?;
     let mut cmd = Command::new("npm");
     cmd.args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
         .current_dir(&tmp);
@@ -132,12 +155,12 @@ fn npm_install(dir: &Path) -> Result<()> {
             util::output_text(&out)
         );
     }
-    if installed_version(&tmp).as_deref() != Some(OIDC_PROVIDER_VERSION) {
+    if !ok(&tmp) {
         let _ = fs::remove_dir_all(&tmp);
-        bail!("npm ci did not install oidc-provider {OIDC_PROVIDER_VERSION}");
+        bail!("npm ci did not install {} {}", pkg.probe, pkg.version);
     }
     // Another process may have finished first: keep its tree.
-    if installed_version(dir).as_deref() == Some(OIDC_PROVIDER_VERSION) {
+    if ok(dir) {
         let _ = fs::remove_dir_all(&tmp);
         return Ok(());
     }
@@ -146,7 +169,7 @@ fn npm_install(dir: &Path) -> Result<()> {
     }
     match fs::rename(&tmp, dir) {
         Ok(()) => Ok(()),
-        Err(_) if installed_version(dir).is_some() => {
+        Err(_) if ok(dir) => {
             let _ = fs::remove_dir_all(&tmp);
             Ok(())
         }

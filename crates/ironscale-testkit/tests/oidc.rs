@@ -1,7 +1,8 @@
 //! The OIDC harness against the real provider (npm oidc-provider 9.13.3): an authorization-code
 //! flow with PKCE driven by `Browser`, the token exchange done here as the relying party, key
 //! rotation by `restart_with`, the consent page, wrong passwords, cleanup on drop (also on
-//! panic), and a provider plus browser inside a lab namespace (needs root, like the lab).
+//! panic), a provider plus browsers inside a lab namespace (needs root, like the lab), and the
+//! same login in headless Chromium (Debian's, driven by npm playwright-core).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -301,9 +302,79 @@ fn provider_and_browser_in_lab_hub() {
     let code = query_param(&page.url, "code").unwrap_or_else(|| panic!("{}", page.url));
     let (st, tok) = exchange(&p, &code, &redirect, &req.verifier);
     assert_eq!(st, 200, "{tok}");
+    // Chromium in the hub namespace, stopped at the callback (nothing listens there).
+    let mut opts = ironscale_testkit::ChromiumOptions::in_host(lab.hub());
+    opts.stop_at_prefix = Some(redirect.clone());
+    let req = auth_request(&p, &redirect);
+    let page = must(ironscale_testkit::chromium_login_with(
+        &opts,
+        &req.url,
+        "bob",
+        "bob-password",
+    ));
+    assert!(page.stopped, "{page:?}");
+    assert_eq!(query_param(&page.url, "state"), Some(req.state));
     // A browser in a client host reaches the hub's provider too (same bridge).
     let host = must(lab.add_host("c1"));
     let b = must(Browser::in_host(&host));
     let page = must(b.get(&p.discovery_url()));
     assert_eq!(page.status, 200, "{page:?}");
+}
+
+#[test]
+fn chromium_login_against_real_provider() {
+    let redirect = callback_listener(4);
+    let p = must(OidcProvider::start(&oidc::config(&[&redirect])));
+    // To the end: the relying party's page (the listener here).
+    let req = auth_request(&p, &redirect);
+    let page = must(ironscale_testkit::chromium_login(
+        &req.url,
+        "alice",
+        "alice-password",
+    ));
+    assert!(!page.stopped);
+    assert_eq!(page.status, Some(200), "{page:?}");
+    assert_eq!(page.text.trim(), "callback ok", "{page:?}");
+    assert!(page.url.starts_with(&redirect), "{}", page.url);
+    assert_eq!(query_param(&page.url, "state"), Some(req.state));
+    assert!(query_param(&page.url, "code").is_some(), "{}", page.url);
+    assert!(
+        page.hops
+            .iter()
+            .any(|u| u.starts_with(&format!("{}/auth?", p.issuer()))),
+        "{:?}",
+        page.hops
+    );
+    assert!(
+        p.log_tail(100).contains("login ok alice"),
+        "{}",
+        p.log_tail(30)
+    );
+    // Stopping at the redirect URI, the code is still unused: it can be exchanged here.
+    let opts = ironscale_testkit::ChromiumOptions {
+        stop_at_prefix: Some(redirect.clone()),
+        ..Default::default()
+    };
+    let req = auth_request(&p, &redirect);
+    let page = must(ironscale_testkit::chromium_login_with(
+        &opts,
+        &req.url,
+        "bob",
+        "bob-password",
+    ));
+    assert!(page.stopped, "{page:?}");
+    let code = query_param(&page.url, "code").unwrap_or_else(|| panic!("{}", page.url));
+    let (st, tok) = exchange(&p, &code, &redirect, &req.verifier);
+    assert_eq!(st, 200, "{tok}");
+    let (_, claims) = jwt_parts(tok["id_token"].as_str().unwrap_or_default());
+    assert_eq!(claims["sub"], json!("bob"));
+    // A wrong password ends on the provider's form.
+    let req = auth_request(&p, &redirect);
+    let page = must(ironscale_testkit::chromium_login(&req.url, "bob", "wrong"));
+    assert_eq!(page.status, Some(401), "{page:?}");
+    assert!(
+        page.text.contains("Invalid username or password"),
+        "{}",
+        page.text
+    );
 }
