@@ -240,13 +240,14 @@ fn refused_logins_say_why_and_register_nothing_until_an_allowed_user_logs_in() {
     ]);
     let s = setup(
         "isi-oidcno",
-        json!({ "users": users_cfg }),
+        json!({ "users": users_cfg, "id_token_ttl": 7200 }),
         json!({
             "allowed_groups": ["admins", "staff", "eng"],
             "allowed_domains": ["example.com"],
             "allowed_users": ["alice@example.com"],
+            "use_expiry_from_token": true,
         }),
-        json!({}),
+        json!({"node": {"expiry": "30d"}}),
     );
     let url = s.url();
     let callback = s.callback();
@@ -370,6 +371,17 @@ fn refused_logins_say_why_and_register_nothing_until_an_allowed_user_logs_in() {
     let nodes = must(s.server.nodes());
     assert_eq!(nodes.len(), 1, "{nodes:#?}");
     assert_eq!(nodes[0].user.as_deref(), Some("alice"));
+    // use_expiry_from_token: the node key expires with the ID token (2 h), not node.expiry (30 d).
+    let expiry = nodes[0].raw["expiry"]
+        .as_str()
+        .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+        .unwrap_or_else(|| panic!("no expiry: {}", nodes[0].raw));
+    let left = expiry.timestamp() - chrono::Utc::now().timestamp();
+    assert!(
+        (6900..=7300).contains(&left),
+        "expiry in {left} s: {}",
+        nodes[0].raw
+    );
     let us = users(&s.server);
     assert_eq!(us.len(), 1, "only the allowed user exists: {us:#?}");
 
@@ -541,4 +553,59 @@ fn provider_groups_in_the_policy_grant_access_and_lose_it_at_the_next_login() {
         },
     );
     must(gone);
+}
+
+#[test]
+fn serve_does_not_start_while_the_issuer_is_unreachable_unless_told_to() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let write = |only: bool| {
+        let cfg = json!({
+            "server_url": "http://127.0.0.1:1",
+            "listen_addr": "127.0.0.1:0",
+            "metrics_listen_addr": "127.0.0.1:0",
+            "noise": {"private_key_path": dir.path().join("noise.key").to_string_lossy()},
+            "database": {"type": "sqlite", "sqlite": {"path": dir.path().join("db.sqlite").to_string_lossy()}},
+            "unix_socket": dir.path().join("s.sock").to_string_lossy(),
+            "derp": {"server": {"enabled": false}, "urls": [], "paths": [], "auto_update_enabled": false},
+            "dns": {"magic_dns": false},
+            "oidc": {"issuer": format!("http://127.0.0.1:{port}"), "client_id": "x", "client_secret": "y",
+                     "only_start_if_oidc_is_available": only},
+        });
+        let path = dir.path().join(format!("config-{only}.yaml"));
+        std::fs::write(&path, ironscale_testkit::to_yaml(&cfg)).unwrap_or_else(|e| panic!("{e}"));
+        path
+    };
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(write(true))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("OIDC issuer") && text.contains("not available"),
+        "{text}"
+    );
+    // With the flag off, serve starts (and would discover the issuer at the first login).
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(write(false))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = wait_until(
+        "serve to open its socket",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || Ok(dir.path().join("s.sock").exists().then_some(())),
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    must(started);
 }
