@@ -51,9 +51,11 @@ impl OidcSettings {
         }
         let client_secret = match &o.client_secret_path {
             Some(p) => {
-                let s = std::fs::read_to_string(p).map_err(|e| {
-                    format!("oidc.client_secret_path: cannot read {}: {e}", p.display())
-                })?;
+                // As Headscale: environment variables in the path are expanded
+                // (`${CREDENTIALS_DIRECTORY}/oidc_client_secret` under systemd).
+                let p = expand_env(&p.to_string_lossy(), |k| std::env::var(k).ok());
+                let s = std::fs::read_to_string(&p)
+                    .map_err(|e| format!("oidc.client_secret_path: cannot read {p}: {e}"))?;
                 Secret::new(s.trim())
             }
             None => o.client_secret.clone(),
@@ -88,5 +90,60 @@ impl OidcSettings {
             }),
             secure_cookies: server.starts_with("https://"),
         }))
+    }
+}
+
+/// `$VAR` and `${VAR}` replaced by `var(VAR)` (unset: empty), as Go's `os.ExpandEnv`.
+fn expand_env(s: &str, var: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, len) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(j) => (&braced[..j], j + 2),
+                None => ("", 0),
+            }
+        } else {
+            let n = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..n], n)
+        };
+        if len == 0 {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        out.push_str(&var(name).unwrap_or_default());
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_env;
+
+    #[test]
+    fn secret_paths_expand_environment_variables_as_headscale() {
+        let var =
+            |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| "/run/credentials/x".to_string());
+        assert_eq!(
+            expand_env("${CREDENTIALS_DIRECTORY}/oidc_client_secret", var),
+            "/run/credentials/x/oidc_client_secret"
+        );
+        assert_eq!(
+            expand_env("$CREDENTIALS_DIRECTORY/s", var),
+            "/run/credentials/x/s"
+        );
+        assert_eq!(
+            expand_env("/etc/headscale/oidc_secret", var),
+            "/etc/headscale/oidc_secret"
+        );
+        assert_eq!(expand_env("/a/$UNSET/b", var), "/a//b");
+        assert_eq!(expand_env("/a/${open", var), "/a/${open");
     }
 }
