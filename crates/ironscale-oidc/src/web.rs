@@ -112,7 +112,20 @@ async fn callback(
     Query(q): Query<CallbackQuery>,
     headers: HeaderMap,
 ) -> Response {
-    match login(&w, q, browser_cookie(&headers).as_deref()).await {
+    let result = login(&w, q, browser_cookie(&headers).as_deref()).await;
+    // The audit log has every OIDC login, accepted or refused (who, as far as known; why).
+    let (actor, target, outcome) = match &result {
+        Ok((user, node)) => (format!("oidc:{user}"), node.clone(), "ok".to_string()),
+        Err(r) => ("oidc".to_string(), String::new(), r.to_string()),
+    };
+    if let Err(e) = w
+        .state
+        .record_audit(&actor, "oidc.login", &target, &outcome, "")
+        .await
+    {
+        tracing::warn!("could not record the OIDC login in the audit log: {e}");
+    }
+    match result {
         Ok((user, node)) => page(
             StatusCode::OK,
             "Logged in",

@@ -384,6 +384,35 @@ fn refused_logins_say_why_and_register_nothing_until_an_allowed_user_logs_in() {
     );
     let us = users(&s.server);
     assert_eq!(us.len(), 1, "only the allowed user exists: {us:#?}");
+    // Every attempt is in the audit log: the refusals with their reason, the login with its user.
+    let audit = must(s.server.cli_ok(&["audit", "list", "-o", "json"]));
+    let entries: Vec<Value> = serde_json::from_str(&audit).unwrap_or_default();
+    let logins: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "oidc.login")
+        .collect();
+    assert!(
+        logins
+            .iter()
+            .any(|e| e["actor"] == "oidc:alice" && e["result"] == "ok" && e["target"] == "laptop"),
+        "{audit}"
+    );
+    for why in [
+        "allowed_groups",
+        "allowed_domains",
+        "not verified",
+        "allowed_users",
+        "access_denied",
+        "replayed",
+        "another browser",
+    ] {
+        assert!(
+            logins
+                .iter()
+                .any(|e| e["result"].as_str().is_some_and(|r| r.contains(why))),
+            "no refusal {why:?} in the audit log: {audit}"
+        );
+    }
 
     // `oidc check` against the live provider: all good; a wrong secret and a wrong issuer are named.
     let check = |cfg: &Path| {
