@@ -81,6 +81,8 @@ pub struct Oidc {
     http: reqwest::Client,
     discovered: tokio::sync::RwLock<Option<Arc<Discovered>>>,
     pub(crate) flows: parking_lot::Mutex<Flows>,
+    /// Logins completed, and refused by reason code (for `/metrics`).
+    outcomes: parking_lot::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -120,6 +122,7 @@ impl Oidc {
             http: http_client()?,
             discovered: tokio::sync::RwLock::new(None),
             flows: parking_lot::Mutex::new(Flows::default()),
+            outcomes: parking_lot::Mutex::new(Default::default()),
         }))
     }
 
@@ -133,6 +136,17 @@ impl Oidc {
 
     pub fn settings(&self) -> &OidcSettings {
         &self.settings
+    }
+
+    /// Count a finished login: `"ok"` or a refusal's reason code.
+    pub(crate) fn count(&self, outcome: &'static str) {
+        *self.outcomes.lock().entry(outcome).or_default() += 1;
+    }
+
+    /// Logins so far by outcome (`ok`, or the refusal's reason code as on its
+    /// page: `group`, `domain`, `state`, `replayed`…), for `/metrics`.
+    pub fn login_counts(&self) -> Vec<(&'static str, u64)> {
+        self.outcomes.lock().iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     async fn discover(&self, force: bool) -> Result<Arc<Discovered>, Refusal> {

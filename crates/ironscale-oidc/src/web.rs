@@ -114,6 +114,10 @@ async fn callback(
 ) -> Response {
     let result = login(&w, q, browser_cookie(&headers).as_deref()).await;
     // The audit log has every OIDC login, accepted or refused (who, as far as known; why).
+    w.oidc.count(match &result {
+        Ok(_) => "ok",
+        Err(r) => reason_code(r),
+    });
     let (actor, target, outcome) = match &result {
         Ok((user, node)) => (format!("oidc:{user}"), node.clone(), "ok".to_string()),
         Err(r) => ("oidc".to_string(), String::new(), r.to_string()),

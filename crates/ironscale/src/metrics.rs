@@ -16,6 +16,7 @@ pub struct Sources {
     pub state: State,
     pub derp: Option<Arc<DerpServer>>,
     pub stun: Option<Arc<StunStats>>,
+    pub oidc: Option<Arc<ironscale_oidc::Oidc>>,
 }
 
 /// One scrape's figures.
@@ -28,6 +29,8 @@ pub struct Figures {
     pub derp: Option<DerpStats>,
     /// STUN: requests answered, packets ignored, send errors.
     pub stun: Option<(u64, u64, u64)>,
+    /// OIDC logins by outcome (`ok` or a refusal reason).
+    pub oidc_logins: Option<Vec<(&'static str, u64)>>,
 }
 
 impl Sources {
@@ -43,6 +46,7 @@ impl Sources {
                 .stun
                 .as_ref()
                 .map(|s| (s.requests(), s.ignored(), s.send_errors())),
+            oidc_logins: self.oidc.as_ref().map(|o| o.login_counts()),
         }
     }
 }
@@ -181,6 +185,27 @@ pub fn render(f: &Figures) -> String {
             &[("", send_errors)],
         );
     }
+    if let Some(logins) = &f.oidc_logins {
+        let labels: Vec<(String, u64)> = logins
+            .iter()
+            .map(|(k, v)| {
+                let l = if *k == "ok" {
+                    "{result=\"ok\"}".to_string()
+                } else {
+                    format!("{{result=\"refused\",reason=\"{k}\"}}")
+                };
+                (l, *v)
+            })
+            .collect();
+        let samples: Vec<(&str, u64)> = labels.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            &mut o,
+            "ironscale_oidc_logins_total",
+            "counter",
+            "OIDC logins finished at the callback, by result and refusal reason.",
+            &samples,
+        );
+    }
     o
 }
 
@@ -227,8 +252,17 @@ mod tests {
                 ..DerpStats::default()
             }),
             stun: Some((12, 1, 0)),
+            oidc_logins: Some(vec![("group", 2), ("ok", 3)]),
         };
         let text = render(&f);
+        assert!(
+            text.contains("ironscale_oidc_logins_total{result=\"ok\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ironscale_oidc_logins_total{result=\"refused\",reason=\"group\"} 2"),
+            "{text}"
+        );
         let mut declared = std::collections::BTreeSet::new();
         let mut typed = None::<String>;
         for line in text.lines() {

@@ -486,6 +486,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
                     state: state.clone(),
                     derp: derp_server.clone(),
                     stun: stun_running.then(|| stun_stats.clone()),
+                    oidc: oidc.clone(),
                 });
                 let stop = sup.stopped();
                 sup.spawn(format!("metrics listener {addr}"), async move {

@@ -414,6 +414,24 @@ fn refused_logins_say_why_and_register_nothing_until_an_allowed_user_logs_in() {
         );
     }
 
+    // /metrics counts the logins by result and reason.
+    let metrics = must(s.lab.hub().http_get(
+        &format!(
+            "http://{}:{}/metrics",
+            s.lab.hub_ip(),
+            ironscale_testkit::METRICS_PORT
+        ),
+        Duration::from_secs(5),
+    ));
+    for line in [
+        "ironscale_oidc_logins_total{result=\"ok\"} 1",
+        "ironscale_oidc_logins_total{result=\"refused\",reason=\"group\"} 1",
+        "ironscale_oidc_logins_total{result=\"refused\",reason=\"replayed\"} 1",
+        "ironscale_oidc_logins_total{result=\"refused\",reason=\"state\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
+
     // `oidc check` against the live provider: all good; a wrong secret and a wrong issuer are named.
     let check = |cfg: &Path| {
         let mut c = s.lab.hub().command(BIN);
