@@ -11,6 +11,7 @@ mod machine;
 mod noise_stream;
 mod probe;
 mod ts2021;
+mod verify;
 
 use std::sync::Arc;
 
@@ -195,7 +196,13 @@ async fn health(AxState(state): AxState<State>) -> Response {
 pub fn router(ctl: Arc<Control>) -> Router {
     let mut r = Router::new()
         .route("/key", get(key_handler))
-        .route("/ts2021", any(ts2021::upgrade));
+        .route("/ts2021", any(ts2021::upgrade))
+        .route(
+            "/verify",
+            axum::routing::post(verify::verify).layer(axum::extract::DefaultBodyLimit::max(
+                verify::MAX_VERIFY_BODY,
+            )),
+        );
     if ctl.register_page {
         r = r.route("/register/{id}", get(login::page));
     }

@@ -875,3 +875,73 @@ async fn a_router_that_stops_answering_probes_fails_over() {
         task.abort();
     }
 }
+
+/// `POST body` (raw bytes, no Content-Type, as Go's derper sends it) on the plain listener.
+async fn http_post(addr: std::net::SocketAddr, path: &str, body: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(body).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// `/verify` admits exactly the nodes of this tailnet whose key is valid now: a member yes,
+/// an unknown key no, and a node expired or deleted no from then on; bad bodies are a 400.
+#[tokio::test]
+async fn verify_admits_members_and_refuses_outsiders_expired_and_deleted_nodes() {
+    let s = start().await;
+    let key = new_key(&s, true).await;
+    let (a, _) = join(&s, &key, "alpha").await;
+    let (b, _) = join(&s, &key, "beta").await;
+    let ask = |k: String| {
+        let addr = s.addr;
+        async move {
+            let body = format!("{{\"NodePublic\":\"{k}\",\"Source\":\"192.0.2.7\"}}");
+            http_post(addr, "/verify", body.as_bytes()).await
+        }
+    };
+    let allowed = |resp: &str| {
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        if resp.ends_with("{\"Allow\":true}") {
+            true
+        } else {
+            assert!(resp.ends_with("{\"Allow\":false}"), "{resp}");
+            false
+        }
+    };
+    let ka = a.node.node_public().to_string();
+    let kb = b.node.node_public().to_string();
+    assert!(allowed(&ask(ka.clone()).await));
+    assert!(allowed(&ask(kb.clone()).await));
+    let outsider = PrivateKey::generate().node_public().to_string();
+    assert!(!allowed(&ask(outsider).await), "an outsider was admitted");
+
+    let alpha = s.state.node_by_key(&a.node.node_public()).unwrap().id;
+    s.state
+        .expire_node(alpha, Some(s.state.now() - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    assert!(!allowed(&ask(ka).await), "an expired node was admitted");
+    let beta = s.state.node_by_key(&b.node.node_public()).unwrap().id;
+    s.state.delete_node(beta).await.unwrap();
+    assert!(!allowed(&ask(kb).await), "a deleted node was admitted");
+
+    for bad in [
+        &b"not json"[..],
+        b"{}",
+        b"{\"NodePublic\":\"nodekey:zz\"}",
+        b"",
+    ] {
+        let r = http_post(s.addr, "/verify", bad).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    }
+    // The server still answers.
+    assert!(http_get(s.addr, "/health")
+        .await
+        .starts_with("HTTP/1.1 200"));
+}

@@ -276,6 +276,21 @@ impl State {
         self.inner.index.load().by_node_key.contains_key(key)
     }
 
+    /// Whether a DERP relay should admit the client with node key `key`
+    /// (`/verify`, the embedded relay's `verify_clients`): a node of this
+    /// tailnet now, its key not expired, approved (with device approval).
+    /// Read from the snapshot, so a node deleted or expired is refused at once.
+    pub fn relay_allowed(&self, key: &NodePublic) -> bool {
+        let Some(id) = self.inner.index.load().by_node_key.get(key).copied() else {
+            return false;
+        };
+        let t = self.snapshot();
+        let Some(n) = t.nodes.get(&id) else {
+            return false;
+        };
+        n.approved && n.expiry.is_none_or(|e| e > self.now())
+    }
+
     /// Replace the DERP map (e.g. after a refresh of `derp.urls`).
     pub async fn set_derp_map(&self, map: wire::DerpMap) {
         let _w = self.inner.write.lock().await;

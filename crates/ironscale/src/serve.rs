@@ -368,7 +368,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
             let st = state.clone();
             Arc::new(
                 server.with_verifier(Arc::new(move |k: &ironscale_keys::NodePublic| {
-                    st.is_known_node_key(k)
+                    st.relay_allowed(k)
                 })),
             )
         } else {
