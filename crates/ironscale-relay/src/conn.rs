@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ironscale_derp::{
-    is_disco, random_nonce, DerpError, Frame, PeerGoneReason, ServerConn, ServerEvent,
+    is_disco, random_nonce, ClientInfo, DerpError, Frame, PeerGoneReason, ServerConn, ServerEvent,
 };
 use ironscale_keys::NodePublic;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -64,6 +64,8 @@ struct Session {
     /// Destinations this client sent to, with their connection id (for PeerGone).
     sent_to: HashMap<NodePublic, u64>,
     not_here: NotHereLimiter,
+    /// A ClientInfo waiting for the verifier's answer.
+    admission: Option<(NodePublic, ClientInfo, bool)>,
 }
 
 pub(crate) async fn run<S>(server: Arc<DerpServer>, io: S, remote: Option<SocketAddr>)
@@ -82,6 +84,7 @@ where
             tokens: 3.0,
             last: now,
         },
+        admission: None,
     };
     let reason = s.drive(io).await;
     let who = s
@@ -128,6 +131,19 @@ impl Session {
         loop {
             if let Err(c) = self.handle_events() {
                 return c;
+            }
+            if let Some((key, info, is_mesh)) = self.admission.take() {
+                // The verifier may ask over the network; only this connection waits.
+                let source = self.remote.map(|a| a.ip());
+                let admitted = tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return Close::Shutdown,
+                    ok = self.server.admit(&key, is_mesh, source) => ok,
+                };
+                if let Err(c) = self.admitted(key, info, is_mesh, admitted) {
+                    return c;
+                }
+                continue;
             }
             if let Some(c) = &self.client {
                 if c.closed.load(Ordering::Relaxed) {
@@ -197,22 +213,10 @@ impl Session {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
                 ServerEvent::ClientInfo { key, info, is_mesh } => {
-                    if !self.server.admit(&key, is_mesh) {
-                        inc(&self.server.counters.clients_rejected);
-                        debug!(client = %key.short(), remote = ?self.remote, "DERP client refused by verifier");
-                        return Err(Close::Rejected);
-                    }
-                    let c = self
-                        .server
-                        .new_client(key, self.remote, is_mesh, info.is_prober);
-                    self.server.register(&c);
-                    self.client = Some(c);
-                    let nonce = random_nonce()
-                        .ok_or(Close::Protocol(DerpError::Closed("no randomness")))?;
-                    self.conn
-                        .accept(&self.server.server_info(), nonce, Instant::now())
-                        .map_err(Close::Protocol)?;
-                    debug!(client = %key.short(), remote = ?self.remote, mesh = is_mesh, "DERP client connected");
+                    // Decided in `drive` (the verifier is async); the
+                    // connection reads nothing more until then.
+                    self.admission = Some((key, info, is_mesh));
+                    return Ok(());
                 }
                 ServerEvent::SendPacket { dst, packet } => {
                     let Some(src) = self.conn.client_key() else {
@@ -249,6 +253,32 @@ impl Session {
                 ServerEvent::ClosePeer(k) => self.server.close_peer(&k),
             }
         }
+        Ok(())
+    }
+
+    /// The verifier's answer for the client that sent ClientInfo.
+    fn admitted(
+        &mut self,
+        key: NodePublic,
+        info: ClientInfo,
+        is_mesh: bool,
+        admitted: bool,
+    ) -> Result<(), Close> {
+        if !admitted {
+            inc(&self.server.counters.clients_rejected);
+            debug!(client = %key.short(), remote = ?self.remote, "DERP client refused by verifier");
+            return Err(Close::Rejected);
+        }
+        let c = self
+            .server
+            .new_client(key, self.remote, is_mesh, info.is_prober);
+        self.server.register(&c);
+        self.client = Some(c);
+        let nonce = random_nonce().ok_or(Close::Protocol(DerpError::Closed("no randomness")))?;
+        self.conn
+            .accept(&self.server.server_info(), nonce, Instant::now())
+            .map_err(Close::Protocol)?;
+        debug!(client = %key.short(), remote = ?self.remote, mesh = is_mesh, "DERP client connected");
         Ok(())
     }
 

@@ -17,18 +17,34 @@ use tokio::sync::{watch, Notify};
 
 /// Admission control for non-mesh clients (`verify_clients`).
 ///
-/// The control server implements this to admit only nodes of its tailnet.
-/// Called once per connection, right after the ClientInfo box was opened; keep
-/// it fast (an in-memory lookup), it runs on the connection's task.
+/// The control server implements this to admit only nodes of its tailnet
+/// (an in-memory lookup, the closure impl below); `ironscale derper` asks a
+/// `--verify-client-url`. Called once per connection, right after the
+/// ClientInfo box was opened, on the connection's task: reading from that
+/// client pauses until it answers, other clients are not held up. An answer
+/// that takes longer than [`ADMISSION_TIMEOUT`] refuses the client.
 pub trait ClientVerifier: Send + Sync {
-    fn allowed(&self, node: &NodePublic) -> bool;
+    /// `source`: the client's address as the relay sees it.
+    fn allowed<'a>(
+        &'a self,
+        node: &'a NodePublic,
+        source: Option<std::net::IpAddr>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
 }
 
 impl<F: Fn(&NodePublic) -> bool + Send + Sync> ClientVerifier for F {
-    fn allowed(&self, node: &NodePublic) -> bool {
-        self(node)
+    fn allowed<'a>(
+        &'a self,
+        node: &'a NodePublic,
+        _source: Option<std::net::IpAddr>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        let ok = self(node);
+        Box::pin(std::future::ready(ok))
     }
 }
+
+/// The longest a [`ClientVerifier`] may take before the client is refused.
+pub const ADMISSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Tunables of a [`DerpServer`]; the defaults are those of Tailscale's derper.
 #[derive(Clone, Debug)]
@@ -290,12 +306,19 @@ impl DerpServer {
         }
     }
 
-    pub(crate) fn admit(&self, key: &NodePublic, is_mesh: bool) -> bool {
+    pub(crate) async fn admit(
+        &self,
+        key: &NodePublic,
+        is_mesh: bool,
+        source: Option<std::net::IpAddr>,
+    ) -> bool {
         if is_mesh {
             return true;
         }
         match &self.verifier {
-            Some(v) => v.allowed(key),
+            Some(v) => tokio::time::timeout(ADMISSION_TIMEOUT, v.allowed(key, source))
+                .await
+                .unwrap_or(false),
             None => true,
         }
     }

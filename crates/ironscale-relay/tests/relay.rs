@@ -252,6 +252,63 @@ async fn verify_clients_refuses_unknown_keys() {
     assert_eq!((st.clients_rejected, st.clients_current), (1, 1));
 }
 
+/// A verifier that answers slowly (a `--verify-client-url` far away) holds up only the client it
+/// is deciding: another client connects and is served meanwhile, and the source address is passed.
+#[tokio::test]
+async fn a_slow_async_verifier_holds_up_only_its_own_client() {
+    struct Slow {
+        slow: NodePublic,
+        sources: parking_lot::Mutex<Vec<Option<std::net::IpAddr>>>,
+    }
+    impl ironscale_relay::ClientVerifier for Slow {
+        fn allowed<'a>(
+            &'a self,
+            node: &'a NodePublic,
+            source: Option<std::net::IpAddr>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+            self.sources.lock().push(source);
+            let slow = *node == self.slow;
+            Box::pin(async move {
+                if slow {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                true
+            })
+        }
+    }
+    let slow_key = PrivateKey::generate();
+    let verifier = Arc::new(Slow {
+        slow: slow_key.node_public(),
+        sources: Default::default(),
+    });
+    let r = start(DerpServer::new(PrivateKey::generate()).with_verifier(verifier.clone())).await;
+    let slow = tokio::spawn({
+        let r_addr = r.addr;
+        let fp = r.fingerprint.clone();
+        async move {
+            let tls = Arc::new(pinned_tls_config(&fp).unwrap());
+            DerpClient::connect_tls(r_addr, "localhost", tls, slow_key, ClientInfo::default()).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut quick = connect(&r, PrivateKey::generate()).await.unwrap();
+    quick.ping([3; 8]).await.unwrap();
+    assert_eq!(next(&mut quick).await, Frame::Pong { data: [3; 8] });
+    assert!(
+        !slow.is_finished(),
+        "the slow client was admitted before the quick one was served"
+    );
+    let mut s = timeout(T, slow).await.unwrap().unwrap().unwrap();
+    s.ping([4; 8]).await.unwrap();
+    assert_eq!(next(&mut s).await, Frame::Pong { data: [4; 8] });
+    let sources = verifier.sources.lock().clone();
+    assert_eq!(sources.len(), 2);
+    assert!(
+        sources.iter().all(|s| s.is_some_and(|ip| ip.is_loopback())),
+        "{sources:?}"
+    );
+}
+
 #[tokio::test]
 async fn mesh_watcher_sees_present_and_gone() {
     let mesh = ironscale_derp::MeshKey([9; 32]);
