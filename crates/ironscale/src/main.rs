@@ -2,6 +2,7 @@
 //! Headscale-style admin CLI (`users`, `preauthkeys`, `nodes`, `auth`, `policy`).
 
 mod cli;
+mod derper;
 mod metrics;
 mod serve;
 mod supervisor;
@@ -68,6 +69,12 @@ enum Cmd {
     /// OIDC login: check the identity provider setup.
     #[command(subcommand)]
     Oidc(cli::oidc::OidcCmd),
+    /// A standalone DERP relay with Tailscale derper's flags (`ironscale derper --help`).
+    #[command(disable_help_flag = true)]
+    Derper {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn load_config(path: Option<&std::path::Path>, quiet: bool) -> anyhow::Result<Config> {
@@ -91,7 +98,22 @@ fn load_config(path: Option<&std::path::Path>, quiet: bool) -> anyhow::Result<Co
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Through a symlink named `derper`: derper's flags, nothing else.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let as_derper = std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "derper");
+    let cli = if as_derper {
+        Cli {
+            config: None,
+            output: String::new(),
+            cmd: Cmd::Derper {
+                args: std::env::args().skip(1).collect(),
+            },
+        }
+    } else {
+        Cli::parse()
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,6 +174,17 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             cli::run_auth(c, &cli::client(&cfg)?, out).await?;
         }
         Cmd::Routes { args } => return Err(cli::legacy_routes(&args)),
+        Cmd::Derper { args } => {
+            if args
+                .iter()
+                .any(|a| matches!(a.as_str(), "-h" | "--help" | "-help"))
+            {
+                print!("{}", derper::HELP);
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            let a = derper::parse(&args)?;
+            derper::run(a).await.context("derper failed")?;
+        }
         Cmd::Oidc(c) => {
             let cfg = load_config(cfg_path, true)?;
             return cli::oidc::run(c, &cfg, out).await;

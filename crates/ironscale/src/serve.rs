@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::supervisor::Supervisor;
 use ironscale_derpmap::{self as derpmap, EmbeddedRegion};
 
-fn init_logging(cfg: &Config) {
+pub(crate) fn init_logging(cfg: &Config) {
     let level = match cfg.log.level.as_str() {
         "trace" | "debug" | "info" | "warn" | "error" => cfg.log.level.clone(),
         _ => "info".into(),
@@ -282,7 +282,7 @@ async fn oidc_setup(cfg: &Config) -> anyhow::Result<Option<Arc<ironscale_oidc::O
     Ok(Some(oidc))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => {
