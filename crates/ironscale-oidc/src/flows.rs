@@ -15,6 +15,8 @@ use crate::Refusal;
 pub(crate) const FLOW_TTL: Duration = Duration::from_secs(10 * 60);
 /// At most this many logins in progress (and as many used states remembered).
 pub(crate) const MAX_FLOWS: usize = 4096;
+/// At most this many logins in progress for one registration.
+pub(crate) const MAX_PER_PURPOSE: usize = 3;
 
 /// What a login is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +60,9 @@ impl Flows {
             .retain(|_, at| now.saturating_duration_since(*at) < FLOW_TTL);
     }
 
-    /// Remember a new login under `state`.
+    /// Remember a new login under `state`. At most [`MAX_PER_PURPOSE`]
+    /// logins wait for one registration (an older one is dropped), and a full
+    /// table drops its oldest login: opening login links cannot lock others out.
     pub fn insert(
         &mut self,
         state: &str,
@@ -67,11 +71,29 @@ impl Flows {
         nonce: String,
         pkce_verifier: Option<String>,
         now: Instant,
-    ) -> Result<(), Refusal> {
+    ) {
+        let same: Vec<([u8; 32], Instant)> = self
+            .live
+            .iter()
+            .filter(|(_, f)| f.purpose == purpose)
+            .map(|(k, f)| (*k, f.created))
+            .collect();
+        if same.len() >= MAX_PER_PURPOSE {
+            if let Some((k, _)) = same.iter().min_by_key(|(_, at)| *at) {
+                self.live.remove(k);
+            }
+        }
         if self.live.len() >= MAX_FLOWS {
             self.purge(now);
             if self.live.len() >= MAX_FLOWS {
-                return Err(Refusal::Busy);
+                let oldest = self
+                    .live
+                    .iter()
+                    .min_by_key(|(_, f)| f.created)
+                    .map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    self.live.remove(&k);
+                }
             }
         }
         self.live.insert(
@@ -84,7 +106,6 @@ impl Flows {
                 created: now,
             },
         );
-        Ok(())
     }
 
     /// Take the login `state` names, once. The browser must be the one that
@@ -142,8 +163,7 @@ mod tests {
     fn a_state_is_taken_once_by_its_browser_and_a_replay_is_named() {
         let t = Instant::now();
         let mut f = Flows::default();
-        f.insert("s1", "cookie", reg(), "n".into(), None, t)
-            .expect("insert");
+        f.insert("s1", "cookie", reg(), "n".into(), None, t);
         assert_eq!(
             f.take("nope", Some("cookie"), t).err(),
             Some(Refusal::UnknownState)
@@ -162,28 +182,65 @@ mod tests {
     }
 
     #[test]
-    fn logins_expire_and_the_table_is_bounded() {
+    fn logins_expire_and_the_table_is_bounded_without_locking_anyone_out() {
         let t = Instant::now();
         let mut f = Flows::default();
-        f.insert("old", "c", reg(), "n".into(), None, t)
-            .expect("insert");
+        f.insert("old", "c", reg(), "n".into(), None, t);
         let later = t + FLOW_TTL;
         assert_eq!(
             f.take("old", Some("c"), later).err(),
             Some(Refusal::UnknownState)
         );
-        for i in 0..MAX_FLOWS {
-            f.insert(&format!("s{i}"), "c", reg(), "n".into(), None, later)
-                .expect("insert");
+        // One registration holds at most MAX_PER_PURPOSE logins: the oldest goes.
+        for i in 0..MAX_PER_PURPOSE + 2 {
+            f.insert(
+                &format!("r{i}"),
+                "c",
+                reg(),
+                "n".into(),
+                None,
+                later + Duration::from_millis(i as u64),
+            );
         }
+        assert_eq!(f.len(), MAX_PER_PURPOSE);
         assert_eq!(
-            f.insert("one-more", "c", reg(), "n".into(), None, later)
-                .err(),
-            Some(Refusal::Busy)
+            f.take("r0", Some("c"), later).err(),
+            Some(Refusal::UnknownState)
         );
-        // Once they expire, there is room again.
-        f.insert("one-more", "c", reg(), "n".into(), None, later + FLOW_TTL)
-            .expect("room after expiry");
-        assert_eq!(f.len(), 1);
+        assert!(f
+            .take(&format!("r{}", MAX_PER_PURPOSE + 1), Some("c"), later)
+            .is_ok());
+        // A full table drops its oldest login instead of refusing a new one.
+        let mut f = Flows::default();
+        for i in 0..MAX_FLOWS {
+            let p = Purpose::Register(
+                ironscale_state::RegistrationId::parse(&format!("{i:0>24}")).expect("id"),
+            );
+            f.insert(
+                &format!("s{i}"),
+                "c",
+                p,
+                "n".into(),
+                None,
+                t + Duration::from_millis(i as u64),
+            );
+        }
+        assert_eq!(f.len(), MAX_FLOWS);
+        f.insert(
+            "newest",
+            "c",
+            reg(),
+            "n".into(),
+            None,
+            t + Duration::from_secs(60),
+        );
+        assert_eq!(f.len(), MAX_FLOWS);
+        assert_eq!(
+            f.take("s0", Some("c"), t).err(),
+            Some(Refusal::UnknownState)
+        );
+        assert!(f
+            .take("newest", Some("c"), t + Duration::from_secs(60))
+            .is_ok());
     }
 }

@@ -48,9 +48,23 @@ pub struct Identity {
 
 impl Identity {
     /// The stable id of this person at this provider, as Headscale stores it
-    /// (`provider_identifier`): the issuer without a trailing `/`, `/`, the subject.
+    /// (`provider_identifier`, Go's `url.JoinPath(iss, sub)`): the issuer
+    /// without a trailing `/`, `/`, the subject escaped as a URL path
+    /// (`auth0|123` is `auth0%7C123`), so an imported Headscale user matches.
     pub fn provider_id(&self) -> String {
-        format!("{}/{}", self.issuer.trim_end_matches('/'), self.subject)
+        let mut sub = String::with_capacity(self.subject.len());
+        for b in self.subject.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~$&+,/:;=@".contains(&b) {
+                sub.push(char::from(b));
+            } else {
+                sub.push_str(&format!("%{b:02X}"));
+            }
+        }
+        format!(
+            "{}/{}",
+            self.issuer.trim_end_matches('/'),
+            sub.trim_start_matches('/')
+        )
     }
 
     #[cfg(test)]
@@ -82,8 +96,6 @@ pub enum Refusal {
     Replayed,
     #[error("the login was started in another browser (login cookie missing or different)")]
     OtherBrowser,
-    #[error("too many logins in progress")]
-    Busy,
     #[error("the identity provider refused the login: {error}{}", if description.is_empty() { String::new() } else { format!(" ({description})") })]
     ProviderDenied { error: String, description: String },
     #[error("the identity provider cannot be reached: {0}")]
@@ -108,4 +120,29 @@ pub enum Refusal {
     Approval(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Identity;
+
+    #[test]
+    fn provider_ids_are_made_as_headscale_makes_them() {
+        let mut id = Identity::test("alice");
+        id.issuer = "https://sso.example.com/realms/corp/".into();
+        assert_eq!(
+            id.provider_id(),
+            "https://sso.example.com/realms/corp/alice"
+        );
+        id.subject = "auth0|65f0 1".into();
+        assert_eq!(
+            id.provider_id(),
+            "https://sso.example.com/realms/corp/auth0%7C65f0%201"
+        );
+        id.subject = "248289761001".into();
+        assert_eq!(
+            id.provider_id(),
+            "https://sso.example.com/realms/corp/248289761001"
+        );
+    }
 }

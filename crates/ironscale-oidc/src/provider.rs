@@ -16,7 +16,7 @@ use openidconnect::{
     AccessToken, AdditionalClaims, AuthorizationCode, ClaimsVerificationError, ClientId,
     ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdToken, IssuerUrl,
     Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
-    RequestTokenError, Scope, SignatureVerificationError, TokenResponse, UserInfoClaims,
+    RequestTokenError, Scope, TokenResponse, UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +80,8 @@ pub struct Oidc {
     pub(crate) settings: OidcSettings,
     http: reqwest::Client,
     discovered: tokio::sync::RwLock<Option<Arc<Discovered>>>,
+    /// Held while fetching discovery; the last failure and when it happened.
+    fetching: tokio::sync::Mutex<Option<(Instant, String)>>,
     pub(crate) flows: parking_lot::Mutex<Flows>,
     /// Logins completed, and refused by reason code (for `/metrics`).
     outcomes: parking_lot::Mutex<std::collections::BTreeMap<&'static str, u64>>,
@@ -121,6 +123,7 @@ impl Oidc {
             settings,
             http: http_client()?,
             discovered: tokio::sync::RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(None),
             flows: parking_lot::Mutex::new(Flows::default()),
             outcomes: parking_lot::Mutex::new(Default::default()),
         }))
@@ -149,23 +152,52 @@ impl Oidc {
         self.outcomes.lock().iter().map(|(k, v)| (*k, *v)).collect()
     }
 
+    /// The discovered provider; fetched when there is none yet, or when
+    /// `force` and the last fetch is older than [`REDISCOVER_GAP`]. Fetches
+    /// are serialised by `fetching`, never under the lock readers take, and a
+    /// failed fetch is not retried for [`REDISCOVER_GAP`] (a provider that is
+    /// down is not asked again by every page view).
     async fn discover(&self, force: bool) -> Result<Arc<Discovered>, Refusal> {
+        let fresh = |d: &Arc<Discovered>| !force || d.at.elapsed() < REDISCOVER_GAP;
         if let Some(d) = self.discovered.read().await.clone() {
-            if !force || d.at.elapsed() < REDISCOVER_GAP {
+            if fresh(&d) {
                 return Ok(d);
             }
         }
-        let mut slot = self.discovered.write().await;
-        if let Some(d) = slot.clone() {
-            // Someone else refreshed while we waited.
-            if !force || d.at.elapsed() < REDISCOVER_GAP {
+        let mut last_failure = self.fetching.lock().await;
+        if let Some(d) = self.discovered.read().await.clone() {
+            // Someone else fetched while we waited.
+            if fresh(&d) {
                 return Ok(d);
             }
         }
-        let d = Arc::new(discover(&self.http, &self.settings).await?);
-        tracing::info!(issuer = %self.settings.issuer, "OIDC discovery and signing keys loaded");
-        *slot = Some(d.clone());
-        Ok(d)
+        if let Some((at, why)) = last_failure.as_ref() {
+            if at.elapsed() < REDISCOVER_GAP {
+                return Err(Refusal::Unreachable(why.clone()));
+            }
+        }
+        match discover(&self.http, &self.settings).await {
+            Ok(d) => {
+                let d = Arc::new(d);
+                tracing::info!(issuer = %self.settings.issuer, "OIDC discovery and signing keys loaded");
+                *self.discovered.write().await = Some(d.clone());
+                *last_failure = None;
+                Ok(d)
+            }
+            Err(e) => {
+                if let Refusal::Unreachable(why) = &e {
+                    *last_failure = Some((Instant::now(), why.clone()));
+                }
+                // A stale but working key set beats none (a forced refresh failed).
+                match self.discovered.read().await.clone() {
+                    Some(d) if force => {
+                        tracing::warn!(issuer = %self.settings.issuer, "refreshing the provider's keys failed: {e}");
+                        Ok(d)
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     /// Start a login: the provider's authorization URL for `purpose`, bound
@@ -206,7 +238,7 @@ impl Oidc {
         let (url, _, _) = req.url();
         self.flows
             .lock()
-            .insert(&state, browser, purpose, nonce, verifier, Instant::now())?;
+            .insert(&state, browser, purpose, nonce, verifier, Instant::now());
         Ok(url.to_string())
     }
 
@@ -239,22 +271,36 @@ impl Oidc {
         let id_token = GroupsIdToken::from_str(&raw)
             .map_err(|e| Refusal::InvalidToken(format!("the ID token does not parse: {e}")))?;
         let nonce = Nonce::new(flow.nonce.clone());
-        let first = id_token
-            .claims(&d.client.id_token_verifier(), &nonce)
-            .cloned();
-        let (claims, d) = match first {
+        let client_id = self.settings.client_id.clone();
+        let verify = |d: &Discovered| -> Result<
+            openidconnect::IdTokenClaims<ExtraClaims, CoreGenderClaim>,
+            ClaimsVerificationError,
+        > {
+            // Other audiences beside ours are allowed (Zitadel adds its project
+            // id, as go-oidc accepts); then `azp` must name us (OIDC Core 3.1.3.7).
+            let verifier = d
+                .client
+                .id_token_verifier()
+                .set_other_audience_verifier_fn(|_| true);
+            let c = id_token.claims(&verifier, &nonce)?.clone();
+            if c.audiences().len() > 1
+                && c.authorized_party().map(|p| p.as_str()) != Some(client_id.as_str())
+            {
+                return Err(ClaimsVerificationError::InvalidAudience(
+                    "several audiences and no azp naming this client".into(),
+                ));
+            }
+            Ok(c)
+        };
+        let (claims, d) = match verify(&d) {
             Ok(c) => (c, d),
-            Err(ClaimsVerificationError::SignatureVerification(
-                SignatureVerificationError::NoMatchingKey,
-            )) => {
-                // A key id we do not know: the provider rotated its signing
-                // key. Fetch discovery and the key set again, check again.
-                tracing::info!(issuer = %self.settings.issuer, "ID token signed by an unknown key; refreshing the provider's keys");
+            Err(ClaimsVerificationError::SignatureVerification(_)) => {
+                // A key we do not have (or a token without a key id that the
+                // old key does not verify): the provider may have rotated its
+                // signing key. Fetch discovery and the key set again, check again.
+                tracing::info!(issuer = %self.settings.issuer, "ID token not verified by the cached keys; refreshing the provider's keys");
                 let d = self.discover(true).await?;
-                let c = id_token
-                    .claims(&d.client.id_token_verifier(), &nonce)
-                    .cloned()
-                    .map_err(claims_error)?;
+                let c = verify(&d).map_err(claims_error)?;
                 (c, d)
             }
             Err(e) => return Err(claims_error(e)),
@@ -318,6 +364,11 @@ impl Oidc {
                 id.email = e.to_string();
                 id.email_verified = info.email_verified();
             }
+        } else if id.email_verified.is_none()
+            && info.email().is_some_and(|e| e.as_str() == id.email)
+        {
+            // The token said nothing about verification; userinfo may.
+            id.email_verified = info.email_verified();
         }
         if id.name.is_empty() {
             if let Some(n) = info.name().and_then(|n| n.get(None)) {

@@ -103,7 +103,8 @@ fn expand_env(s: &str, var: impl Fn(&str) -> Option<String>) -> String {
         let (name, len) = if let Some(braced) = after.strip_prefix('{') {
             match braced.find('}') {
                 Some(j) => (&braced[..j], j + 2),
-                None => ("", 0),
+                // Bad syntax: Go's os.Expand drops the `${`.
+                None => ("", 1),
             }
         } else {
             let n = after
@@ -144,6 +145,6 @@ mod tests {
             "/etc/headscale/oidc_secret"
         );
         assert_eq!(expand_env("/a/$UNSET/b", var), "/a//b");
-        assert_eq!(expand_env("/a/${open", var), "/a/${open");
+        assert_eq!(expand_env("/a/${open", var), "/a/open");
     }
 }

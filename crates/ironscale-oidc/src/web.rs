@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use ironscale_state::{Approval, ProviderIdentity, RegistrationId, State};
-use ironscale_types::RegisterMethod;
+use ironscale_types::{RegisterMethod, UserRef};
 use serde::Deserialize;
 
 use crate::flows::{Purpose, FLOW_TTL};
@@ -19,8 +19,11 @@ use crate::{allow, Identity, Oidc, Refusal};
 
 /// The cookie that binds a login to the browser that started it. Named so
 /// it never clashes with a provider's own cookies on the same host (cookies
-/// ignore ports: oidc-provider uses `_session`, `_interaction`…).
+/// ignore ports: oidc-provider uses `_session`, `_interaction`…). Over https
+/// it is `__Host-ironscale_oidc_login` (`Secure`, `Path=/`, no `Domain`: a
+/// sibling subdomain cannot plant it).
 pub const LOGIN_COOKIE: &str = "ironscale_oidc_login";
+const LOGIN_COOKIE_SECURE: &str = "__Host-ironscale_oidc_login";
 
 struct Web {
     oidc: Arc<Oidc>,
@@ -43,7 +46,7 @@ fn browser_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == LOGIN_COOKIE)
+        .find(|(k, _)| *k == LOGIN_COOKIE || *k == LOGIN_COOKIE_SECURE)
         .map(|(_, v)| v.to_string())
         .filter(|v| {
             v.len() >= 32
@@ -72,13 +75,16 @@ async fn register_page(
     };
     match w.oidc.start(Purpose::Register(id), &cookie).await {
         Ok(url) => {
-            let secure = if w.oidc.settings.secure_cookies {
-                "; Secure"
+            // Path=/: `/register/<id>` must see it too, so a second login in
+            // the same browser keeps the first one's cookie (and a server_url
+            // with a path prefix changes nothing).
+            let (name, secure) = if w.oidc.settings.secure_cookies {
+                (LOGIN_COOKIE_SECURE, "; Secure")
             } else {
-                ""
+                (LOGIN_COOKIE, "")
             };
             let set = format!(
-                "{LOGIN_COOKIE}={cookie}; Path=/oidc; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+                "{name}={cookie}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
                 FLOW_TTL.as_secs()
             );
             let mut r = (StatusCode::FOUND, [(header::CACHE_CONTROL, "no-store")]).into_response();
@@ -113,21 +119,37 @@ async fn callback(
     headers: HeaderMap,
 ) -> Response {
     let result = login(&w, q, browser_cookie(&headers).as_deref()).await;
-    // The audit log has every OIDC login, accepted or refused (who, as far as known; why).
     w.oidc.count(match &result {
         Ok(_) => "ok",
         Err(r) => reason_code(r),
     });
-    let (actor, target, outcome) = match &result {
-        Ok((user, node)) => (format!("oidc:{user}"), node.clone(), "ok".to_string()),
-        Err(r) => ("oidc".to_string(), String::new(), r.to_string()),
-    };
-    if let Err(e) = w
-        .state
-        .record_audit(&actor, "oidc.login", &target, &outcome, "")
-        .await
-    {
-        tracing::warn!("could not record the OIDC login in the audit log: {e}");
+    // A callback that names no login of this browser (unknown, replayed or
+    // foreign state) is anyone's request: counted and debug-logged only, so
+    // it cannot flood the log or the audit table. Every login that got as
+    // far as the provider's answer is audited, accepted or refused.
+    let anonymous = matches!(
+        &result,
+        Err(Refusal::UnknownState | Refusal::Replayed | Refusal::OtherBrowser)
+    );
+    if anonymous {
+        if let Err(r) = &result {
+            tracing::debug!("OIDC callback refused: {r}");
+        }
+    } else {
+        let (actor, target, outcome) = match &result {
+            Ok((user, node)) => (format!("oidc:{user}"), node.clone(), "ok".to_string()),
+            Err(r) => ("oidc".to_string(), String::new(), r.to_string()),
+        };
+        if let Err(r) = &result {
+            tracing::warn!("OIDC login refused: {r}");
+        }
+        if let Err(e) = w
+            .state
+            .record_audit(&actor, "oidc.login", &target, &outcome, "")
+            .await
+        {
+            tracing::warn!("could not record the OIDC login in the audit log: {e}");
+        }
     }
     match result {
         Ok((user, node)) => page(
@@ -140,11 +162,18 @@ async fn callback(
                 escape(&node)
             ),
         ),
-        Err(r) => {
-            tracing::warn!("OIDC login refused: {r}");
-            refusal_page(&r)
-        }
+        Err(r) => refusal_page(&r),
     }
+}
+
+/// What the provider says in an error answer, as RFC 6749 allows it
+/// (printable ASCII without `"` and `\\`), at most 200 characters.
+fn provider_text(s: Option<String>) -> String {
+    s.unwrap_or_default()
+        .chars()
+        .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
+        .take(200)
+        .collect()
 }
 
 /// The callback's work; returns (user name, node name) once registered.
@@ -158,15 +187,15 @@ async fn login(
         .filter(|s| !s.is_empty())
         .ok_or(Refusal::UnknownState)?;
     if let Some(error) = q.error {
-        // The provider said no; the login is over either way.
-        let _ = w
-            .oidc
+        // The provider said no; the login is over. Only the browser that
+        // started it hears what the provider said.
+        w.oidc
             .flows
             .lock()
-            .take(&state, browser, std::time::Instant::now());
+            .take(&state, browser, std::time::Instant::now())?;
         return Err(Refusal::ProviderDenied {
-            error,
-            description: q.error_description.unwrap_or_default(),
+            error: provider_text(Some(error)),
+            description: provider_text(q.error_description),
         });
     }
     let code = q
@@ -179,7 +208,7 @@ async fn login(
     if w.state.pending_registration(&reg).is_none() {
         return Err(Refusal::RegistrationGone);
     }
-    let user = w
+    let (user, created) = w
         .state
         .upsert_provider_user(&provider_identity(&w.oidc, &id))
         .await
@@ -190,14 +219,22 @@ async fn login(
         method: RegisterMethod::Oidc,
         expiry: w.oidc.settings.use_expiry_from_token.then_some(id.expires),
     };
-    let node = w
-        .state
-        .approve_registration(&reg, approval)
-        .await
-        .map_err(|e| match e {
-            ironscale_state::StateError::RegistrationNotFound(_) => Refusal::RegistrationGone,
-            other => Refusal::Approval(other.to_string()),
-        })?;
+    let node = match w.state.approve_registration(&reg, approval).await {
+        Ok(n) => n,
+        Err(e) => {
+            // Refused after all (tags the user does not own, a lost race for
+            // the registration): a user made for this login goes again.
+            if created {
+                if let Err(d) = w.state.delete_user(&UserRef::Id(user.id)).await {
+                    tracing::warn!(user = %user.name, "could not remove the user of a refused login: {d}");
+                }
+            }
+            return Err(match e {
+                ironscale_state::StateError::RegistrationNotFound(_) => Refusal::RegistrationGone,
+                other => Refusal::Approval(other.to_string()),
+            });
+        }
+    };
     tracing::info!(user = %user.name, node = node.id.0, name = %node.given_name, "node registered by OIDC login");
     Ok((user.name.clone(), node.given_name.clone()))
 }
@@ -210,10 +247,20 @@ fn provider_identity(oidc: &Oidc, id: &Identity) -> ProviderIdentity {
     } else {
         String::new()
     };
-    let preferred = if id.preferred_username.is_empty() {
-        email.clone()
+    // An untrusted name must not look like an e-mail address: peers show a
+    // user's name as their login when there is no e-mail.
+    let preferred = if !id.preferred_username.is_empty() {
+        if email.is_empty() {
+            id.preferred_username
+                .split('@')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        } else {
+            id.preferred_username.clone()
+        }
     } else {
-        id.preferred_username.clone()
+        email.clone()
     };
     ProviderIdentity {
         provider: "oidc".into(),
@@ -226,6 +273,22 @@ fn provider_identity(oidc: &Oidc, id: &Identity) -> ProviderIdentity {
     }
 }
 
+/// What a visitor is told: the refusal itself, except for errors whose
+/// details (provider URLs, token contents, internal errors) stay in the log.
+fn public_text(r: &Refusal) -> String {
+    match r {
+        Refusal::Unreachable(_) => "the identity provider cannot be reached".into(),
+        Refusal::Provider(_) => "the identity provider refused the server's request".into(),
+        Refusal::InvalidToken(_) => {
+            "the identity provider's ID token did not pass the checks".into()
+        }
+        Refusal::Config(_) | Refusal::Internal(_) => {
+            "the server could not complete the login".into()
+        }
+        other => other.to_string(),
+    }
+}
+
 fn refusal_page(r: &Refusal) -> Response {
     let (status, title, why) = explain(r);
     page(
@@ -235,7 +298,7 @@ fn refusal_page(r: &Refusal) -> Response {
             "<p id=\"result\" data-outcome=\"refused\" data-reason=\"{}\">{}</p><p>{}</p>\
              <p>Nothing was registered. Run <code>tailscale up</code> again to start over, or ask your administrator.</p>",
             reason_code(r),
-            escape(&r.to_string()),
+            escape(&public_text(r)),
             why
         ),
     )
@@ -247,7 +310,6 @@ fn reason_code(r: &Refusal) -> &'static str {
         Refusal::UnknownState => "state",
         Refusal::Replayed => "replayed",
         Refusal::OtherBrowser => "browser",
-        Refusal::Busy => "busy",
         Refusal::ProviderDenied { .. } => "provider-denied",
         Refusal::Unreachable(_) => "unreachable",
         Refusal::Provider(_) => "provider",
@@ -270,11 +332,6 @@ fn explain(r: &Refusal) -> (StatusCode, &'static str, &'static str) {
             StatusCode::BAD_REQUEST,
             "Login not accepted",
             "Each login link works once, in the browser that opened it, for ten minutes.",
-        ),
-        Busy => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many logins",
-            "Too many logins are in progress; try again in a minute.",
         ),
         ProviderDenied { .. } => (
             StatusCode::FORBIDDEN,

@@ -170,8 +170,9 @@ impl State {
     /// (`provider`, `provider_id`) and refreshed (e-mail, display name,
     /// picture and groups as the provider now says; the name stays), or
     /// created on first login. A changed group list reaches the policy at
-    /// once (members of `oidc-group:` groups gain or lose access).
-    pub async fn upsert_provider_user(&self, id: &ProviderIdentity) -> Result<User> {
+    /// once (members of `oidc-group:` groups gain or lose access). The flag
+    /// says whether the user was created now.
+    pub async fn upsert_provider_user(&self, id: &ProviderIdentity) -> Result<(User, bool)> {
         if id.provider.is_empty() || id.provider_id.is_empty() {
             return Err(StateError::Invalid(
                 "a provider identity needs a provider and an id".into(),
@@ -190,7 +191,7 @@ impl State {
             nu.profile_pic_url = id.profile_pic_url.clone();
             nu.idp_groups = id.groups.clone();
             if nu == u {
-                return Ok(u);
+                return Ok((u, false));
             }
             let stored = self.inner.store.update_user(&nu, self.now()).await?;
             let owned: BTreeSet<NodeId> = self.inner.index.load().nodes_of(u.id);
@@ -202,7 +203,7 @@ impl State {
                 Change::Users(owned),
             );
             tracing::info!(user = out.id.0, name = %out.name, "user refreshed from the identity provider");
-            return Ok(out);
+            return Ok((out, false));
         }
         let index = self.inner.index.load();
         let name = free_user_name(&id.preferred_name, &id.email, |n| {
@@ -226,7 +227,7 @@ impl State {
             Change::Users(BTreeSet::new()),
         );
         tracing::info!(user = out.id.0, name = %out.name, provider = %out.provider, "user created at first login");
-        Ok(out)
+        Ok((out, true))
     }
 }
 

@@ -22,7 +22,8 @@ fn alice() -> ProviderIdentity {
 #[tokio::test]
 async fn a_first_login_creates_the_user_and_later_logins_find_and_refresh_it() {
     let (_dir, state, _clock) = common::manual_state().await;
-    let u = state.upsert_provider_user(&alice()).await.unwrap();
+    let (u, created) = state.upsert_provider_user(&alice()).await.unwrap();
+    assert!(created);
     assert_eq!(u.name, "alice");
     assert_eq!(u.email, "alice@example.com");
     assert_eq!(u.provider, "oidc");
@@ -34,7 +35,8 @@ async fn a_first_login_creates_the_user_and_later_logins_find_and_refresh_it() {
     moved.email = "alice@new.example".into();
     moved.preferred_name = "alice.new".into();
     moved.groups = vec!["staff".into()];
-    let again = state.upsert_provider_user(&moved).await.unwrap();
+    let (again, created) = state.upsert_provider_user(&moved).await.unwrap();
+    assert!(!created);
     assert_eq!(again.id, u.id);
     assert_eq!(again.name, "alice");
     assert_eq!(again.email, "alice@new.example");
@@ -52,7 +54,7 @@ async fn a_first_login_creates_the_user_and_later_logins_find_and_refresh_it() {
 async fn a_new_provider_user_never_takes_over_an_existing_name() {
     let (_dir, state, _clock) = common::manual_state().await;
     let local = state.create_user("alice", "", "").await.unwrap();
-    let u = state.upsert_provider_user(&alice()).await.unwrap();
+    let (u, _) = state.upsert_provider_user(&alice()).await.unwrap();
     assert_ne!(
         u.id, local.id,
         "a CLI user is not claimed by a provider login"
@@ -61,7 +63,7 @@ async fn a_new_provider_user_never_takes_over_an_existing_name() {
     // Another subject with the same preferred name is yet another user.
     let mut other = alice();
     other.provider_id = "http://idp.test/other-sub".into();
-    let o = state.upsert_provider_user(&other).await.unwrap();
+    let (o, _) = state.upsert_provider_user(&other).await.unwrap();
     assert_eq!(o.name, "alice-3");
     assert_eq!(state.list_users().len(), 3);
 }
