@@ -560,6 +560,23 @@ impl Host {
         self.lab.register_log(name, path);
     }
 
+    /// Runs `f` on a new thread inside this host's network namespace and returns its result.
+    /// Sockets that `f` opens, threads it starts and processes it spawns are in the namespace
+    /// (a new thread or child inherits the namespace of the thread that made it); the calling
+    /// thread is untouched. For in-process clients of lab services: an HTTP "browser" built
+    /// inside `f`, a server started from `f` that must listen on the lab subnet.
+    pub fn run_in<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<R> {
+        let path = Path::new("/run/netns").join(&self.ns);
+        let ns = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        std::thread::spawn(move || -> Result<R> {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::msg(format!("entering the namespace: {e}")))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| Error::msg("the thread in the namespace panicked"))?
+    }
+
     /// `/etc/netns/<ns>/resolv.conf`: what programs in this namespace see as
     /// `/etc/resolv.conf` (`ip netns exec` bind-mounts it there).
     pub fn resolv_conf_path(&self) -> PathBuf {

@@ -177,3 +177,55 @@ fn policy_check_reports_misplaced_provider_groups() {
     assert!(ok, "{err}");
     assert!(out.contains("policy is valid"), "{out}");
 }
+
+/// `ironscale derper` and a symlink named `derper` take derper's flags; a typo or a flag
+/// not implemented yet is an error that names it (exit 1), never silently ignored.
+#[test]
+fn derper_flags_through_the_subcommand_and_a_derper_symlink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let link = dir.path().join("derper");
+    std::os::unix::fs::symlink(BIN, &link).expect("symlink");
+    for (prog, pre) in [
+        (BIN, vec!["derper"]),
+        (link.to_str().expect("utf-8"), vec![]),
+    ] {
+        let run = |args: &[&str]| {
+            Command::new(prog)
+                .args(&pre)
+                .args(args)
+                .output()
+                .expect("run")
+        };
+        let help = run(&["--help"]);
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.status.success() && text.contains("--verify-client-url"),
+            "{text}"
+        );
+        let bad = run(&["--certmode=manual", "--verify-clinets", "--mesh-with=a"]);
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("unknown derper flags: --verify-clinets"),
+            "{err}"
+        );
+        assert!(err.contains("does not implement yet: --mesh-with"), "{err}");
+        // A missing certificate is named, with the path derper's layout gives it.
+        let certs = dir.path().join("certs");
+        let no_cert = run(&[
+            "--hostname=derp.test",
+            "--certmode=manual",
+            &format!("--certdir={}", certs.display()),
+            &format!("--key-file={}", dir.path().join("k").display()),
+            "--a=127.0.0.1:0",
+            "--http-port=-1",
+            "--stun=false",
+        ]);
+        let err = String::from_utf8_lossy(&no_cert.stderr);
+        assert!(!no_cert.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("{}/derp.test.crt", certs.display())),
+            "{err}"
+        );
+    }
+}
