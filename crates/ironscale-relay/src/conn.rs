@@ -238,7 +238,7 @@ impl Session {
                     }
                 }
                 ServerEvent::ForwardPacket { src, dst, packet } => {
-                    self.server.deliver(src, &dst, packet);
+                    self.server.deliver_forwarded(src, &dst, packet);
                 }
                 ServerEvent::NotePreferred(p) => {
                     if let Some(c) = &self.client {

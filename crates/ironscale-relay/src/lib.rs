@@ -9,15 +9,19 @@
 //! Serving the router (accept loops, TLS, timeouts) is `ironscale-http`'s.
 //! * [`run_stun`]: the STUN responder.
 //! * [`client`]: a small DERP client.
+//! * [`run_mesh_peer`]: meshing with another relay of the region (WatchConns,
+//!   PeerPresent/PeerGone, ForwardPacket).
 
 pub mod client;
 mod conn;
 mod error;
 mod http;
+mod mesh;
 mod server;
 mod stun;
 
 pub use error::RelayError;
 pub use http::router;
+pub use mesh::{run_mesh_peer, MeshPeer};
 pub use server::{ClientVerifier, DerpServer, DerpServerConfig, DerpStats};
 pub use stun::{run_stun, run_stun_with_stats, StunStats};

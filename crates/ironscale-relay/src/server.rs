@@ -103,6 +103,8 @@ pub struct DerpStats {
     pub packets_dropped_queue_full: u64,
     /// Packets dropped because the destination is not connected.
     pub packets_dropped_unknown_dest: u64,
+    /// Packets forwarded to a mesh peer the destination is connected to.
+    pub packets_forwarded: u64,
 }
 
 #[derive(Default)]
@@ -117,6 +119,7 @@ pub(crate) struct Counters {
     pub bytes_relayed: AtomicU64,
     pub packets_dropped_queue_full: AtomicU64,
     pub packets_dropped_unknown_dest: AtomicU64,
+    pub packets_forwarded: AtomicU64,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -164,6 +167,17 @@ struct Registry {
     clients: HashMap<NodePublic, Vec<Arc<Client>>>,
     /// Mesh peers that sent WatchConns.
     watchers: Vec<Arc<Client>>,
+    /// Clients connected to a mesh peer of ours (learned from its PeerPresent
+    /// frames): where to forward packets for keys not connected here.
+    remote: HashMap<NodePublic, RemoteRoute>,
+}
+
+/// A route to a client of another relay of the mesh.
+#[derive(Clone)]
+pub(crate) struct RemoteRoute {
+    /// Which mesh connection announced it (several may; the newest wins).
+    pub peer: u64,
+    pub tx: tokio::sync::mpsc::Sender<Frame>,
 }
 
 /// A DERP server: shared state of all its connections.
@@ -253,6 +267,7 @@ impl DerpServer {
             bytes_relayed: l(&c.bytes_relayed),
             packets_dropped_queue_full: l(&c.packets_dropped_queue_full),
             packets_dropped_unknown_dest: l(&c.packets_dropped_unknown_dest),
+            packets_forwarded: l(&c.packets_forwarded),
         }
     }
 
@@ -405,7 +420,49 @@ impl DerpServer {
         dst: &NodePublic,
         packet: bytes::Bytes,
     ) -> Option<u64> {
+        self.deliver_via(src, dst, packet, true)
+    }
+
+    /// A packet a mesh peer forwarded: delivered here or dropped, never
+    /// forwarded again (two relays cannot bounce it between them).
+    pub(crate) fn deliver_forwarded(
+        &self,
+        src: NodePublic,
+        dst: &NodePublic,
+        packet: bytes::Bytes,
+    ) {
+        self.deliver_via(src, dst, packet, false);
+    }
+
+    fn deliver_via(
+        &self,
+        src: NodePublic,
+        dst: &NodePublic,
+        packet: bytes::Bytes,
+        may_forward: bool,
+    ) -> Option<u64> {
         let Some(d) = self.active(dst) else {
+            // Not here: connected to a mesh peer? Forward it there.
+            let route = may_forward
+                .then(|| self.registry.lock().remote.get(dst).cloned())
+                .flatten();
+            if let Some(r) = route {
+                let len = packet.len() as u64;
+                let f = Frame::ForwardPacket {
+                    src,
+                    dst: *dst,
+                    packet,
+                };
+                if r.tx.try_send(f).is_ok() {
+                    inc(&self.counters.packets_forwarded);
+                    self.counters
+                        .bytes_relayed
+                        .fetch_add(len, Ordering::Relaxed);
+                } else {
+                    inc(&self.counters.packets_dropped_queue_full);
+                }
+                return Some(0);
+            }
             inc(&self.counters.packets_dropped_unknown_dest);
             return None;
         };
@@ -431,6 +488,41 @@ impl DerpServer {
             }
             _ => {}
         }
+    }
+
+    /// A mesh peer (connection `peer`) says `key` is connected to it.
+    pub(crate) fn add_remote(
+        &self,
+        key: NodePublic,
+        peer: u64,
+        tx: tokio::sync::mpsc::Sender<Frame>,
+    ) {
+        self.registry
+            .lock()
+            .remote
+            .insert(key, RemoteRoute { peer, tx });
+    }
+
+    /// `key` left mesh peer `peer` (a route another peer announced since stays).
+    pub(crate) fn remove_remote(&self, key: &NodePublic, peer: u64) {
+        let mut r = self.registry.lock();
+        if r.remote.get(key).is_some_and(|x| x.peer == peer) {
+            r.remote.remove(key);
+        }
+    }
+
+    /// Mesh connection `peer` is down: forget every route it announced.
+    pub(crate) fn forget_peer(&self, peer: u64) {
+        self.registry.lock().remote.retain(|_, r| r.peer != peer);
+    }
+
+    /// Keys reachable through mesh peers now.
+    pub fn remote_clients(&self) -> usize {
+        self.registry.lock().remote.len()
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// A mesh peer subscribes: it hears PeerPresent for everyone connected now.

@@ -703,3 +703,120 @@ async fn turnutils_stunclient_gets_its_mapped_address() {
     // It prints "UDP reflexive addr: 127.0.0.1:<port>" on success.
     assert!(text.contains("UDP reflexive addr: 127.0.0.1:"), "{text}");
 }
+
+/// Two relays of one region, meshed with a pre-shared key: a client on one sends to a client
+/// on the other, both ways; a client that leaves is forgotten by the other relay; a mesh peer
+/// with the wrong key is refused (verification on) and learns nothing.
+#[tokio::test]
+async fn two_meshed_relays_forward_between_their_clients() {
+    let mesh = ironscale_derp::MeshKey([7; 32]);
+    let cfg = || DerpServerConfig {
+        mesh_key: Some(mesh.clone()),
+        ..Default::default()
+    };
+    // Regular clients are admitted; verification on proves mesh peers skip it by their key.
+    let admit_regular = || Arc::new(|_: &NodePublic| true);
+    let a = start(
+        DerpServer::with_config(PrivateKey::generate(), cfg()).with_verifier(admit_regular()),
+    )
+    .await;
+    let b = start(
+        DerpServer::with_config(PrivateKey::generate(), cfg()).with_verifier(admit_regular()),
+    )
+    .await;
+    let peer = |r: &Relay| ironscale_relay::MeshPeer {
+        host: "localhost".into(),
+        addr: r.addr,
+    };
+    let tls_for = |r: &Relay| Arc::new(pinned_tls_config(&r.fingerprint).unwrap());
+    tokio::spawn(ironscale_relay::run_mesh_peer(
+        a.server.clone(),
+        peer(&b),
+        mesh.clone(),
+        tls_for(&b),
+    ));
+    tokio::spawn(ironscale_relay::run_mesh_peer(
+        b.server.clone(),
+        peer(&a),
+        mesh.clone(),
+        tls_for(&a),
+    ));
+    let (kx, ky) = (PrivateKey::generate(), PrivateKey::generate());
+    let (px, py) = (kx.node_public(), ky.node_public());
+    let mut x = connect(&a, kx).await.unwrap();
+    let mut y = connect(&b, ky).await.unwrap();
+    // Each relay learns the other's client.
+    for _ in 0..500 {
+        if a.server.remote_clients() >= 1 && b.server.remote_clients() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(a.server.remote_clients() >= 1 && b.server.remote_clients() >= 1);
+    x.send_packet(py, b"x to y").await.unwrap();
+    assert_eq!(
+        next(&mut y).await,
+        Frame::RecvPacket {
+            src: px,
+            packet: Bytes::from_static(b"x to y")
+        }
+    );
+    y.send_packet(px, b"y to x").await.unwrap();
+    assert_eq!(
+        next(&mut x).await,
+        Frame::RecvPacket {
+            src: py,
+            packet: Bytes::from_static(b"y to x")
+        }
+    );
+    assert!(a.server.stats().packets_forwarded >= 1 && b.server.stats().packets_forwarded >= 1);
+
+    // y leaves: a forgets the route.
+    drop(y);
+    for _ in 0..500 {
+        if a.server.remote_clients() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        a.server.remote_clients(),
+        0,
+        "a still routes to a client that left b"
+    );
+
+    // A would-be mesh peer with the wrong key is a regular client: refused here by a
+    // verifier that admits nobody, so it never sees who is connected.
+    let c = start(
+        DerpServer::with_config(PrivateKey::generate(), cfg())
+            .with_verifier(Arc::new(|_: &NodePublic| false)),
+    )
+    .await;
+    let wrong = ClientInfo {
+        mesh_key: Some(ironscale_derp::MeshKey([8; 32])),
+        ..Default::default()
+    };
+    let r = timeout(
+        T,
+        DerpClient::connect_tls(
+            c.addr,
+            "localhost",
+            tls_for(&c),
+            PrivateKey::generate(),
+            wrong,
+        ),
+    )
+    .await
+    .unwrap();
+    match r {
+        Err(_) => {}
+        Ok(mut cl) => {
+            let _ = cl.send(&Frame::WatchConns).await;
+            assert!(
+                timeout(T, cl.recv()).await.unwrap().is_err(),
+                "a wrong mesh key was served"
+            );
+        }
+    }
+    assert_eq!(c.server.stats().clients_rejected, 1);
+}

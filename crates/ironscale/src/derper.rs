@@ -44,6 +44,9 @@ Usage: ironscale derper [flags]     (or through a symlink named derper)
   --verify-client-url-fail-open
                              admit clients when the URL cannot be reached (default true,
                              as derper; a warning is logged when it is on)
+  --mesh-psk-file FILE       the region's pre-shared mesh key (64 hex digits)
+  --mesh-with HOSTS          comma-separated relays of this region to mesh with
+                             (host, host:port, or name/dial-host[:port]; default port 443)
   --key-file PATH            the relay's private key, created if missing (ironscale's flag:
                              derper's -c would clash with our global -c). Default:
                              /var/lib/derper/derper-<hostname>-<port>.key, so two relays on one
@@ -54,8 +57,11 @@ Where ironscale differs from Go's derper:
     local tailscaled is needed (Go's derper also asks a local tailscaled).
   * HTTPS calls to the verify URL honour SSL_CERT_FILE and the system's CA certificates.
   * Answers of the verify URL are reused for 5 s per node key.
-  * Not implemented yet (refused with an error): --certmode letsencrypt, --mesh-psk-file,
-    --mesh-with, --accept-connection-limit, --accept-connection-burst, and derper's other flags.
+  * --mesh-with: relays whose --hostname is in the list skip themselves; a mesh peer that
+    presents the key is admitted without /verify; TLS to peers uses the system's CA
+    certificates (SSL_CERT_FILE honoured).
+  * Not implemented yet (refused with an error): --certmode letsencrypt,
+    --accept-connection-limit, --accept-connection-burst, and derper's other flags.
 ";
 
 /// What the flags say.
@@ -71,12 +77,15 @@ pub struct DerperArgs {
     pub verify_client_url: Option<String>,
     pub fail_open: bool,
     pub key_file: Option<PathBuf>,
+    /// `--mesh-psk-file`: the file holding the region's 64-hex-digit mesh key.
+    pub mesh_psk_file: Option<PathBuf>,
+    /// `--mesh-with`: the other relays of the region (`host`, `host:port`, or
+    /// `host/dial-host[:port]`; our own `--hostname` is skipped).
+    pub mesh_with: Vec<String>,
 }
 
 /// Tailscale derper's flags that are not implemented here (yet).
 const UNSUPPORTED: &[&str] = &[
-    "mesh-psk-file",
-    "mesh-with",
     "accept-connection-limit",
     "accept-connection-burst",
     "c",
@@ -106,6 +115,8 @@ const VALUES: &[&str] = &[
     "certdir",
     "verify-client-url",
     "key-file",
+    "mesh-psk-file",
+    "mesh-with",
 ];
 
 fn parse_bool(flag: &str, v: &str) -> anyhow::Result<bool> {
@@ -245,6 +256,17 @@ pub fn parse(args: &[String]) -> anyhow::Result<DerperArgs> {
             .copied()
             .unwrap_or(true),
         key_file: values.get("key-file").map(PathBuf::from),
+        mesh_psk_file: values.get("mesh-psk-file").map(PathBuf::from),
+        mesh_with: values
+            .get("mesh-with")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -332,6 +354,39 @@ impl ClientVerifier for UrlVerifier {
     }
 }
 
+/// `--mesh-psk-file`: 64 hex digits (derper's format), surrounding space ignored.
+fn read_mesh_key(p: &std::path::Path) -> anyhow::Result<ironscale_derp::MeshKey> {
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("reading --mesh-psk-file {}", p.display()))?;
+    let t = text.trim();
+    let bytes = hex::decode(t)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .with_context(|| {
+            format!(
+                "--mesh-psk-file {}: the key must be 64 hex digits (e.g. `openssl rand -hex 32`)",
+                p.display()
+            )
+        })?;
+    let mut k = [0u8; 32];
+    k.copy_from_slice(&bytes);
+    Ok(ironscale_derp::MeshKey(k))
+}
+
+/// TLS for mesh peers: the system's CA certificates (`SSL_CERT_FILE` /
+/// `SSL_CERT_DIR` honoured), names checked as derper does.
+fn mesh_tls() -> anyhow::Result<rustls::ClientConfig> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        bail!("no CA certificate to verify mesh peers with: install the system's CA certificates or set SSL_CERT_FILE");
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Run the relay until SIGTERM / Ctrl-C.
 pub async fn run(args: DerperArgs) -> anyhow::Result<()> {
     crate::serve::init_logging(&ironscale_config::Config::default_local(
@@ -355,7 +410,20 @@ pub async fn run(args: DerperArgs) -> anyhow::Result<()> {
             pem_key.display()
         )
     })?;
-    let mut server = DerpServer::new(key);
+    let mesh_key = match &args.mesh_psk_file {
+        Some(p) => Some(read_mesh_key(p)?),
+        None => None,
+    };
+    if mesh_key.is_none() && !args.mesh_with.is_empty() {
+        bail!("--mesh-with needs --mesh-psk-file (the region's pre-shared key)");
+    }
+    let mut server = DerpServer::with_config(
+        key,
+        ironscale_relay::DerpServerConfig {
+            mesh_key: mesh_key.clone(),
+            ..Default::default()
+        },
+    );
     if args.verify_clients && args.verify_client_url.is_none() {
         bail!(
             "--verify-clients without --verify-client-url asks a local tailscaled, which ironscale \
@@ -424,6 +492,43 @@ pub async fn run(args: DerperArgs) -> anyhow::Result<()> {
             Ok(())
         });
     }
+    if let Some(mk) = mesh_key {
+        let tls = Arc::new(mesh_tls()?);
+        for entry in &args.mesh_with {
+            let (name, dial) = match entry.split_once('/') {
+                Some((n, d)) => (n, d),
+                None => (entry.as_str(), entry.as_str()),
+            };
+            let host = name.split(':').next().unwrap_or(name);
+            if host == args.hostname {
+                continue; // ourselves (the same list is given to every relay)
+            }
+            let dial = if dial.contains(':') {
+                dial.to_string()
+            } else {
+                format!("{dial}:443")
+            };
+            let addr = tokio::net::lookup_host(&dial)
+                .await
+                .with_context(|| format!("--mesh-with {entry}: cannot resolve {dial}"))?
+                .next()
+                .with_context(|| format!("--mesh-with {entry}: {dial} has no address"))?;
+            let peer = ironscale_relay::MeshPeer {
+                host: host.to_string(),
+                addr,
+            };
+            tracing::info!(peer = %peer.host, %addr, "meshing with");
+            let (srv, key, tls) = (server.clone(), mk.clone(), tls.clone());
+            let stop = sup.stopped();
+            sup.spawn(format!("mesh {entry}"), async move {
+                tokio::select! {
+                    _ = ironscale_relay::run_mesh_peer(srv, peer, key, tls) => {}
+                    _ = stop => {}
+                }
+                Ok(())
+            });
+        }
+    }
     let srv = server.clone();
     sup.run(
         crate::serve::shutdown_signal(),
@@ -473,7 +578,7 @@ mod tests {
     #[test]
     fn unknown_and_unimplemented_flags_are_listed_not_ignored() {
         let e = parse(&args(
-            "--certmode manual --hostnme x --mesh-with a,b --mesh-psk-file /k --bogus",
+            "--certmode manual --hostnme x --accept-connection-limit 10 --dev --bogus",
         ))
         .expect_err("refused")
         .to_string();
@@ -482,9 +587,15 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.contains("not implement yet: --mesh-with, --mesh-psk-file"),
+            e.contains("not implement yet: --accept-connection-limit, --dev"),
             "{e}"
         );
+        let m = parse(&args(
+            "--certmode manual --mesh-psk-file /k --mesh-with=a.test,b.test:8443,c/10.0.0.3",
+        ))
+        .expect("mesh flags");
+        assert_eq!(m.mesh_psk_file, Some(PathBuf::from("/k")));
+        assert_eq!(m.mesh_with, vec!["a.test", "b.test:8443", "c/10.0.0.3"]);
         let e = parse(&args("--hostname x"))
             .expect_err("letsencrypt")
             .to_string();

@@ -202,14 +202,21 @@ fn derper_flags_through_the_subcommand_and_a_derper_symlink() {
             help.status.success() && text.contains("--verify-client-url"),
             "{text}"
         );
-        let bad = run(&["--certmode=manual", "--verify-clinets", "--mesh-with=a"]);
+        let bad = run(&[
+            "--certmode=manual",
+            "--verify-clinets",
+            "--accept-connection-limit=5",
+        ]);
         let err = String::from_utf8_lossy(&bad.stderr);
         assert_eq!(bad.status.code(), Some(1), "{err}");
         assert!(
             err.contains("unknown derper flags: --verify-clinets"),
             "{err}"
         );
-        assert!(err.contains("does not implement yet: --mesh-with"), "{err}");
+        assert!(
+            err.contains("does not implement yet: --accept-connection-limit"),
+            "{err}"
+        );
         // A missing certificate is named, with the path derper's layout gives it.
         let certs = dir.path().join("certs");
         let no_cert = run(&[
