@@ -620,6 +620,11 @@ impl Client {
 
     /// Audit log entries written at or after `since` (all when `None`),
     /// newest first, at most `limit` (the server's default, 100, when `None`).
+    /// `GET /api/v1/netcheck`: every node's reported network and the DERP regions.
+    pub async fn netcheck(&self) -> Result<dto::NetcheckResponse> {
+        self.get("/api/v1/netcheck").await
+    }
+
     pub async fn list_audit(
         &self,
         since: Option<dto::Timestamp>,

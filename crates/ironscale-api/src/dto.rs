@@ -1073,3 +1073,149 @@ mod tests {
         assert!(!format!("{r:?}").contains("SECRET"));
     }
 }
+
+/// `GET /api/v1/netcheck` (not a Headscale route): every node's network as
+/// its client reports it, and the DERP regions of the map in force.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetcheckResponse {
+    #[serde(default)]
+    pub nodes: Vec<NodeNetwork>,
+    #[serde(default)]
+    pub regions: Vec<DerpRegionInfo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeNetwork {
+    #[serde(with = "id")]
+    #[schemars(with = "String")]
+    pub id: u64,
+    pub name: String,
+    pub online: bool,
+    #[serde(default, with = "ts_opt")]
+    #[schemars(with = "Option<Timestamp>")]
+    pub last_seen: Option<Timestamp>,
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub client_version: String,
+    /// Absent when the client reported no NetInfo yet.
+    #[serde(default)]
+    pub net_info: Option<NetInfoDto>,
+}
+
+/// Tailscale's `NetInfo` fields, as the client sent them (`null`: unknown).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetInfoDto {
+    pub working_udp: Option<bool>,
+    pub working_ipv6: Option<bool>,
+    pub os_has_ipv6: Option<bool>,
+    /// A hard NAT: the mapped port changes with the destination.
+    pub mapping_varies_by_dest_addr: Option<bool>,
+    pub hair_pinning: Option<bool>,
+    #[serde(default)]
+    pub have_port_map: bool,
+    pub upnp: Option<bool>,
+    pub pmp: Option<bool>,
+    pub pcp: Option<bool>,
+    #[serde(default)]
+    pub preferred_derp: i64,
+    #[serde(default)]
+    pub link_type: String,
+    #[serde(default)]
+    pub firewall_mode: String,
+    /// Seconds, by region and address family (`"900-v4"`).
+    #[serde(default)]
+    pub derp_latency: std::collections::BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DerpRegionInfo {
+    pub id: i64,
+    pub code: String,
+    pub name: String,
+    #[serde(default)]
+    pub nodes: Vec<DerpNodeInfo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DerpNodeInfo {
+    pub name: String,
+    pub host: String,
+    #[serde(default)]
+    pub ipv4: String,
+    #[serde(default)]
+    pub ipv6: String,
+    /// -1: no STUN; 0: 3478.
+    #[serde(default)]
+    pub stun_port: i64,
+    /// 0: 443.
+    #[serde(default)]
+    pub derp_port: i64,
+    #[serde(default)]
+    pub cert_name: String,
+    #[serde(default)]
+    pub insecure_for_tests: bool,
+    #[serde(default)]
+    pub stun_only: bool,
+}
+
+impl NetcheckResponse {
+    pub fn from_views(nodes: &[st::NodeNetView], regions: &[st::DerpRegionView]) -> Self {
+        NetcheckResponse {
+            nodes: nodes
+                .iter()
+                .map(|n| NodeNetwork {
+                    id: n.id.0,
+                    name: n.name.clone(),
+                    online: n.online,
+                    last_seen: n.last_seen,
+                    endpoints: n.endpoints.clone(),
+                    client_version: n.client_version.clone(),
+                    net_info: n.net.as_ref().map(|i| NetInfoDto {
+                        working_udp: i.working_udp,
+                        working_ipv6: i.working_ipv6,
+                        os_has_ipv6: i.os_has_ipv6,
+                        mapping_varies_by_dest_addr: i.mapping_varies_by_dest_addr,
+                        hair_pinning: i.hair_pinning,
+                        have_port_map: i.have_port_map,
+                        upnp: i.upnp,
+                        pmp: i.pmp,
+                        pcp: i.pcp,
+                        preferred_derp: i.preferred_derp,
+                        link_type: i.link_type.clone(),
+                        firewall_mode: i.firewall_mode.clone(),
+                        derp_latency: i.derp_latency.clone(),
+                    }),
+                })
+                .collect(),
+            regions: regions
+                .iter()
+                .map(|r| DerpRegionInfo {
+                    id: r.id,
+                    code: r.code.clone(),
+                    name: r.name.clone(),
+                    nodes: r
+                        .nodes
+                        .iter()
+                        .map(|n| DerpNodeInfo {
+                            name: n.name.clone(),
+                            host: n.host.clone(),
+                            ipv4: n.ipv4.clone(),
+                            ipv6: n.ipv6.clone(),
+                            stun_port: n.stun_port,
+                            derp_port: n.derp_port,
+                            cert_name: n.cert_name.clone(),
+                            insecure_for_tests: n.insecure_for_tests,
+                            stun_only: n.stun_only,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -873,3 +873,10 @@ pub async fn list_audit(
         .collect();
     Ok(Json(dto::ListAuditResponse { entries }))
 }
+
+pub async fn netcheck(AxState(state): AxState<State>) -> ApiResult<dto::NetcheckResponse> {
+    Ok(Json(dto::NetcheckResponse::from_views(
+        &state.node_networks(),
+        &state.derp_regions(),
+    )))
+}

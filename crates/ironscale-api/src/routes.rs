@@ -146,6 +146,8 @@ pub fn table() -> Vec<Route> {
         route!(GET "/audit", h::list_audit, "The audit log, newest first (not a Headscale route)",
             query: [("since", "RFC 3339: entries written at or after it"), ("limit", "at most this many entries (default 100, at most 10000)")],
             request: [], response: dto::ListAuditResponse),
+        route!(GET "/netcheck", h::netcheck, "Every node's network as its client reports it (NetInfo), and the DERP regions (not a Headscale route)",
+            query: [], request: [], response: dto::NetcheckResponse),
     ]
 }
 

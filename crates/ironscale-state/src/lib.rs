@@ -30,6 +30,7 @@ mod sessions;
 mod timers;
 mod users;
 pub use users::ProviderIdentity;
+mod netinfo;
 mod views;
 
 use std::collections::{BTreeSet, HashMap};
@@ -51,6 +52,7 @@ use parking_lot::Mutex;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use error::StateError;
+pub use netinfo::{DerpNodeView, DerpRegionView, NetInfo, NodeNetView};
 pub use nodes::{sanitize_label, validate_tag};
 pub use policy::{PolicyRejected, PolicySetError, PolicyState, POLICY_KV_KEY};
 pub use register::{

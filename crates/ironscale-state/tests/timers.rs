@@ -312,5 +312,18 @@ async fn a_thousand_timers_cost_one_driver_task() {
     assert_eq!(l.state.list_nodes().len(), 0);
     assert_eq!(l.state.timer_count(), 0);
     assert!(!l.stored(n[0].id).await);
-    assert!(tasks() - before <= FEW);
+    // The store may run a short-lived task of its own (a pool connection being
+    // opened under load): give those a moment to end, but not one per node.
+    let mut left = tasks() - before;
+    for _ in 0..50 {
+        if left <= FEW {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = tasks() - before;
+    }
+    assert!(
+        left <= FEW,
+        "{left} tasks left after {N} nodes' timers fired"
+    );
 }

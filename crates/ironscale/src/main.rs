@@ -69,6 +69,12 @@ enum Cmd {
     /// OIDC login: check the identity provider setup.
     #[command(subcommand)]
     Oidc(cli::oidc::OidcCmd),
+    /// Every node's network as its client reports it (UDP, NAT, home DERP);
+    /// `--probe`: this host's STUN and DERP round trips to every region.
+    Netcheck {
+        #[arg(long)]
+        probe: bool,
+    },
     /// A standalone DERP relay with Tailscale derper's flags (`ironscale derper --help`).
     #[command(disable_help_flag = true)]
     Derper {
@@ -174,6 +180,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             cli::run_auth(c, &cli::client(&cfg)?, out).await?;
         }
         Cmd::Routes { args } => return Err(cli::legacy_routes(&args)),
+        Cmd::Netcheck { probe } => {
+            let cfg = load_config(cfg_path, true)?;
+            cli::netcheck::run(&cli::client(&cfg)?, probe, out).await?;
+        }
         Cmd::Derper { args } => {
             if args
                 .iter()

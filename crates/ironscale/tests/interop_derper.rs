@@ -114,6 +114,55 @@ fn derper_with_verify_url_relays_for_members_and_refuses_outsiders() {
     let reply = must(c.host().tcp_roundtrip(Some(ic), id, 7000, "via-derper"));
     assert_eq!(reply, format!("echo from {id} to {ic}: via-derper"));
 
+    // `ironscale netcheck`: the server's view of both clients (UDP, home region 901 and its
+    // latency, from their NetInfo) and, with --probe from the hub, STUN and DERP to the derper.
+    let nc = must(wait_until(
+        "both clients to report NetInfo with home region 901 and no UDP",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let mut cmd = lab.hub().command(BIN);
+            cmd.arg("-c")
+                .arg(server.config_path())
+                .args(["netcheck", "--probe", "-o", "json"]);
+            let out = cmd
+                .output()
+                .map_err(|e| ironscale_testkit::Error::msg(e.to_string()))?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if std::env::var_os("IRONSCALE_TEST_DEBUG").is_some() {
+                eprintln!("netcheck: {}", output_text(&out));
+            }
+            let homed = v["nodes"].as_array().is_some_and(|ns| {
+                ns.len() == 2
+                    && ns.iter().all(|n| {
+                        // Forced through DERP, the clients use no UDP (and measure no latency).
+                        n["net_info"]["preferred_derp"] == 901
+                            && n["net_info"]["working_udp"] == false
+                    })
+            });
+            Ok(homed.then_some(v))
+        },
+    ));
+    let probes = nc["probes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(probes.len(), 1, "{nc}");
+    assert!(
+        probes[0]["stun_ms"].as_f64().is_some(),
+        "STUN probe failed: {nc}"
+    );
+    assert!(
+        probes[0]["derp_ms"].as_f64().is_some(),
+        "DERP probe failed: {nc}"
+    );
+    let mut cmd = lab.hub().command(BIN);
+    cmd.arg("-c").arg(server.config_path()).arg("netcheck");
+    let table = output_text(&cmd.output().unwrap_or_else(|e| panic!("{e}")));
+    assert!(
+        table.contains("901 (lab-derper)")
+            && table.contains("2 nodes; 0 behind a hard NAT")
+            && table.contains("2 without UDP"),
+        "{table}"
+    );
+
     // An outsider (a key the control server does not know) is refused by the relay.
     let addr: std::net::SocketAddr = format!("{hub}:{DERPER_PORT}")
         .parse()
