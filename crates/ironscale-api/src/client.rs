@@ -620,6 +620,12 @@ impl Client {
 
     /// Audit log entries written at or after `since` (all when `None`),
     /// newest first, at most `limit` (the server's default, 100, when `None`).
+    /// `GET /api/v1/doctor[?node=ID]`.
+    pub async fn doctor(&self, node: Option<u64>) -> Result<dto::DoctorResponse> {
+        let q: Vec<(&str, String)> = node.map(|n| ("node", n.to_string())).into_iter().collect();
+        self.get(&with_query("/api/v1/doctor", &q)).await
+    }
+
     /// `GET /api/v1/netcheck`: every node's reported network and the DERP regions.
     pub async fn netcheck(&self) -> Result<dto::NetcheckResponse> {
         self.get("/api/v1/netcheck").await

@@ -1219,3 +1219,51 @@ impl NetcheckResponse {
         }
     }
 }
+
+/// `GET /api/v1/doctor[?node=ID]` (not a Headscale route): findings, problems first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorResponse {
+    #[serde(default)]
+    pub findings: Vec<DoctorFinding>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorFinding {
+    /// The node it is about (absent: the tailnet).
+    #[serde(default)]
+    pub node_id: Option<String>,
+    #[serde(default)]
+    pub node: String,
+    /// `problem` or `warning`.
+    pub severity: String,
+    /// A stable code: `offline`, `key-expired`, `not-approved`, `client-too-old`,
+    /// `route-not-approved`, `exit-not-approved`, `relayed-no-udp`, `relayed-hard-nat-pair`,
+    /// `no-endpoints`, `home-derp-far`, `no-home-derp`.
+    pub code: String,
+    pub cause: String,
+    pub fix: String,
+}
+
+impl DoctorResponse {
+    pub fn from_findings(f: &[st::Finding]) -> Self {
+        DoctorResponse {
+            findings: f
+                .iter()
+                .map(|x| DoctorFinding {
+                    node_id: x.node.map(|n| n.0.to_string()),
+                    node: x.node_name.clone(),
+                    severity: match x.severity {
+                        st::FindingSeverity::Problem => "problem",
+                        st::FindingSeverity::Warning => "warning",
+                    }
+                    .into(),
+                    code: x.code.into(),
+                    cause: x.cause.clone(),
+                    fix: x.fix.clone(),
+                })
+                .collect(),
+        }
+    }
+}

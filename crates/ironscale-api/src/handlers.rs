@@ -880,3 +880,24 @@ pub async fn netcheck(AxState(state): AxState<State>) -> ApiResult<dto::Netcheck
         &state.derp_regions(),
     )))
 }
+
+pub async fn doctor(AxState(state): AxState<State>, q: Params) -> ApiResult<dto::DoctorResponse> {
+    let q = params(q)?;
+    let only = match q.get("node").filter(|s| !s.is_empty()) {
+        Some(raw) => {
+            let id = raw.parse::<u64>().map_err(|_| {
+                ApiError::invalid(format!("invalid node {raw:?}: expected a node id"))
+            })?;
+            let id = ironscale_types::NodeId(id);
+            if !state.snapshot().nodes.contains_key(&id) {
+                return Err(StateError::NodeNotFound(id).into());
+            }
+            Some(id)
+        }
+        None => None,
+    };
+    let url = state.settings().policy_tailnet.control_url.clone();
+    Ok(Json(dto::DoctorResponse::from_findings(
+        &state.diagnose(only, &url),
+    )))
+}

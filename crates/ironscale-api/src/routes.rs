@@ -148,6 +148,8 @@ pub fn table() -> Vec<Route> {
             request: [], response: dto::ListAuditResponse),
         route!(GET "/netcheck", h::netcheck, "Every node's network as its client reports it (NetInfo), and the DERP regions (not a Headscale route)",
             query: [], request: [], response: dto::NetcheckResponse),
+        route!(GET "/doctor", h::doctor, "Findings about the tailnet's nodes, each with its cause and fix (not a Headscale route)",
+            query: [("node", "only this node id")], request: [], response: dto::DoctorResponse),
     ]
 }
 

@@ -30,6 +30,7 @@ mod sessions;
 mod timers;
 mod users;
 pub use users::ProviderIdentity;
+mod doctor;
 mod netinfo;
 mod views;
 
@@ -51,6 +52,7 @@ use ironscale_wire as wire;
 use parking_lot::Mutex;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
+pub use doctor::{Finding, Severity as FindingSeverity};
 pub use error::StateError;
 pub use netinfo::{DerpNodeView, DerpRegionView, NetInfo, NodeNetView};
 pub use nodes::{sanitize_label, validate_tag};

@@ -69,6 +69,13 @@ enum Cmd {
     /// OIDC login: check the identity provider setup.
     #[command(subcommand)]
     Oidc(cli::oidc::OidcCmd),
+    /// Why a node is offline, relayed, or its routes do not work: findings with
+    /// cause and fix (exit status 1 when there is a problem).
+    Doctor {
+        /// Only this node (its id).
+        #[arg(short = 'n', long)]
+        node: Option<u64>,
+    },
     /// Every node's network as its client reports it (UDP, NAT, home DERP);
     /// `--probe`: this host's STUN and DERP round trips to every region.
     Netcheck {
@@ -180,6 +187,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             cli::run_auth(c, &cli::client(&cfg)?, out).await?;
         }
         Cmd::Routes { args } => return Err(cli::legacy_routes(&args)),
+        Cmd::Doctor { node } => {
+            let cfg = load_config(cfg_path, true)?;
+            return cli::doctor::run(&cli::client(&cfg)?, node, out).await;
+        }
         Cmd::Netcheck { probe } => {
             let cfg = load_config(cfg_path, true)?;
             cli::netcheck::run(&cli::client(&cfg)?, probe, out).await?;

@@ -23,6 +23,7 @@
 mod apikeys;
 mod audit;
 mod auth;
+pub mod doctor;
 pub mod netcheck;
 mod nodes;
 pub mod oidc;

@@ -1,0 +1,177 @@
+//! `State::diagnose`: each real situation gives its finding with cause and fix; a healthy node
+//! gives none.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use chrono::TimeZone;
+use ipnet::IpNet;
+use ironscale_keys::{MachinePublic, NodePublic};
+use ironscale_state::{ManualClock, State};
+use ironscale_store::{NewUser, Store};
+use ironscale_types::{Node, NodeId, RegisterMethod, Timestamp, UserId};
+
+fn t0() -> Timestamp {
+    chrono::Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
+}
+
+fn netinfo(udp: bool, hard: bool, home: i64, latency: f64) -> String {
+    serde_json::json!({"Hostname": "x", "IPNVersion": "1.96.4", "NetInfo": {
+        "WorkingUDP": if udp { "true" } else { "false" },
+        "MappingVariesByDestAddr": if hard { "true" } else { "false" },
+        "PreferredDERP": home,
+        "DERPLatency": {format!("{home}-v4"): latency},
+    }})
+    .to_string()
+}
+
+fn node(i: u8, name: &str, user: UserId) -> Node {
+    let mut b = [0u8; 32];
+    b[0] = i;
+    Node {
+        id: NodeId(0),
+        machine_key: MachinePublic::from_bytes(b),
+        node_key: NodePublic::from_bytes(b),
+        disco_key: Default::default(),
+        ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, i)),
+        ipv6: None,
+        hostname: name.into(),
+        given_name: name.into(),
+        user_id: Some(user),
+        tags: Vec::new(),
+        hostinfo_json: Some(netinfo(true, false, 900, 0.01)),
+        home_derp: 900,
+        announced_routes: Vec::new(),
+        approved_routes: Vec::new(),
+        endpoints: vec!["192.0.2.1:41641".into()],
+        expiry: None,
+        created_at: t0(),
+        last_seen: Some(t0()),
+        register_method: RegisterMethod::AuthKey,
+        auth_key_id: None,
+        ephemeral: false,
+        capver: 130,
+        approved: true,
+    }
+}
+
+#[tokio::test]
+async fn each_situation_has_its_finding_and_a_healthy_node_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&ironscale_store::sqlite_config(dir.path().join("s.sqlite")))
+        .await
+        .unwrap();
+    let u = store
+        .create_user(&NewUser::named("alice"), t0())
+        .await
+        .unwrap()
+        .id;
+    let net = |s: &str| -> IpNet { s.parse().unwrap() };
+    let mut nodes = Vec::new();
+    nodes.push(node(1, "healthy", u));
+    let mut n = node(2, "expired", u);
+    n.expiry = Some(t0() - chrono::Duration::hours(1));
+    nodes.push(n);
+    let mut n = node(3, "router", u);
+    n.announced_routes = vec![net("10.0.0.0/24")];
+    nodes.push(n);
+    let mut n = node(4, "exit", u);
+    n.announced_routes = vec![net("0.0.0.0/0"), net("::/0")];
+    nodes.push(n);
+    let mut n = node(5, "hard1", u);
+    n.hostinfo_json = Some(netinfo(true, true, 900, 0.01));
+    nodes.push(n);
+    let mut n = node(6, "hard2", u);
+    n.hostinfo_json = Some(netinfo(true, true, 900, 0.01));
+    nodes.push(n);
+    let mut n = node(7, "gone", u);
+    n.last_seen = Some(t0() - chrono::Duration::hours(3));
+    nodes.push(n);
+    let mut n = node(8, "noudp", u);
+    n.hostinfo_json = Some(netinfo(false, false, 900, 0.01));
+    nodes.push(n);
+    let mut n = node(9, "far", u);
+    n.hostinfo_json = Some(netinfo(true, false, 901, 0.240));
+    nodes.push(n);
+    let mut ids = std::collections::BTreeMap::new();
+    for n in nodes {
+        let name = n.given_name.clone();
+        ids.insert(name, store.insert_node(&n).await.unwrap().id);
+    }
+    let clock = ManualClock::new(t0());
+    let state = State::load_with_clock(
+        store,
+        Default::default(),
+        Default::default(),
+        Arc::new(clock),
+    )
+    .await
+    .unwrap();
+    let mut sessions = Vec::new();
+    for name in [
+        "healthy", "router", "exit", "hard1", "hard2", "noudp", "far",
+    ] {
+        sessions.push(state.connect(ids[name]).await.unwrap());
+    }
+    let url = "https://vpn.example.com";
+    let all = state.diagnose(None, url);
+    let codes = |name: &str| -> Vec<&str> {
+        all.iter()
+            .filter(|f| f.node == Some(ids[name]))
+            .map(|f| f.code)
+            .collect()
+    };
+    assert!(codes("healthy").is_empty(), "{all:#?}");
+    assert_eq!(codes("expired"), vec!["key-expired"]);
+    assert_eq!(codes("router"), vec!["route-not-approved"]);
+    assert_eq!(codes("exit"), vec!["exit-not-approved"]);
+    assert_eq!(codes("hard1"), vec!["relayed-hard-nat-pair"]);
+    assert_eq!(codes("hard2"), vec!["relayed-hard-nat-pair"]);
+    assert_eq!(codes("gone"), vec!["offline"]);
+    assert_eq!(codes("noudp"), vec!["relayed-no-udp"]);
+    assert_eq!(codes("far"), vec!["home-derp-far"]);
+    let find = |code: &str| all.iter().find(|f| f.code == code).unwrap();
+    assert!(find("key-expired")
+        .fix
+        .contains("tailscale up --login-server=https://vpn.example.com"));
+    let r = ids["router"].0;
+    assert_eq!(
+        find("route-not-approved").fix,
+        format!("ironscale nodes approve-routes -i {r} -r 10.0.0.0/24 (or an autoApprovers.routes rule in the policy)")
+    );
+    assert!(
+        find("exit-not-approved").fix.contains("-r 0.0.0.0/0,::/0"),
+        "{:?}",
+        find("exit-not-approved")
+    );
+    assert!(
+        find("offline").cause.contains("last seen 3 h ago"),
+        "{:?}",
+        find("offline")
+    );
+    assert!(
+        find("relayed-hard-nat-pair").cause.contains("hard2")
+            || find("relayed-hard-nat-pair").cause.contains("hard1")
+    );
+    assert!(find("home-derp-far").cause.contains("240 ms"));
+    // Problems first.
+    let first_warning = all
+        .iter()
+        .position(|f| f.severity == ironscale_state::FindingSeverity::Warning)
+        .unwrap();
+    assert!(all[..first_warning]
+        .iter()
+        .all(|f| f.severity == ironscale_state::FindingSeverity::Problem));
+    // One node only.
+    let one = state.diagnose(Some(ids["router"]), url);
+    assert_eq!(one.len(), 1);
+    assert!(state.diagnose(Some(ids["healthy"]), url).is_empty());
+
+    // Fixed: the route approved, the finding is gone.
+    state
+        .set_approved_routes(ids["router"], vec![net("10.0.0.0/24")])
+        .await
+        .unwrap();
+    assert!(state.diagnose(Some(ids["router"]), url).is_empty());
+    drop(sessions);
+}
