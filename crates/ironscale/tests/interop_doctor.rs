@@ -84,8 +84,9 @@ fn doctor_finds_real_problems_with_their_fixes_and_nothing_on_a_healthy_tailnet(
         || {
             let (ok, f, _) = doctor(&[]);
             let has = |node: u64, code: &str| {
-                f.iter()
-                    .any(|x| x["node_id"] == node.to_string() && x["code"] == code)
+                f.iter().any(|x| {
+                    x["node_id"].as_str() == Some(node.to_string().as_str()) && x["code"] == code
+                })
             };
             Ok((!ok
                 && has(ia, "route-not-approved")
@@ -115,7 +116,9 @@ fn doctor_finds_real_problems_with_their_fixes_and_nothing_on_a_healthy_tailnet(
     // One node only.
     let (_, only_a, _) = doctor(&["--node", &ia.to_string()]);
     assert!(
-        only_a.iter().all(|x| x["node_id"] == ia.to_string()),
+        only_a
+            .iter()
+            .all(|x| x["node_id"].as_str() == Some(ia.to_string().as_str())),
         "{only_a:#?}"
     );
 
