@@ -620,6 +620,21 @@ impl Client {
 
     /// Audit log entries written at or after `since` (all when `None`),
     /// newest first, at most `limit` (the server's default, 100, when `None`).
+    /// `GET /api/v1/policy/explain`.
+    pub async fn explain_policy(
+        &self,
+        src: &str,
+        dst: &str,
+        port: u16,
+    ) -> Result<dto::ExplainResponse> {
+        let q = [
+            ("src", src.to_string()),
+            ("dst", dst.to_string()),
+            ("port", port.to_string()),
+        ];
+        self.get(&with_query("/api/v1/policy/explain", &q)).await
+    }
+
     /// `GET /api/v1/doctor[?node=ID]`.
     pub async fn doctor(&self, node: Option<u64>) -> Result<dto::DoctorResponse> {
         let q: Vec<(&str, String)> = node.map(|n| ("node", n.to_string())).into_iter().collect();

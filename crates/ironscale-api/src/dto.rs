@@ -1267,3 +1267,20 @@ impl DoctorResponse {
         }
     }
 }
+
+/// `GET /api/v1/policy/explain?src=NODE&dst=NODE&port=N` (not a Headscale
+/// route): whether `src` may open a TCP connection to `dst`:`port`, and which
+/// rule of `dst`'s packet filter decides it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExplainResponse {
+    pub allowed: bool,
+    /// 1-based index of the matching rule in the destination's packet filter.
+    #[serde(default)]
+    pub rule: Option<usize>,
+    #[serde(default)]
+    pub rule_src_ips: Vec<String>,
+    #[serde(default)]
+    pub rule_dst_ports: Vec<String>,
+    pub why: String,
+}

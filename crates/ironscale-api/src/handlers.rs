@@ -901,3 +901,58 @@ pub async fn doctor(AxState(state): AxState<State>, q: Params) -> ApiResult<dto:
         &state.diagnose(only, &url),
     )))
 }
+
+/// A node by id or by its given name.
+fn node_by_id_or_name(
+    state: &State,
+    what: &str,
+    raw: &str,
+) -> Result<ironscale_types::NodeId, ApiError> {
+    let t = state.snapshot();
+    if let Ok(id) = raw.parse::<u64>() {
+        let id = ironscale_types::NodeId(id);
+        if t.nodes.contains_key(&id) {
+            return Ok(id);
+        }
+    }
+    t.nodes
+        .values()
+        .find(|n| n.given_name == raw)
+        .map(|n| n.id)
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{what} {raw:?} is no node (give an id or a node name)"
+            ))
+        })
+}
+
+pub async fn explain_policy(
+    AxState(state): AxState<State>,
+    q: Params,
+) -> ApiResult<dto::ExplainResponse> {
+    let q = params(q)?;
+    let get = |k: &str| {
+        q.get(k)
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .ok_or_else(|| ApiError::invalid(format!("{k} is required")))
+    };
+    let src = node_by_id_or_name(&state, "src", &get("src")?)?;
+    let dst = node_by_id_or_name(&state, "dst", &get("dst")?)?;
+    let raw = get("port")?;
+    let port = raw
+        .parse::<u16>()
+        .map_err(|_| ApiError::invalid(format!("invalid port {raw:?}")))?;
+    let e = state.explain_access(src, dst, port)?;
+    let (rule, rule_src_ips, rule_dst_ports) = match e.rule {
+        Some((i, s, d)) => (Some(i + 1), s, d),
+        None => (None, Vec::new(), Vec::new()),
+    };
+    Ok(Json(dto::ExplainResponse {
+        allowed: e.allowed,
+        rule,
+        rule_src_ips,
+        rule_dst_ports,
+        why: e.why,
+    }))
+}

@@ -255,3 +255,126 @@ fn humanize(secs: i64) -> String {
         s => format!("{} days", s / 86_400),
     }
 }
+
+/// Why traffic from one node to another's port is allowed or not: the
+/// destination's packet filter (what its client enforces) read for the
+/// source's addresses. `ironscale policy explain`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessExplanation {
+    pub allowed: bool,
+    /// The matching rule of the destination's filter: its index, sources and
+    /// destinations as the client gets them.
+    pub rule: Option<(usize, Vec<String>, Vec<String>)>,
+    /// In words.
+    pub why: String,
+}
+
+/// Whether the filter address text `s` (`*`, an IP, a CIDR, `a-b`) holds `ip`.
+fn addr_matches(s: &str, ip: std::net::IpAddr) -> bool {
+    if s == "*" {
+        return true;
+    }
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        return n.contains(&ip);
+    }
+    if let Ok(a) = s.parse::<std::net::IpAddr>() {
+        return a == ip;
+    }
+    if let Some((a, b)) = s.split_once('-') {
+        if let (Ok(a), Ok(b)) = (a.parse::<std::net::IpAddr>(), b.parse::<std::net::IpAddr>()) {
+            return a <= ip && ip <= b && a.is_ipv4() == ip.is_ipv4();
+        }
+    }
+    false
+}
+
+impl State {
+    /// Explain `src` → `dst`:`port` (TCP) under the policy in force.
+    pub fn explain_access(
+        &self,
+        src: NodeId,
+        dst: NodeId,
+        port: u16,
+    ) -> crate::Result<AccessExplanation> {
+        let t = self.snapshot();
+        let s = t
+            .nodes
+            .get(&src)
+            .ok_or(crate::StateError::NodeNotFound(src))?;
+        let d = t
+            .nodes
+            .get(&dst)
+            .ok_or(crate::StateError::NodeNotFound(dst))?;
+        let (sn, dn) = (&s.given_name, &d.given_name);
+        let compiled = self.inner.policy.lock().compiled.clone();
+        let Some(c) = compiled else {
+            return Ok(AccessExplanation {
+                allowed: true,
+                rule: None,
+                why: format!(
+                    "no policy is in force: everything is allowed, {sn} → {dn}:{port} included"
+                ),
+            });
+        };
+        let src_ips: Vec<std::net::IpAddr> = s
+            .ipv4
+            .map(std::net::IpAddr::V4)
+            .into_iter()
+            .chain(s.ipv6.map(std::net::IpAddr::V6))
+            .collect();
+        let dst_ips: Vec<std::net::IpAddr> = d
+            .ipv4
+            .map(std::net::IpAddr::V4)
+            .into_iter()
+            .chain(d.ipv6.map(std::net::IpAddr::V6))
+            .collect();
+        let rules = c.filter_rules(dst);
+        for (i, r) in rules.iter().enumerate() {
+            let tcp = r.ip_proto.is_empty() || r.ip_proto.contains(&6);
+            let from = r
+                .src_ips
+                .iter()
+                .any(|x| src_ips.iter().any(|ip| addr_matches(x, *ip)));
+            let to = r.dst_ports.iter().any(|p| {
+                p.ports.first <= port
+                    && port <= p.ports.last
+                    && dst_ips.iter().any(|ip| addr_matches(&p.ip, *ip))
+            });
+            if tcp && from && to {
+                return Ok(AccessExplanation {
+                    allowed: true,
+                    rule: Some((
+                        i,
+                        r.src_ips.iter().map(|x| x.to_string()).collect(),
+                        r.dst_ports
+                            .iter()
+                            .map(|p| {
+                                if p.ports.first == p.ports.last {
+                                    format!("{}:{}", p.ip, p.ports.first)
+                                } else if p.ports.first == 0 && p.ports.last == 65535 {
+                                    format!("{}:*", p.ip)
+                                } else {
+                                    format!("{}:{}-{}", p.ip, p.ports.first, p.ports.last)
+                                }
+                            })
+                            .collect(),
+                    )),
+                    why: format!("allowed: rule {} of {dn}'s packet filter admits {sn}'s addresses to port {port}", i + 1),
+                });
+            }
+        }
+        Ok(AccessExplanation {
+            allowed: false,
+            rule: None,
+            why: if rules.is_empty() {
+                format!("denied: {dn}'s packet filter is empty (no rule of the policy has {dn} as a destination), so it accepts no connection")
+            } else {
+                format!(
+                    "denied: none of the {} rules of {dn}'s packet filter admits {sn} ({}) to port {port}; add an acl with {sn}'s user, group or tag in src and {dn}:{port} in dst",
+                    rules.len(),
+                    src_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+                )
+            },
+        })
+    }
+}

@@ -52,7 +52,7 @@ use ironscale_wire as wire;
 use parking_lot::Mutex;
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
-pub use doctor::{Finding, Severity as FindingSeverity};
+pub use doctor::{AccessExplanation, Finding, Severity as FindingSeverity};
 pub use error::StateError;
 pub use netinfo::{DerpNodeView, DerpRegionView, NetInfo, NodeNetView};
 pub use nodes::{sanitize_label, validate_tag};

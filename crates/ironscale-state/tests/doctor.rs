@@ -175,3 +175,74 @@ async fn each_situation_has_its_finding_and_a_healthy_node_has_none() {
     assert!(state.diagnose(Some(ids["router"]), url).is_empty());
     drop(sessions);
 }
+
+#[tokio::test]
+async fn explain_names_the_rule_that_allows_and_says_why_a_connection_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&ironscale_store::sqlite_config(dir.path().join("s.sqlite")))
+        .await
+        .unwrap();
+    let alice = store
+        .create_user(&NewUser::named("alice"), t0())
+        .await
+        .unwrap()
+        .id;
+    let bob = store
+        .create_user(&NewUser::named("bob"), t0())
+        .await
+        .unwrap()
+        .id;
+    let mut ids = Vec::new();
+    for (i, name, u) in [
+        (1, "laptop", alice),
+        (2, "phone", bob),
+        (3, "server", alice),
+    ] {
+        ids.push(store.insert_node(&node(i, name, u)).await.unwrap().id);
+    }
+    let state = State::load_with_clock(
+        store,
+        Default::default(),
+        Default::default(),
+        Arc::new(ManualClock::new(t0())),
+    )
+    .await
+    .unwrap();
+    let (laptop, phone, server) = (ids[0], ids[1], ids[2]);
+    let e = state.explain_access(phone, server, 22).unwrap();
+    assert!(
+        e.allowed && e.why.starts_with("no policy is in force"),
+        "{e:?}"
+    );
+    state
+        .set_policy_text(
+            r#"{"acls": [
+                {"action": "accept", "src": ["bob@"], "dst": ["alice@:443"]},
+                {"action": "accept", "src": ["alice@"], "dst": ["alice@:22"]}
+            ]}"#,
+            "policy.hujson",
+        )
+        .await
+        .unwrap();
+    let e = state.explain_access(laptop, server, 22).unwrap();
+    assert!(e.allowed, "{e:?}");
+    let (_, srcs, dsts) = e.rule.clone().unwrap();
+    assert!(srcs.iter().any(|s| s.contains("100.64.0.1")), "{e:?}");
+    assert!(dsts.iter().any(|d| d.ends_with(":22")), "{e:?}");
+    let e = state.explain_access(phone, server, 22).unwrap();
+    assert!(!e.allowed, "{e:?}");
+    assert!(
+        e.why.contains("none of the")
+            && e.why.contains("phone (100.64.0.2)")
+            && e.why.contains("server:22"),
+        "{e:?}"
+    );
+    let e = state.explain_access(phone, server, 443).unwrap();
+    assert!(e.allowed, "{e:?}");
+    // bob's phone is no destination of any rule.
+    let e = state.explain_access(laptop, phone, 22).unwrap();
+    assert!(
+        !e.allowed && e.why.contains("packet filter is empty"),
+        "{e:?}"
+    );
+}

@@ -56,6 +56,19 @@ fn doctor_finds_real_problems_with_their_fixes_and_nothing_on_a_healthy_tailnet(
             Ok((ok && f.is_empty()).then_some(()))
         },
     ));
+    // policy explain through the CLI (no policy here: allow all), and a clear error for a typo.
+    let e = must(server.cli(&["policy", "explain", "--src", "a", "--dst", "b:22"]));
+    assert!(
+        output_text(&e).contains("no policy is in force"),
+        "{}",
+        output_text(&e)
+    );
+    let e = must(server.cli(&["policy", "explain", "--src", "nope", "--dst", "b:22"]));
+    assert!(
+        !e.status.success() && output_text(&e).contains("\"nope\" is no node"),
+        "{}",
+        output_text(&e)
+    );
     let table = must(server.cli(&["doctor"]));
     assert!(table.status.success());
     assert!(

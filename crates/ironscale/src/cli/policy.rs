@@ -26,6 +26,15 @@ pub enum PolicyCmd {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// Why SRC may or may not reach DST:PORT (TCP): the rule of DST's packet
+    /// filter that decides. Nodes by id or name.
+    Explain {
+        #[arg(long)]
+        src: String,
+        /// NODE:PORT
+        #[arg(long)]
+        dst: String,
+    },
     /// Print the policy in force (policy.mode: database).
     Get {
         /// Read the database directly instead of asking the running server
@@ -103,6 +112,27 @@ pub async fn remote(
 }
 
 async fn remote_with(cmd: PolicyCmd, c: &Client, out: Output) -> anyhow::Result<Printed> {
+    if let PolicyCmd::Explain { src, dst } = &cmd {
+        let (node, port) = dst
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--dst must be NODE:PORT, e.g. server:22"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--dst {dst:?}: {port:?} is not a port"))?;
+        let e = c.explain_policy(src, node, port).await?;
+        let v = serde_json::to_value(&e)?;
+        return Ok(Printed::out(crate::cli::output::render(out, &v, || {
+            let mut s = format!("{}\n", e.why);
+            if let Some(i) = e.rule {
+                s.push_str(&format!(
+                    "  rule {i}: from {} to {}\n",
+                    e.rule_src_ips.join(", "),
+                    e.rule_dst_ports.join(", ")
+                ));
+            }
+            s
+        })));
+    }
     let r = match &cmd {
         PolicyCmd::Get { .. } => c.get_policy().await?,
         PolicyCmd::Set { file, .. } => {
