@@ -66,6 +66,49 @@ struct Session {
     not_here: NotHereLimiter,
     /// A ClientInfo waiting for the verifier's answer.
     admission: Option<(NodePublic, ClientInfo, bool)>,
+    /// The receive rate limit, when configured.
+    bucket: Option<TokenBucket>,
+}
+
+/// Bytes a client may send: refills at `rate` per second up to `burst`.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u64, burst: u64, now: Instant) -> TokenBucket {
+        // A burst below one read would never let a read through.
+        let burst = (burst as f64).max(READ_BUF as f64);
+        TokenBucket {
+            rate: rate as f64,
+            burst,
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        self.at = now;
+    }
+
+    /// `None`: read now; else wait until then.
+    fn wait(&mut self, now: Instant) -> Option<Instant> {
+        self.refill(now);
+        if self.tokens >= READ_BUF as f64 {
+            return None;
+        }
+        let short = READ_BUF as f64 - self.tokens;
+        Some(now + std::time::Duration::from_secs_f64(short / self.rate))
+    }
+
+    fn take(&mut self, n: usize) {
+        self.tokens -= n as f64;
+    }
 }
 
 pub(crate) async fn run<S>(server: Arc<DerpServer>, io: S, remote: Option<SocketAddr>)
@@ -85,7 +128,16 @@ where
             last: now,
         },
         admission: None,
+        bucket: None,
     };
+    let cfg = s.server.config();
+    if cfg.token_bucket_bytes_per_second > 0 {
+        s.bucket = Some(TokenBucket::new(
+            cfg.token_bucket_bytes_per_second,
+            cfg.token_bucket_bytes_burst,
+            now,
+        ));
+    }
     let reason = s.drive(io).await;
     let who = s
         .client
@@ -163,7 +215,15 @@ impl Session {
             } else if stalled_since.is_none() {
                 stalled_since = Some(Instant::now());
             }
-            let can_read = self.conn.transmit_len() < READ_PAUSE && !self.conn.awaiting_admission();
+            // The per-client receive rate limit (admitted non-mesh clients): reading pauses
+            // until the bucket has refilled, so TCP slows the sender down.
+            let throttled = match (&mut self.bucket, &self.client) {
+                (Some(b), Some(c)) if !c.is_mesh => b.wait(Instant::now()),
+                _ => None,
+            };
+            let can_read = self.conn.transmit_len() < READ_PAUSE
+                && !self.conn.awaiting_admission()
+                && throttled.is_none();
             let timer = self.conn.poll_timeout();
             let stall_deadline = stalled_since.map(|t| t + write_timeout);
             let client = self.client.clone();
@@ -186,10 +246,14 @@ impl Session {
                     Ok(None) => need_flush = false,
                     Err(e) => return Close::Io(e),
                 },
+                _ = async { match throttled { Some(t) => sleep_until(t.into()).await, None => pending().await } } => {}
                 r = rd.read(&mut rbuf), if can_read => match r {
                     Ok(0) => return Close::Eof,
                     Ok(n) => {
                         trace!(bytes = n, "DERP read");
+                        if let Some(b) = &mut self.bucket {
+                            b.take(n);
+                        }
                         if let Err(e) = self.conn.handle_input(&rbuf[..n], Instant::now()) {
                             return Close::Protocol(e);
                         }

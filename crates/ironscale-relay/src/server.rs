@@ -61,7 +61,9 @@ pub struct DerpServerConfig {
     /// Mesh pre-shared key. Clients presenting it skip verification and may use
     /// mesh frames (WatchConns, ClosePeer, ForwardPacket).
     pub mesh_key: Option<MeshKey>,
-    /// Rate limit advertised to clients in ServerInfo (0 = none).
+    /// Per-client receive rate limit (0 = none): advertised to clients in
+    /// ServerInfo and enforced, a client's reading paused while it is over
+    /// it (TCP then slows the sender; nothing is dropped). Mesh peers are exempt.
     pub token_bucket_bytes_per_second: u64,
     pub token_bucket_bytes_burst: u64,
 }

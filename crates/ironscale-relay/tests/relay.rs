@@ -820,3 +820,53 @@ async fn two_meshed_relays_forward_between_their_clients() {
     }
     assert_eq!(c.server.stats().clients_rejected, 1);
 }
+
+/// With a receive rate limit, a client that sends as fast as it can is slowed to the limit
+/// (reading pauses; nothing is dropped or closed), while an unlimited relay takes it all.
+#[tokio::test]
+async fn a_client_over_the_receive_rate_limit_is_slowed_to_it() {
+    async fn blast(cfg: DerpServerConfig) -> (u64, Duration) {
+        let r = start(DerpServer::with_config(PrivateKey::generate(), cfg)).await;
+        let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+        let pb = kb.node_public();
+        let mut a = connect(&r, ka).await.unwrap();
+        let mut b = connect(&r, kb).await.unwrap();
+        wait_clients(&r.server, 2).await;
+        let started = std::time::Instant::now();
+        let sender = tokio::spawn(async move {
+            let p = Bytes::from(vec![1u8; 1000]);
+            for _ in 0..3000 {
+                if a.send_packet(pb, &p).await.is_err() {
+                    break;
+                }
+            }
+            a
+        });
+        // Count what arrives within one second.
+        let mut got = 0u64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Ok(f)) = tokio::time::timeout_at(deadline, b.recv()).await {
+            if let Frame::RecvPacket { packet, .. } = f {
+                got += packet.len() as u64;
+            }
+        }
+        let elapsed = started.elapsed();
+        sender.abort();
+        (got, elapsed)
+    }
+    let limited = DerpServerConfig {
+        token_bucket_bytes_per_second: 200_000,
+        token_bucket_bytes_burst: 64_000,
+        ..Default::default()
+    };
+    let (slow, t) = blast(limited).await;
+    // At most the burst plus the rate over the time, plus one read's worth of slack.
+    let bound = 64_000.0 + 200_000.0 * t.as_secs_f64() + 40_000.0;
+    assert!(
+        (slow as f64) <= bound,
+        "{slow} bytes in {t:?} through a 200 kB/s limit"
+    );
+    assert!(slow > 0, "nothing arrived through the limit");
+    let (fast, _) = blast(DerpServerConfig::default()).await;
+    assert!(fast > slow * 2, "unlimited {fast} vs limited {slow}");
+}

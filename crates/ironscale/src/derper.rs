@@ -47,6 +47,9 @@ Usage: ironscale derper [flags]     (or through a symlink named derper)
   --mesh-psk-file FILE       the region's pre-shared mesh key (64 hex digits)
   --mesh-with HOSTS          comma-separated relays of this region to mesh with
                              (host, host:port, or name/dial-host[:port]; default port 443)
+  --client-rate-limit BYTES   bytes per second each client may send (ironscale's; default 0:
+                             no limit); a client over it is slowed (reading pauses), never cut
+  --client-rate-burst BYTES   bytes a client may send at once (default: one second's worth)
   --key-file PATH            the relay's private key, created if missing (ironscale's flag:
                              derper's -c would clash with our global -c). Default:
                              /var/lib/derper/derper-<hostname>-<port>.key, so two relays on one
@@ -82,6 +85,10 @@ pub struct DerperArgs {
     /// `--mesh-with`: the other relays of the region (`host`, `host:port`, or
     /// `host/dial-host[:port]`; our own `--hostname` is skipped).
     pub mesh_with: Vec<String>,
+    /// `--client-rate-limit` (ours): bytes per second each client may send (0: none).
+    pub client_rate_limit: u64,
+    /// `--client-rate-burst` (ours): bytes a client may send at once.
+    pub client_rate_burst: u64,
 }
 
 /// Tailscale derper's flags that are not implemented here (yet).
@@ -117,6 +124,8 @@ const VALUES: &[&str] = &[
     "key-file",
     "mesh-psk-file",
     "mesh-with",
+    "client-rate-limit",
+    "client-rate-burst",
 ];
 
 fn parse_bool(flag: &str, v: &str) -> anyhow::Result<bool> {
@@ -226,6 +235,14 @@ pub fn parse(args: &[String]) -> anyhow::Result<DerperArgs> {
             .map(Some)
             .map_err(|_| anyhow::anyhow!("--{k}: {v} is not a port"))
     };
+    let num = |k: &str| -> anyhow::Result<u64> {
+        match values.get(k) {
+            Some(v) => v
+                .parse::<u64>()
+                .with_context(|| format!("--{k}: {v:?} is not a number of bytes")),
+            None => Ok(0),
+        }
+    };
     let verify_client_url = values
         .get("verify-client-url")
         .cloned()
@@ -267,6 +284,8 @@ pub fn parse(args: &[String]) -> anyhow::Result<DerperArgs> {
                     .collect()
             })
             .unwrap_or_default(),
+        client_rate_limit: num("client-rate-limit")?,
+        client_rate_burst: num("client-rate-burst")?,
     })
 }
 
@@ -421,6 +440,8 @@ pub async fn run(args: DerperArgs) -> anyhow::Result<()> {
         key,
         ironscale_relay::DerpServerConfig {
             mesh_key: mesh_key.clone(),
+            token_bucket_bytes_per_second: args.client_rate_limit,
+            token_bucket_bytes_burst: args.client_rate_burst.max(args.client_rate_limit),
             ..Default::default()
         },
     );
