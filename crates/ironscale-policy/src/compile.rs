@@ -876,6 +876,24 @@ impl CompiledPolicy {
         self.ssh_for(i)
     }
 
+    /// How long a passed SSH check lets the same person in again, for a
+    /// connection from `src` to `dst` as local user `local_user` that a
+    /// `check` rule governs (`tailscaled` asks control about it at the
+    /// rule's `holdAndDelegate` URL): the rule's `checkPeriod`, 12h unless
+    /// set, zero for `always` (every connection checks). The shortest when
+    /// several check rules match; `None` when none does (or a node is
+    /// unknown).
+    pub fn ssh_check_period(
+        &self,
+        src: NodeId,
+        dst: NodeId,
+        local_user: &str,
+    ) -> Option<std::time::Duration> {
+        let s = self.idx(src)?;
+        let d = self.idx(dst)?;
+        crate::ssh::check_period_for(self, s, d, local_user)
+    }
+
     pub(crate) fn ssh_for(&self, i: u32) -> Option<SshPolicy> {
         crate::ssh::policy_for(self, i)
     }

@@ -9,8 +9,9 @@
 //! their own SSH). `check` rules come before `accept` rules.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use crate::ast::{Alias, AutoGroup, SshAction};
+use crate::ast::{Alias, AutoGroup, CheckPeriod, SshAction};
 use crate::compile::CompiledPolicy;
 use crate::output::{SshAction as OutAction, SshPolicy, SshPrincipal, SshRule as OutRule};
 use crate::resolve::{Ctx, Resolved};
@@ -19,6 +20,10 @@ use crate::resolve::{Ctx, Resolved};
 pub(crate) struct CSshRule {
     pub action: OutAction,
     pub check: bool,
+    /// `checkPeriod` of a check rule: how long a passed check lets the same
+    /// user in from the same device again without one (12h when unset;
+    /// `always` is zero: every connection checks). Zero for accept rules.
+    pub check_period: Duration,
     pub src: Resolved,
     /// Source devices, sorted.
     pub src_nodes: Vec<u32>,
@@ -38,6 +43,18 @@ pub(crate) struct CSshRule {
 pub(crate) struct CompiledSsh {
     pub present: bool,
     pub rules: Vec<std::sync::Arc<CSshRule>>,
+}
+
+/// Tailscale's default `checkPeriod`.
+pub const DEFAULT_CHECK_PERIOD: Duration = Duration::from_secs(12 * 3600);
+
+fn check_period(p: Option<CheckPeriod>) -> Duration {
+    match p {
+        None => DEFAULT_CHECK_PERIOD,
+        Some(CheckPeriod::Always) => Duration::ZERO,
+        // Validation refuses negative periods.
+        Some(CheckPeriod::Duration(ns)) => Duration::from_nanos(u64::try_from(ns).unwrap_or(0)),
+    }
 }
 
 pub(crate) fn check_url(base: &str) -> String {
@@ -129,6 +146,11 @@ pub(crate) fn compile(ctx: &Ctx<'_>) -> CompiledSsh {
         out.rules.push(std::sync::Arc::new(CSshRule {
             action,
             check,
+            check_period: if check {
+                check_period(r.check_period)
+            } else {
+                Duration::ZERO
+            },
             src,
             src_nodes,
             dst,
@@ -256,4 +278,59 @@ pub(crate) fn policy_for(c: &CompiledPolicy, i: u32) -> Option<SshPolicy> {
     Some(SshPolicy {
         rules: rules.into_iter().map(|(_, r)| r).collect(),
     })
+}
+
+/// Whether a rule with these `sshUsers` (and, for `localpart:`, the source
+/// user's local part) lets someone in as `local`, the way `tailscaled` maps
+/// a requested user: its own entry, else `*` (`=`: the same name).
+fn maps_to(users: &BTreeMap<String, String>, localpart: Option<&str>, local: &str) -> bool {
+    if local.is_empty() {
+        return false;
+    }
+    if localpart == Some(local) {
+        return true;
+    }
+    if local == "root" {
+        return users.get("root").is_some_and(|v| v == "root");
+    }
+    users
+        .iter()
+        .any(|(k, v)| v == local || (k == "*" && v == "="))
+}
+
+/// The `checkPeriod` of the check rules that let source device `s` into
+/// destination `d` as `local` (the rules `policy_for(d)` gives `s` as a
+/// principal); the shortest when several match. `None`: no check rule.
+pub(crate) fn check_period_for(
+    c: &CompiledPolicy,
+    s: u32,
+    d: u32,
+    local: &str,
+) -> Option<Duration> {
+    let src = c.node(s);
+    let dst = c.node(d);
+    let mut best: Option<Duration> = None;
+    for r in c.ssh.rules.iter().filter(|r| r.check) {
+        if r.src_nodes.binary_search(&s).is_err() {
+            continue;
+        }
+        let same_user = src.user.is_some() && src.user == dst.user;
+        let reaches = (r.dst_self && same_user)
+            || r.dst_nodes.binary_search(&d).is_ok()
+            || (r.localparts.is_some()
+                && !r.dst_self
+                && r.src_nodes.binary_search(&d).is_ok()
+                && (same_user || (dst.user.is_none() && s == d)));
+        if !reaches {
+            continue;
+        }
+        let lp = match (&r.localparts, src.user) {
+            (Some(m), Some(u)) => m.get(&u).map(String::as_str),
+            _ => None,
+        };
+        if maps_to(&r.users, lp, local) {
+            best = Some(best.map_or(r.check_period, |b| b.min(r.check_period)));
+        }
+    }
+    best
 }

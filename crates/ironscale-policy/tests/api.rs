@@ -344,6 +344,48 @@ fn ssh_check_rules_come_first() {
 }
 
 #[test]
+fn ssh_check_period_is_kept_per_rule_and_found_by_source_destination_and_user() {
+    use std::time::Duration;
+    let text = r#"{
+      "tagOwners": {"tag:srv": ["a@x.io"], "tag:ci": ["a@x.io"]},
+      "ssh": [
+        {"action": "accept", "src": ["a@x.io"], "dst": ["tag:srv"], "users": ["ubuntu"]},
+        {"action": "check", "src": ["a@x.io"], "dst": ["tag:srv"], "users": ["root"], "checkPeriod": "1h30m"},
+        {"action": "check", "src": ["a@x.io", "b@x.io"], "dst": ["tag:srv"], "users": ["deploy"]},
+        {"action": "check", "src": ["b@x.io"], "dst": ["tag:srv"], "users": ["deploy"], "checkPeriod": "always"},
+        {"action": "check", "src": ["autogroup:member"], "dst": ["autogroup:self"], "users": ["autogroup:nonroot"], "checkPeriod": "2h"},
+      ],
+    }"#;
+    let users = vec![user(1, "a", "a@x.io"), user(2, "b", "b@x.io")];
+    let nodes = vec![
+        node(1, Some(1), &[]),
+        node(2, None, &["tag:srv"]),
+        node(3, Some(2), &[]),
+        node(4, Some(1), &[]),
+        node(5, None, &["tag:ci"]),
+    ];
+    let p = Policy::parse(text, "s.hujson").expect("policy");
+    let c = CompiledPolicy::compile(&p, &users, &nodes, &Tailnet::default()).expect("compiles");
+    let period = |s: u64, d: u64, u: &str| c.ssh_check_period(NodeId(s), NodeId(d), u);
+    // Explicit period; the accept rule's user has no check.
+    assert_eq!(period(1, 2, "root"), Some(Duration::from_secs(5400)));
+    assert_eq!(period(1, 2, "ubuntu"), None);
+    // No checkPeriod: Tailscale's 12h.
+    assert_eq!(period(1, 2, "deploy"), Some(Duration::from_secs(12 * 3600)));
+    // `always` is zero, and the shortest of several matching rules wins.
+    assert_eq!(period(3, 2, "deploy"), Some(Duration::ZERO));
+    assert_eq!(period(3, 2, "root"), None, "b has no root rule");
+    // autogroup:self: own devices only; nonroot maps any user but root.
+    assert_eq!(period(1, 4, "alice"), Some(Duration::from_secs(7200)));
+    assert_eq!(period(1, 4, "root"), None);
+    assert_eq!(period(3, 4, "alice"), None, "another user's device");
+    // A tagged source matches no rule here; unknown nodes, none.
+    assert_eq!(period(5, 2, "deploy"), None);
+    assert_eq!(period(9, 2, "deploy"), None);
+    assert_eq!(period(1, 9, "root"), None);
+}
+
+#[test]
 fn ipsets_ranges_and_protocols() {
     let text = r#"{
       "ipsets": {"ipset:lan": ["10.0.0.0/8", "remove 10.99.0.0/16", "100.64.0.2"]},
