@@ -10,6 +10,8 @@
 //!   themselves, so admin calls never wait on map fan-out.
 //! - Time comes from the injected [`Clock`]; node timers live in one table
 //!   fired by one driver task (see `timers.rs`).
+//! - Tailscale SSH check mode (`ssh_check.rs`): pending checks and recent
+//!   passes, in memory, bounded, on the same clock.
 //! - Reading for display goes through the read models (`views.rs`:
 //!   [`NodeView`], [`UserView`], [`PreAuthKeyView`]), shared by the API, the
 //!   CLI and a future web UI.
@@ -27,6 +29,7 @@ mod policy;
 mod register;
 mod session;
 mod sessions;
+mod ssh_check;
 mod timers;
 mod users;
 pub use users::ProviderIdentity;
@@ -63,6 +66,10 @@ pub use register::{
     Request, ERR_EXPIRED_KEY, ERR_INVALID_KEY, ERR_USED_KEY,
 };
 pub use session::{Pending, SessionSlot};
+pub use ssh_check::{
+    PendingSshCheck, SshCheckDecision, SshCheckError, SshCheckId, SshCheckStatus,
+    MAX_PENDING_SSH_CHECKS, MAX_RECENT_SSH_CHECKS, SSH_CHECK_TTL,
+};
 pub use timers::TimerKind;
 pub use views::{ExpiryState, NodeFilter, NodeView, PreAuthKeyView, UserFilter, UserView};
 
@@ -157,6 +164,8 @@ struct Inner {
     policy: Mutex<policy::PolicyState>,
     /// Interactive registrations waiting for approval.
     pending: Mutex<register::PendingTable>,
+    /// Tailscale SSH checks waiting for a login, and recent passes.
+    ssh_checks: Mutex<ssh_check::SshChecks>,
     /// API keys that verified recently.
     api_keys: Mutex<apikeys::ApiKeyCache>,
     /// Bounds concurrent bcrypt verifications.
@@ -229,6 +238,7 @@ impl State {
                     settings.max_pending_registrations,
                     settings.registration_ttl,
                 )),
+                ssh_checks: Mutex::new(ssh_check::SshChecks::default()),
                 api_keys: Mutex::new(apikeys::ApiKeyCache::default()),
                 bcrypt_slots: tokio::sync::Semaphore::new(apikeys::BCRYPT_SLOTS),
                 settings,
