@@ -2,7 +2,9 @@
 //! inside each Noise connection, an HTTP/2 server for the `/machine/*` routes.
 //!
 //! Each Noise connection is bound to the client's machine key, learned from the
-//! handshake; every request on it is checked against that key. A malformed
+//! handshake; every request on it is checked against that key (Tailscale SSH
+//! check mode's `/machine/ssh/*` long polls too: only the destination node's
+//! machine may ask). A malformed
 //! handshake, record or frame ends that one connection only.
 
 mod frames;
@@ -10,6 +12,7 @@ mod login;
 mod machine;
 mod noise_stream;
 mod probe;
+mod ssh;
 mod ts2021;
 mod verify;
 
@@ -51,6 +54,8 @@ pub struct Control {
     pub(crate) pings: probe::Pings,
     /// See [`ControlOptions::register_page`].
     pub register_page: bool,
+    /// See [`ControlOptions::ssh_check_login`].
+    pub ssh_check_login: bool,
 }
 
 /// What [`Control::with_options`] takes besides the state and key.
@@ -67,6 +72,10 @@ pub struct ControlOptions {
     /// Serve the administrator-approval page at `/register/<id>` (on unless
     /// an identity provider's login pages take that path: OIDC).
     pub register_page: bool,
+    /// An identity provider serves `<server_url>/ssh/check/<id>`, where the
+    /// owner of a device logs in to pass a Tailscale SSH check (OIDC). Off,
+    /// SSH check rules are answered with a rejection that says so.
+    pub ssh_check_login: bool,
 }
 
 impl Default for ControlOptions {
@@ -77,6 +86,7 @@ impl Default for ControlOptions {
             probe_interval: std::time::Duration::from_secs(10),
             probe_timeout: std::time::Duration::from_secs(5),
             register_page: true,
+            ssh_check_login: false,
         }
     }
 }
@@ -121,6 +131,7 @@ impl Control {
             probe_timeout: o.probe_timeout,
             pings: Default::default(),
             register_page: o.register_page,
+            ssh_check_login: o.ssh_check_login,
         })
     }
 }

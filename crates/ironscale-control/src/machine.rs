@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Extension, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use ironscale_keys::MachinePublic;
@@ -29,6 +29,11 @@ pub fn router(ctl: Arc<Control>, machine: MachinePublic) -> Router {
         .route("/machine/register", post(register))
         .route("/machine/map", post(map))
         .route("/machine/update-health", post(update_health))
+        .route(
+            "/machine/ssh/action/{src}/to/{dst}",
+            get(crate::ssh::action),
+        )
+        .route("/machine/ssh/wait/{id}", get(crate::ssh::wait))
         .route("/machine/{*rest}", any(not_implemented))
         .layer(Extension(machine))
         .layer(DefaultBodyLimit::max(MAX_BODY))

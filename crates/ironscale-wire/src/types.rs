@@ -23,6 +23,55 @@ fn is_zero_i32(v: &i32) -> bool {
     *v == 0
 }
 
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+/// `tailcfg.SSHAction`: what control answers at an SSH rule's
+/// `holdAndDelegate` URL (fetched by the destination's `tailscaled` over
+/// Noise). `accept` or `reject` is final; otherwise `holdAndDelegate` is the
+/// next URL to poll. `message` is shown to the SSH user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshAction {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reject: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub accept: bool,
+    /// Nanoseconds (Go's `time.Duration`); zero: no limit.
+    #[serde(
+        rename = "sessionDuration",
+        default,
+        skip_serializing_if = "is_zero_i64"
+    )]
+    pub session_duration: i64,
+    #[serde(
+        rename = "allowAgentForwarding",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub allow_agent_forwarding: bool,
+    #[serde(
+        rename = "holdAndDelegate",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub hold_and_delegate: String,
+    #[serde(
+        rename = "allowLocalPortForwarding",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub allow_local_port_forwarding: bool,
+    #[serde(
+        rename = "allowRemotePortForwarding",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub allow_remote_port_forwarding: bool,
+}
+
 /// `GET /key` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OverTlsPublicKeyResponse {
@@ -713,6 +762,35 @@ impl HostinfoView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_actions_use_tailcfg_names_and_omit_zero_fields() {
+        let a = SshAction {
+            accept: true,
+            allow_agent_forwarding: true,
+            allow_local_port_forwarding: true,
+            allow_remote_port_forwarding: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&a).unwrap_or_default(),
+            r#"{"accept":true,"allowAgentForwarding":true,"allowLocalPortForwarding":true,"allowRemotePortForwarding":true}"#
+        );
+        let hold = SshAction {
+            message: "visit\n".into(),
+            hold_and_delegate: "https://x/machine/ssh/wait/abc".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&hold).unwrap_or_default(),
+            r#"{"message":"visit\n","holdAndDelegate":"https://x/machine/ssh/wait/abc"}"#
+        );
+        let back: SshAction =
+            serde_json::from_str(r#"{"reject":true,"message":"no","sessionDuration":5}"#)
+                .unwrap_or_default();
+        assert!(back.reject && !back.accept);
+        assert_eq!((back.message.as_str(), back.session_duration), ("no", 5));
+    }
 
     const LITE: &str = include_str!("../testdata/MapRequest-lite-with-endpoints-netinfo.json");
     const REG: &str = include_str!("../testdata/RegisterRequest.json");

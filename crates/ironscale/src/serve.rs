@@ -391,6 +391,7 @@ pub async fn run(cfg: Config, config_path: Option<std::path::PathBuf>) -> anyhow
             probe_interval: cfg.node.routes_ha_probe_interval,
             probe_timeout: cfg.node.routes_ha_probe_timeout,
             register_page: oidc.is_none(),
+            ssh_check_login: oidc.is_some(),
         },
     );
     // The REST API beside the control protocol, behind API keys
