@@ -23,6 +23,9 @@ pub(crate) const MAX_PER_PURPOSE: usize = 3;
 pub enum Purpose {
     /// A waiting `tailscale up` (its registration id).
     Register(ironscale_state::RegistrationId),
+    /// A Tailscale SSH connection held for a check (its check id): the
+    /// source device's owner logs in to let it through.
+    SshCheck(ironscale_state::SshCheckId),
 }
 
 pub(crate) struct Flow {

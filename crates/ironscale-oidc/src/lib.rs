@@ -10,6 +10,9 @@
 //!   `GET /oidc/callback` checks the answer, applies the allow rules, finds
 //!   or creates the user and approves the waiting registration; every
 //!   refusal is a page that says why and registers nothing.
+//!   `GET /ssh/check/<id>` does the same for a Tailscale SSH connection held
+//!   by a `check` rule: the callback passes the check when the person who
+//!   logged in owns the source device, and denies it otherwise.
 //! - [`check`]: `ironscale oidc check`, what is wrong with the setup.
 
 mod allow;
@@ -118,6 +121,10 @@ pub enum Refusal {
     RegistrationGone,
     #[error("the registration was refused: {0}")]
     Approval(String),
+    #[error("the SSH check is unknown, expired or already decided")]
+    SshCheckGone,
+    #[error("logged in as {user}, who does not own the device the SSH connection comes from")]
+    SshCheckNotOwner { user: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -1,6 +1,7 @@
 //! The pages of an OIDC login: `GET /register/<id>` (from `tailscale up`)
-//! sends the browser to the provider; `GET /oidc/callback` is where the
-//! provider sends it back.
+//! and `GET /ssh/check/<id>` (from a Tailscale SSH connection a `check` rule
+//! holds) send the browser to the provider; `GET /oidc/callback` is where
+//! the provider sends it back.
 
 use std::sync::Arc;
 
@@ -9,7 +10,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use ironscale_state::{Approval, ProviderIdentity, RegistrationId, State};
+use ironscale_state::{
+    Approval, ProviderIdentity, RegistrationId, SshCheckError, SshCheckId, State,
+};
 use ironscale_types::{RegisterMethod, UserRef};
 use serde::Deserialize;
 
@@ -30,11 +33,13 @@ struct Web {
     state: State,
 }
 
-/// `/register/{id}` and `/oidc/callback` for `oidc`. Merged into the control
-/// listener instead of the administrator-approval page when OIDC is on.
+/// `/register/{id}`, `/ssh/check/{id}` and `/oidc/callback` for `oidc`.
+/// Merged into the control listener instead of the administrator-approval
+/// page when OIDC is on.
 pub fn router(oidc: Arc<Oidc>, state: State) -> Router {
     Router::new()
         .route("/register/{id}", get(register_page))
+        .route("/ssh/check/{id}", get(ssh_check_page))
         .route("/oidc/callback", get(callback))
         .with_state(Arc::new(Web { oidc, state }))
 }
@@ -66,14 +71,41 @@ async fn register_page(
     else {
         return refusal_page(&Refusal::RegistrationGone);
     };
-    let cookie = match browser_cookie(&headers) {
+    start_login(&w, Purpose::Register(id), &headers).await
+}
+
+/// `GET /ssh/check/<id>`: the URL a Tailscale SSH user is shown while a
+/// `check` rule holds the connection.
+async fn ssh_check_page(
+    AxState(w): AxState<Arc<Web>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(id) = SshCheckId::parse(&id).filter(|id| w.state.pending_ssh_check(id).is_some())
+    else {
+        return ssh_refusal_page(&Refusal::SshCheckGone);
+    };
+    start_login(&w, Purpose::SshCheck(id), &headers).await
+}
+
+/// Send the browser to the provider for `purpose`, binding the login to it
+/// with the login cookie.
+async fn start_login(w: &Web, purpose: Purpose, headers: &HeaderMap) -> Response {
+    let refused = |r: &Refusal| {
+        if matches!(purpose, Purpose::SshCheck(_)) {
+            ssh_refusal_page(r)
+        } else {
+            refusal_page(r)
+        }
+    };
+    let cookie = match browser_cookie(headers) {
         Some(c) => c,
         None => match random_token(32) {
             Ok(c) => c,
-            Err(r) => return refusal_page(&r),
+            Err(r) => return refused(&r),
         },
     };
-    match w.oidc.start(Purpose::Register(id), &cookie).await {
+    match w.oidc.start(purpose.clone(), &cookie).await {
         Ok(url) => {
             // Path=/: `/register/<id>` must see it too, so a second login in
             // the same browser keeps the first one's cookie (and a server_url
@@ -93,14 +125,14 @@ async fn register_page(
                 r.headers_mut().insert(header::SET_COOKIE, set);
                 r
             } else {
-                refusal_page(&Refusal::Internal(
+                refused(&Refusal::Internal(
                     "the authorization URL is not a header".into(),
                 ))
             }
         }
         Err(r) => {
             tracing::warn!("OIDC login could not start: {r}");
-            refusal_page(&r)
+            refused(&r)
         }
     }
 }
@@ -121,7 +153,7 @@ async fn callback(
     let result = login(&w, q, browser_cookie(&headers).as_deref()).await;
     w.oidc.count(match &result {
         Ok(_) => "ok",
-        Err(r) => reason_code(r),
+        Err(Failed::Login(r) | Failed::SshCheck(r)) => reason_code(r),
     });
     // A callback that names no login of this browser (unknown, replayed or
     // foreign state) is anyone's request: counted and debug-logged only, so
@@ -129,30 +161,68 @@ async fn callback(
     // far as the provider's answer is audited, accepted or refused.
     let anonymous = matches!(
         &result,
-        Err(Refusal::UnknownState | Refusal::Replayed | Refusal::OtherBrowser)
+        Err(Failed::Login(
+            Refusal::UnknownState | Refusal::Replayed | Refusal::OtherBrowser
+        ))
     );
     if anonymous {
-        if let Err(r) = &result {
+        if let Err(Failed::Login(r) | Failed::SshCheck(r)) = &result {
             tracing::debug!("OIDC callback refused: {r}");
         }
     } else {
-        let (actor, target, outcome) = match &result {
-            Ok((user, node)) => (format!("oidc:{user}"), node.clone(), "ok".to_string()),
-            Err(r) => ("oidc".to_string(), String::new(), r.to_string()),
+        // SSH checks are audited as `oidc.ssh_check`, registrations as `oidc.login`.
+        let (actor, action, target, outcome) = match &result {
+            Ok(Outcome::Registered { user, node }) => (
+                format!("oidc:{user}"),
+                "oidc.login",
+                node.clone(),
+                "ok".to_string(),
+            ),
+            Ok(Outcome::SshCheck { user, node }) => (
+                format!("oidc:{user}"),
+                "oidc.ssh_check",
+                node.clone(),
+                "ok".to_string(),
+            ),
+            Err(Failed::Login(r)) => (
+                "oidc".to_string(),
+                "oidc.login",
+                String::new(),
+                r.to_string(),
+            ),
+            Err(Failed::SshCheck(r)) => (
+                "oidc".to_string(),
+                "oidc.ssh_check",
+                String::new(),
+                r.to_string(),
+            ),
         };
-        if let Err(r) = &result {
-            tracing::warn!("OIDC login refused: {r}");
+        match &result {
+            Err(Failed::Login(r)) => tracing::warn!("OIDC login refused: {r}"),
+            Err(Failed::SshCheck(r)) => tracing::warn!("OIDC login for an SSH check refused: {r}"),
+            Ok(_) => {}
         }
         if let Err(e) = w
             .state
-            .record_audit(&actor, "oidc.login", &target, &outcome, "")
+            .record_audit(&actor, action, &target, &outcome, "")
             .await
         {
             tracing::warn!("could not record the OIDC login in the audit log: {e}");
         }
     }
     match result {
-        Ok((user, node)) => page(
+        Ok(Outcome::SshCheck { user, node }) => page(
+            StatusCode::OK,
+            "SSH check passed",
+            &format!(
+                "<p id=\"result\" data-outcome=\"ssh-check-passed\">Logged in as <b>{}</b>. The SSH connection from <b>{}</b> may proceed.</p>\
+                 <p>You can close this window.</p>",
+                escape(&user),
+                escape(&node)
+            ),
+        ),
+        Err(Failed::SshCheck(r)) => ssh_refusal_page(&r),
+        Ok(Outcome::Registered { user, node }) => page(
             StatusCode::OK,
             "Logged in",
             &format!(
@@ -162,7 +232,27 @@ async fn callback(
                 escape(&node)
             ),
         ),
-        Err(r) => refusal_page(&r),
+        Err(Failed::Login(r)) => refusal_page(&r),
+    }
+}
+
+/// What a login did.
+enum Outcome {
+    /// The machine joined: user name, node name.
+    Registered { user: String, node: String },
+    /// The SSH check passed: user name, source node name.
+    SshCheck { user: String, node: String },
+}
+
+/// Why a login did nothing; an SSH check's refusals get their own page.
+enum Failed {
+    Login(Refusal),
+    SshCheck(Refusal),
+}
+
+impl From<Refusal> for Failed {
+    fn from(r: Refusal) -> Failed {
+        Failed::Login(r)
     }
 }
 
@@ -176,12 +266,9 @@ fn provider_text(s: Option<String>) -> String {
         .collect()
 }
 
-/// The callback's work; returns (user name, node name) once registered.
-async fn login(
-    w: &Web,
-    q: CallbackQuery,
-    browser: Option<&str>,
-) -> Result<(String, String), Refusal> {
+/// The callback's work: check the provider's answer, then do what the
+/// login was for.
+async fn login(w: &Web, q: CallbackQuery, browser: Option<&str>) -> Result<Outcome, Failed> {
     let state = q
         .state
         .filter(|s| !s.is_empty())
@@ -189,13 +276,18 @@ async fn login(
     if let Some(error) = q.error {
         // The provider said no; the login is over. Only the browser that
         // started it hears what the provider said.
-        w.oidc
+        let flow = w
+            .oidc
             .flows
             .lock()
             .take(&state, browser, std::time::Instant::now())?;
-        return Err(Refusal::ProviderDenied {
+        let r = Refusal::ProviderDenied {
             error: provider_text(Some(error)),
             description: provider_text(q.error_description),
+        };
+        return Err(match flow.purpose {
+            Purpose::SshCheck(_) => Failed::SshCheck(r),
+            Purpose::Register(_) => Failed::Login(r),
         });
     }
     let code = q
@@ -203,14 +295,82 @@ async fn login(
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Refusal::Provider("the provider's answer has no code".into()))?;
     let (purpose, id) = w.oidc.finish(&state, &code, browser).await?;
-    let Purpose::Register(reg) = purpose;
-    allow::check(&w.oidc.settings.rules, &id)?;
-    if w.state.pending_registration(&reg).is_none() {
+    match purpose {
+        Purpose::Register(reg) => {
+            let (user, node) = register(w, &reg, &id).await?;
+            Ok(Outcome::Registered { user, node })
+        }
+        Purpose::SshCheck(check) => {
+            let (user, node) = ssh_check(w, &check, &id).await.map_err(Failed::SshCheck)?;
+            Ok(Outcome::SshCheck { user, node })
+        }
+    }
+}
+
+/// An SSH check's login: the allow rules, then the user, who must own the
+/// source device. A refusal for who logged in (not allowed, not the owner)
+/// denies the check too, so the held connection ends with the reason; a
+/// user made for a refused login goes again.
+async fn ssh_check(
+    w: &Web,
+    check: &SshCheckId,
+    id: &Identity,
+) -> Result<(String, String), Refusal> {
+    if w.state.pending_ssh_check(check).is_none() {
+        return Err(Refusal::SshCheckGone);
+    }
+    if let Err(r) = allow::check(&w.oidc.settings.rules, id) {
+        w.state.deny_ssh_check(check, &r.to_string());
+        return Err(r);
+    }
+    let (user, created) = w
+        .state
+        .upsert_provider_user(&provider_identity(&w.oidc, id))
+        .await
+        .map_err(|e| Refusal::Internal(format!("storing the user: {e}")))?;
+    match w.state.approve_ssh_check(check, user.id) {
+        Ok(p) => {
+            let node = w
+                .state
+                .get_node(p.src)
+                .map(|n| n.given_name.clone())
+                .unwrap_or_default();
+            tracing::info!(user = %user.name, src = p.src.0, dst = p.dst.0, "SSH check passed by OIDC login");
+            Ok((user.name.clone(), node))
+        }
+        Err(e) => {
+            if created {
+                if let Err(d) = w.state.delete_user(&UserRef::Id(user.id)).await {
+                    tracing::warn!(user = %user.name, "could not remove the user of a refused login: {d}");
+                }
+            }
+            Err(match e {
+                SshCheckError::NotOwner => {
+                    let r = Refusal::SshCheckNotOwner {
+                        user: user.name.clone(),
+                    };
+                    w.state.deny_ssh_check(check, &r.to_string());
+                    r
+                }
+                SshCheckError::NotFound | SshCheckError::Decided => Refusal::SshCheckGone,
+            })
+        }
+    }
+}
+
+/// A registration's login; returns (user name, node name) once registered.
+async fn register(
+    w: &Web,
+    reg: &RegistrationId,
+    id: &Identity,
+) -> Result<(String, String), Refusal> {
+    allow::check(&w.oidc.settings.rules, id)?;
+    if w.state.pending_registration(reg).is_none() {
         return Err(Refusal::RegistrationGone);
     }
     let (user, created) = w
         .state
-        .upsert_provider_user(&provider_identity(&w.oidc, &id))
+        .upsert_provider_user(&provider_identity(&w.oidc, id))
         .await
         .map_err(|e| Refusal::Internal(format!("storing the user: {e}")))?;
     let approval = Approval {
@@ -219,7 +379,7 @@ async fn login(
         method: RegisterMethod::Oidc,
         expiry: w.oidc.settings.use_expiry_from_token.then_some(id.expires),
     };
-    let node = match w.state.approve_registration(&reg, approval).await {
+    let node = match w.state.approve_registration(reg, approval).await {
         Ok(n) => n,
         Err(e) => {
             // Refused after all (tags the user does not own, a lost race for
@@ -290,13 +450,28 @@ fn public_text(r: &Refusal) -> String {
 }
 
 fn refusal_page(r: &Refusal) -> Response {
+    refusal_page_with(
+        r,
+        "Nothing was registered. Run <code>tailscale up</code> again to start over, or ask your administrator.",
+    )
+}
+
+/// A refusal on the way to passing an SSH check.
+fn ssh_refusal_page(r: &Refusal) -> Response {
+    refusal_page_with(
+        r,
+        "The SSH connection was not let through. Connect again to get a new check link, or ask your administrator.",
+    )
+}
+
+fn refusal_page_with(r: &Refusal, next: &str) -> Response {
     let (status, title, why) = explain(r);
     page(
         status,
         title,
         &format!(
             "<p id=\"result\" data-outcome=\"refused\" data-reason=\"{}\">{}</p><p>{}</p>\
-             <p>Nothing was registered. Run <code>tailscale up</code> again to start over, or ask your administrator.</p>",
+             <p>{next}</p>",
             reason_code(r),
             escape(&public_text(r)),
             why
@@ -321,6 +496,8 @@ fn reason_code(r: &Refusal) -> &'static str {
         Refusal::GroupNotAllowed => "group",
         Refusal::RegistrationGone => "registration",
         Refusal::Approval(_) => "approval",
+        Refusal::SshCheckGone => "ssh-check",
+        Refusal::SshCheckNotOwner { .. } => "ssh-owner",
         Refusal::Internal(_) => "internal",
     }
 }
@@ -372,6 +549,16 @@ fn explain(r: &Refusal) -> (StatusCode, &'static str, &'static str) {
             StatusCode::FORBIDDEN,
             "Registration refused",
             "The server refused to register the machine.",
+        ),
+        SshCheckGone => (
+            StatusCode::NOT_FOUND,
+            "Unknown SSH check",
+            "This check link is unknown, has expired (ten minutes) or was already used.",
+        ),
+        SshCheckNotOwner { .. } => (
+            StatusCode::FORBIDDEN,
+            "SSH check failed",
+            "Only the person who owns the device the SSH connection comes from can pass its check. The connection was refused.",
         ),
     }
 }
