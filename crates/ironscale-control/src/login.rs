@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State as AxState};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
+use ironscale_http::page::{escape, html_page as html};
 use ironscale_keys::MachinePublic;
 use ironscale_state::{RegisterResult, RegistrationId, RegistrationStatus};
 use ironscale_wire as wire;
@@ -91,35 +92,6 @@ pub(crate) async fn page(AxState(ctl): AxState<Arc<Control>>, Path(id): Path<Str
         p.expires.format("%Y-%m-%d %H:%M:%S")
     );
     html(StatusCode::OK, "Machine registration", &body)
-}
-
-fn html(status: StatusCode, title: &str, body: &str) -> Response {
-    let page = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ironscale: {title}</title></head>\
-         <body><h1>{title}</h1>{body}</body></html>\n"
-    );
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        page,
-    )
-        .into_response()
-}
-
-fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '&' => "&amp;".to_string(),
-            '"' => "&quot;".to_string(),
-            '\'' => "&#39;".to_string(),
-            c => c.to_string(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -8,9 +8,11 @@
 //!   in flight and no byte moved) and a graceful shutdown; upgraded
 //!   connections leave the HTTP server and keep only their protocol's
 //!   keep-alives.
+//! * [`page`]: the skeleton and escaping of the HTML pages people open.
 //! * TLS material: [`load_pem_files`], [`self_signed`],
 //!   [`load_or_create_self_signed`], [`cert_sha256_hex`].
 
+pub mod page;
 mod serve;
 mod tls;
 

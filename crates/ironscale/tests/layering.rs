@@ -148,7 +148,12 @@ const CRATES: &[(&str, Layer, &[&str])] = &[
     (
         "ironscale-oidc",
         Edge,
-        &["ironscale-types", "ironscale-config", "ironscale-state"],
+        &[
+            "ironscale-types",
+            "ironscale-config",
+            "ironscale-state",
+            "ironscale-http",
+        ],
     ),
     // bin: wires everything together.
     (
