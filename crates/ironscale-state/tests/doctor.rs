@@ -2,17 +2,27 @@
 //! gives none.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
-use chrono::TimeZone;
 use ipnet::IpNet;
-use ironscale_keys::{MachinePublic, NodePublic};
 use ironscale_state::{ManualClock, State};
 use ironscale_store::{NewUser, Store};
-use ironscale_types::{Node, NodeId, RegisterMethod, Timestamp, UserId};
+use ironscale_types::{Node, UserId};
 
-fn t0() -> Timestamp {
-    chrono::Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
+use common::t0;
+
+/// An online-looking node: NetInfo with UDP, an easy NAT and home DERP 900 at 10 ms, one
+/// endpoint, a recent client (see `common::node`).
+fn node(i: u8, name: &str, user: UserId) -> Node {
+    let mut n = common::node(i, name, Some(user));
+    n.hostinfo_json = Some(netinfo(true, false, 900, 0.01));
+    n.home_derp = 900;
+    n.endpoints = vec!["192.0.2.1:41641".into()];
+    n.last_seen = Some(t0());
+    n.capver = 130;
+    n
 }
 
 fn netinfo(udp: bool, hard: bool, home: i64, latency: f64) -> String {
@@ -23,36 +33,6 @@ fn netinfo(udp: bool, hard: bool, home: i64, latency: f64) -> String {
         "DERPLatency": {format!("{home}-v4"): latency},
     }})
     .to_string()
-}
-
-fn node(i: u8, name: &str, user: UserId) -> Node {
-    let mut b = [0u8; 32];
-    b[0] = i;
-    Node {
-        id: NodeId(0),
-        machine_key: MachinePublic::from_bytes(b),
-        node_key: NodePublic::from_bytes(b),
-        disco_key: Default::default(),
-        ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, i)),
-        ipv6: None,
-        hostname: name.into(),
-        given_name: name.into(),
-        user_id: Some(user),
-        tags: Vec::new(),
-        hostinfo_json: Some(netinfo(true, false, 900, 0.01)),
-        home_derp: 900,
-        announced_routes: Vec::new(),
-        approved_routes: Vec::new(),
-        endpoints: vec!["192.0.2.1:41641".into()],
-        expiry: None,
-        created_at: t0(),
-        last_seen: Some(t0()),
-        register_method: RegisterMethod::AuthKey,
-        auth_key_id: None,
-        ephemeral: false,
-        capver: 130,
-        approved: true,
-    }
 }
 
 #[tokio::test]

@@ -5,47 +5,14 @@
 //! the configured prefixes.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use std::sync::Arc;
 
-use ironscale_keys::{MachinePublic, NodePublic};
+use common::{node, t0};
 use ironscale_state::{ManualClock, State, StateError};
 use ironscale_store::{NewUser, NodeUpdate, Store};
-use ironscale_types::{Node, NodeId, RegisterMethod, Timestamp, UserId, UserRef};
-
-fn t0() -> Timestamp {
-    use chrono::TimeZone;
-    chrono::Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
-}
-
-pub fn node(i: u8, name: &str, user: Option<UserId>) -> Node {
-    let mut b = [0u8; 32];
-    b[0] = i;
-    Node {
-        id: NodeId(0),
-        machine_key: MachinePublic::from_bytes(b),
-        node_key: NodePublic::from_bytes(b),
-        disco_key: Default::default(),
-        ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, i)),
-        ipv6: None,
-        hostname: name.into(),
-        given_name: name.into(),
-        user_id: user,
-        tags: Vec::new(),
-        hostinfo_json: None,
-        home_derp: 0,
-        announced_routes: Vec::new(),
-        approved_routes: Vec::new(),
-        endpoints: Vec::new(),
-        expiry: None,
-        created_at: t0(),
-        last_seen: None,
-        register_method: RegisterMethod::AuthKey,
-        auth_key_id: None,
-        ephemeral: false,
-        capver: 106,
-        approved: true,
-    }
-}
+use ironscale_types::{NodeId, UserId, UserRef};
 
 struct Env {
     _dir: tempfile::TempDir,

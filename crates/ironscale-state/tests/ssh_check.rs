@@ -5,49 +5,23 @@
 //! or expired check) and the wait that ends at the check's expiry.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironscale_keys::{MachinePublic, NodePublic};
+use common::t0;
 use ironscale_state::{
     ManualClock, SshCheckDecision, SshCheckError, SshCheckId, SshCheckStatus, State, SSH_CHECK_TTL,
 };
 use ironscale_store::{NewUser, Store};
-use ironscale_types::{Node, NodeId, RegisterMethod, Timestamp, UserId};
+use ironscale_types::{Node, NodeId, UserId};
 
-fn t0() -> Timestamp {
-    use chrono::TimeZone;
-    chrono::Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
-}
-
+/// A node with tags (see `common::node`).
 fn node(i: u8, name: &str, user: Option<UserId>, tags: &[&str]) -> Node {
-    let mut b = [0u8; 32];
-    b[0] = i;
-    Node {
-        id: NodeId(0),
-        machine_key: MachinePublic::from_bytes(b),
-        node_key: NodePublic::from_bytes(b),
-        disco_key: Default::default(),
-        ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, i)),
-        ipv6: None,
-        hostname: name.into(),
-        given_name: name.into(),
-        user_id: user,
-        tags: tags.iter().map(|t| t.to_string()).collect(),
-        hostinfo_json: None,
-        home_derp: 0,
-        announced_routes: Vec::new(),
-        approved_routes: Vec::new(),
-        endpoints: Vec::new(),
-        expiry: None,
-        created_at: t0(),
-        last_seen: None,
-        register_method: RegisterMethod::AuthKey,
-        auth_key_id: None,
-        ephemeral: false,
-        capver: 106,
-        approved: true,
-    }
+    let mut n = common::node(i, name, user);
+    n.tags = tags.iter().map(|t| t.to_string()).collect();
+    n
 }
 
 const POLICY: &str = r#"{

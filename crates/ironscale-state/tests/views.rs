@@ -5,52 +5,27 @@
 //! with its owner and used/expired state.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::TimeZone;
 use ipnet::IpNet;
-use ironscale_keys::{MachinePublic, NodePublic};
 use ironscale_state::{ExpiryState, ManualClock, NodeFilter, State, StateError, UserFilter};
 use ironscale_store::{NewUser, Store};
-use ironscale_types::{Node, NodeId, RegisterMethod, Timestamp, UserId, UserRef};
+use ironscale_types::{Node, NodeId, UserId, UserRef};
 
-fn t0() -> Timestamp {
-    chrono::Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
+use common::t0;
+
+/// A node registered with pre-auth key `key` (see `common::node`).
+fn node(i: u8, name: &str, user: Option<UserId>, key: Option<u64>) -> Node {
+    let mut n = common::node(i, name, user);
+    n.auth_key_id = key;
+    n
 }
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
-}
-
-fn node(i: u8, name: &str, user: Option<UserId>, key: Option<u64>) -> Node {
-    let mut b = [0u8; 32];
-    b[0] = i;
-    Node {
-        id: NodeId(0),
-        machine_key: MachinePublic::from_bytes(b),
-        node_key: NodePublic::from_bytes(b),
-        disco_key: Default::default(),
-        ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, i)),
-        ipv6: None,
-        hostname: name.into(),
-        given_name: name.into(),
-        user_id: user,
-        tags: Vec::new(),
-        hostinfo_json: None,
-        home_derp: 0,
-        announced_routes: Vec::new(),
-        approved_routes: Vec::new(),
-        endpoints: Vec::new(),
-        expiry: None,
-        created_at: t0(),
-        last_seen: None,
-        register_method: RegisterMethod::AuthKey,
-        auth_key_id: key,
-        ephemeral: false,
-        capver: 106,
-        approved: true,
-    }
 }
 
 struct Env {

@@ -31,3 +31,36 @@ pub async fn manual_state() -> (tempfile::TempDir, State, ManualClock) {
     .unwrap();
     (dir, state, clock)
 }
+
+/// A node for store-level setup: keys from `i` (first byte), `100.64.0.<i>`, named `name`,
+/// owned by `user`, registered with a pre-auth key at [`t0`], approved, never connected.
+/// Tests change the fields they are about.
+pub fn node(i: u8, name: &str, user: Option<ironscale_types::UserId>) -> ironscale_types::Node {
+    let mut b = [0u8; 32];
+    b[0] = i;
+    ironscale_types::Node {
+        id: ironscale_types::NodeId(0),
+        machine_key: ironscale_keys::MachinePublic::from_bytes(b),
+        node_key: ironscale_keys::NodePublic::from_bytes(b),
+        disco_key: Default::default(),
+        ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, i)),
+        ipv6: None,
+        hostname: name.into(),
+        given_name: name.into(),
+        user_id: user,
+        tags: Vec::new(),
+        hostinfo_json: None,
+        home_derp: 0,
+        announced_routes: Vec::new(),
+        approved_routes: Vec::new(),
+        endpoints: Vec::new(),
+        expiry: None,
+        created_at: t0(),
+        last_seen: None,
+        register_method: ironscale_types::RegisterMethod::AuthKey,
+        auth_key_id: None,
+        ephemeral: false,
+        capver: 106,
+        approved: true,
+    }
+}
