@@ -908,22 +908,17 @@ fn node_by_id_or_name(
     what: &str,
     raw: &str,
 ) -> Result<ironscale_types::NodeId, ApiError> {
-    let t = state.snapshot();
     if let Ok(id) = raw.parse::<u64>() {
         let id = ironscale_types::NodeId(id);
-        if t.nodes.contains_key(&id) {
+        if state.snapshot().nodes.contains_key(&id) {
             return Ok(id);
         }
     }
-    t.nodes
-        .values()
-        .find(|n| n.given_name == raw)
-        .map(|n| n.id)
-        .ok_or_else(|| {
-            ApiError::invalid(format!(
-                "{what} {raw:?} is no node (give an id or a node name)"
-            ))
-        })
+    state.node_named(raw).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "{what} {raw:?} is no node (give an id or a node name)"
+        ))
+    })
 }
 
 pub async fn explain_policy(

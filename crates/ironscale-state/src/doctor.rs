@@ -40,18 +40,18 @@ impl State {
         let t = self.snapshot();
         let now = self.now();
         let mut out = Vec::new();
-        let nets: std::collections::BTreeMap<NodeId, Option<NetInfo>> = self
-            .node_networks()
-            .into_iter()
-            .map(|v| (v.id, v.net))
+        // Each node's NetInfo, parsed once from its stored Hostinfo.
+        let nets: std::collections::BTreeMap<NodeId, Option<NetInfo>> = t
+            .nodes
+            .values()
+            .map(|n| (n.id, NetInfo::of_node(n)))
             .collect();
         for n in t.nodes.values() {
             if only.is_some_and(|id| id != n.id) {
                 continue;
             }
             let online = t.online.contains(&n.id);
-            let net = nets.get(&n.id).cloned().flatten();
-            node_findings(n, online, net.as_ref(), now, server_url, &mut out);
+            node_findings(n, online, nets[&n.id].as_ref(), now, server_url, &mut out);
         }
         // Pairs that can only meet through a relay: both behind a hard NAT.
         let hard: Vec<(&Node, bool)> = t
@@ -59,8 +59,8 @@ impl State {
             .values()
             .filter(|n| t.online.contains(&n.id))
             .filter(|n| {
-                nets.get(&n.id)
-                    .and_then(|x| x.as_ref())
+                nets[&n.id]
+                    .as_ref()
                     .is_some_and(|x| x.mapping_varies_by_dest_addr == Some(true))
             })
             .map(|n| (&**n, only.is_none_or(|id| id == n.id)))
@@ -316,18 +316,7 @@ impl State {
                 ),
             });
         };
-        let src_ips: Vec<std::net::IpAddr> = s
-            .ipv4
-            .map(std::net::IpAddr::V4)
-            .into_iter()
-            .chain(s.ipv6.map(std::net::IpAddr::V6))
-            .collect();
-        let dst_ips: Vec<std::net::IpAddr> = d
-            .ipv4
-            .map(std::net::IpAddr::V4)
-            .into_iter()
-            .chain(d.ipv6.map(std::net::IpAddr::V6))
-            .collect();
+        let (src_ips, dst_ips) = (s.ips(), d.ips());
         let rules = c.filter_rules(dst);
         for (i, r) in rules.iter().enumerate() {
             let tcp = r.ip_proto.is_empty() || r.ip_proto.contains(&6);

@@ -128,6 +128,13 @@ impl Index {
             .and_then(|s| s.iter().next().copied())
     }
 
+    /// The node with this given name (the lowest id if a stale index held two).
+    pub fn node_named(&self, name: &str) -> Option<NodeId> {
+        self.nodes_by_name
+            .get(name)
+            .and_then(|s| s.iter().next().copied())
+    }
+
     /// Whether a node other than `except` has the given name.
     pub fn name_taken(&self, name: &str, except: Option<NodeId>) -> bool {
         self.nodes_by_name

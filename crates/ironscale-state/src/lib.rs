@@ -280,6 +280,11 @@ impl State {
         self.inner.current.load_full()
     }
 
+    /// The node whose given name (its MagicDNS name) is `name`, from the lookup index.
+    pub fn node_named(&self, name: &str) -> Option<NodeId> {
+        self.inner.index.load().node_named(name)
+    }
+
     pub fn node_by_key(&self, key: &NodePublic) -> Option<Arc<Node>> {
         let id = *self.inner.index.load().by_node_key.get(key)?;
         self.snapshot().nodes.get(&id).cloned()

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use ironscale_types::{NodeId, Timestamp};
+use ironscale_types::{Node, NodeId, Timestamp};
 use serde_json::Value;
 
 use crate::State;
@@ -67,6 +67,12 @@ impl NetInfo {
                 })
                 .unwrap_or_default(),
         })
+    }
+
+    /// What `n`'s stored Hostinfo says (its JSON parsed here).
+    pub fn of_node(n: &Node) -> Option<NetInfo> {
+        let hi: Value = serde_json::from_str(n.hostinfo_json.as_deref()?).ok()?;
+        NetInfo::from_hostinfo(&hi)
     }
 
     /// The best latency the client measured to `region` (any address family).
