@@ -10,7 +10,6 @@ use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -89,8 +88,6 @@ pub struct ChromiumPage {
     pub stopped: bool,
 }
 
-static RUNS: AtomicU32 = AtomicU32::new(0);
-
 /// [`chromium_login_with`] with default options (the test's own namespace, no stop).
 pub fn chromium_login(start_url: &str, username: &str, password: &str) -> Result<ChromiumPage> {
     chromium_login_with(&ChromiumOptions::default(), start_url, username, password)
@@ -132,15 +129,7 @@ pub fn chromium_login_with(
             )
         })?;
     }
-    let n = RUNS.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "ironscale-chromium-{}-{n}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    ));
+    let dir = util::unique_path(&std::env::temp_dir(), "ironscale-chromium");
     util::mkdir_private(&dir)?;
     let result = run_driver(
         &dir, &node, &driver, &chromium, opts, start_url, username, password,

@@ -118,11 +118,7 @@ fn make_executable(p: &Path) -> Result<()> {
 }
 
 fn tmp_sibling(root: &Path, name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    root.join(format!(".tmp-{name}-{}-{nanos}", std::process::id()))
+    crate::util::unique_path(root, &format!(".tmp-{name}"))
 }
 
 /// Renames `tmp` to `dest`; if another process won the race (its `dest/probe` is executable),

@@ -19,7 +19,6 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -133,11 +132,7 @@ pub(crate) fn npm_install(dir: &Path, pkg: &NpmPackage) -> Result<()> {
         .parent()
         .with_context(|| format!("{} has no parent directory", dir.display()))?;
     fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let tmp = parent.join(format!(".tmp-oidc-provider-{}-{nanos}", std::process::id()));
+    let tmp = util::unique_path(parent, ".tmp-oidc-provider");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     fs::write(tmp.join("package.json"), pkg.package_json)?;
@@ -254,8 +249,6 @@ pub fn default_users() -> Value {
     ])
 }
 
-static INSTANCES: AtomicU32 = AtomicU32::new(0);
-
 /// A running provider. Stopped (by PID) when dropped.
 pub struct OidcProvider {
     install: OidcInstall,
@@ -290,15 +283,7 @@ impl OidcProvider {
 
     fn launch(ns: Option<String>, config: &Value) -> Result<OidcProvider> {
         let install = install_oidc_provider()?;
-        let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "ironscale-oidc-{}-{n}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        ));
+        let dir = util::unique_path(&std::env::temp_dir(), "ironscale-oidc");
         util::mkdir_private(&dir)?;
         fs::write(dir.join("provider.mjs"), SCRIPT)?;
         std::os::unix::fs::symlink(install.dir.join("node_modules"), dir.join("node_modules"))

@@ -183,6 +183,18 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 /// Creates a directory (and parents) with mode 0700.
+/// A path under `parent` that no other caller, in this process or another, is given:
+/// `<name>-<pid>-<n>-<nanos>` (`n` counts the calls of this process).
+pub(crate) fn unique_path(parent: &Path, name: &str) -> PathBuf {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    parent.join(format!("{name}-{}-{n}-{nanos}", std::process::id()))
+}
+
 pub(crate) fn mkdir_private(path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()

@@ -58,39 +58,24 @@ fn derper_with_verify_url_relays_for_members_and_refuses_outsiders() {
 
     // The seed's unit, with the binary path changed (and a manual certificate).
     let verify_url = format!("http://{hub}:{CONTROL_PORT}/verify");
-    let mut cmd = lab.hub().command(BIN);
-    cmd.arg("derper")
-        .arg(format!("--hostname={hub}"))
-        .arg(format!("--a={hub}:{DERPER_PORT}"))
-        .arg("--http-port=-1")
-        .arg("--stun")
-        .arg(format!("--stun-port={DERPER_STUN}"))
-        .args(["--certmode", "manual", "--certdir"])
-        .arg(&dir)
-        .arg("--verify-clients")
-        .arg(format!("--verify-client-url={verify_url}"))
-        .arg("--key-file")
-        .arg(dir.join("derper.key"))
-        .env("IRONSCALE_LOG", "ironscale=debug,ironscale_relay=debug");
-    let log = dir.join("derper.log");
-    let (derper, _, _) = must(lab.hub().spawn_logged("derper", cmd, &log, false, false));
-    must(wait_until(
-        "the derper to listen",
-        Duration::from_secs(15),
-        Duration::from_millis(100),
-        || {
-            if !derper.is_running() {
-                return Err(ironscale_testkit::Error::msg(format!(
-                    "derper exited: {}",
-                    derper.tail(30)
-                )));
-            }
-            Ok(std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("DERP relay starting")
-                .then_some(()))
-        },
-    ));
+    let args: Vec<String> = [
+        format!("--hostname={hub}"),
+        format!("--a={hub}:{DERPER_PORT}"),
+        "--http-port=-1".into(),
+        "--stun".into(),
+        format!("--stun-port={DERPER_STUN}"),
+        // A value as a separate argument, as in a unit file.
+        "--certmode".into(),
+        "manual".into(),
+        "--certdir".into(),
+        dir.display().to_string(),
+        "--verify-clients".into(),
+        format!("--verify-client-url={verify_url}"),
+        "--key-file".into(),
+        dir.join("derper.key").display().to_string(),
+    ]
+    .into();
+    let (derper, log) = spawn_derper(&lab, "derper", &args, &[]);
 
     // Members, forced through DERP: they ping and carry TCP through the derper.
     let key = must(server.reusable_key("alice"));
