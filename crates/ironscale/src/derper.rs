@@ -395,12 +395,12 @@ fn read_mesh_key(p: &std::path::Path) -> anyhow::Result<ironscale_derp::MeshKey>
 /// TLS for mesh peers: the system's CA certificates (`SSL_CERT_FILE` /
 /// `SSL_CERT_DIR` honoured), names checked as derper does.
 fn mesh_tls() -> anyhow::Result<rustls::ClientConfig> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        bail!("no CA certificate to verify mesh peers with: install the system's CA certificates or set SSL_CERT_FILE");
-    }
+    let roots = ironscale_api::client::tcp::system_roots().map_err(|why| {
+        anyhow::anyhow!(
+            "no CA certificate to verify mesh peers with{}: install the system's CA certificates or set SSL_CERT_FILE",
+            if why.is_empty() { String::new() } else { format!(" ({why})") }
+        )
+    })?;
     Ok(rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth())

@@ -180,6 +180,24 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The system's CA certificates as `rustls-native-certs` finds them
+/// (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set). `Err`: none could be used,
+/// with what went wrong loading them (possibly empty).
+pub fn system_roots() -> Result<rustls::RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(found
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "));
+    }
+    Ok(roots)
+}
+
 fn tls_config(insecure: bool, url: &str) -> Result<ClientConfig, ClientError> {
     let tls_err = |e: rustls::Error| ClientError::TlsSetup {
         url: url.to_string(),
@@ -196,24 +214,13 @@ fn tls_config(insecure: bool, url: &str) -> Result<ClientConfig, ClientError> {
             }))
             .with_no_client_auth()
     } else {
-        let found = rustls_native_certs::load_native_certs();
-        let mut roots = rustls::RootCertStore::empty();
-        let (added, _) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            let why = found
-                .errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(ClientError::TlsSetup {
-                url: url.to_string(),
-                reason: format!(
-                    "no CA certificate to verify the server with{}: install the system's CA certificates or set SSL_CERT_FILE to the server's CA",
-                    if why.is_empty() { String::new() } else { format!(" ({why})") }
-                ),
-            });
-        }
+        let roots = system_roots().map_err(|why| ClientError::TlsSetup {
+            url: url.to_string(),
+            reason: format!(
+                "no CA certificate to verify the server with{}: install the system's CA certificates or set SSL_CERT_FILE to the server's CA",
+                if why.is_empty() { String::new() } else { format!(" ({why})") }
+            ),
+        })?;
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
